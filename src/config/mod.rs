@@ -1,0 +1,236 @@
+//! Runtime configuration: parsed, validated types the proxy uses without re-checking.
+//!
+//! Loading is two-stage (see `docs/CONFIG.md` for every key): [`file`] mirrors the TOML with
+//! `deny_unknown_fields`, then [`validate`] turns it into a [`Config`] of parsed values, reporting
+//! *every* problem at once with its line and key path. The hot path never parses config strings.
+
+pub mod file;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::time::Duration;
+
+/// Address the proxy listens on when neither the file nor the CLI names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Upstream connect timeout, DNS resolution included.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed for an upstream to send its response head; generous for slow model servers.
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Time a client has to send a complete request head (slowloris defence).
+pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A tunnel with no bytes in either direction for this long is closed.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// An idle pooled upstream connection is closed after this long.
+pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long in-flight requests and tunnels may run on after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Largest request head (request line and header fields) accepted; larger gets 431.
+pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields accepted in one request head; more gets 431.
+pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
+/// Most concurrent client connections per listener; further accepts wait for a free slot.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Most idle pooled connections kept per upstream origin.
+pub const DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST: usize = 64;
+/// Smallest head limit the HTTP/1 parser supports.
+pub const MIN_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+
+/// The validated configuration the proxy runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to bind and what each serves.
+    pub listeners: Vec<ListenerConfig>,
+    /// Runtime worker threads; `None` means one per CPU the process may use.
+    pub workers: Option<NonZeroUsize>,
+    /// Every timeout, in one place.
+    pub timeouts: Timeouts,
+    /// Every size and count limit, in one place.
+    pub limits: Limits,
+    /// Headers the proxy adds itself.
+    pub headers: HeaderSettings,
+}
+
+/// One listening address and the modes it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Which kinds of request this listener accepts.
+    pub modes: Modes,
+}
+
+/// The proxy modes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Absolute-form requests and CONNECT tunnels.
+    pub forward: bool,
+    /// Origin-form requests matched against the routes.
+    pub reverse: bool,
+}
+
+impl Modes {
+    /// A plain forward proxy, the default for a listener with no modes given.
+    pub const FORWARD: Modes = Modes { forward: true, reverse: false };
+}
+
+impl fmt::Display for Modes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.forward, self.reverse) {
+            (true, true) => f.write_str("forward+reverse"),
+            (true, false) => f.write_str("forward"),
+            (false, true) => f.write_str("reverse"),
+            (false, false) => f.write_str("none"),
+        }
+    }
+}
+
+/// Every timeout the proxy enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Upstream connect, DNS included; firing gives 504.
+    pub connect: Duration,
+    /// Upstream response head; firing gives 504.
+    pub response_header: Duration,
+    /// Client request head; firing closes the connection.
+    pub request_header: Duration,
+    /// Tunnel with no traffic either way.
+    pub tunnel_idle: Duration,
+    /// Idle pooled upstream connection.
+    pub upstream_idle: Duration,
+    /// Drain period at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response_header: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            request_header: DEFAULT_REQUEST_HEADER_TIMEOUT,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
+            upstream_idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Every size and count limit the proxy enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes in a request head; more gets 431.
+    pub max_request_head_bytes: usize,
+    /// Header fields in a request head; more gets 431.
+    pub max_request_headers: usize,
+    /// Concurrent client connections per listener.
+    pub max_connections: usize,
+    /// Idle pooled upstream connections per origin.
+    pub max_idle_upstream_per_host: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_head_bytes: DEFAULT_MAX_REQUEST_HEAD_BYTES,
+            max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_idle_upstream_per_host: DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST,
+        }
+    }
+}
+
+/// Headers sluice adds to the messages it forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSettings {
+    /// Append `Via: <version> sluice` to requests and responses (RFC 9110 §7.6.3).
+    pub via: bool,
+}
+
+impl Default for HeaderSettings {
+    fn default() -> Self {
+        HeaderSettings { via: true }
+    }
+}
+
+impl Default for Config {
+    /// The configuration used with no file: a forward proxy on [`DEFAULT_LISTEN`].
+    fn default() -> Self {
+        Config {
+            listeners: vec![ListenerConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                modes: Modes::FORWARD,
+            }],
+            workers: None,
+            timeouts: Timeouts::default(),
+            limits: Limits::default(),
+            headers: HeaderSettings::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&source, &path.display().to_string())
+    }
+
+    /// Parses and validates TOML text; `origin` names it in error messages (usually the path).
+    pub fn from_toml(source: &str, origin: &str) -> Result<Config, ConfigError> {
+        validate::parse_and_validate(source).map_err(|issues| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            issues,
+        })
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The path as given.
+        path: String,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but has one or more problems, all listed.
+    #[error("{}", render_issues(origin, issues))]
+    Invalid {
+        /// Where the text came from.
+        origin: String,
+        /// Every problem found, in file order.
+        issues: Vec<ConfigIssue>,
+    },
+}
+
+/// One problem in a config file, located by line and key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path such as `timeouts.connect` or `listener[0].address`.
+    pub key: String,
+    /// What is wrong, and what is expected instead.
+    pub message: String,
+}
+
+fn render_issues(origin: &str, issues: &[ConfigIssue]) -> String {
+    let mut out = format!("invalid config {origin}:");
+    for issue in issues {
+        out.push_str("\n  ");
+        out.push_str(origin);
+        if let Some(line) = issue.line {
+            out.push_str(&format!(":{line}"));
+        }
+        out.push_str(&format!(": {}: {}", issue.key, issue.message));
+    }
+    out
+}

@@ -1,0 +1,268 @@
+//! [`ProxyError`]: everything that can stop a request, and the one place it becomes a response.
+//!
+//! Each error knows its [`ErrorKind`] (named after the RFC 9209 Proxy-Status error types) and its
+//! status code. [`render`] writes a short plain-text body saying what failed, adds a
+//! `Proxy-Status` header and logs the full cause chain. Timeouts are found anywhere in the cause
+//! chain, so a connect timeout inside the pooled client still becomes a 504.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::Body;
+use crate::upstream::ConnectError;
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request target is not something this proxy can forward.
+    #[error("bad request target: {0}")]
+    BadTarget(#[from] crate::forward::target::TargetError),
+    /// The listener does not serve this kind of request.
+    #[error("{0}")]
+    NotServed(NotServed),
+    /// The upstream could not be reached.
+    #[error("cannot connect to {target}")]
+    Connect {
+        /// `host:port` that was dialled.
+        target: Authority,
+        /// What went wrong while connecting.
+        #[source]
+        source: ConnectError,
+    },
+    /// The upstream accepted the request but sent no response head in time.
+    #[error("{target} sent no response within {}", humantime::format_duration(*after))]
+    ResponseTimeout {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// The configured timeout that fired.
+        after: Duration,
+    },
+    /// The exchange with the upstream failed after connecting (closed early, invalid response).
+    #[error("request to {target} failed")]
+    Upstream {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// The client's error; its own cause says what happened.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+}
+
+/// A request that reached a listener not configured for its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotServed {
+    /// Absolute-form or CONNECT on a listener without `forward`.
+    ForwardDisabled,
+    /// Origin-form on a listener without `reverse`.
+    ReverseDisabled,
+    /// Origin-form with no matching route.
+    NoRoute,
+}
+
+impl std::fmt::Display for NotServed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NotServed::ForwardDisabled => "this listener does not serve as a forward proxy",
+            NotServed::ReverseDisabled => {
+                "this listener is a forward proxy: send requests in absolute-form \
+                 (http://host/path) or use CONNECT"
+            }
+            NotServed::NoRoute => "no route matches this path",
+        })
+    }
+}
+
+/// The fixed set of failure kinds, used in `Proxy-Status`, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself was malformed or unsupported.
+    HttpRequestError,
+    /// The request was refused by configuration.
+    HttpRequestDenied,
+    /// No route or mode serves the request.
+    DestinationNotFound,
+    /// DNS resolution failed.
+    DnsError,
+    /// The upstream refused the TCP connection.
+    ConnectionRefused,
+    /// Connecting to the upstream timed out.
+    ConnectionTimeout,
+    /// The upstream closed the connection before a complete response.
+    ConnectionTerminated,
+    /// The upstream did not send a response head in time.
+    HttpResponseTimeout,
+    /// The upstream sent something that is not valid HTTP.
+    HttpProtocolError,
+    /// The upstream could not be reached for another reason.
+    DestinationUnavailable,
+}
+
+impl ErrorKind {
+    /// The RFC 9209 error type name, also used as the log field and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::HttpRequestError => "http_request_error",
+            ErrorKind::HttpRequestDenied => "http_request_denied",
+            ErrorKind::DestinationNotFound => "destination_not_found",
+            ErrorKind::DnsError => "dns_error",
+            ErrorKind::ConnectionRefused => "connection_refused",
+            ErrorKind::ConnectionTimeout => "connection_timeout",
+            ErrorKind::ConnectionTerminated => "connection_terminated",
+            ErrorKind::HttpResponseTimeout => "http_response_timeout",
+            ErrorKind::HttpProtocolError => "http_protocol_error",
+            ErrorKind::DestinationUnavailable => "destination_unavailable",
+        }
+    }
+
+    /// The status code a client receives for this kind of failure.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::HttpRequestError => StatusCode::BAD_REQUEST,
+            ErrorKind::HttpRequestDenied => StatusCode::FORBIDDEN,
+            ErrorKind::DestinationNotFound => StatusCode::NOT_FOUND,
+            ErrorKind::ConnectionTimeout | ErrorKind::HttpResponseTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ErrorKind::DnsError
+            | ErrorKind::ConnectionRefused
+            | ErrorKind::ConnectionTerminated
+            | ErrorKind::HttpProtocolError
+            | ErrorKind::DestinationUnavailable => StatusCode::BAD_GATEWAY,
+        }
+    }
+}
+
+impl ProxyError {
+    /// Classifies this error, looking through the cause chain where the variant alone cannot say.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ProxyError::BadTarget(_) => ErrorKind::HttpRequestError,
+            ProxyError::NotServed(NotServed::ForwardDisabled) => ErrorKind::HttpRequestDenied,
+            ProxyError::NotServed(NotServed::ReverseDisabled) => ErrorKind::HttpRequestError,
+            ProxyError::NotServed(NotServed::NoRoute) => ErrorKind::DestinationNotFound,
+            ProxyError::Connect { source, .. } => source.kind(),
+            ProxyError::ResponseTimeout { .. } => ErrorKind::HttpResponseTimeout,
+            ProxyError::Upstream { source, .. } => upstream_kind(source),
+        }
+    }
+
+    /// The status code the client receives.
+    pub fn status(&self) -> StatusCode {
+        self.kind().status()
+    }
+}
+
+/// Finds the most specific kind in an upstream client error's cause chain.
+fn upstream_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
+    let mut cause: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(current) = cause {
+        if let Some(connect) = current.downcast_ref::<ConnectError>() {
+            return connect.kind();
+        }
+        if let Some(hyper_err) = current.downcast_ref::<hyper::Error>() {
+            if hyper_err.is_incomplete_message() || hyper_err.is_canceled() {
+                return ErrorKind::ConnectionTerminated;
+            }
+            if hyper_err.is_parse() || hyper_err.is_parse_status() {
+                return ErrorKind::HttpProtocolError;
+            }
+            if hyper_err.is_timeout() {
+                return ErrorKind::HttpResponseTimeout;
+            }
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return ErrorKind::ConnectionTimeout;
+        }
+        cause = current.source();
+    }
+    ErrorKind::DestinationUnavailable
+}
+
+/// The error and its causes as one line, skipping wrapper levels that add no information.
+pub fn describe(err: &ProxyError) -> String {
+    let mut text = err.to_string();
+    let mut cause: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(current) = cause {
+        // The pooled client's own message only names its internal stage ("client error
+        // (Connect)"); its cause is what a person needs to read.
+        if current.downcast_ref::<hyper_util::client::legacy::Error>().is_none() {
+            let _ = write!(text, ": {current}");
+        }
+        cause = current.source();
+    }
+    text
+}
+
+/// Renders an error as the response the client receives, and logs it.
+pub fn render(err: &ProxyError) -> Response<Body> {
+    let kind = err.kind();
+    let status = kind.status();
+    let details = describe(err);
+    if status.is_server_error() {
+        tracing::info!(error.kind = kind.as_str(), status = status.as_u16(), "{details}");
+    } else {
+        tracing::debug!(error.kind = kind.as_str(), status = status.as_u16(), "{details}");
+    }
+    let body = format!(
+        "{} {}: {details}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut response = Response::new(Body::message(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&proxy_status(kind, &details)) {
+        headers.insert("proxy-status", value);
+    }
+    response
+}
+
+/// A `Proxy-Status` field value (RFC 9209 §2): `sluice; error=<type>; details="<text>"`.
+fn proxy_status(kind: ErrorKind, details: &str) -> String {
+    let mut value = format!("sluice; error={}; details=\"", kind.as_str());
+    // details is an RFC 8941 sf-string: printable ASCII with `"` and `\` escaped.
+    for c in details.chars() {
+        match c {
+            '"' | '\\' => {
+                value.push('\\');
+                value.push(c);
+            }
+            ' '..='~' => value.push(c),
+            _ => value.push('?'),
+        }
+    }
+    value.push('"');
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_status_escapes_details() {
+        assert_eq!(
+            proxy_status(ErrorKind::DnsError, "a \"b\" \\ é"),
+            "sluice; error=dns_error; details=\"a \\\"b\\\" \\\\ ?\""
+        );
+    }
+
+    #[test]
+    fn kinds_map_to_the_documented_statuses() {
+        assert_eq!(ErrorKind::ConnectionTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ErrorKind::HttpResponseTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ErrorKind::ConnectionRefused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(ErrorKind::DnsError.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(ErrorKind::DestinationNotFound.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,56 @@
+//! CONNECT tunnels (RFC 9110 §9.3.6): dial first, answer `200 Connection established`, then
+//! relay bytes both ways once hyper hands over the connection.
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::ext::ReasonPhrase;
+use hyper_util::rt::TokioIo;
+
+use super::target;
+use crate::body::Body;
+use crate::context::RequestContext;
+use crate::dispatch::Proxy;
+use crate::error::ProxyError;
+use crate::relay::relay;
+
+/// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
+/// or slow destination gets a 502 or 504 instead of a 200 followed by a closed socket.
+pub async fn open(
+    request: Request<Incoming>,
+    ctx: &RequestContext,
+    proxy: &Proxy,
+) -> Result<Response<Body>, ProxyError> {
+    let target = target::connect(request.uri())?;
+    let upstream = proxy
+        .upstream
+        .connector()
+        .connect(target.host(), target.port)
+        .await
+        .map_err(|source| ProxyError::Connect { target: target.authority.clone(), source })?;
+    let on_upgrade = hyper::upgrade::on(request);
+    let idle = proxy.config.timeouts.tunnel_idle;
+    let id = ctx.id;
+    let peer = ctx.peer;
+    proxy.shutdown.spawn(async move {
+        match on_upgrade.await {
+            Ok(downstream) => {
+                let relayed = relay(TokioIo::new(downstream), upstream, idle).await;
+                tracing::debug!(
+                    id,
+                    %peer,
+                    target = %target.authority,
+                    to_upstream = relayed.to_upstream,
+                    to_downstream = relayed.to_downstream,
+                    end = relayed.end.as_str(),
+                    "tunnel closed"
+                );
+            }
+            Err(err) => tracing::debug!(id, %peer, "CONNECT upgrade failed: {err}"),
+        }
+    });
+    let mut response = Response::new(Body::empty());
+    response
+        .extensions_mut()
+        .insert(ReasonPhrase::from_static(b"Connection established"));
+    Ok(response)
+}

@@ -1,0 +1,123 @@
+//! Removal of hop-by-hop header fields (RFC 9110 §7.6.1).
+//!
+//! "Intermediaries MUST parse a received Connection header field before a message is forwarded
+//! and, for each connection-option in this field, remove any header or trailer field(s) from the
+//! message with the same name as the connection-option, and then remove the Connection header
+//! field itself (or replace it with the intermediary's own control options for the forwarded
+//! message)." Every `Connection` line is read, not just the first.
+
+use http::HeaderMap;
+use http::header::{self, HeaderName};
+
+/// Fields that only ever describe one connection, removed whether or not `Connection` names
+/// them. RFC 9110 §7.6.1 lists Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade;
+/// the proxy credentials and challenges are for this proxy alone (RFC 9110 §11.7.1, §11.7.2).
+/// `Trailer` is deliberately absent: RFC 9110 §6.6.2 makes it end-to-end (it is in RFC 2616's
+/// old list only by confusion with TE's `trailers` value), and dropping it would lose trailers.
+const ALWAYS: [HeaderName; 8] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Removes every hop-by-hop field from `headers`: the fixed set and every field any
+/// `Connection` line names.
+pub fn strip(headers: &mut HeaderMap) {
+    let named = connection_options(headers);
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &ALWAYS {
+        headers.remove(name);
+    }
+}
+
+/// The field names listed across all `Connection` lines; options that are not valid field
+/// names (or are not text) cannot name a field and are skipped.
+fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|line| line.split(','))
+        .map(str::trim)
+        .filter(|option| !option.is_empty())
+        .filter_map(|option| HeaderName::from_bytes(option.as_bytes()).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    fn names(headers: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    #[test]
+    fn table() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (&[("host", "a"), ("accept", "*/*")], &["accept", "host"]),
+            (
+                &[
+                    ("connection", "keep-alive, X-Secret"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-secret", "1"),
+                    ("x-kept", "1"),
+                ],
+                &["x-kept"],
+            ),
+            // Every Connection line counts, and tokens are case-insensitive with odd spacing.
+            (
+                &[("connection", "close"), ("connection", " X-A ,,x-b "), ("x-a", "1"), ("X-B", "2")],
+                &[],
+            ),
+            (
+                &[
+                    ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                    ("proxy-authenticate", "Basic"),
+                    ("proxy-connection", "keep-alive"),
+                    ("te", "trailers"),
+                    ("transfer-encoding", "chunked"),
+                    ("upgrade", "h2c"),
+                    ("trailer", "x-checksum"),
+                ],
+                &["trailer"],
+            ),
+            // A token that is not a field name names nothing.
+            (&[("connection", "bad token, x-c"), ("x-c", "1"), ("x-d", "1")], &["x-d"]),
+        ];
+        for (input, expected) in cases {
+            let mut headers = map(input);
+            strip(&mut headers);
+            assert_eq!(names(&headers), *expected, "input: {input:?}");
+        }
+    }
+
+    #[test]
+    fn duplicate_end_to_end_fields_survive() {
+        let mut headers = map(&[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("connection", "close")]);
+        strip(&mut headers);
+        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
+    }
+}

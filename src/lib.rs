@@ -1,0 +1,64 @@
+//! sluice: an HTTP proxy that is a forward proxy and a reverse proxy on the same listener.
+//!
+//! The life of a request, module by module (see `docs/ARCHITECTURE.md` for the long form):
+//!
+//! - [`server`] binds listeners, accepts connections and serves them with hyper;
+//! - [`dispatch`] classifies each request (CONNECT, absolute-form, origin-form) and renders any
+//!   error through [`error`] exactly once;
+//! - [`forward`] handles absolute-form requests and CONNECT tunnels;
+//! - [`headers`] removes hop-by-hop fields and adds `Via`;
+//! - [`upstream`] dials and pools upstream connections, with typed connect errors;
+//! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
+//! - [`config`] loads and validates the configuration; [`body`] and [`context`] are the types
+//!   passed along the way.
+
+pub mod body;
+pub mod config;
+pub mod context;
+pub mod dispatch;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod relay;
+pub mod server;
+pub mod upstream;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::dispatch::Proxy;
+use crate::server::shutdown::{Drained, Shutdown};
+use crate::server::{BoundListener, listener};
+
+/// Serves `listeners` with `config` until `shutdown` resolves, then stops accepting and lets
+/// in-flight requests and tunnels finish for up to `timeouts.shutdown_grace`.
+///
+/// Listeners are bound by the caller, so tests can bind `127.0.0.1:0` and read the port.
+pub async fn run(
+    config: Config,
+    listeners: Vec<BoundListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Drained {
+    let grace = config.timeouts.shutdown_grace;
+    let tracker = Shutdown::new();
+    let proxy = Arc::new(Proxy::new(config, tracker.clone()));
+    for bound in listeners {
+        tracker.spawn(listener::accept_loop(bound, proxy.clone()));
+    }
+    shutdown.await;
+    tracing::info!(
+        in_flight = tracker.in_flight(),
+        grace = %humantime::format_duration(grace),
+        "shutting down: no new connections; waiting for in-flight work"
+    );
+    let drained = tracker.drain(grace).await;
+    match drained {
+        Drained::Complete => tracing::info!("shutdown complete"),
+        Drained::GraceExpired => tracing::warn!(
+            still_running = tracker.in_flight(),
+            "grace period expired; closing remaining connections"
+        ),
+    }
+    drained
+}

@@ -1,0 +1,167 @@
+//! The `sluice` command: parse the CLI, load and validate config, set up logging, bind, run.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use sluice::config::{Config, ListenerConfig, Modes};
+use sluice::server::shutdown::Drained;
+
+/// A fast, safe HTTP proxy: forward proxy and reverse proxy on one listener.
+///
+/// With no arguments, sluice is a forward proxy on 127.0.0.1:8080.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Address to listen on (repeatable); replaces the config file's listeners.
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Configuration file (TOML); see docs/CONFIG.md.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Runtime worker threads [default: the CPUs this process may use].
+    #[arg(long, value_name = "N")]
+    workers: Option<NonZeroUsize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and print the effective settings.
+    Check {
+        /// Configuration file to check.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Check { config }) = &cli.command {
+        return match Config::load(config) {
+            Ok(loaded) => {
+                print!("{}", effective(&loaded, config.display()));
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    match serve(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(cli: Cli) -> anyhow::Result<()> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if !cli.listen.is_empty() {
+        config.listeners = cli
+            .listen
+            .iter()
+            .map(|&address| ListenerConfig { address, modes: Modes::FORWARD })
+            .collect();
+    }
+    if cli.workers.is_some() {
+        config.workers = cli.workers;
+    }
+    init_tracing();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(workers) = config.workers {
+        runtime.worker_threads(workers.get());
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let listeners = sluice::server::bind(&config.listeners).await?;
+        for listener in &listeners {
+            tracing::info!(
+                address = %listener.local_addr()?,
+                modes = %listener.config.modes,
+                "listening"
+            );
+        }
+        match sluice::run(config, listeners, shutdown_signal()).await {
+            Drained::Complete | Drained::GraceExpired => Ok(()),
+        }
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::warn!("cannot watch SIGTERM: {err}");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
+
+/// The effective configuration as `sluice check` prints it.
+fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("{origin}: OK\n\nlisteners:\n");
+    for listener in &config.listeners {
+        let _ = writeln!(out, "  {:<24} {}", listener.address.to_string(), listener.modes);
+    }
+    let t = &config.timeouts;
+    let l = &config.limits;
+    let d = |d| humantime::format_duration(d).to_string();
+    let _ = write!(
+        out,
+        "\nworkers: {}\n\ntimeouts:\n  connect          {}\n  response_header  {}\n  \
+         request_header   {}\n  tunnel_idle      {}\n  upstream_idle    {}\n  \
+         shutdown_grace   {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
+         max_request_headers         {}\n  max_connections             {}\n  \
+         max_idle_upstream_per_host  {}\n\nheaders:\n  via  {}\n",
+        config.workers.map_or("auto".to_owned(), |w| w.to_string()),
+        d(t.connect),
+        d(t.response_header),
+        d(t.request_header),
+        d(t.tunnel_idle),
+        d(t.upstream_idle),
+        d(t.shutdown_grace),
+        l.max_request_head_bytes,
+        l.max_request_headers,
+        l.max_connections,
+        l.max_idle_upstream_per_host,
+        config.headers.via,
+    );
+    out
+}

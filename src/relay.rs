@@ -1,0 +1,181 @@
+//! Copying bytes both ways between two streams: the body of every CONNECT tunnel and upgraded
+//! connection.
+//!
+//! Each direction runs on its own. When one side finishes sending (EOF), the write half of the
+//! other side is shut down, so the FIN travels on, while the opposite direction keeps flowing
+//! (TCP half-close). The relay ends when both directions are done, when either fails, or when
+//! no byte has moved either way for the idle timeout.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// Buffer per direction: large enough for bulk throughput, small enough per tunnel.
+const BUFFER_BYTES: usize = 16 * 1024;
+
+/// How a relay ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both sides closed their sending direction.
+    Closed,
+    /// No traffic for the idle timeout.
+    IdleTimeout,
+    /// A read or write failed (reset, broken pipe).
+    Error,
+}
+
+impl RelayEnd {
+    /// Name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelayEnd::Closed => "closed",
+            RelayEnd::IdleTimeout => "idle_timeout",
+            RelayEnd::Error => "error",
+        }
+    }
+}
+
+/// What a relay carried and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relayed {
+    /// Bytes copied from the downstream side to the upstream side.
+    pub to_upstream: u64,
+    /// Bytes copied from the upstream side to the downstream side.
+    pub to_downstream: u64,
+    /// Why it stopped.
+    pub end: RelayEnd,
+}
+
+/// Progress shared by both directions, read by the idle watchdog.
+struct Progress {
+    started: Instant,
+    /// Milliseconds after `started` when a byte last moved.
+    last_activity_ms: AtomicU64,
+    to_upstream: AtomicU64,
+    to_downstream: AtomicU64,
+}
+
+impl Progress {
+    fn touch(&self) {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Resolves once no activity has been seen for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
+            let deadline = self.started + last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// Relays between `downstream` and `upstream` until both directions end, one fails, or the
+/// connection is idle for `idle`.
+pub async fn relay<D, U>(downstream: D, upstream: U, idle: Duration) -> Relayed
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let progress = Progress {
+        started: Instant::now(),
+        last_activity_ms: AtomicU64::new(0),
+        to_upstream: AtomicU64::new(0),
+        to_downstream: AtomicU64::new(0),
+    };
+    let (down_read, down_write) = tokio::io::split(downstream);
+    let (up_read, up_write) = tokio::io::split(upstream);
+    let both = async {
+        tokio::join!(
+            copy_one_way(down_read, up_write, &progress, &progress.to_upstream),
+            copy_one_way(up_read, down_write, &progress, &progress.to_downstream),
+        )
+    };
+    let end = tokio::select! {
+        (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
+        () = progress.idle_for(idle) => RelayEnd::IdleTimeout,
+    };
+    Relayed {
+        to_upstream: progress.to_upstream.load(Ordering::Relaxed),
+        to_downstream: progress.to_downstream.load(Ordering::Relaxed),
+        end,
+    }
+}
+
+async fn copy_one_way<R, W>(
+    mut reader: R,
+    mut writer: W,
+    progress: &Progress,
+    counter: &AtomicU64,
+) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buffer = vec![0u8; BUFFER_BYTES];
+    loop {
+        let read = match reader.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) => {
+                let _ = writer.shutdown().await;
+                return Err(err);
+            }
+        };
+        let chunk = buffer.get(..read).unwrap_or_default();
+        writer.write_all(chunk).await?;
+        counter.fetch_add(read as u64, Ordering::Relaxed);
+        progress.touch();
+    }
+    // EOF from the reader: pass the half-close on and let the other direction carry on.
+    writer.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::duplex;
+
+    #[tokio::test]
+    async fn copies_both_ways_and_propagates_half_close() {
+        let (client, proxy_down) = duplex(64);
+        let (proxy_up, server) = duplex(64);
+        let relay = tokio::spawn(relay(proxy_down, proxy_up, Duration::from_secs(5)));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let (mut server_read, mut server_write) = tokio::io::split(server);
+
+        client_write.write_all(b"request").await.unwrap();
+        client_write.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server_read.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"request");
+
+        // The other direction still flows after the client's half-close.
+        server_write.write_all(b"response after FIN").await.unwrap();
+        server_write.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        client_read.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"response after FIN");
+
+        let relayed = tokio::time::timeout(Duration::from_secs(5), relay).await.unwrap().unwrap();
+        assert_eq!(
+            relayed,
+            Relayed { to_upstream: 7, to_downstream: 18, end: RelayEnd::Closed }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_relay_is_closed() {
+        let (_client, proxy_down) = duplex(64);
+        let (proxy_up, _server) = duplex(64);
+        let relayed = relay(proxy_down, proxy_up, Duration::from_secs(30)).await;
+        assert_eq!(relayed.end, RelayEnd::IdleTimeout);
+    }
+}

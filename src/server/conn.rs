@@ -1,0 +1,70 @@
+//! Serving one client connection with hyper: HTTP/1.1 (with upgrades, for CONNECT) or h2c
+//! prior knowledge, under the shutdown watcher.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+
+use super::listener::HttpBuilder;
+use crate::config::{Config, Modes};
+use crate::dispatch::{self, Proxy};
+
+/// Builds the protocol settings every connection uses: head size and count limits (431 when
+/// exceeded) and the request-head timeout.
+pub fn http_builder(config: &Config) -> HttpBuilder {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.request_header)
+        .max_buf_size(config.limits.max_request_head_bytes)
+        .max_headers(config.limits.max_request_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// One accepted client connection and what it needs to be served.
+#[derive(Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// What the listener serves.
+    pub modes: Modes,
+    /// Shared proxy state.
+    pub proxy: Arc<Proxy>,
+    /// The listener's protocol settings.
+    pub builder: Arc<HttpBuilder>,
+}
+
+impl Connection {
+    /// Serves requests until the client closes, or until shutdown lets in-flight ones finish.
+    pub async fn serve(self, stream: TcpStream) {
+        let Connection { peer, modes, proxy, builder } = self;
+        let shutdown = proxy.shutdown.clone();
+        let service = service_fn(move |request| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(dispatch::handle(request, &proxy, peer, modes).await) }
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = shutdown.signalled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(err) = result {
+            // Clients vanish, send garbage and time out all the time; that is not an event.
+            tracing::debug!(%peer, "connection ended: {err}");
+        }
+    }
+}

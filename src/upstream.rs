@@ -1,0 +1,218 @@
+//! The upstream side both proxy modes share: a [`Connector`] that resolves and dials with a
+//! deadline, and the pooled [`Upstream`] client that sends requests over it.
+//!
+//! Connect failures are typed ([`ConnectError`]) so the error renderer can tell a refused
+//! connection (502) from a timeout (504) without inspecting message strings.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::{ErrorKind, ProxyError};
+
+/// Why a TCP connection to an upstream could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// The name did not resolve.
+    #[error("DNS lookup of {host} failed")]
+    Dns {
+        /// The name looked up.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The name resolved to no addresses.
+    #[error("DNS lookup of {host} returned no addresses")]
+    NoAddresses {
+        /// The name looked up.
+        host: String,
+    },
+    /// Every address refused the connection.
+    #[error("connection refused by {addr}")]
+    Refused {
+        /// The last address tried.
+        addr: SocketAddr,
+    },
+    /// Resolution and connection together took longer than the connect timeout.
+    #[error("no connection within {}", humantime::format_duration(*after))]
+    Timeout {
+        /// The configured timeout that fired.
+        after: Duration,
+    },
+    /// Connecting failed for another reason (unreachable network, no route, ...).
+    #[error("connecting to {addr} failed")]
+    Io {
+        /// The last address tried.
+        addr: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The URI given to the pooled client has no host (never the case for a parsed target).
+    #[error("the upstream URI has no host")]
+    MissingHost,
+}
+
+impl ConnectError {
+    /// The failure kind this connect error represents.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ConnectError::Dns { .. } | ConnectError::NoAddresses { .. } => ErrorKind::DnsError,
+            ConnectError::Refused { .. } => ErrorKind::ConnectionRefused,
+            ConnectError::Timeout { .. } => ErrorKind::ConnectionTimeout,
+            ConnectError::Io { .. } | ConnectError::MissingHost => {
+                ErrorKind::DestinationUnavailable
+            }
+        }
+    }
+}
+
+/// Resolves a host name and opens a TCP connection within the connect timeout.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    timeout: Duration,
+}
+
+impl Connector {
+    /// A connector whose every dial, DNS included, is bounded by `timeout`.
+    pub fn new(timeout: Duration) -> Connector {
+        Connector { timeout }
+    }
+
+    /// Dials `host:port`, trying each resolved address in turn; `host` may be an IP literal,
+    /// with or without IPv6 brackets.
+    pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let after = self.timeout;
+        tokio::time::timeout(after, dial(host, port))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout { after }))
+    }
+}
+
+async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => tokio::net::lookup_host((bare, port))
+            .await
+            .map_err(|source| ConnectError::Dns {
+                host: bare.to_owned(),
+                source: Arc::new(source),
+            })?
+            .collect(),
+    };
+    let mut last = ConnectError::NoAddresses { host: bare.to_owned() };
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                // Proxied traffic is latency-sensitive (SSE, interactive tunnels); never
+                // let Nagle hold back a small write.
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                last = ConnectError::Refused { addr };
+            }
+            Err(err) => {
+                last = ConnectError::Io { addr, source: Arc::new(err) };
+            }
+        }
+    }
+    Err(last)
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = TokioIo<TcpStream>;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connector = self.clone();
+        Box::pin(async move {
+            let host = uri.host().ok_or(ConnectError::MissingHost)?;
+            let port = uri.port_u16().unwrap_or(80);
+            connector.connect(host, port).await.map(TokioIo::new)
+        })
+    }
+}
+
+/// The pooled HTTP client used for every proxied request.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<Connector, Body>,
+    connector: Connector,
+    response_header_timeout: Duration,
+}
+
+impl Upstream {
+    /// Builds the client with the timeouts and pool limits from `config`.
+    pub fn new(config: &Config) -> Upstream {
+        let connector = Connector::new(config.timeouts.connect);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(config.timeouts.upstream_idle)
+            .pool_max_idle_per_host(config.limits.max_idle_upstream_per_host)
+            .build(connector.clone());
+        Upstream {
+            client,
+            connector,
+            response_header_timeout: config.timeouts.response_header,
+        }
+    }
+
+    /// The connector, for tunnels that need a raw TCP stream.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// Sends `request` (absolute URI) over a pooled connection and waits for the response head.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        target: &Authority,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let after = self.response_header_timeout;
+        match tokio::time::timeout(after, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(source)) => Err(match find_connect_error(&source) {
+                Some(connect) => ProxyError::Connect { target: target.clone(), source: connect },
+                None => ProxyError::Upstream { target: target.clone(), source },
+            }),
+            Err(_) => Err(ProxyError::ResponseTimeout { target: target.clone(), after }),
+        }
+    }
+}
+
+/// The connector's own error, when the pooled client failed while connecting.
+fn find_connect_error(err: &hyper_util::client::legacy::Error) -> Option<ConnectError> {
+    if !err.is_connect() {
+        return None;
+    }
+    let mut cause = std::error::Error::source(err);
+    while let Some(current) = cause {
+        if let Some(connect) = current.downcast_ref::<ConnectError>() {
+            return Some(connect.clone());
+        }
+        cause = current.source();
+    }
+    None
+}
