@@ -53,7 +53,9 @@ impl http_body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Body::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
-            Body::Message(inner) => Pin::new(inner).poll_frame(cx).map_err(|never| match never {}),
+            Body::Message(inner) => Pin::new(inner)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
             Body::Empty => Poll::Ready(None),
         }
     }

@@ -36,7 +36,11 @@ impl Proxy {
     /// Builds the shared state for `config`.
     pub fn new(config: Config, shutdown: Shutdown) -> Proxy {
         let upstream = Upstream::new(&config);
-        Proxy { config, upstream, shutdown }
+        Proxy {
+            config,
+            upstream,
+            shutdown,
+        }
     }
 }
 

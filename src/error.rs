@@ -191,7 +191,10 @@ pub fn describe(err: &ProxyError) -> String {
     while let Some(current) = cause {
         // The pooled client's own message only names its internal stage ("client error
         // (Connect)"); its cause is what a person needs to read.
-        if current.downcast_ref::<hyper_util::client::legacy::Error>().is_none() {
+        if current
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_none()
+        {
             let _ = write!(text, ": {current}");
         }
         cause = current.source();
@@ -205,9 +208,17 @@ pub fn render(err: &ProxyError) -> Response<Body> {
     let status = kind.status();
     let details = describe(err);
     if status.is_server_error() {
-        tracing::info!(error.kind = kind.as_str(), status = status.as_u16(), "{details}");
+        tracing::info!(
+            error.kind = kind.as_str(),
+            status = status.as_u16(),
+            "{details}"
+        );
     } else {
-        tracing::debug!(error.kind = kind.as_str(), status = status.as_u16(), "{details}");
+        tracing::debug!(
+            error.kind = kind.as_str(),
+            status = status.as_u16(),
+            "{details}"
+        );
     }
     let body = format!(
         "{} {}: {details}\n",
@@ -259,10 +270,22 @@ mod tests {
 
     #[test]
     fn kinds_map_to_the_documented_statuses() {
-        assert_eq!(ErrorKind::ConnectionTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ErrorKind::HttpResponseTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ErrorKind::ConnectionRefused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            ErrorKind::ConnectionTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ErrorKind::HttpResponseTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
+        assert_eq!(
+            ErrorKind::ConnectionRefused.status(),
+            StatusCode::BAD_GATEWAY
+        );
         assert_eq!(ErrorKind::DnsError.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(ErrorKind::DestinationNotFound.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            ErrorKind::DestinationNotFound.status(),
+            StatusCode::NOT_FOUND
+        );
     }
 }

@@ -71,7 +71,10 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         config.listeners = cli
             .listen
             .iter()
-            .map(|&address| ListenerConfig { address, modes: Modes::FORWARD })
+            .map(|&address| ListenerConfig {
+                address,
+                modes: Modes::FORWARD,
+            })
             .collect();
     }
     if cli.workers.is_some() {
@@ -105,6 +108,7 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -138,7 +142,12 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     use std::fmt::Write as _;
     let mut out = format!("{origin}: OK\n\nlisteners:\n");
     for listener in &config.listeners {
-        let _ = writeln!(out, "  {:<24} {}", listener.address.to_string(), listener.modes);
+        let _ = writeln!(
+            out,
+            "  {:<24} {}",
+            listener.address.to_string(),
+            listener.modes
+        );
     }
     let t = &config.timeouts;
     let l = &config.limits;

@@ -115,7 +115,9 @@ async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
             })?
             .collect(),
     };
-    let mut last = ConnectError::NoAddresses { host: bare.to_owned() };
+    let mut last = ConnectError::NoAddresses {
+        host: bare.to_owned(),
+    };
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
@@ -128,7 +130,10 @@ async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
                 last = ConnectError::Refused { addr };
             }
             Err(err) => {
-                last = ConnectError::Io { addr, source: Arc::new(err) };
+                last = ConnectError::Io {
+                    addr,
+                    source: Arc::new(err),
+                };
             }
         }
     }
@@ -194,10 +199,19 @@ impl Upstream {
         match tokio::time::timeout(after, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(match find_connect_error(&source) {
-                Some(connect) => ProxyError::Connect { target: target.clone(), source: connect },
-                None => ProxyError::Upstream { target: target.clone(), source },
+                Some(connect) => ProxyError::Connect {
+                    target: target.clone(),
+                    source: connect,
+                },
+                None => ProxyError::Upstream {
+                    target: target.clone(),
+                    source,
+                },
             }),
-            Err(_) => Err(ProxyError::ResponseTimeout { target: target.clone(), after }),
+            Err(_) => Err(ProxyError::ResponseTimeout {
+                target: target.clone(),
+                after,
+            }),
         }
     }
 }

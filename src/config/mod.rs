@@ -73,7 +73,10 @@ pub struct Modes {
 
 impl Modes {
     /// A plain forward proxy, the default for a listener with no modes given.
-    pub const FORWARD: Modes = Modes { forward: true, reverse: false };
+    pub const FORWARD: Modes = Modes {
+        forward: true,
+        reverse: false,
+    };
 }
 
 impl fmt::Display for Modes {

@@ -17,7 +17,10 @@ use super::{
 /// Parses TOML text and validates it; on failure returns every issue found.
 pub(super) fn parse_and_validate(source: &str) -> Result<Config, Vec<ConfigIssue>> {
     let file = parse(source).map_err(|issue| vec![issue])?;
-    let mut checker = Checker { source, issues: Vec::new() };
+    let mut checker = Checker {
+        source,
+        issues: Vec::new(),
+    };
     let config = checker.config(file);
     if checker.issues.is_empty() {
         Ok(config)
@@ -124,7 +127,10 @@ impl Checker<'_> {
                 ),
             );
         }
-        Some(ListenerConfig { address: address?, modes })
+        Some(ListenerConfig {
+            address: address?,
+            modes,
+        })
     }
 
     fn duplicate_addresses(&mut self, listeners: &[FileListener]) {
@@ -171,7 +177,12 @@ impl Checker<'_> {
         }
     }
 
-    fn duration(&mut self, key: &str, value: Option<Spanned<String>>, default: Duration) -> Duration {
+    fn duration(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<String>>,
+        default: Duration,
+    ) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value.get_ref()) {
             Ok(parsed) if !parsed.is_zero() => parsed,
@@ -223,7 +234,13 @@ impl Checker<'_> {
         }
     }
 
-    fn count(&mut self, key: &str, value: Option<Spanned<i64>>, default: usize, min: usize) -> usize {
+    fn count(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<i64>>,
+        default: usize,
+        min: usize,
+    ) -> usize {
         let Some(value) = value else { return default };
         match usize::try_from(*value.get_ref()) {
             Ok(n) if n >= min => n,
@@ -275,7 +292,13 @@ mod tests {
         .unwrap();
         assert_eq!(config.workers, NonZeroUsize::new(3));
         assert_eq!(config.listeners[0].address, "[::1]:9000".parse().unwrap());
-        assert_eq!(config.listeners[0].modes, Modes { forward: true, reverse: true });
+        assert_eq!(
+            config.listeners[0].modes,
+            Modes {
+                forward: true,
+                reverse: true
+            }
+        );
         assert_eq!(config.timeouts.connect, Duration::from_millis(250));
         assert_eq!(config.timeouts.tunnel_idle, Duration::from_secs(120));
         assert_eq!(config.limits.max_request_head_bytes, 16384);
@@ -288,7 +311,11 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].line, Some(3));
         assert_eq!(found[0].key, "timeouts.conect");
-        assert!(found[0].message.contains("unknown field"), "{}", found[0].message);
+        assert!(
+            found[0].message.contains("unknown field"),
+            "{}",
+            found[0].message
+        );
     }
 
     #[test]
@@ -334,7 +361,10 @@ mod tests {
 
     #[test]
     fn localhost_means_loopback() {
-        assert_eq!(parse_address("localhost:80"), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(
+            parse_address("localhost:80"),
+            Some("127.0.0.1:80".parse().unwrap())
+        );
         assert_eq!(parse_address("example.com:80"), None);
     }
 }

@@ -36,7 +36,10 @@ pub async fn forward(
     }
     let response = proxy
         .upstream
-        .send(Request::from_parts(parts, Body::from(body)), &target.authority)
+        .send(
+            Request::from_parts(parts, Body::from(body)),
+            &target.authority,
+        )
         .await?;
     Ok(downstream_response(response, proxy))
 }
@@ -48,5 +51,7 @@ pub fn downstream_response(response: Response<Incoming>, proxy: &Proxy) -> Respo
     if proxy.config.headers.via {
         forwarded::append_via(&mut parts.headers, parts.version);
     }
+    // The status line is ours: an HTTP/1.0 origin must not downgrade the client's connection.
+    parts.version = Version::default();
     Response::from_parts(parts, Body::from(body))
 }

@@ -102,21 +102,40 @@ mod tests {
     #[test]
     fn absolute_form_table() {
         let ok = |a: &str, p: u16, u: &str| Ok((a.to_owned(), p, u.to_owned()));
-        assert_eq!(abs("http://example.com/p?q=1"), ok("example.com", 80, "http://example.com/p?q=1"));
-        assert_eq!(abs("http://example.com"), ok("example.com", 80, "http://example.com/"));
-        assert_eq!(abs("http://a:8080/x%2Fy"), ok("a:8080", 8080, "http://a:8080/x%2Fy"));
-        assert_eq!(abs("http://[::1]:81/"), ok("[::1]:81", 81, "http://[::1]:81/"));
+        assert_eq!(
+            abs("http://example.com/p?q=1"),
+            ok("example.com", 80, "http://example.com/p?q=1")
+        );
+        assert_eq!(
+            abs("http://example.com"),
+            ok("example.com", 80, "http://example.com/")
+        );
+        assert_eq!(
+            abs("http://a:8080/x%2Fy"),
+            ok("a:8080", 8080, "http://a:8080/x%2Fy")
+        );
+        assert_eq!(
+            abs("http://[::1]:81/"),
+            ok("[::1]:81", 81, "http://[::1]:81/")
+        );
         assert_eq!(abs("http://u:p@h:1/"), ok("h:1", 1, "http://h:1/"));
         assert_eq!(abs("http://h?q"), ok("h", 80, "http://h/?q"));
-        assert_eq!(abs("https://h/"), Err(TargetError::UnsupportedScheme("https".into())));
-        assert_eq!(abs("ftp://h/"), Err(TargetError::UnsupportedScheme("ftp".into())));
+        assert_eq!(
+            abs("https://h/"),
+            Err(TargetError::UnsupportedScheme("https".into()))
+        );
+        assert_eq!(
+            abs("ftp://h/"),
+            Err(TargetError::UnsupportedScheme("ftp".into()))
+        );
         assert_eq!(abs("/origin/form"), Err(TargetError::MissingHost));
         assert_eq!(abs("http://h:0/"), Err(TargetError::ZeroPort));
     }
 
     #[test]
     fn connect_form_table() {
-        let parse = |text: &str| connect(&text.parse().unwrap()).map(|t| (t.host().to_owned(), t.port));
+        let parse =
+            |text: &str| connect(&text.parse().unwrap()).map(|t| (t.host().to_owned(), t.port));
         assert_eq!(parse("example.com:443"), Ok(("example.com".into(), 443)));
         assert_eq!(parse("[::1]:8443"), Ok(("[::1]".into(), 8443)));
         assert_eq!(parse("example.com"), Err(TargetError::MissingPort));

@@ -26,7 +26,10 @@ pub async fn open(
         .connector()
         .connect(target.host(), target.port)
         .await
-        .map_err(|source| ProxyError::Connect { target: target.authority.clone(), source })?;
+        .map_err(|source| ProxyError::Connect {
+            target: target.authority.clone(),
+            source,
+        })?;
     let on_upgrade = hyper::upgrade::on(request);
     let idle = proxy.config.timeouts.tunnel_idle;
     let id = ctx.id;

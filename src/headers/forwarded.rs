@@ -30,7 +30,11 @@ mod tests {
         headers.insert(VIA, HeaderValue::from_static("1.0 fred"));
         append_via(&mut headers, Version::HTTP_10);
         append_via(&mut headers, Version::HTTP_2);
-        let via: Vec<_> = headers.get_all(VIA).iter().map(|v| v.to_str().unwrap()).collect();
+        let via: Vec<_> = headers
+            .get_all(VIA)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
         assert_eq!(via, ["1.0 fred", "1.0 sluice", "2 sluice"]);
     }
 }

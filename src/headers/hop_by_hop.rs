@@ -89,7 +89,12 @@ mod tests {
             ),
             // Every Connection line counts, and tokens are case-insensitive with odd spacing.
             (
-                &[("connection", "close"), ("connection", " X-A ,,x-b "), ("x-a", "1"), ("X-B", "2")],
+                &[
+                    ("connection", "close"),
+                    ("connection", " X-A ,,x-b "),
+                    ("x-a", "1"),
+                    ("X-B", "2"),
+                ],
                 &[],
             ),
             (
@@ -105,7 +110,10 @@ mod tests {
                 &["trailer"],
             ),
             // A token that is not a field name names nothing.
-            (&[("connection", "bad token, x-c"), ("x-c", "1"), ("x-d", "1")], &["x-d"]),
+            (
+                &[("connection", "bad token, x-c"), ("x-c", "1"), ("x-d", "1")],
+                &["x-d"],
+            ),
         ];
         for (input, expected) in cases {
             let mut headers = map(input);
@@ -116,7 +124,11 @@ mod tests {
 
     #[test]
     fn duplicate_end_to_end_fields_survive() {
-        let mut headers = map(&[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("connection", "close")]);
+        let mut headers = map(&[
+            ("set-cookie", "a=1"),
+            ("set-cookie", "b=2"),
+            ("connection", "close"),
+        ]);
         strip(&mut headers);
         assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
     }

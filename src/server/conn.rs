@@ -27,7 +27,9 @@ pub fn http_builder(config: &Config) -> HttpBuilder {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(
+            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
+        );
     builder
 }
 
@@ -47,7 +49,12 @@ pub struct Connection {
 impl Connection {
     /// Serves requests until the client closes, or until shutdown lets in-flight ones finish.
     pub async fn serve(self, stream: TcpStream) {
-        let Connection { peer, modes, proxy, builder } = self;
+        let Connection {
+            peer,
+            modes,
+            proxy,
+            builder,
+        } = self;
         let shutdown = proxy.shutdown.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();

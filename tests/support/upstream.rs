@@ -1,0 +1,216 @@
+//! In-process upstream servers on 127.0.0.1:0.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Boxed response body for test handlers.
+pub type TestBody = BoxBody<Bytes, hyper::Error>;
+
+/// What an origin saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method as received.
+    pub method: Method,
+    /// Request-target as received (origin-form expected).
+    pub uri: Uri,
+    /// Protocol version.
+    pub version: Version,
+    /// Every header field, duplicates kept.
+    pub headers: HeaderMap,
+}
+
+/// A running HTTP origin built on hyper's server.
+#[derive(Clone)]
+pub struct Origin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Origin {
+    /// Starts an origin whose responses come from `handler`; every request is recorded first.
+    pub async fn start<H, F>(handler: H) -> Origin
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(handler);
+        let origin = Origin {
+            addr,
+            seen: seen.clone(),
+            connections: connections.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.fetch_add(1, Ordering::SeqCst);
+                let handler = handler.clone();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        seen.lock().unwrap().push(Seen {
+                            method: request.method().clone(),
+                            uri: request.uri().clone(),
+                            version: request.version(),
+                            headers: request.headers().clone(),
+                        });
+                        let response = handler(request);
+                        async move { Ok::<_, Infallible>(response.await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    /// An origin that streams each request body back as the response body, with headers
+    /// `x-origin: <port>` and `x-method: <method>`.
+    pub async fn echo() -> Origin {
+        Origin::start(|request: Request<Incoming>| async move {
+            let method = request.method().to_string();
+            let mut response = Response::new(request.into_body().boxed());
+            response
+                .headers_mut()
+                .insert("x-method", method.parse().unwrap());
+            response
+        })
+        .await
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The only request seen; fails if there were several or none.
+    pub fn only_request(&self) -> Seen {
+        let seen = self.seen();
+        assert_eq!(seen.len(), 1, "expected exactly one request, saw {seen:?}");
+        seen.into_iter().next().unwrap()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// A complete response with `body`.
+pub fn full(body: impl Into<Bytes>) -> Response<TestBody> {
+    Response::new(
+        Full::new(body.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+}
+
+/// A TCP server that runs `handler` for each accepted connection; for behaviour hyper would
+/// not produce (raw bytes, early close, silence).
+pub async fn raw_server<H, F>(handler: H) -> SocketAddr
+where
+    H: Fn(TcpStream) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(handler(stream));
+        }
+    });
+    addr
+}
+
+/// Reads from `stream` until the end of a request head (`\r\n\r\n`).
+pub async fn read_head(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    head
+}
+
+/// An origin that accepts connections and never answers.
+pub async fn black_hole() -> SocketAddr {
+    raw_server(|mut stream| async move {
+        let mut sink = Vec::new();
+        let _ = stream.read_to_end(&mut sink).await;
+    })
+    .await
+}
+
+/// An origin that promises `Content-Length: 100000`, sends 1,000 bytes and closes.
+pub async fn dies_mid_response() -> SocketAddr {
+    raw_server(|mut stream| async move {
+        read_head(&mut stream).await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+            .await;
+        let _ = stream.write_all(&[b'x'; 1000]).await;
+        let _ = stream.shutdown().await;
+    })
+    .await
+}
+
+/// A TCP echo server: writes back every byte, and half-closes when the client does.
+pub async fn tcp_echo() -> SocketAddr {
+    raw_server(|stream| async move {
+        let (mut read, mut write) = stream.into_split();
+        let _ = tokio::io::copy(&mut read, &mut write).await;
+        let _ = write.shutdown().await;
+    })
+    .await
+}
+
+/// An address whose accept queue is full, so a new connection attempt hangs in SYN-SENT
+/// (Linux drops the SYN while the queue is full). Keep the returned guard alive.
+pub async fn unanswered_connect() -> (SocketAddr, (TcpListener, Vec<TcpStream>)) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let listener = socket.listen(1).unwrap();
+    let mut held = Vec::new();
+    // Fill the queue: connections complete until it is full, then the next one stalls.
+    for _ in 0..16 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => held.push(stream),
+            _ => break,
+        }
+    }
+    (addr, (listener, held))
+}
