@@ -5,11 +5,11 @@
 //! |-----------------------------|-------------------------------|
 //! | `CONNECT host:port`         | [`crate::forward::tunnel`]    |
 //! | absolute-form `http://h/p`  | [`crate::forward::forward`]   |
-//! | origin-form `/p`            | reverse routes                |
+//! | origin-form `/p`            | [`crate::reverse::proxy`]     |
 
 use std::net::SocketAddr;
 
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, Version};
 
 use hyper::body::Incoming;
 
@@ -18,29 +18,31 @@ use crate::config::{Config, Modes};
 use crate::context::RequestContext;
 use crate::error::{self, NotServed, ProxyError};
 use crate::forward;
+use crate::reverse::{self, router::Router};
 use crate::server::shutdown::Shutdown;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamSettings};
 
-/// Everything shared by all connections: configuration, the upstream pool, the task tracker.
+/// Everything shared by all connections: configuration, upstream pools, the task tracker.
 #[derive(Debug)]
 pub struct Proxy {
     /// The configuration being served.
     pub config: Config,
-    /// The pooled upstream client.
+    /// The forward proxy's pooled upstream client.
     pub upstream: Upstream,
-    /// Tracks tunnels so shutdown can wait for them.
+    /// The reverse routes, each with its own pool.
+    pub router: Router,
+    /// Tracks connections, tunnels and upgrades so shutdown can wait for them.
     pub shutdown: Shutdown,
 }
 
 impl Proxy {
     /// Builds the shared state for `config`.
     pub fn new(config: Config, shutdown: Shutdown) -> Proxy {
-        let upstream = Upstream::new(&config);
-        Proxy {
-            config,
-            upstream,
-            shutdown,
-        }
+        let tls = crate::tls::client::default_client_config();
+        let settings = UpstreamSettings::from_config(&config);
+        let upstream = Upstream::new(settings, tls.clone());
+        let router = Router::new(&config.routes, settings, &tls);
+        Proxy { config, upstream, router, shutdown }
     }
 }
 
@@ -55,11 +57,18 @@ pub enum RequestKind {
     Origin,
 }
 
-/// Classifies a request by its target form.
-pub fn classify<B>(request: &Request<B>) -> RequestKind {
+/// Classifies a request by its method, target form and the listener's modes.
+///
+/// HTTP/2 requests always carry a scheme and authority, so only CONNECT makes one a proxy
+/// request. Over HTTP/1 an absolute-form target on a listener without forward proxying is an
+/// origin request for that authority (RFC 9112 §3.2.2).
+pub fn classify<B>(request: &Request<B>, modes: Modes) -> RequestKind {
     if request.method() == Method::CONNECT {
         RequestKind::Connect
-    } else if request.uri().scheme().is_some() {
+    } else if request.uri().scheme().is_some()
+        && request.version() != Version::HTTP_2
+        && modes.forward
+    {
         RequestKind::Absolute
     } else {
         RequestKind::Origin
@@ -101,13 +110,13 @@ async fn route(
     proxy: &Proxy,
     modes: Modes,
 ) -> Result<Response<Body>, ProxyError> {
-    match classify(&request) {
+    match classify(&request, modes) {
         RequestKind::Connect if modes.forward => forward::tunnel::open(request, ctx, proxy).await,
         RequestKind::Absolute if modes.forward => forward::forward(request, ctx, proxy).await,
         RequestKind::Connect | RequestKind::Absolute => {
             Err(ProxyError::NotServed(NotServed::ForwardDisabled))
         }
-        RequestKind::Origin if modes.reverse => Err(ProxyError::NotServed(NotServed::NoRoute)),
+        RequestKind::Origin if modes.reverse => reverse::proxy(request, ctx, proxy).await,
         RequestKind::Origin => Err(ProxyError::NotServed(NotServed::ReverseDisabled)),
     }
 }

@@ -21,6 +21,15 @@ pub enum ProxyError {
     /// The request target is not something this proxy can forward.
     #[error("bad request target: {0}")]
     BadTarget(#[from] crate::forward::target::TargetError),
+    /// The request path cannot be routed safely.
+    #[error("bad request path: {0}")]
+    BadPath(#[from] crate::reverse::rewrite::RewriteError),
+    /// The upstream answered 101 to a request that asked for no upgrade.
+    #[error("{target} switched protocols without being asked")]
+    UnexpectedUpgrade {
+        /// `host:port` of the upstream.
+        target: Authority,
+    },
     /// The listener does not serve this kind of request.
     #[error("{0}")]
     NotServed(NotServed),
@@ -97,6 +106,10 @@ pub enum ErrorKind {
     HttpResponseTimeout,
     /// The upstream sent something that is not valid HTTP.
     HttpProtocolError,
+    /// The upstream's certificate did not verify.
+    TlsCertificateError,
+    /// The TLS handshake with the upstream failed for another reason.
+    TlsProtocolError,
     /// The upstream could not be reached for another reason.
     DestinationUnavailable,
 }
@@ -114,6 +127,8 @@ impl ErrorKind {
             ErrorKind::ConnectionTerminated => "connection_terminated",
             ErrorKind::HttpResponseTimeout => "http_response_timeout",
             ErrorKind::HttpProtocolError => "http_protocol_error",
+            ErrorKind::TlsCertificateError => "tls_certificate_error",
+            ErrorKind::TlsProtocolError => "tls_protocol_error",
             ErrorKind::DestinationUnavailable => "destination_unavailable",
         }
     }
@@ -131,6 +146,8 @@ impl ErrorKind {
             | ErrorKind::ConnectionRefused
             | ErrorKind::ConnectionTerminated
             | ErrorKind::HttpProtocolError
+            | ErrorKind::TlsCertificateError
+            | ErrorKind::TlsProtocolError
             | ErrorKind::DestinationUnavailable => StatusCode::BAD_GATEWAY,
         }
     }
@@ -140,7 +157,8 @@ impl ProxyError {
     /// Classifies this error, looking through the cause chain where the variant alone cannot say.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProxyError::BadTarget(_) => ErrorKind::HttpRequestError,
+            ProxyError::BadTarget(_) | ProxyError::BadPath(_) => ErrorKind::HttpRequestError,
+            ProxyError::UnexpectedUpgrade { .. } => ErrorKind::HttpProtocolError,
             ProxyError::NotServed(NotServed::ForwardDisabled) => ErrorKind::HttpRequestDenied,
             ProxyError::NotServed(NotServed::ReverseDisabled) => ErrorKind::HttpRequestError,
             ProxyError::NotServed(NotServed::NoRoute) => ErrorKind::DestinationNotFound,
@@ -174,10 +192,18 @@ fn upstream_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
                 return ErrorKind::HttpResponseTimeout;
             }
         }
-        if let Some(io) = current.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return ErrorKind::ConnectionTimeout;
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            // rustls reports handshake failures as an io::Error wrapping its own error, which
+            // `source()` skips over, so look inside.
+            if let Some(tls) = io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                return match tls {
+                    rustls::Error::InvalidCertificate(_) => ErrorKind::TlsCertificateError,
+                    _ => ErrorKind::TlsProtocolError,
+                };
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return ErrorKind::ConnectionTimeout;
+            }
         }
         cause = current.source();
     }
@@ -191,10 +217,7 @@ pub fn describe(err: &ProxyError) -> String {
     while let Some(current) = cause {
         // The pooled client's own message only names its internal stage ("client error
         // (Connect)"); its cause is what a person needs to read.
-        if current
-            .downcast_ref::<hyper_util::client::legacy::Error>()
-            .is_none()
-        {
+        if current.downcast_ref::<hyper_util::client::legacy::Error>().is_none() {
             let _ = write!(text, ": {current}");
         }
         cause = current.source();
@@ -208,17 +231,9 @@ pub fn render(err: &ProxyError) -> Response<Body> {
     let status = kind.status();
     let details = describe(err);
     if status.is_server_error() {
-        tracing::info!(
-            error.kind = kind.as_str(),
-            status = status.as_u16(),
-            "{details}"
-        );
+        tracing::info!(error.kind = kind.as_str(), status = status.as_u16(), "{details}");
     } else {
-        tracing::debug!(
-            error.kind = kind.as_str(),
-            status = status.as_u16(),
-            "{details}"
-        );
+        tracing::debug!(error.kind = kind.as_str(), status = status.as_u16(), "{details}");
     }
     let body = format!(
         "{} {}: {details}\n",
@@ -228,10 +243,7 @@ pub fn render(err: &ProxyError) -> Response<Body> {
     let mut response = Response::new(Body::message(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Ok(value) = HeaderValue::from_str(&proxy_status(kind, &details)) {
         headers.insert("proxy-status", value);
     }
@@ -270,22 +282,10 @@ mod tests {
 
     #[test]
     fn kinds_map_to_the_documented_statuses() {
-        assert_eq!(
-            ErrorKind::ConnectionTimeout.status(),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            ErrorKind::HttpResponseTimeout.status(),
-            StatusCode::GATEWAY_TIMEOUT
-        );
-        assert_eq!(
-            ErrorKind::ConnectionRefused.status(),
-            StatusCode::BAD_GATEWAY
-        );
+        assert_eq!(ErrorKind::ConnectionTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ErrorKind::HttpResponseTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(ErrorKind::ConnectionRefused.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(ErrorKind::DnsError.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(
-            ErrorKind::DestinationNotFound.status(),
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(ErrorKind::DestinationNotFound.status(), StatusCode::NOT_FOUND);
     }
 }

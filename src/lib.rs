@@ -6,7 +6,10 @@
 //! - [`dispatch`] classifies each request (CONNECT, absolute-form, origin-form) and renders any
 //!   error through [`error`] exactly once;
 //! - [`forward`] handles absolute-form requests and CONNECT tunnels;
-//! - [`headers`] removes hop-by-hop fields and adds `Via`;
+//! - [`reverse`] matches routes and rewrites paths for origin-form requests;
+//! - [`exchange`] is what both share once the target is known: head rewrite, send, response;
+//! - [`headers`] removes hop-by-hop fields, adds `Via` and forwarding headers, applies rules;
+//! - [`upgrade`] passes WebSocket (and allowed) upgrades through; [`tls`] configures rustls;
 //! - [`upstream`] dials and pools upstream connections, with typed connect errors;
 //! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
 //! - [`config`] loads and validates the configuration; [`body`] and [`context`] are the types
@@ -17,10 +20,14 @@ pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod error;
+pub mod exchange;
 pub mod forward;
 pub mod headers;
 pub mod relay;
+pub mod reverse;
 pub mod server;
+pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 
 use std::future::Future;

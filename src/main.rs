@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sluice::config::{Config, ListenerConfig, Modes};
+use sluice::config::{Config, HeaderRules, ListenerConfig, Modes, RouteConfig};
 use sluice::server::shutdown::Drained;
 
 /// A fast, safe HTTP proxy: forward proxy and reverse proxy on one listener.
@@ -27,6 +27,13 @@ struct Cli {
     /// Runtime worker threads [default: the CPUs this process may use].
     #[arg(long, value_name = "N")]
     workers: Option<NonZeroUsize>,
+    /// Reverse-proxy route PREFIX=URL (repeatable), e.g. /defm=https://api.example.com;
+    /// added to the file's routes.
+    #[arg(long, value_name = "PREFIX=URL")]
+    route: Vec<String>,
+    /// With --route: --listen listeners also serve as a forward proxy.
+    #[arg(long)]
+    forward: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,15 +74,19 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
+    for spec in &cli.route {
+        let route = RouteConfig::from_cli(spec, &config.timeouts)
+            .map_err(|message| anyhow::anyhow!("--route {spec}: {message}"))?;
+        config.routes.push(route);
+    }
+    config.check_routes()?;
     if !cli.listen.is_empty() {
-        config.listeners = cli
-            .listen
-            .iter()
-            .map(|&address| ListenerConfig {
-                address,
-                modes: Modes::FORWARD,
-            })
-            .collect();
+        // Listeners named on the command line serve routes when routes were given there, and
+        // stay forward proxies otherwise (or with --forward as well).
+        let modes =
+            Modes { forward: cli.route.is_empty() || cli.forward, reverse: !cli.route.is_empty() };
+        config.listeners =
+            cli.listen.iter().map(|&address| ListenerConfig { address, modes }).collect();
     }
     if cli.workers.is_some() {
         config.workers = cli.workers;
@@ -142,12 +153,7 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     use std::fmt::Write as _;
     let mut out = format!("{origin}: OK\n\nlisteners:\n");
     for listener in &config.listeners {
-        let _ = writeln!(
-            out,
-            "  {:<24} {}",
-            listener.address.to_string(),
-            listener.modes
-        );
+        let _ = writeln!(out, "  {:<24} {}", listener.address.to_string(), listener.modes);
     }
     let t = &config.timeouts;
     let l = &config.limits;
@@ -172,5 +178,48 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         l.max_idle_upstream_per_host,
         config.headers.via,
     );
+    let h = &config.headers;
+    let _ = writeln!(
+        out,
+        "  x_forwarded_for    {}\n  x_forwarded_proto  {}\n  x_forwarded_host   {}\n  forwarded          {}",
+        h.x_forwarded_for.as_str(),
+        h.x_forwarded_proto.as_str(),
+        h.x_forwarded_host.as_str(),
+        h.forwarded.as_str(),
+    );
+    write_rules(&mut out, "  request", &h.request);
+    write_rules(&mut out, "  response", &h.response);
+    if !config.routes.is_empty() {
+        let _ = writeln!(out, "\nroutes:");
+    }
+    for route in &config.routes {
+        let _ = writeln!(
+            out,
+            "  {:<20} {}{} -> {}  (strip_prefix={}, preserve_host={}, upgrades=[{}])",
+            route.name,
+            route.host.as_ref().map_or(String::new(), |h| format!("{h} ")),
+            route.prefix,
+            route.upstream,
+            route.strip_prefix,
+            route.preserve_host,
+            route.allow_upgrades.join(", "),
+        );
+        write_rules(&mut out, "    request", &route.request_headers);
+        write_rules(&mut out, "    response", &route.response_headers);
+    }
     out
+}
+
+/// Header rules as written: templates only, so `${SECRET}` values are never printed expanded.
+fn write_rules(out: &mut String, label: &str, rules: &HeaderRules) {
+    use std::fmt::Write as _;
+    for name in &rules.remove {
+        let _ = writeln!(out, "{label} remove {name}");
+    }
+    for rule in &rules.set {
+        let _ = writeln!(out, "{label} set    {rule}");
+    }
+    for rule in &rules.append {
+        let _ = writeln!(out, "{label} append {rule}");
+    }
 }

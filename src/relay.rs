@@ -164,18 +164,8 @@ mod tests {
         client_read.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"response after FIN");
 
-        let relayed = tokio::time::timeout(Duration::from_secs(5), relay)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            relayed,
-            Relayed {
-                to_upstream: 7,
-                to_downstream: 18,
-                end: RelayEnd::Closed
-            }
-        );
+        let relayed = tokio::time::timeout(Duration::from_secs(5), relay).await.unwrap().unwrap();
+        assert_eq!(relayed, Relayed { to_upstream: 7, to_downstream: 18, end: RelayEnd::Closed });
     }
 
     #[tokio::test(start_paused = true)]

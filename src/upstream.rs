@@ -15,6 +15,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
@@ -115,9 +116,7 @@ async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
             })?
             .collect(),
     };
-    let mut last = ConnectError::NoAddresses {
-        host: bare.to_owned(),
-    };
+    let mut last = ConnectError::NoAddresses { host: bare.to_owned() };
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(stream) => {
@@ -130,10 +129,7 @@ async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
                 last = ConnectError::Refused { addr };
             }
             Err(err) => {
-                last = ConnectError::Io {
-                    addr,
-                    source: Arc::new(err),
-                };
+                last = ConnectError::Io { addr, source: Arc::new(err) };
             }
         }
     }
@@ -153,35 +149,72 @@ impl tower_service::Service<Uri> for Connector {
         let connector = self.clone();
         Box::pin(async move {
             let host = uri.host().ok_or(ConnectError::MissingHost)?;
-            let port = uri.port_u16().unwrap_or(80);
+            let default_port =
+                if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
+            let port = uri.port_u16().unwrap_or(default_port);
             connector.connect(host, port).await.map(TokioIo::new)
         })
     }
 }
 
-/// The pooled HTTP client used for every proxied request.
+/// How an [`Upstream`] client behaves: its timeouts and pool limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// TCP connect, DNS included.
+    pub connect: Duration,
+    /// Response head after the request was handed to the pool.
+    pub response_header: Duration,
+    /// Gap between two response body chunks.
+    pub body_idle: Duration,
+    /// Idle pooled connection lifetime.
+    pub pool_idle: Duration,
+    /// Idle pooled connections kept per origin.
+    pub max_idle_per_host: usize,
+}
+
+impl UpstreamSettings {
+    /// The global settings from `config`, used by the forward proxy.
+    pub fn from_config(config: &Config) -> UpstreamSettings {
+        UpstreamSettings {
+            connect: config.timeouts.connect,
+            response_header: config.timeouts.response_header,
+            body_idle: config.timeouts.body_idle,
+            pool_idle: config.timeouts.upstream_idle,
+            max_idle_per_host: config.limits.max_idle_upstream_per_host,
+        }
+    }
+}
+
+/// The pooled HTTP(S) client used for proxied requests; one for the forward proxy and one per
+/// route, so each route keeps its own timeouts and connection pool.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<Connector, Body>,
+    client: Client<HttpsConnector<Connector>, Body>,
     connector: Connector,
-    response_header_timeout: Duration,
+    settings: UpstreamSettings,
 }
 
 impl Upstream {
-    /// Builds the client with the timeouts and pool limits from `config`.
-    pub fn new(config: &Config) -> Upstream {
-        let connector = Connector::new(config.timeouts.connect);
+    /// Builds a client with `settings`, verifying HTTPS upstreams with `tls`.
+    pub fn new(settings: UpstreamSettings, tls: Arc<rustls::ClientConfig>) -> Upstream {
+        let connector = Connector::new(settings.connect);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector.clone());
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(config.timeouts.upstream_idle)
-            .pool_max_idle_per_host(config.limits.max_idle_upstream_per_host)
-            .build(connector.clone());
-        Upstream {
-            client,
-            connector,
-            response_header_timeout: config.timeouts.response_header,
-        }
+            .pool_idle_timeout(settings.pool_idle)
+            .pool_max_idle_per_host(settings.max_idle_per_host)
+            .build(https);
+        Upstream { client, connector, settings }
+    }
+
+    /// This client's settings.
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
     }
 
     /// The connector, for tunnels that need a raw TCP stream.
@@ -195,23 +228,14 @@ impl Upstream {
         request: Request<Body>,
         target: &Authority,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let after = self.response_header_timeout;
+        let after = self.settings.response_header;
         match tokio::time::timeout(after, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(match find_connect_error(&source) {
-                Some(connect) => ProxyError::Connect {
-                    target: target.clone(),
-                    source: connect,
-                },
-                None => ProxyError::Upstream {
-                    target: target.clone(),
-                    source,
-                },
+                Some(connect) => ProxyError::Connect { target: target.clone(), source: connect },
+                None => ProxyError::Upstream { target: target.clone(), source },
             }),
-            Err(_) => Err(ProxyError::ResponseTimeout {
-                target: target.clone(),
-                after,
-            }),
+            Err(_) => Err(ProxyError::ResponseTimeout { target: target.clone(), after }),
         }
     }
 }

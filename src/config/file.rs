@@ -4,6 +4,8 @@
 //! `validate.rs` can point at the line that is wrong. Unknown keys are refused everywhere
 //! (`deny_unknown_fields`): a typo must never be silently ignored.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -25,6 +27,9 @@ pub struct FileConfig {
     /// `[headers]`.
     #[serde(default)]
     pub headers: FileHeaders,
+    /// `[[route]]` tables for the reverse proxy.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<FileRoute>,
 }
 
 /// One `[[listener]]` table.
@@ -55,6 +60,10 @@ pub struct FileTimeouts {
     pub upstream_idle: Option<Spanned<String>>,
     /// In-flight work at shutdown.
     pub shutdown_grace: Option<Spanned<String>>,
+    /// Gap between two body chunks of an upstream response.
+    pub body_idle: Option<Spanned<String>>,
+    /// Upgraded (WebSocket) connection with no bytes either way.
+    pub websocket_idle: Option<Spanned<String>>,
 }
 
 /// The `[limits]` table.
@@ -77,4 +86,83 @@ pub struct FileLimits {
 pub struct FileHeaders {
     /// Add a `Via` header to forwarded messages.
     pub via: Option<bool>,
+    /// `X-Forwarded-For` handling: append, replace or off.
+    pub x_forwarded_for: Option<Spanned<String>>,
+    /// `X-Forwarded-Proto` handling.
+    pub x_forwarded_proto: Option<Spanned<String>>,
+    /// `X-Forwarded-Host` handling.
+    pub x_forwarded_host: Option<Spanned<String>>,
+    /// RFC 7239 `Forwarded` handling.
+    pub forwarded: Option<Spanned<String>>,
+    /// Rules for requests sent upstream by reverse routes.
+    #[serde(default)]
+    pub request: FileHeaderRules,
+    /// Rules for responses of reverse routes.
+    #[serde(default)]
+    pub response: FileHeaderRules,
+}
+
+/// `set` / `append` / `remove` header rules; values may contain `${ENV_VAR}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderRules {
+    /// Replace every field of the name with this value.
+    #[serde(default)]
+    pub set: BTreeMap<String, Spanned<String>>,
+    /// Add one more field line.
+    #[serde(default)]
+    pub append: BTreeMap<String, Spanned<String>>,
+    /// Delete every field of the name.
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+}
+
+/// One `[[route]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// Name for logs; defaults to the prefix.
+    pub name: Option<Spanned<String>>,
+    /// Path prefix matched on whole segments.
+    pub prefix: Spanned<String>,
+    /// Upstream base URL.
+    pub upstream: Spanned<String>,
+    /// Remove the prefix before joining with the upstream base path.
+    pub strip_prefix: Option<bool>,
+    /// Send the client's Host instead of the upstream's authority.
+    pub preserve_host: Option<bool>,
+    /// Only match requests for this host name.
+    pub host: Option<Spanned<String>>,
+    /// Upgrade protocols allowed through.
+    pub allow_upgrades: Option<Vec<Spanned<String>>>,
+    /// Per-route timeouts.
+    #[serde(default)]
+    pub timeouts: FileRouteTimeouts,
+    /// Per-route header rules.
+    #[serde(default)]
+    pub headers: FileRouteHeaders,
+}
+
+/// `[route.timeouts]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteTimeouts {
+    /// Upstream connect.
+    pub connect: Option<Spanned<String>>,
+    /// Upstream response head.
+    pub response_header: Option<Spanned<String>>,
+    /// Gap between response body chunks.
+    pub body_idle: Option<Spanned<String>>,
+}
+
+/// `[route.headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteHeaders {
+    /// Rules for requests sent upstream.
+    #[serde(default)]
+    pub request: FileHeaderRules,
+    /// Rules for responses.
+    #[serde(default)]
+    pub response: FileHeaderRules,
 }

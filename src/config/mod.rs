@@ -5,7 +5,12 @@
 //! *every* problem at once with its line and key path. The hot path never parses config strings.
 
 pub mod file;
+pub mod headers;
+pub mod route;
 mod validate;
+
+pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
+pub use route::{RouteConfig, RouteTimeouts, UpstreamUrl};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -35,6 +40,10 @@ pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Most idle pooled connections kept per upstream origin.
 pub const DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST: usize = 64;
+/// Longest gap allowed between two chunks of an upstream response body.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Smallest head limit the HTTP/1 parser supports.
 pub const MIN_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 
@@ -49,8 +58,10 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Every size and count limit, in one place.
     pub limits: Limits,
-    /// Headers the proxy adds itself.
+    /// Headers the proxy adds or edits.
     pub headers: HeaderSettings,
+    /// Reverse-proxy routes, in config order.
+    pub routes: Vec<RouteConfig>,
 }
 
 /// One listening address and the modes it serves.
@@ -73,10 +84,7 @@ pub struct Modes {
 
 impl Modes {
     /// A plain forward proxy, the default for a listener with no modes given.
-    pub const FORWARD: Modes = Modes {
-        forward: true,
-        reverse: false,
-    };
+    pub const FORWARD: Modes = Modes { forward: true, reverse: false };
 }
 
 impl fmt::Display for Modes {
@@ -105,6 +113,10 @@ pub struct Timeouts {
     pub upstream_idle: Duration,
     /// Drain period at shutdown.
     pub shutdown_grace: Duration,
+    /// Gap between two upstream response body chunks; firing aborts the response.
+    pub body_idle: Duration,
+    /// Upgraded connection with no traffic either way.
+    pub websocket_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -116,6 +128,8 @@ impl Default for Timeouts {
             tunnel_idle: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             upstream_idle: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            body_idle: DEFAULT_BODY_IDLE_TIMEOUT,
+            websocket_idle: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
         }
     }
 }
@@ -144,19 +158,6 @@ impl Default for Limits {
     }
 }
 
-/// Headers sluice adds to the messages it forwards.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeaderSettings {
-    /// Append `Via: <version> sluice` to requests and responses (RFC 9110 §7.6.3).
-    pub via: bool,
-}
-
-impl Default for HeaderSettings {
-    fn default() -> Self {
-        HeaderSettings { via: true }
-    }
-}
-
 impl Default for Config {
     /// The configuration used with no file: a forward proxy on [`DEFAULT_LISTEN`].
     fn default() -> Self {
@@ -169,6 +170,7 @@ impl Default for Config {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             headers: HeaderSettings::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -176,19 +178,35 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let source = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Config::from_toml(&source, &path.display().to_string())
     }
 
     /// Parses and validates TOML text; `origin` names it in error messages (usually the path).
+    /// `${VAR}` references in header values are read from the process environment.
     pub fn from_toml(source: &str, origin: &str) -> Result<Config, ConfigError> {
-        validate::parse_and_validate(source).map_err(|issues| ConfigError::Invalid {
-            origin: origin.to_owned(),
-            issues,
-        })
+        Config::from_toml_with_env(source, origin, &|name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::from_toml`], with `env` answering `${VAR}` lookups.
+    pub fn from_toml_with_env(
+        source: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        validate::parse_and_validate(source, env)
+            .map_err(|issues| ConfigError::Invalid { origin: origin.to_owned(), issues })
+    }
+
+    /// Checks a configuration assembled outside a file (CLI routes): duplicate prefixes.
+    pub fn check_routes(&self) -> Result<(), ConfigError> {
+        let issues = validate::duplicate_routes(&self.routes);
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid { origin: "command line".to_owned(), issues })
+        }
     }
 }
 

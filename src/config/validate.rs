@@ -8,25 +8,26 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::file::{FileConfig, FileLimits, FileListener, FileTimeouts};
+use http::{HeaderName, HeaderValue};
+
+use super::file::{
+    FileConfig, FileHeaderRules, FileHeaders, FileLimits, FileListener, FileRoute, FileTimeouts,
+};
+use super::route::{normalize_prefix, parse_upstream_url};
 use super::{
-    Config, ConfigIssue, HeaderSettings, Limits, ListenerConfig, MIN_REQUEST_HEAD_BYTES, Modes,
-    Timeouts,
+    Config, ConfigIssue, ForwardMode, HeaderRule, HeaderRules, HeaderSettings, Limits,
+    ListenerConfig, MIN_REQUEST_HEAD_BYTES, Modes, RouteConfig, RouteTimeouts, Timeouts,
 };
 
+/// Looks up an environment variable for `${VAR}` expansion.
+pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// Parses TOML text and validates it; on failure returns every issue found.
-pub(super) fn parse_and_validate(source: &str) -> Result<Config, Vec<ConfigIssue>> {
+pub(super) fn parse_and_validate(source: &str, env: Env<'_>) -> Result<Config, Vec<ConfigIssue>> {
     let file = parse(source).map_err(|issue| vec![issue])?;
-    let mut checker = Checker {
-        source,
-        issues: Vec::new(),
-    };
+    let mut checker = Checker { source, env, issues: Vec::new() };
     let config = checker.config(file);
-    if checker.issues.is_empty() {
-        Ok(config)
-    } else {
-        Err(checker.issues)
-    }
+    if checker.issues.is_empty() { Ok(config) } else { Err(checker.issues) }
 }
 
 fn parse(source: &str) -> Result<FileConfig, ConfigIssue> {
@@ -59,6 +60,7 @@ fn line_of(source: &str, offset: usize) -> usize {
 
 struct Checker<'a> {
     source: &'a str,
+    env: Env<'a>,
     issues: Vec<ConfigIssue>,
 }
 
@@ -76,11 +78,7 @@ impl Checker<'_> {
         let listeners = if file.listeners.is_empty() {
             defaults.listeners
         } else {
-            file.listeners
-                .iter()
-                .enumerate()
-                .filter_map(|(i, l)| self.listener(i, l))
-                .collect()
+            file.listeners.iter().enumerate().filter_map(|(i, l)| self.listener(i, l)).collect()
         };
         self.duplicate_addresses(&file.listeners);
         let workers = file.workers.and_then(|w| {
@@ -92,15 +90,214 @@ impl Checker<'_> {
             }
             workers
         });
+        let timeouts = self.timeouts(file.timeouts);
+        let routes: Vec<RouteConfig> = file
+            .routes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, route)| self.route(i, route, &timeouts))
+            .collect();
+        for issue in duplicate_routes(&routes) {
+            // Point at the later duplicate's prefix line.
+            let line = issue
+                .key
+                .strip_prefix("route[")
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|index| index.parse::<usize>().ok())
+                .and_then(|index| file.routes.get(index))
+                .map(|route| line_of(self.source, route.prefix.span().start));
+            self.issues.push(ConfigIssue { line, ..issue });
+        }
         Config {
             listeners,
             workers,
-            timeouts: self.timeouts(file.timeouts),
+            timeouts,
             limits: self.limits(file.limits),
-            headers: HeaderSettings {
-                via: file.headers.via.unwrap_or(defaults.headers.via),
-            },
+            headers: self.headers(file.headers),
+            routes,
         }
+    }
+
+    fn headers(&mut self, file: FileHeaders) -> HeaderSettings {
+        let d = HeaderSettings::default();
+        HeaderSettings {
+            via: file.via.unwrap_or(d.via),
+            x_forwarded_for: self.mode(
+                "headers.x_forwarded_for",
+                file.x_forwarded_for,
+                d.x_forwarded_for,
+            ),
+            x_forwarded_proto: self.mode(
+                "headers.x_forwarded_proto",
+                file.x_forwarded_proto,
+                d.x_forwarded_proto,
+            ),
+            x_forwarded_host: self.mode(
+                "headers.x_forwarded_host",
+                file.x_forwarded_host,
+                d.x_forwarded_host,
+            ),
+            forwarded: self.mode("headers.forwarded", file.forwarded, d.forwarded),
+            request: self.rules("headers.request", file.request),
+            response: self.rules("headers.response", file.response),
+        }
+    }
+
+    fn mode(
+        &mut self,
+        key: &str,
+        value: Option<Spanned<String>>,
+        default: ForwardMode,
+    ) -> ForwardMode {
+        let Some(value) = value else { return default };
+        ForwardMode::parse(value.get_ref()).unwrap_or_else(|| {
+            self.report(
+                value.span(),
+                key,
+                format!("`{}` is not one of \"append\", \"replace\", \"off\"", value.get_ref()),
+            );
+            default
+        })
+    }
+
+    fn rules(&mut self, key: &str, file: FileHeaderRules) -> HeaderRules {
+        let mut rules = HeaderRules::default();
+        for name in file.remove {
+            if let Some(parsed) = self.header_name(&format!("{key}.remove"), &name) {
+                rules.remove.push(parsed);
+            }
+        }
+        for (op, entries) in [("set", file.set), ("append", file.append)] {
+            for (name, template) in entries {
+                let rule_key = format!("{key}.{op}.{name}");
+                let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
+                    self.report(
+                        template.span(),
+                        &rule_key,
+                        format!("`{name}` is not a valid header name"),
+                    );
+                    continue;
+                };
+                if let Some(value) = self.header_value(&rule_key, &template) {
+                    let rule = HeaderRule { name: parsed, value, template: template.into_inner() };
+                    if op == "set" {
+                        rules.set.push(rule);
+                    } else {
+                        rules.append.push(rule);
+                    }
+                }
+            }
+        }
+        rules
+    }
+
+    fn header_name(&mut self, key: &str, name: &Spanned<String>) -> Option<HeaderName> {
+        let parsed = HeaderName::from_bytes(name.get_ref().as_bytes()).ok();
+        if parsed.is_none() {
+            self.report(
+                name.span(),
+                key,
+                format!("`{}` is not a valid header name", name.get_ref()),
+            );
+        }
+        parsed
+    }
+
+    /// Expands `${VAR}` references and checks the result is a valid field value. A value that
+    /// used the environment is marked sensitive so it never reaches a log.
+    fn header_value(&mut self, key: &str, template: &Spanned<String>) -> Option<HeaderValue> {
+        let (expanded, used_env) = match expand_env(template.get_ref(), self.env) {
+            Ok(expanded) => expanded,
+            Err(message) => {
+                self.report(template.span(), key, message);
+                return None;
+            }
+        };
+        match HeaderValue::from_str(&expanded) {
+            Ok(mut value) => {
+                value.set_sensitive(used_env);
+                Some(value)
+            }
+            Err(_) => {
+                let what = if used_env { "after expanding ${...}" } else { "as written" };
+                self.report(
+                    template.span(),
+                    key,
+                    format!("is not a valid header value {what} (control characters or non-ASCII)"),
+                );
+                None
+            }
+        }
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        file: &FileRoute,
+        defaults: &Timeouts,
+    ) -> Option<RouteConfig> {
+        let key = format!("route[{index}]");
+        let prefix = normalize_prefix(file.prefix.get_ref())
+            .map_err(|message| self.report(file.prefix.span(), &format!("{key}.prefix"), message))
+            .ok();
+        let upstream = parse_upstream_url(file.upstream.get_ref())
+            .map_err(|message| {
+                self.report(file.upstream.span(), &format!("{key}.upstream"), message)
+            })
+            .ok();
+        let host = file.host.as_ref().and_then(|host| {
+            let text = host.get_ref().trim().to_ascii_lowercase();
+            let valid = !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'));
+            if !valid {
+                self.report(
+                    host.span(),
+                    &format!("{key}.host"),
+                    format!("`{}` is not a host name", host.get_ref()),
+                );
+            }
+            valid.then_some(text)
+        });
+        let allow_upgrades = match &file.allow_upgrades {
+            None => vec!["websocket".to_owned()],
+            Some(list) => list.iter().map(|p| p.get_ref().trim().to_ascii_lowercase()).collect(),
+        };
+        let timeouts = RouteTimeouts {
+            connect: self.duration(
+                &format!("{key}.timeouts.connect"),
+                file.timeouts.connect.clone(),
+                defaults.connect,
+            ),
+            response_header: self.duration(
+                &format!("{key}.timeouts.response_header"),
+                file.timeouts.response_header.clone(),
+                defaults.response_header,
+            ),
+            body_idle: self.duration(
+                &format!("{key}.timeouts.body_idle"),
+                file.timeouts.body_idle.clone(),
+                defaults.body_idle,
+            ),
+        };
+        let request_headers =
+            self.rules(&format!("{key}.headers.request"), clone_rules(&file.headers.request));
+        let response_headers =
+            self.rules(&format!("{key}.headers.response"), clone_rules(&file.headers.response));
+        let prefix = prefix?;
+        Some(RouteConfig {
+            name: file.name.as_ref().map_or_else(|| prefix.clone(), |n| n.get_ref().clone()),
+            prefix,
+            host,
+            upstream: upstream?,
+            strip_prefix: file.strip_prefix.unwrap_or(true),
+            preserve_host: file.preserve_host.unwrap_or(false),
+            allow_upgrades,
+            timeouts,
+            request_headers,
+            response_headers,
+        })
     }
 
     fn listener(&mut self, index: usize, listener: &FileListener) -> Option<ListenerConfig> {
@@ -127,10 +324,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        Some(ListenerConfig {
-            address: address?,
-            modes,
-        })
+        Some(ListenerConfig { address: address?, modes })
     }
 
     fn duplicate_addresses(&mut self, listeners: &[FileListener]) {
@@ -173,6 +367,12 @@ impl Checker<'_> {
                 "timeouts.shutdown_grace",
                 file.shutdown_grace,
                 d.shutdown_grace,
+            ),
+            body_idle: self.duration("timeouts.body_idle", file.body_idle, d.body_idle),
+            websocket_idle: self.duration(
+                "timeouts.websocket_idle",
+                file.websocket_idle,
+                d.websocket_idle,
             ),
         }
     }
@@ -256,6 +456,60 @@ impl Checker<'_> {
     }
 }
 
+fn clone_rules(rules: &FileHeaderRules) -> FileHeaderRules {
+    FileHeaderRules {
+        set: rules.set.clone(),
+        append: rules.append.clone(),
+        remove: rules.remove.clone(),
+    }
+}
+
+/// Every pair of routes with the same host and prefix, reported against the later one.
+pub(super) fn duplicate_routes(routes: &[RouteConfig]) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    for (i, later) in routes.iter().enumerate() {
+        let earlier =
+            routes.iter().take(i).position(|r| r.prefix == later.prefix && r.host == later.host);
+        if let Some(first) = earlier {
+            issues.push(ConfigIssue {
+                line: None,
+                key: format!("route[{i}].prefix"),
+                message: format!(
+                    "`{}`{} duplicates route[{first}]",
+                    later.prefix,
+                    later.host.as_ref().map_or(String::new(), |h| format!(" for host {h}"))
+                ),
+            });
+        }
+    }
+    issues
+}
+
+/// Expands `${NAME}` references from `env`; returns the text and whether any were used.
+/// A `$` not followed by `{` is literal. An unset variable is an error naming it.
+fn expand_env(template: &str, env: Env<'_>) -> Result<(String, bool), String> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    let mut used = false;
+    while let Some(start) = rest.find("${") {
+        out.push_str(rest.get(..start).unwrap_or_default());
+        let after = rest.get(start + 2..).unwrap_or_default();
+        let end = after.find('}').ok_or_else(|| "has `${` without a closing `}`".to_owned())?;
+        let name = after.get(..end).unwrap_or_default();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+        }
+        let value = env(name).ok_or_else(|| {
+            format!("environment variable {name} is not set (referenced as ${{{name}}})")
+        })?;
+        out.push_str(&value);
+        used = true;
+        rest = after.get(end + 1..).unwrap_or_default();
+    }
+    out.push_str(rest);
+    Ok((out, used))
+}
+
 /// Accepts `ip:port`, plus `localhost:port` as the loopback address users expect it to mean.
 fn parse_address(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse() {
@@ -269,13 +523,17 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
     fn issues(toml: &str) -> Vec<ConfigIssue> {
-        parse_and_validate(toml).expect_err("config should be refused")
+        parse_and_validate(toml, &no_env).expect_err("config should be refused")
     }
 
     #[test]
     fn empty_file_is_the_default_forward_proxy() {
-        let config = parse_and_validate("").unwrap();
+        let config = parse_and_validate("", &no_env).unwrap();
         assert_eq!(config.listeners, Config::default().listeners);
         assert_eq!(config.timeouts, Timeouts::default());
         assert_eq!(config.limits, Limits::default());
@@ -288,17 +546,12 @@ mod tests {
             "workers = 3\n[[listener]]\naddress = \"[::1]:9000\"\nreverse = true\n\
              [timeouts]\nconnect = \"250ms\"\ntunnel_idle = \"2m\"\n\
              [limits]\nmax_request_head_bytes = 16384\n[headers]\nvia = false\n",
+            &no_env,
         )
         .unwrap();
         assert_eq!(config.workers, NonZeroUsize::new(3));
         assert_eq!(config.listeners[0].address, "[::1]:9000".parse().unwrap());
-        assert_eq!(
-            config.listeners[0].modes,
-            Modes {
-                forward: true,
-                reverse: true
-            }
-        );
+        assert_eq!(config.listeners[0].modes, Modes { forward: true, reverse: true });
         assert_eq!(config.timeouts.connect, Duration::from_millis(250));
         assert_eq!(config.timeouts.tunnel_idle, Duration::from_secs(120));
         assert_eq!(config.limits.max_request_head_bytes, 16384);
@@ -311,11 +564,7 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].line, Some(3));
         assert_eq!(found[0].key, "timeouts.conect");
-        assert!(
-            found[0].message.contains("unknown field"),
-            "{}",
-            found[0].message
-        );
+        assert!(found[0].message.contains("unknown field"), "{}", found[0].message);
     }
 
     #[test]
@@ -361,10 +610,88 @@ mod tests {
 
     #[test]
     fn localhost_means_loopback() {
-        assert_eq!(
-            parse_address("localhost:80"),
-            Some("127.0.0.1:80".parse().unwrap())
-        );
+        assert_eq!(parse_address("localhost:80"), Some("127.0.0.1:80".parse().unwrap()));
         assert_eq!(parse_address("example.com:80"), None);
+    }
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "API_KEY").then(|| "sk-123".to_owned())
+    }
+
+    #[test]
+    fn routes_and_rules_are_parsed_with_secrets_expanded() {
+        let config = parse_and_validate(
+            "[[route]]\nprefix = \"/defm/\"\nupstream = \"https://api.example.com/v1\"\n\
+             host = \"GW.Example\"\nallow_upgrades = []\n\
+             [route.timeouts]\nresponse_header = \"5m\"\n\
+             [route.headers.request]\nset = { authorization = \"Bearer ${API_KEY}\" }\n\
+             remove = [\"cookie\"]\n\
+             [headers]\nx_forwarded_for = \"replace\"\n[headers.response]\nappend = { x-a = \"1\" }\n",
+            &env,
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        assert_eq!(route.prefix, "/defm");
+        assert_eq!(route.name, "/defm");
+        assert_eq!(route.host.as_deref(), Some("gw.example"));
+        assert!(route.allow_upgrades.is_empty());
+        assert_eq!(route.timeouts.response_header, Duration::from_secs(300));
+        assert_eq!(route.timeouts.connect, Timeouts::default().connect);
+        let rule = &route.request_headers.set[0];
+        assert_eq!(rule.value, "Bearer sk-123");
+        assert!(rule.value.is_sensitive());
+        assert!(!format!("{rule:?} {rule}").contains("sk-123"));
+        assert_eq!(route.request_headers.remove, ["cookie"]);
+        assert_eq!(config.headers.x_forwarded_for, ForwardMode::Replace);
+        assert_eq!(config.headers.response.append[0].value, "1");
+        assert!(!config.headers.response.append[0].value.is_sensitive());
+    }
+
+    #[test]
+    fn unset_variable_is_named() {
+        let found = parse_and_validate(
+            "[[route]]\nprefix = \"/a\"\nupstream = \"http://h\"\n\
+             [route.headers.request]\nset = { authorization = \"Bearer ${MISSING_KEY}\" }\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(found[0].key, "route[0].headers.request.set.authorization");
+        assert_eq!(found[0].line, Some(5));
+        assert!(found[0].message.contains("MISSING_KEY is not set"), "{}", found[0].message);
+    }
+
+    #[test]
+    fn duplicate_and_bad_routes_are_reported() {
+        let found = parse_and_validate(
+            "[[route]]\nprefix = \"/a\"\nupstream = \"http://h\"\n\
+             [[route]]\nprefix = \"/a/\"\nupstream = \"http://h2\"\n\
+             [[route]]\nprefix = \"b\"\nupstream = \"ftp://h\"\n\
+             [[route]]\nprefix = \"/a\"\nhost = \"x.test\"\nupstream = \"http://h\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("route[2].prefix", Some(8)),
+                ("route[2].upstream", Some(9)),
+                ("route[1].prefix", Some(5)),
+            ]
+        );
+    }
+
+    #[test]
+    fn expansion_edge_cases() {
+        assert_eq!(expand_env("a$b", &env).unwrap(), ("a$b".to_owned(), false));
+        assert_eq!(expand_env("${API_KEY}${API_KEY}", &env).unwrap().0, "sk-123sk-123");
+        assert!(expand_env("${API_KEY", &env).is_err());
+        assert!(expand_env("${}", &env).is_err());
+        assert!(expand_env("${A-B}", &env).is_err());
     }
 }

@@ -22,8 +22,8 @@ impl Target {
 /// Why a request target cannot be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
-    /// Absolute-form with a scheme sluice does not proxy that way.
-    #[error("scheme `{0}` is not supported in absolute-form; use http://, or CONNECT for https")]
+    /// Absolute-form with a scheme other than http or https.
+    #[error("scheme `{0}` is not supported; use http:// or https://, or CONNECT")]
     UnsupportedScheme(String),
     /// No authority, or an empty host.
     #[error("the target has no host")]
@@ -41,19 +41,22 @@ pub enum TargetError {
 /// Returns the target and the absolute URI to send upstream (userinfo removed, empty path made
 /// `/`), which the pooled client turns into origin-form on the wire.
 pub fn absolute(uri: &Uri) -> Result<(Target, Uri), TargetError> {
-    match uri.scheme() {
-        Some(scheme) if *scheme == Scheme::HTTP => {}
+    let (scheme, default_port) = match uri.scheme() {
+        Some(scheme) if *scheme == Scheme::HTTP => (Scheme::HTTP, 80),
+        // Some clients send `GET https://...` to a proxy and expect it to make the TLS
+        // connection itself; the upstream client verifies the origin's certificate.
+        Some(scheme) if *scheme == Scheme::HTTPS => (Scheme::HTTPS, 443),
         Some(scheme) => return Err(TargetError::UnsupportedScheme(scheme.as_str().to_owned())),
         None => return Err(TargetError::MissingHost),
-    }
-    let target = checked(uri.authority(), 80)?;
+    };
+    let target = checked(uri.authority(), default_port)?;
     let path = uri
         .path_and_query()
         .filter(|pq| !pq.as_str().is_empty())
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let upstream = Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(scheme)
         .authority(target.authority.clone())
         .path_and_query(path)
         .build()
@@ -106,28 +109,13 @@ mod tests {
             abs("http://example.com/p?q=1"),
             ok("example.com", 80, "http://example.com/p?q=1")
         );
-        assert_eq!(
-            abs("http://example.com"),
-            ok("example.com", 80, "http://example.com/")
-        );
-        assert_eq!(
-            abs("http://a:8080/x%2Fy"),
-            ok("a:8080", 8080, "http://a:8080/x%2Fy")
-        );
-        assert_eq!(
-            abs("http://[::1]:81/"),
-            ok("[::1]:81", 81, "http://[::1]:81/")
-        );
+        assert_eq!(abs("http://example.com"), ok("example.com", 80, "http://example.com/"));
+        assert_eq!(abs("http://a:8080/x%2Fy"), ok("a:8080", 8080, "http://a:8080/x%2Fy"));
+        assert_eq!(abs("http://[::1]:81/"), ok("[::1]:81", 81, "http://[::1]:81/"));
         assert_eq!(abs("http://u:p@h:1/"), ok("h:1", 1, "http://h:1/"));
         assert_eq!(abs("http://h?q"), ok("h", 80, "http://h/?q"));
-        assert_eq!(
-            abs("https://h/"),
-            Err(TargetError::UnsupportedScheme("https".into()))
-        );
-        assert_eq!(
-            abs("ftp://h/"),
-            Err(TargetError::UnsupportedScheme("ftp".into()))
-        );
+        assert_eq!(abs("https://h/"), ok("h", 443, "https://h/"));
+        assert_eq!(abs("ftp://h/"), Err(TargetError::UnsupportedScheme("ftp".into())));
         assert_eq!(abs("/origin/form"), Err(TargetError::MissingHost));
         assert_eq!(abs("http://h:0/"), Err(TargetError::ZeroPort));
     }

@@ -26,10 +26,7 @@ pub async fn open(
         .connector()
         .connect(target.host(), target.port)
         .await
-        .map_err(|source| ProxyError::Connect {
-            target: target.authority.clone(),
-            source,
-        })?;
+        .map_err(|source| ProxyError::Connect { target: target.authority.clone(), source })?;
     let on_upgrade = hyper::upgrade::on(request);
     let idle = proxy.config.timeouts.tunnel_idle;
     let id = ctx.id;
@@ -52,8 +49,6 @@ pub async fn open(
         }
     });
     let mut response = Response::new(Body::empty());
-    response
-        .extensions_mut()
-        .insert(ReasonPhrase::from_static(b"Connection established"));
+    response.extensions_mut().insert(ReasonPhrase::from_static(b"Connection established"));
     Ok(response)
 }

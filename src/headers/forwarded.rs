@@ -1,7 +1,8 @@
-//! Headers a proxy adds about itself: `Via` (RFC 9110 §7.6.3).
+//! Headers a proxy adds about itself and the request it forwards: `Via` (RFC 9110 §7.6.3),
+//! `X-Forwarded-*` and `Forwarded` (RFC 7239).
 
 use http::header::VIA;
-use http::{HeaderMap, HeaderValue, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
 /// The name sluice gives itself in `Via` (the `received-by` pseudonym).
 pub const VIA_PSEUDONYM: &str = "sluice";
@@ -30,11 +31,168 @@ mod tests {
         headers.insert(VIA, HeaderValue::from_static("1.0 fred"));
         append_via(&mut headers, Version::HTTP_10);
         append_via(&mut headers, Version::HTTP_2);
-        let via: Vec<_> = headers
-            .get_all(VIA)
-            .iter()
-            .map(|v| v.to_str().unwrap())
-            .collect();
+        let via: Vec<_> = headers.get_all(VIA).iter().map(|v| v.to_str().unwrap()).collect();
         assert_eq!(via, ["1.0 fred", "1.0 sluice", "2 sluice"]);
+    }
+}
+
+/// What a reverse-proxy hop knows about the request it forwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Hop<'a> {
+    /// The downstream client's address.
+    pub client: std::net::IpAddr,
+    /// `http` or `https`: the protocol the client used to reach sluice.
+    pub proto: &'a str,
+    /// The `Host` the client asked for, if any.
+    pub host: Option<&'a HeaderValue>,
+}
+
+/// Writes `X-Forwarded-For`, `-Proto`, `-Host` and RFC 7239 `Forwarded` according to `settings`.
+pub fn apply_forwarding(
+    headers: &mut HeaderMap,
+    hop: Hop<'_>,
+    settings: &crate::config::HeaderSettings,
+) {
+    use crate::config::ForwardMode;
+    use http::header::FORWARDED;
+    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+    fn write(headers: &mut HeaderMap, name: HeaderName, mode: ForwardMode, value: HeaderValue) {
+        match mode {
+            ForwardMode::Off => {}
+            ForwardMode::Replace => {
+                headers.insert(name, value);
+            }
+            ForwardMode::Append => {
+                headers.append(name, value);
+            }
+        }
+    }
+
+    if settings.x_forwarded_for != ForwardMode::Off {
+        write(headers, XFF, settings.x_forwarded_for, ip_value(hop.client));
+    }
+    if settings.x_forwarded_proto != ForwardMode::Off {
+        write(headers, XFP, settings.x_forwarded_proto, proto_value(hop.proto));
+    }
+    if let Some(host) = hop.host {
+        write(headers, XFH, settings.x_forwarded_host, host.clone());
+    } else if settings.x_forwarded_host == ForwardMode::Replace {
+        headers.remove(XFH);
+    }
+    if settings.forwarded != ForwardMode::Off
+        && let Ok(value) = HeaderValue::from_str(&forwarded_element(hop))
+    {
+        write(headers, FORWARDED, settings.forwarded, value);
+    }
+}
+
+fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    // An IP address's text form is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+fn proto_value(proto: &str) -> HeaderValue {
+    if proto == "https" {
+        HeaderValue::from_static("https")
+    } else {
+        HeaderValue::from_static("http")
+    }
+}
+
+/// One RFC 7239 forwarded-element: `for=...;host=...;proto=...` (§4, §5.2 and §6 for the
+/// quoting of IPv6 addresses and of values that are not tokens).
+fn forwarded_element(hop: Hop<'_>) -> String {
+    let node = match hop.client {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut element = format!("for={node}");
+    if let Some(host) = hop.host.and_then(|h| h.to_str().ok()) {
+        element.push_str(";host=");
+        element.push_str(&quoted(host));
+    }
+    element.push_str(";proto=");
+    element.push_str(hop.proto);
+    element
+}
+
+/// A value as an RFC 7230 token if it is one, otherwise as a quoted-string.
+fn quoted(value: &str) -> String {
+    let is_token = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if is_token {
+        return value.to_owned();
+    }
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod forwarding_tests {
+    use super::*;
+    use crate::config::{ForwardMode, HeaderSettings};
+
+    fn settings(mode: ForwardMode) -> HeaderSettings {
+        HeaderSettings {
+            x_forwarded_for: mode,
+            x_forwarded_proto: mode,
+            x_forwarded_host: mode,
+            forwarded: mode,
+            ..HeaderSettings::default()
+        }
+    }
+
+    fn incoming() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        headers.insert("forwarded", HeaderValue::from_static("for=10.0.0.1"));
+        headers
+    }
+
+    fn all(headers: &HeaderMap, name: &str) -> Vec<String> {
+        headers.get_all(name).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn append_replace_and_off() {
+        let host = HeaderValue::from_static("gw.example:8080");
+        let hop = Hop { client: "192.0.2.7".parse().unwrap(), proto: "http", host: Some(&host) };
+
+        let mut headers = incoming();
+        apply_forwarding(&mut headers, hop, &settings(ForwardMode::Append));
+        assert_eq!(all(&headers, "x-forwarded-for"), ["10.0.0.1", "192.0.2.7"]);
+        assert_eq!(all(&headers, "x-forwarded-proto"), ["https", "http"]);
+        assert_eq!(all(&headers, "x-forwarded-host"), ["gw.example:8080"]);
+        assert_eq!(
+            all(&headers, "forwarded"),
+            ["for=10.0.0.1", "for=192.0.2.7;host=\"gw.example:8080\";proto=http"]
+        );
+
+        let mut headers = incoming();
+        apply_forwarding(&mut headers, hop, &settings(ForwardMode::Replace));
+        assert_eq!(all(&headers, "x-forwarded-for"), ["192.0.2.7"]);
+        assert_eq!(all(&headers, "x-forwarded-proto"), ["http"]);
+
+        let mut headers = incoming();
+        apply_forwarding(&mut headers, hop, &settings(ForwardMode::Off));
+        assert_eq!(headers, incoming());
+    }
+
+    #[test]
+    fn ipv6_clients_are_quoted_in_forwarded() {
+        let hop = Hop { client: "::1".parse().unwrap(), proto: "https", host: None };
+        assert_eq!(forwarded_element(hop), "for=\"[::1]\";proto=https");
     }
 }

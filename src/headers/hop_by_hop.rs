@@ -110,10 +110,7 @@ mod tests {
                 &["trailer"],
             ),
             // A token that is not a field name names nothing.
-            (
-                &[("connection", "bad token, x-c"), ("x-c", "1"), ("x-d", "1")],
-                &["x-d"],
-            ),
+            (&[("connection", "bad token, x-c"), ("x-c", "1"), ("x-d", "1")], &["x-d"]),
         ];
         for (input, expected) in cases {
             let mut headers = map(input);
@@ -124,11 +121,8 @@ mod tests {
 
     #[test]
     fn duplicate_end_to_end_fields_survive() {
-        let mut headers = map(&[
-            ("set-cookie", "a=1"),
-            ("set-cookie", "b=2"),
-            ("connection", "close"),
-        ]);
+        let mut headers =
+            map(&[("set-cookie", "a=1"), ("set-cookie", "b=2"), ("connection", "close")]);
         strip(&mut headers);
         assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
     }

@@ -5,3 +5,4 @@
 
 pub mod forwarded;
 pub mod hop_by_hop;
+pub mod rules;

@@ -24,12 +24,9 @@ pub fn http_builder(config: &Config) -> HttpBuilder {
         .header_read_timeout(config.timeouts.request_header)
         .max_buf_size(config.limits.max_request_head_bytes)
         .max_headers(config.limits.max_request_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
-        );
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(
+        u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
+    );
     builder
 }
 
@@ -49,12 +46,7 @@ pub struct Connection {
 impl Connection {
     /// Serves requests until the client closes, or until shutdown lets in-flight ones finish.
     pub async fn serve(self, stream: TcpStream) {
-        let Connection {
-            peer,
-            modes,
-            proxy,
-            builder,
-        } = self;
+        let Connection { peer, modes, proxy, builder } = self;
         let shutdown = proxy.shutdown.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();

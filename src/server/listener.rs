@@ -44,12 +44,8 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = conn::Connection {
-            peer,
-            modes,
-            proxy: proxy.clone(),
-            builder: builder.clone(),
-        };
+        let connection =
+            conn::Connection { peer, modes, proxy: proxy.clone(), builder: builder.clone() };
         shutdown.spawn(async move {
             connection.serve(stream).await;
             drop(permit);

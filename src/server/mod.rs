@@ -48,14 +48,8 @@ pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, Bi
     for config in listeners {
         let socket = TcpListener::bind(config.address)
             .await
-            .map_err(|source| BindError {
-                address: config.address,
-                source,
-            })?;
-        bound.push(BoundListener {
-            config: config.clone(),
-            socket,
-        });
+            .map_err(|source| BindError { address: config.address, source })?;
+        bound.push(BoundListener { config: config.clone(), socket });
     }
     Ok(bound)
 }

@@ -1,0 +1,90 @@
+//! One proxied HTTP exchange: the steps the forward proxy and the reverse routes share once
+//! they know where a request goes.
+//!
+//! [`prepare`] turns the client's request head into the upstream's (hop-by-hop fields out,
+//! `Host`, `Via`, an allowed upgrade kept); [`send`] sends it through an [`Upstream`] and shapes
+//! the response the client receives, splicing the two connections when an upgrade succeeds.
+
+use http::header::{HOST, UPGRADE};
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
+
+use crate::body::{Body, IdleBody};
+use crate::config::HeaderRules;
+use crate::dispatch::Proxy;
+use crate::error::ProxyError;
+use crate::headers::{forwarded, hop_by_hop, rules};
+use crate::upgrade::PendingUpgrade;
+use crate::upstream::Upstream;
+
+/// Rewrites a client's request head for the upstream.
+pub fn prepare(
+    parts: &mut request::Parts,
+    uri: Uri,
+    host: HeaderValue,
+    upgrade: Option<&PendingUpgrade>,
+    via: bool,
+) {
+    let received = parts.version;
+    parts.uri = uri;
+    // Upstream connections are pooled HTTP/1.1 whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    hop_by_hop::strip(&mut parts.headers);
+    if let Some(upgrade) = upgrade {
+        upgrade.restore(&mut parts.headers);
+    }
+    parts.headers.insert(HOST, host);
+    if via {
+        forwarded::append_via(&mut parts.headers, received);
+    }
+}
+
+/// Sends `request` through `upstream` and returns the response for the client.
+///
+/// `response_rules` are applied in order after hop-by-hop removal. When the client asked for an
+/// allowed upgrade and the upstream switched protocols, the 101 is passed on and both
+/// connections are relayed; otherwise the body streams through with the body idle timeout.
+pub async fn send(
+    proxy: &Proxy,
+    upstream: &Upstream,
+    request: Request<Body>,
+    target: &Authority,
+    upgrade: Option<PendingUpgrade>,
+    response_rules: &[&HeaderRules],
+) -> Result<Response<Body>, ProxyError> {
+    let mut response = upstream.send(request, target).await?;
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switched && upgrade.is_none() {
+        // We never ask for an upgrade we did not keep, so this upstream broke the protocol.
+        return Err(ProxyError::UnexpectedUpgrade { target: target.clone() });
+    }
+    let upstream_upgrade = switched.then(|| hyper::upgrade::on(&mut response));
+    let (mut parts, body) = response.into_parts();
+    let accepted = parts.headers.get(UPGRADE).cloned();
+    hop_by_hop::strip(&mut parts.headers);
+    for rule_set in response_rules {
+        rules::apply(rule_set, &mut parts.headers);
+    }
+    if proxy.config.headers.via {
+        forwarded::append_via(&mut parts.headers, parts.version);
+    }
+    // The status line is ours: an HTTP/1.0 origin must not downgrade the client's connection.
+    parts.version = Version::default();
+    match (upgrade, upstream_upgrade) {
+        (Some(pending), Some(upstream_side)) => {
+            pending.splice(
+                &mut parts.headers,
+                accepted,
+                upstream_side,
+                proxy.config.timeouts.websocket_idle,
+                &proxy.shutdown,
+                target.to_string(),
+            );
+            Ok(Response::from_parts(parts, Body::empty()))
+        }
+        _ => {
+            let body = Body::Upstream(IdleBody::new(body, upstream.settings().body_idle));
+            Ok(Response::from_parts(parts, body))
+        }
+    }
+}

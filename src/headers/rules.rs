@@ -1,0 +1,54 @@
+//! Applying configured header rules ([`HeaderRules`]): remove, then set, then append.
+
+use http::HeaderMap;
+
+use crate::config::HeaderRules;
+
+/// Applies `rules` to `headers`. Removal runs first so a rule can replace a field the client
+/// sent; `set` replaces every line of a name with one; `append` adds a line.
+pub fn apply(rules: &HeaderRules, headers: &mut HeaderMap) {
+    for name in &rules.remove {
+        headers.remove(name);
+    }
+    for rule in &rules.set {
+        headers.insert(rule.name.clone(), rule.value.clone());
+    }
+    for rule in &rules.append {
+        headers.append(rule.name.clone(), rule.value.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HeaderRule;
+    use http::{HeaderName, HeaderValue};
+
+    fn rule(name: &str, value: &str) -> HeaderRule {
+        HeaderRule {
+            name: HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value: HeaderValue::from_str(value).unwrap(),
+            template: value.to_owned(),
+        }
+    }
+
+    #[test]
+    fn remove_then_set_then_append() {
+        let mut headers = HeaderMap::new();
+        headers.append("authorization", HeaderValue::from_static("client key"));
+        headers.append("x-multi", HeaderValue::from_static("1"));
+        headers.append("x-multi", HeaderValue::from_static("2"));
+        headers.append("x-debug", HeaderValue::from_static("on"));
+        let rules = HeaderRules {
+            remove: vec![HeaderName::from_static("x-debug")],
+            set: vec![rule("authorization", "Bearer server key"), rule("x-multi", "only")],
+            append: vec![rule("x-multi", "extra"), rule("x-new", "n")],
+        };
+        apply(&rules, &mut headers);
+        assert_eq!(headers["authorization"], "Bearer server key");
+        let multi: Vec<_> = headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["only", "extra"]);
+        assert_eq!(headers["x-new"], "n");
+        assert!(headers.get("x-debug").is_none());
+    }
+}

@@ -1,0 +1,85 @@
+//! The reverse proxy / API gateway: route origin-form requests to configured upstreams.
+//!
+//! Order of work for a request: pick the route ([`router`]), build the upstream URI
+//! ([`rewrite`]), keep an allowed upgrade, rewrite the head (hop-by-hop out, Host, Via), add
+//! forwarding headers, apply the global then the route's request rules, send, and apply the
+//! route's then the global response rules.
+
+pub mod rewrite;
+pub mod router;
+
+use http::header::HOST;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::context::RequestContext;
+use crate::dispatch::Proxy;
+use crate::error::{NotServed, ProxyError};
+use crate::headers::forwarded::{self, Hop};
+use crate::headers::rules;
+use crate::{exchange, upgrade};
+
+/// Proxies a request to the route that matches its host and path.
+pub async fn proxy(
+    mut request: Request<Incoming>,
+    ctx: &RequestContext,
+    proxy: &Proxy,
+) -> Result<Response<Body>, ProxyError> {
+    // RFC 9112 §3.2.2: for absolute-form the target's authority is the host; else `Host`.
+    let client_host: Option<HeaderValue> = match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(HOST).cloned(),
+    };
+    let host_name = client_host.as_ref().and_then(|h| h.to_str().ok()).map(without_port);
+    let route = proxy
+        .router
+        .find(host_name, request.uri().path())
+        .ok_or(ProxyError::NotServed(NotServed::NoRoute))?;
+    let uri = rewrite::upstream_uri(&route.config, request.uri())?;
+    let pending = upgrade::take(&mut request, &route.config.allow_upgrades);
+    let (mut parts, body) = request.into_parts();
+    let host = match (&client_host, route.config.preserve_host) {
+        (Some(client), true) => client.clone(),
+        _ => route.upstream_host.clone(),
+    };
+    let settings = &proxy.config.headers;
+    exchange::prepare(&mut parts, uri, host, pending.as_ref(), settings.via);
+    let hop = Hop { client: ctx.peer.ip(), proto: "http", host: client_host.as_ref() };
+    forwarded::apply_forwarding(&mut parts.headers, hop, settings);
+    rules::apply(&settings.request, &mut parts.headers);
+    rules::apply(&route.config.request_headers, &mut parts.headers);
+    let request = Request::from_parts(parts, Body::from(body));
+    exchange::send(
+        proxy,
+        &route.upstream,
+        request,
+        &route.config.upstream.authority,
+        pending,
+        &[&route.config.response_headers, &settings.response],
+    )
+    .await
+}
+
+/// `example.com` from `example.com:8080`, `[::1]` from `[::1]:8080`.
+fn without_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(colon) if !host.get(colon..).unwrap_or_default().contains(']') => {
+            host.get(..colon).unwrap_or(host)
+        }
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_dropped_from_hosts() {
+        assert_eq!(without_port("example.com:8080"), "example.com");
+        assert_eq!(without_port("example.com"), "example.com");
+        assert_eq!(without_port("[::1]:8080"), "[::1]");
+        assert_eq!(without_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,3 @@
+//! TLS through rustls with the ring provider.
+
+pub mod client;
