@@ -1,10 +1,5 @@
 //! Failures are answered, never hung, and never stop the proxy serving others.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
 
@@ -17,14 +12,8 @@ use support::within;
 /// A normal request through the proxy still succeeds.
 async fn still_serves(proxy: &TestProxy) {
     let origin = Origin::echo().await;
-    let response = within(
-        via_proxy(proxy.addr)
-            .post(origin.url("/ok"))
-            .body("fine")
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).post(origin.url("/ok")).body("fine").send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(within(response.text()).await.unwrap(), "fine");
 }
@@ -52,10 +41,7 @@ async fn unsupported_scheme_is_400_with_a_reason() {
     )
     .await;
     assert_eq!(status_of(&response), 400);
-    assert!(
-        response.contains("scheme `ftp` is not supported"),
-        "{response}"
-    );
+    assert!(response.contains("scheme `ftp` is not supported"), "{response}");
     still_serves(&proxy).await;
 }
 
@@ -80,40 +66,21 @@ async fn head_limit_is_configurable() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n[limits]\nmax_request_head_bytes = 8192\n",
     )
     .await;
-    let request = format!(
-        "GET http://127.0.0.1:1/ HTTP/1.1\r\nX-Big: {}\r\n\r\n",
-        "b".repeat(10_000)
-    );
-    assert_eq!(
-        status_of(&raw_exchange(proxy.addr, request.as_bytes()).await),
-        431
-    );
+    let request =
+        format!("GET http://127.0.0.1:1/ HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(10_000));
+    assert_eq!(status_of(&raw_exchange(proxy.addr, request.as_bytes()).await), 431);
     still_serves(&proxy).await;
 }
 
 #[tokio::test]
 async fn refused_connection_is_502_naming_target_and_reason() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let proxy = TestProxy::forward().await;
-    let response = within(
-        via_proxy(proxy.addr)
-            .get(format!("http://{closed}/x"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get(format!("http://{closed}/x")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let status_header = response.headers()["proxy-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        status_header.starts_with("sluice; error=connection_refused"),
-        "{status_header}"
-    );
+    let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(status_header.starts_with("sluice; error=connection_refused"), "{status_header}");
     let body = within(response.text()).await.unwrap();
     assert_eq!(
         body,
@@ -126,24 +93,13 @@ async fn refused_connection_is_502_naming_target_and_reason() {
 async fn dns_failure_is_502() {
     let proxy = TestProxy::forward().await;
     // `.invalid` is reserved (RFC 6761 §6.4): it never resolves.
-    let response = within(
-        via_proxy(proxy.addr)
-            .get("http://no-such-host.invalid/")
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get("http://no-such-host.invalid/").send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let status_header = response.headers()["proxy-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
     assert!(status_header.contains("error=dns_error"), "{status_header}");
     let body = within(response.text()).await.unwrap();
-    assert!(
-        body.contains("DNS lookup of no-such-host.invalid failed"),
-        "{body}"
-    );
+    assert!(body.contains("DNS lookup of no-such-host.invalid failed"), "{body}");
     still_serves(&proxy).await;
 }
 
@@ -154,19 +110,12 @@ async fn connect_timeout_is_504() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n[timeouts]\nconnect = \"300ms\"\n",
     )
     .await;
-    let response = within(
-        via_proxy(proxy.addr)
-            .get(format!("http://{stalled}/"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get(format!("http://{stalled}/")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body = within(response.text()).await.unwrap();
     assert!(
-        body.contains(&format!(
-            "cannot connect to {stalled}: no connection within 300ms"
-        )),
+        body.contains(&format!("cannot connect to {stalled}: no connection within 300ms")),
         "{body}"
     );
     still_serves(&proxy).await;
@@ -179,22 +128,11 @@ async fn silent_upstream_is_504() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\n[timeouts]\nresponse_header = \"300ms\"\n",
     )
     .await;
-    let response = within(
-        via_proxy(proxy.addr)
-            .get(format!("http://{silent}/"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get(format!("http://{silent}/")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
-    let status_header = response.headers()["proxy-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        status_header.contains("error=http_response_timeout"),
-        "{status_header}"
-    );
+    let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(status_header.contains("error=http_response_timeout"), "{status_header}");
     still_serves(&proxy).await;
 }
 
@@ -202,18 +140,13 @@ async fn silent_upstream_is_504() {
 async fn upstream_dying_mid_response_aborts_the_client_response() {
     let dying = dies_mid_response().await;
     let proxy = TestProxy::forward().await;
-    let response = within(via_proxy(proxy.addr).get(format!("http://{dying}/")).send())
-        .await
-        .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get(format!("http://{dying}/")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.content_length(), Some(100_000));
     // The client must see an error, never a clean-looking short body.
     let body = within(response.bytes()).await;
-    assert!(
-        body.is_err(),
-        "short body delivered as if complete: {:?}",
-        body.map(|b| b.len())
-    );
+    assert!(body.is_err(), "short body delivered as if complete: {:?}", body.map(|b| b.len()));
     still_serves(&proxy).await;
 }
 
@@ -224,22 +157,11 @@ async fn upstream_closing_before_a_response_is_502() {
     })
     .await;
     let proxy = TestProxy::forward().await;
-    let response = within(
-        via_proxy(proxy.addr)
-            .get(format!("http://{closes}/"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get(format!("http://{closes}/")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let status_header = response.headers()["proxy-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        status_header.contains("error=connection_terminated"),
-        "{status_header}"
-    );
+    let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(status_header.contains("error=connection_terminated"), "{status_header}");
     still_serves(&proxy).await;
 }
 
@@ -254,33 +176,19 @@ async fn invalid_upstream_response_is_502() {
     })
     .await;
     let proxy = TestProxy::forward().await;
-    let response = within(
-        via_proxy(proxy.addr)
-            .get(format!("http://{garbage}/"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(via_proxy(proxy.addr).get(format!("http://{garbage}/")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
-    let status_header = response.headers()["proxy-status"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        status_header.contains("error=http_protocol_error"),
-        "{status_header}"
-    );
+    let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(status_header.contains("error=http_protocol_error"), "{status_header}");
     still_serves(&proxy).await;
 }
 
 #[tokio::test]
 async fn origin_form_on_a_forward_listener_is_400_with_an_explanation() {
     let proxy = TestProxy::forward().await;
-    let response = raw_exchange(
-        proxy.addr,
-        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    )
-    .await;
+    let response =
+        raw_exchange(proxy.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status_of(&response), 400);
     assert!(response.contains("absolute-form"), "{response}");
 }

@@ -1,10 +1,5 @@
 //! CONNECT tunnels: a real TLS session end to end, half-close, failures, idle timeout.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
 
@@ -91,10 +86,7 @@ async fn half_close_keeps_the_other_direction_open() {
     tunnel.shutdown().await.unwrap();
     let mut answer = String::new();
     within(tunnel.read_to_string(&mut answer)).await.unwrap();
-    assert_eq!(
-        answer,
-        format!("read 300000 bytes, sha256 {}", sha256(&body))
-    );
+    assert_eq!(answer, format!("read 300000 bytes, sha256 {}", sha256(&body)));
 }
 
 #[tokio::test]
@@ -108,10 +100,7 @@ async fn bytes_already_sent_after_the_connect_head_are_not_lost() {
     stream.shutdown().await.unwrap();
     let mut out = String::new();
     within(stream.read_to_string(&mut out)).await.unwrap();
-    assert!(
-        out.starts_with("HTTP/1.1 200 Connection established\r\n"),
-        "{out:?}"
-    );
+    assert!(out.starts_with("HTTP/1.1 200 Connection established\r\n"), "{out:?}");
     assert!(out.ends_with("\r\n\r\nearly bytes"), "{out:?}");
 }
 
@@ -129,10 +118,7 @@ async fn connect_to_a_closed_port_is_502_and_the_proxy_carries_on() {
     )
     .await;
     assert_eq!(status_of(&response), 502, "{response}");
-    assert!(
-        response.contains(&format!("cannot connect to {closed}")),
-        "{response}"
-    );
+    assert!(response.contains(&format!("cannot connect to {closed}")), "{response}");
     assert!(response.contains("connection refused"), "{response}");
     let origin = tcp_echo().await;
     let mut tunnel = connect_tunnel(proxy.addr, &origin.to_string()).await;
@@ -170,8 +156,5 @@ async fn idle_tunnel_is_closed_after_the_timeout() {
     // The proxy closes the idle tunnel: the read ends (EOF) well before the test's bound.
     let read = within(tunnel.read_to_end(&mut rest)).await;
     assert_eq!(read.unwrap(), 0);
-    assert!(
-        started.elapsed() >= Duration::from_millis(250),
-        "not closed before idle timeout"
-    );
+    assert!(started.elapsed() >= Duration::from_millis(250), "not closed before idle timeout");
 }

@@ -1,11 +1,6 @@
 //! Absolute-form forward proxying: methods, bodies, keep-alive, pooling, Expect, bodiless
 //! responses.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
 
@@ -25,18 +20,13 @@ async fn every_method_reaches_the_origin_in_origin_form() {
     let origin = Origin::echo().await;
     let proxy = TestProxy::forward().await;
     let client = via_proxy(proxy.addr);
-    let methods = [
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE",
-    ];
+    let methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"];
     for method in methods {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
-        let response = within(
-            client
-                .request(method.clone(), origin.url("/p/a%2Fb?q=1&r=%20"))
-                .send(),
-        )
-        .await
-        .unwrap();
+        let response =
+            within(client.request(method.clone(), origin.url("/p/a%2Fb?q=1&r=%20")).send())
+                .await
+                .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{method}");
         assert_eq!(response.headers()["x-method"], method.as_str());
     }
@@ -44,16 +34,9 @@ async fn every_method_reaches_the_origin_in_origin_form() {
     assert_eq!(seen.len(), methods.len());
     for (request, method) in seen.iter().zip(methods) {
         assert_eq!(request.method.as_str(), method);
-        assert_eq!(
-            request.uri.to_string(),
-            "/p/a%2Fb?q=1&r=%20",
-            "origin-form, byte-exact"
-        );
+        assert_eq!(request.uri.to_string(), "/p/a%2Fb?q=1&r=%20", "origin-form, byte-exact");
         assert_eq!(request.headers["host"], origin.addr.to_string());
-        assert_eq!(
-            request.headers["via"], "1.1 sluice",
-            "went through the proxy"
-        );
+        assert_eq!(request.headers["via"], "1.1 sluice", "went through the proxy");
     }
 }
 
@@ -64,9 +47,8 @@ async fn bodies_keep_their_bytes_both_ways() {
     let client = via_proxy(proxy.addr);
     for (len, seed) in [(0, 1), (1, 2), (64 * 1024, 3), (8 * 1024 * 1024, 4)] {
         let body = payload(len, seed);
-        let response = within(client.post(origin.url("/upload")).body(body.clone()).send())
-            .await
-            .unwrap();
+        let response =
+            within(client.post(origin.url("/upload")).body(body.clone()).send()).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let echoed = within(response.bytes()).await.unwrap();
         assert_eq!(echoed.len(), len);
@@ -80,19 +62,13 @@ async fn chunked_upload_streams_through() {
     let proxy = TestProxy::forward().await;
     let client = via_proxy(proxy.addr);
     let body = payload(3 * 1024 * 1024 + 7, 9);
-    let chunks: Vec<Result<Bytes, std::io::Error>> = body
-        .chunks(100_000)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        body.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let stream = futures_util::stream::iter(chunks);
-    let response = within(
-        client
-            .put(origin.url("/chunked"))
-            .body(reqwest::Body::wrap_stream(stream))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        within(client.put(origin.url("/chunked")).body(reqwest::Body::wrap_stream(stream)).send())
+            .await
+            .unwrap();
     let echoed = within(response.bytes()).await.unwrap();
     assert_eq!(sha256(&echoed), sha256(&body));
     let seen = origin.only_request();
@@ -107,24 +83,16 @@ async fn each_request_on_one_connection_goes_to_its_own_origin() {
     let proxy = TestProxy::forward().await;
     // One client connection, two absolute-form requests to two different origins.
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(connection);
-    for (origin, body) in [
-        (&first, "to first"),
-        (&second, "to second"),
-        (&first, "again"),
-    ] {
+    for (origin, body) in [(&first, "to first"), (&second, "to second"), (&first, "again")] {
         let request = Request::post(origin.url("/who"))
             .header("host", origin.addr.to_string())
             .body(Full::new(Bytes::from(body)))
             .unwrap();
         let response = within(sender.send_request(request)).await.unwrap();
-        let bytes = within(response.into_body().collect())
-            .await
-            .unwrap()
-            .to_bytes();
+        let bytes = within(response.into_body().collect()).await.unwrap().to_bytes();
         assert_eq!(bytes, body);
     }
     assert_eq!(first.seen().len(), 2);
@@ -141,11 +109,7 @@ async fn upstream_connections_are_pooled() {
         within(response.bytes()).await.unwrap();
     }
     assert_eq!(origin.seen().len(), 5);
-    assert_eq!(
-        origin.connections(),
-        1,
-        "sequential requests reuse one upstream connection"
-    );
+    assert_eq!(origin.connections(), 1, "sequential requests reuse one upstream connection");
 }
 
 #[tokio::test]
@@ -203,11 +167,7 @@ async fn head_204_and_304_responses_carry_no_body() {
     })
     .await;
     let proxy = TestProxy::forward().await;
-    for (method, path, status) in [
-        ("HEAD", "/", 200),
-        ("GET", "/204", 204),
-        ("GET", "/304", 304),
-    ] {
+    for (method, path, status) in [("HEAD", "/", 200), ("GET", "/204", 204), ("GET", "/304", 304)] {
         let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
         let request = format!("{method} {} HTTP/1.1\r\nHost: x\r\n\r\n", origin.url(path));
         stream.write_all(request.as_bytes()).await.unwrap();
@@ -220,18 +180,13 @@ async fn head_204_and_304_responses_carry_no_body() {
             );
         }
         // Nothing follows the head: a second request on the same connection is answered next.
-        let again = format!(
-            "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            origin.url("/")
-        );
+        let again =
+            format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", origin.url("/"));
         stream.write_all(again.as_bytes()).await.unwrap();
         let mut rest = Vec::new();
         within(stream.read_to_end(&mut rest)).await.unwrap();
         let rest = String::from_utf8_lossy(&rest);
-        assert!(
-            rest.starts_with("HTTP/1.1 200 OK\r\n"),
-            "no stray body bytes: {rest:?}"
-        );
+        assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "no stray body bytes: {rest:?}");
     }
 }
 
@@ -256,14 +211,8 @@ async fn close_delimited_response_body_arrives_whole() {
     .await;
     let proxy = TestProxy::forward().await;
     let client = via_proxy(proxy.addr);
-    let response = within(client.get(format!("http://{origin}/")).send())
-        .await
-        .unwrap();
-    assert_eq!(
-        response.version(),
-        http::Version::HTTP_11,
-        "the status line is the proxy's own"
-    );
+    let response = within(client.get(format!("http://{origin}/")).send()).await.unwrap();
+    assert_eq!(response.version(), http::Version::HTTP_11, "the status line is the proxy's own");
     let received = within(response.bytes()).await.unwrap();
     assert_eq!(sha256(&received), expected);
 }

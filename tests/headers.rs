@@ -1,10 +1,5 @@
 //! Hop-by-hop fields removed both ways (RFC 9110 §7.6.1) and Via added (RFC 9110 §7.6.3).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
 
@@ -42,20 +37,14 @@ async fn origin_never_sees_hop_by_hop_request_fields() {
     let mut bytes = request.into_bytes();
     // Close after one exchange so the raw reader sees EOF.
     bytes.extend_from_slice(
-        format!(
-            "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            origin.url("/")
-        )
-        .as_bytes(),
+        format!("GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", origin.url("/"))
+            .as_bytes(),
     );
     let response = raw_exchange(proxy.addr, &bytes).await;
     assert_eq!(status_of(&response), 200);
     let seen = &origin.seen()[0];
     for name in HOP_BY_HOP {
-        assert!(
-            seen.headers.get(name).is_none(),
-            "{name} reached the origin"
-        );
+        assert!(seen.headers.get(name).is_none(), "{name} reached the origin");
     }
     assert_eq!(seen.headers["x-end-to-end"], "kept");
     assert_eq!(seen.headers.get_all("set-cookie").iter().count(), 2);
@@ -70,10 +59,7 @@ async fn client_never_sees_hop_by_hop_response_fields() {
         headers.append("connection", "X-Origin-Private".parse().unwrap());
         headers.append("x-origin-private", "secret".parse().unwrap());
         headers.append("keep-alive", "timeout=5".parse().unwrap());
-        headers.append(
-            "proxy-authenticate",
-            "Basic realm=\"origin\"".parse().unwrap(),
-        );
+        headers.append("proxy-authenticate", "Basic realm=\"origin\"".parse().unwrap());
         headers.append("upgrade", "h2c".parse().unwrap());
         headers.append("set-cookie", "a=1".parse().unwrap());
         headers.append("set-cookie", "b=2".parse().unwrap());
@@ -82,28 +68,16 @@ async fn client_never_sees_hop_by_hop_response_fields() {
     })
     .await;
     let proxy = TestProxy::forward().await;
-    let response = support::within(
-        support::client::via_proxy(proxy.addr)
-            .get(origin.url("/"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        support::within(support::client::via_proxy(proxy.addr).get(origin.url("/")).send())
+            .await
+            .unwrap();
     let headers = response.headers();
-    for name in [
-        "x-origin-private",
-        "keep-alive",
-        "proxy-authenticate",
-        "upgrade",
-    ] {
+    for name in ["x-origin-private", "keep-alive", "proxy-authenticate", "upgrade"] {
         assert!(headers.get(name).is_none(), "{name} reached the client");
     }
     assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
-    let via: Vec<_> = headers
-        .get_all("via")
-        .iter()
-        .map(|v| v.to_str().unwrap())
-        .collect();
+    let via: Vec<_> = headers.get_all("via").iter().map(|v| v.to_str().unwrap()).collect();
     assert_eq!(via, ["1.1 origin-cache", "1.1 sluice"]);
 }
 
@@ -112,13 +86,10 @@ async fn via_can_be_switched_off() {
     let origin = Origin::echo().await;
     let proxy =
         TestProxy::start("[[listener]]\naddress = \"127.0.0.1:0\"\n[headers]\nvia = false\n").await;
-    let response = support::within(
-        support::client::via_proxy(proxy.addr)
-            .get(origin.url("/"))
-            .send(),
-    )
-    .await
-    .unwrap();
+    let response =
+        support::within(support::client::via_proxy(proxy.addr).get(origin.url("/")).send())
+            .await
+            .unwrap();
     assert!(response.headers().get("via").is_none());
     assert!(origin.only_request().headers.get("via").is_none());
 }

@@ -89,8 +89,9 @@ pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     if authority.as_str().contains('@') {
         return Err(format!("`{text}` must not contain credentials; use a header rule"));
     }
-    if uri.query().is_some() {
-        return Err(format!("`{text}` must not have a query string"));
+    // `Uri` parsing drops a fragment silently, so look at the text itself.
+    if uri.query().is_some() || text.contains('#') {
+        return Err(format!("`{text}` must not have a query string or fragment"));
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok(UpstreamUrl { scheme, authority, base_path })
@@ -144,7 +145,15 @@ mod tests {
         assert_eq!(url.base_path, "/v1");
         assert_eq!(parse_upstream_url("http://h:81").unwrap().base_path, "");
         assert_eq!(url.to_string(), "https://api.example.com/v1");
-        for bad in ["ftp://h/", "h:80", "http:///x", "http://u:p@h/", "http://h/?q=1", "nope"] {
+        for bad in [
+            "ftp://h/",
+            "h:80",
+            "http:///x",
+            "http://u:p@h/",
+            "http://h/?q=1",
+            "http://h/#f",
+            "nope",
+        ] {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }
     }

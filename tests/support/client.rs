@@ -32,10 +32,7 @@ pub async fn connect_tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let head = within(read_response_head(&mut stream)).await;
-    assert!(
-        head.starts_with("HTTP/1.1 200 Connection established\r\n"),
-        "got {head:?}"
-    );
+    assert!(head.starts_with("HTTP/1.1 200 Connection established\r\n"), "got {head:?}");
     stream
 }
 
@@ -58,4 +55,51 @@ pub fn status_of(response: &str) -> u16 {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"))
+}
+
+/// A reqwest client that talks to the proxy directly (reverse routes), ignoring any proxy
+/// settings in the environment.
+pub fn direct() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// An HTTP/1.1 client connection to `addr` (hyper), with upgrades enabled, so a test controls
+/// the request-target, `Host` and every header exactly.
+pub async fn http1_conn<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = within(TcpStream::connect(addr)).await.unwrap();
+    let (sender, connection) =
+        within(hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)))
+            .await
+            .unwrap();
+    tokio::spawn(connection.with_upgrades());
+    sender
+}
+
+/// Sends one `GET target` with `Host: host`, the `extra` header lines (each ending in
+/// `\r\n`) and `Connection: close`, and returns the raw response text.
+pub async fn raw_get(proxy: SocketAddr, target: &str, host: &str, extra: &str) -> String {
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    raw_exchange(proxy, request.as_bytes()).await
+}
+
+/// Every value of header `name` (case-insensitive) in the head of a raw response, in order.
+pub fn raw_header_values(response: &str, name: &str) -> Vec<String> {
+    let head = response.split("\r\n\r\n").next().unwrap_or_default();
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(field, _)| field.trim().eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.trim().to_owned())
+        .collect()
+}
+
+/// The bytes after the head of a raw response (still chunk-encoded if it was chunked).
+pub fn raw_body(response: &str) -> &str {
+    response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default()
 }

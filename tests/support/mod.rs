@@ -14,9 +14,7 @@ pub const WAIT: Duration = Duration::from_secs(20);
 
 /// Awaits `future`, failing the test if it takes longer than [`WAIT`].
 pub async fn within<F: Future>(future: F) -> F::Output {
-    tokio::time::timeout(WAIT, future)
-        .await
-        .expect("timed out waiting")
+    tokio::time::timeout(WAIT, future).await.expect("timed out waiting")
 }
 
 /// Hex SHA-256 of `bytes`.

@@ -39,12 +39,7 @@ impl TestProxy {
         let task = tokio::spawn(sluice::run(config, listeners, async move {
             let _ = stopped.await;
         }));
-        TestProxy {
-            addr: addrs[0],
-            addrs,
-            stop: Some(stop),
-            task,
-        }
+        TestProxy { addr: addrs[0], addrs, stop: Some(stop), task }
     }
 
     /// `http://addr`, for client proxy settings.

@@ -53,11 +53,7 @@ impl Origin {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let handler = Arc::new(handler);
-        let origin = Origin {
-            addr,
-            seen: seen.clone(),
-            connections: connections.clone(),
-        };
+        let origin = Origin { addr, seen: seen.clone(), connections: connections.clone() };
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -92,9 +88,7 @@ impl Origin {
         Origin::start(|request: Request<Incoming>| async move {
             let method = request.method().to_string();
             let mut response = Response::new(request.into_body().boxed());
-            response
-                .headers_mut()
-                .insert("x-method", method.parse().unwrap());
+            response.headers_mut().insert("x-method", method.parse().unwrap());
             response
         })
         .await
@@ -125,11 +119,7 @@ impl Origin {
 
 /// A complete response with `body`.
 pub fn full(body: impl Into<Bytes>) -> Response<TestBody> {
-    Response::new(
-        Full::new(body.into())
-            .map_err(|never| match never {})
-            .boxed(),
-    )
+    Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed())
 }
 
 /// A TCP server that runs `handler` for each accepted connection; for behaviour hyper would
@@ -178,9 +168,7 @@ pub async fn black_hole() -> SocketAddr {
 pub async fn dies_mid_response() -> SocketAddr {
     raw_server(|mut stream| async move {
         read_head(&mut stream).await;
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
-            .await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n").await;
         let _ = stream.write_all(&[b'x'; 1000]).await;
         let _ = stream.shutdown().await;
     })
@@ -213,4 +201,129 @@ pub async fn unanswered_connect() -> (SocketAddr, (TcpListener, Vec<TcpStream>))
         }
     }
     (addr, (listener, held))
+}
+
+/// A `200 OK` response whose body frames are whatever is sent through the returned sender,
+/// each `send_data` one frame, so a handler can stream (SSE, large or stalling bodies). The
+/// body ends when the sender is dropped.
+pub fn channel_response(
+    buffer: usize,
+) -> (http_body_util::channel::Sender<Bytes>, Response<TestBody>) {
+    let (sender, body) = http_body_util::channel::Channel::<Bytes>::new(buffer);
+    let response = Response::new(body.map_err(|never| match never {}).boxed());
+    (sender, response)
+}
+
+/// What a WebSocket origin saw of one opening handshake.
+#[derive(Debug, Clone)]
+pub struct WsSeen {
+    /// Request-target of the handshake request.
+    pub uri: Uri,
+    /// Every header field of the handshake request.
+    pub headers: HeaderMap,
+}
+
+/// A WebSocket echo origin (tokio-tungstenite) on 127.0.0.1:0.
+///
+/// Echoes text and binary messages; answers pings (tungstenite does); when the text
+/// `close-me` arrives it closes with code 4002 and reason `server bye`. If the client offers
+/// the subprotocol `chat.v1` it is selected. Every handshake and every close frame received
+/// from the client is recorded.
+pub struct WsOrigin {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    handshakes: Arc<Mutex<Vec<WsSeen>>>,
+    closes: tokio::sync::Mutex<
+        tokio::sync::mpsc::UnboundedReceiver<
+            Option<tokio_tungstenite::tungstenite::protocol::CloseFrame>,
+        >,
+    >,
+}
+
+impl WsOrigin {
+    /// Starts the origin.
+    pub async fn start() -> WsOrigin {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::handshake::server::{
+            Request as WsRequest, Response as WsResponse,
+        };
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handshakes = Arc::new(Mutex::new(Vec::new()));
+        let (close_tx, close_rx) = tokio::sync::mpsc::unbounded_channel();
+        let recorded = handshakes.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let recorded = recorded.clone();
+                let close_tx = close_tx.clone();
+                tokio::spawn(async move {
+                    // tungstenite's callback signature fixes the (large) error type.
+                    #[allow(clippy::result_large_err)]
+                    let callback = |request: &WsRequest, mut response: WsResponse| {
+                        recorded.lock().unwrap().push(WsSeen {
+                            uri: request.uri().clone(),
+                            headers: request.headers().clone(),
+                        });
+                        let offers_v1 = request
+                            .headers()
+                            .get_all("sec-websocket-protocol")
+                            .iter()
+                            .filter_map(|value| value.to_str().ok())
+                            .flat_map(|value| value.split(','))
+                            .any(|token| token.trim() == "chat.v1");
+                        if offers_v1 {
+                            response
+                                .headers_mut()
+                                .insert("sec-websocket-protocol", "chat.v1".parse().unwrap());
+                        }
+                        Ok(response)
+                    };
+                    let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, callback).await
+                    else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = ws.next().await {
+                        match message {
+                            Message::Text(text) if text.as_str() == "close-me" => {
+                                let frame = CloseFrame {
+                                    code: CloseCode::from(4002),
+                                    reason: "server bye".into(),
+                                };
+                                let _ = ws.close(Some(frame)).await;
+                            }
+                            Message::Text(_) | Message::Binary(_) => {
+                                if ws.send(message).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Message::Close(frame) => {
+                                let _ = close_tx.send(frame);
+                            }
+                            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+                        }
+                    }
+                });
+            }
+        });
+        WsOrigin { addr, handshakes, closes: tokio::sync::Mutex::new(close_rx) }
+    }
+
+    /// Every handshake seen so far.
+    pub fn handshakes(&self) -> Vec<WsSeen> {
+        self.handshakes.lock().unwrap().clone()
+    }
+
+    /// The next close frame a client sent (`None` inside: a close without a code), waiting
+    /// within the suite's bound.
+    pub async fn next_close(&self) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame> {
+        let mut closes = self.closes.lock().await;
+        super::within(closes.recv()).await.expect("the WebSocket origin stopped")
+    }
 }

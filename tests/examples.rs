@@ -1,0 +1,157 @@
+//! The configs in `examples/` load, and do what their comments say once pointed at local
+//! upstreams.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use hyper::body::Incoming;
+use sluice::config::Config;
+use support::client::{raw_exchange, status_of};
+use support::proxy::TestProxy;
+use support::upstream::{Origin, full};
+use support::within;
+use tokio_tungstenite::tungstenite::Message;
+
+fn example(name: &str, env: &dyn Fn(&str) -> Option<String>) -> Config {
+    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    Config::from_toml_with_env(&text, &path, env).unwrap()
+}
+
+/// Points the example's listeners at port 0 and route `index` at a local plain-HTTP upstream.
+fn localise(config: &mut Config, routes: &[(usize, SocketAddr)]) {
+    for listener in &mut config.listeners {
+        listener.address = "127.0.0.1:0".parse().unwrap();
+    }
+    for &(index, addr) in routes {
+        let upstream = &mut config.routes[index].upstream;
+        upstream.scheme = http::uri::Scheme::HTTP;
+        upstream.authority = addr.to_string().parse().unwrap();
+    }
+}
+
+#[test]
+fn every_example_is_valid() {
+    let key = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-x".to_owned());
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(err) = Config::from_toml_with_env(&text, &path.display().to_string(), &key) {
+            panic!("{err}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ai_gateway_injects_the_key_and_replaces_client_credentials() {
+    let api = Origin::start(|request: Request<Incoming>| async move {
+        let authorized = request.headers().get("authorization").map(|v| v.as_bytes())
+            == Some(&b"Bearer sk-example"[..]);
+        let mut response = full(if authorized { "data: ok\n\n" } else { "unauthorized" });
+        if !authorized {
+            *response.status_mut() = http::StatusCode::UNAUTHORIZED;
+        }
+        response
+    })
+    .await;
+    let mut config =
+        example("ai-gateway.toml", &|name| (name == "OPENAI_API_KEY").then(|| "sk-example".into()));
+    localise(&mut config, &[(0, api.addr)]);
+    let proxy = TestProxy::with_config(config).await;
+    let response = within(
+        reqwest::Client::new()
+            .post(format!("{}/defm/v1/chat/completions", proxy.url()))
+            .header("cookie", "session=client")
+            .header("x-api-key", "client-key")
+            .body("{}")
+            .send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(within(response.text()).await.unwrap(), "data: ok\n\n");
+    let seen = api.only_request();
+    assert_eq!(seen.uri, "/v1/chat/completions");
+    assert_eq!(seen.headers["host"], api.addr.to_string());
+    for absent in ["cookie", "x-api-key", "x-forwarded-for", "x-forwarded-host"] {
+        assert!(seen.headers.get(absent).is_none(), "{absent} was forwarded");
+    }
+}
+
+#[tokio::test]
+async fn site_and_api_split_by_host_and_path() {
+    let site = Origin::echo().await;
+    let api = Origin::start(|_request: Request<Incoming>| async move {
+        let mut response = full("api");
+        response.headers_mut().insert("server", "api-server/1.0".parse().unwrap());
+        response
+    })
+    .await;
+    let mut config = example("site-and-api.toml", &|_| None);
+    localise(&mut config, &[(0, site.addr), (1, api.addr), (2, api.addr)]);
+    let proxy = TestProxy::with_config(config).await;
+
+    let get = |host: &'static str, path: &'static str| {
+        let addr = proxy.addr;
+        async move {
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+            raw_exchange(addr, request.as_bytes()).await
+        }
+    };
+    let page = get("www.example.test", "/index.html").await;
+    assert_eq!(status_of(&page), 200);
+    assert_eq!(site.only_request().headers["host"], "www.example.test", "site keeps its Host");
+
+    let api_via_site = get("www.example.test", "/api/users?id=1").await;
+    assert_eq!(status_of(&api_via_site), 200);
+    assert!(!api_via_site.to_lowercase().contains("server: api-server"), "{api_via_site}");
+    let api_direct = get("API.example.test:8080", "/users").await;
+    assert!(
+        api_direct.to_lowercase().contains("access-control-allow-origin: https://www.example.test")
+    );
+    let seen: Vec<String> = api.seen().iter().map(|s| s.uri.to_string()).collect();
+    assert_eq!(seen, ["/v2/users?id=1", "/v2/users"]);
+
+    assert_eq!(status_of(&get("other.test", "/").await), 404);
+}
+
+#[tokio::test]
+async fn websocket_example_relays_messages() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let (path_tx, path_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut path_tx = Some(path_tx);
+        #[allow(clippy::result_large_err)]
+        let callback = |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+                        response| {
+            if let Some(tx) = path_tx.take() {
+                let _ = tx.send(request.uri().to_string());
+            }
+            Ok(response)
+        };
+        let mut ws = tokio_tungstenite::accept_hdr_async(stream, callback).await.unwrap();
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_text() || message.is_binary() {
+                ws.send(message).await.unwrap();
+            }
+        }
+    });
+    let mut config = example("websocket.toml", &|_| None);
+    localise(&mut config, &[(0, backend)]);
+    let proxy = TestProxy::with_config(config).await;
+    let (mut ws, _) =
+        within(tokio_tungstenite::connect_async(format!("ws://{}/ws/room/1", proxy.addr)))
+            .await
+            .unwrap();
+    ws.send(Message::text("hello room")).await.unwrap();
+    let echoed = within(ws.next()).await.unwrap().unwrap();
+    assert_eq!(echoed, Message::text("hello room"));
+    assert_eq!(within(path_rx).await.unwrap(), "/room/1");
+}
