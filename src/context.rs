@@ -15,15 +15,18 @@ pub struct RequestContext {
     pub peer: SocketAddr,
     /// When the request head was received.
     pub started: Instant,
+    /// `https` when the client reached sluice over TLS, else `http`.
+    pub scheme: &'static str,
 }
 
 impl RequestContext {
-    /// Starts the context for a request just received from `peer`.
-    pub fn new(peer: SocketAddr) -> RequestContext {
+    /// Starts the context for a request just received from `peer` over `scheme`.
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> RequestContext {
         RequestContext {
             id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
             peer,
             started: Instant::now(),
+            scheme,
         }
     }
 }

@@ -14,11 +14,15 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::config::UpstreamProtocol;
 use crate::config::{Config, Modes};
 use crate::context::RequestContext;
 use crate::error::{self, NotServed, ProxyError};
 use crate::forward;
-use crate::reverse::{self, router::Router};
+use crate::reverse::{
+    self,
+    router::{RouteError, Router},
+};
 use crate::server::shutdown::Shutdown;
 use crate::upstream::{Upstream, UpstreamSettings};
 
@@ -36,13 +40,13 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the shared state for `config`.
-    pub fn new(config: Config, shutdown: Shutdown) -> Proxy {
+    /// Builds the shared state for `config`: the forward proxy's client and every route's.
+    pub fn new(config: Config, shutdown: Shutdown) -> Result<Proxy, RouteError> {
         let tls = crate::tls::client::default_client_config();
         let settings = UpstreamSettings::from_config(&config);
-        let upstream = Upstream::new(settings, tls.clone());
-        let router = Router::new(&config.routes, settings, &tls);
-        Proxy { config, upstream, router, shutdown }
+        let upstream = Upstream::new(settings, tls.clone(), UpstreamProtocol::Auto, None);
+        let router = Router::new(&config.routes, settings, &tls)?;
+        Ok(Proxy { config, upstream, router, shutdown })
     }
 }
 
@@ -75,14 +79,16 @@ pub fn classify<B>(request: &Request<B>, modes: Modes) -> RequestKind {
     }
 }
 
-/// Serves one request from `peer` on a listener with `modes`; never fails.
+/// Serves one request from `peer` on a listener with `modes` reached over `scheme`; never
+/// fails.
 pub async fn handle(
     request: Request<Incoming>,
     proxy: &Proxy,
     peer: SocketAddr,
     modes: Modes,
+    scheme: &'static str,
 ) -> Response<Body> {
-    let ctx = RequestContext::new(peer);
+    let ctx = RequestContext::new(peer, scheme);
     // Copies for the log line are only made when someone reads it.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().clone()));

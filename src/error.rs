@@ -50,6 +50,14 @@ pub enum ProxyError {
         /// The configured timeout that fired.
         after: Duration,
     },
+    /// The TLS handshake with the upstream failed.
+    #[error("{}", tls_message(target, reason))]
+    UpstreamTls {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// rustls's reason.
+        reason: rustls::Error,
+    },
     /// The exchange with the upstream failed after connecting (closed early, invalid response).
     #[error("request to {target} failed")]
     Upstream {
@@ -165,12 +173,25 @@ impl ProxyError {
             ProxyError::Connect { source, .. } => source.kind(),
             ProxyError::ResponseTimeout { .. } => ErrorKind::HttpResponseTimeout,
             ProxyError::Upstream { source, .. } => upstream_kind(source),
+            ProxyError::UpstreamTls { reason: rustls::Error::InvalidCertificate(_), .. } => {
+                ErrorKind::TlsCertificateError
+            }
+            ProxyError::UpstreamTls { .. } => ErrorKind::TlsProtocolError,
         }
     }
 
     /// The status code the client receives.
     pub fn status(&self) -> StatusCode {
         self.kind().status()
+    }
+}
+
+fn tls_message(target: &Authority, reason: &rustls::Error) -> String {
+    match reason {
+        rustls::Error::InvalidCertificate(why) => {
+            format!("the TLS certificate of {target} did not verify ({why:?})")
+        }
+        other => format!("TLS handshake with {target} failed: {other}"),
     }
 }
 

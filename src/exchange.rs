@@ -52,7 +52,7 @@ pub async fn send(
     upgrade: Option<PendingUpgrade>,
     response_rules: &[&HeaderRules],
 ) -> Result<Response<Body>, ProxyError> {
-    let mut response = upstream.send(request, target).await?;
+    let mut response = upstream.send(request, target, upgrade.is_some()).await?;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switched && upgrade.is_none() {
         // We never ask for an upgrade we did not keep, so this upstream broke the protocol.

@@ -35,21 +35,31 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::dispatch::Proxy;
+use crate::reverse::router::RouteError;
 use crate::server::shutdown::{Drained, Shutdown};
 use crate::server::{BoundListener, listener};
+use crate::tls::server::CertResolver;
 
 /// Serves `listeners` with `config` until `shutdown` resolves, then stops accepting and lets
 /// in-flight requests and tunnels finish for up to `timeouts.shutdown_grace`.
 ///
-/// Listeners are bound by the caller, so tests can bind `127.0.0.1:0` and read the port.
+/// Listeners are bound by the caller, so tests can bind `127.0.0.1:0` and read the port. Fails
+/// before serving anything if a route's upstream TLS cannot be set up.
 pub async fn run(
     config: Config,
     listeners: Vec<BoundListener>,
     shutdown: impl Future<Output = ()>,
-) -> Drained {
+) -> Result<Drained, RouteError> {
     let grace = config.timeouts.shutdown_grace;
     let tracker = Shutdown::new();
-    let proxy = Arc::new(Proxy::new(config, tracker.clone()));
+    let proxy = Arc::new(Proxy::new(config, tracker.clone())?);
+    let resolvers: Vec<_> =
+        listeners.iter().filter_map(|l| l.tls.as_ref().map(|t| t.resolver.clone())).collect();
+    for resolver in &resolvers {
+        tracker.spawn(certificate_watch(resolver.clone(), tracker.clone()));
+    }
+    #[cfg(unix)]
+    tracker.spawn(reload_on_sighup(resolvers, tracker.clone()));
     for bound in listeners {
         tracker.spawn(listener::accept_loop(bound, proxy.clone()));
     }
@@ -67,5 +77,48 @@ pub async fn run(
             "grace period expired; closing remaining connections"
         ),
     }
-    drained
+    Ok(drained)
+}
+
+/// Checks a TLS listener's certificate files for changes and reloads them until shutdown.
+async fn certificate_watch(resolver: Arc<CertResolver>, shutdown: Shutdown) {
+    let mut ticks = tokio::time::interval(resolver.reload_interval());
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            () = shutdown.signalled() => return,
+        }
+        report_reload(resolver.reload_if_changed());
+    }
+}
+
+/// Reloads every listener certificate on SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(resolvers: Vec<Arc<CertResolver>>, shutdown: Shutdown) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot watch SIGHUP; certificates reload only when their files change");
+        return;
+    };
+    loop {
+        tokio::select! {
+            Some(()) = hangups.recv() => {}
+            () = shutdown.signalled() => return,
+        }
+        tracing::info!("SIGHUP: reloading TLS certificates");
+        for resolver in &resolvers {
+            report_reload(Some(resolver.reload()));
+        }
+    }
+}
+
+fn report_reload(outcome: Option<Result<(), crate::tls::files::TlsFileError>>) {
+    match outcome {
+        Some(Ok(())) => tracing::info!("TLS certificates reloaded"),
+        Some(Err(err)) => {
+            tracing::warn!("TLS certificate reload refused, keeping the current ones: {err}")
+        }
+        None => {}
+    }
 }

@@ -86,7 +86,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         let modes =
             Modes { forward: cli.route.is_empty() || cli.forward, reverse: !cli.route.is_empty() };
         config.listeners =
-            cli.listen.iter().map(|&address| ListenerConfig { address, modes }).collect();
+            cli.listen.iter().map(|&address| ListenerConfig::plain(address, modes)).collect();
     }
     if cli.workers.is_some() {
         config.workers = cli.workers;
@@ -107,7 +107,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
                 "listening"
             );
         }
-        match sluice::run(config, listeners, shutdown_signal()).await {
+        match sluice::run(config, listeners, shutdown_signal()).await? {
             Drained::Complete | Drained::GraceExpired => Ok(()),
         }
     })

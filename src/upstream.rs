@@ -18,10 +18,11 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
-use crate::config::Config;
+use crate::config::{Config, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 
 /// Why a TCP connection to an upstream could not be made.
@@ -186,30 +187,32 @@ impl UpstreamSettings {
 }
 
 /// The pooled HTTP(S) client used for proxied requests; one for the forward proxy and one per
-/// route, so each route keeps its own timeouts and connection pool.
+/// route, so each route keeps its own timeouts, TLS settings and connection pool.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: Client<HttpsConnector<Connector>, Body>,
+    /// An HTTP/1.1-only client for upgrade requests, when `client` may speak HTTP/2 (an
+    /// HTTP/1.1 `Upgrade` cannot travel over an HTTP/2 connection).
+    upgrade_client: Option<Client<HttpsConnector<Connector>, Body>>,
     connector: Connector,
     settings: UpstreamSettings,
 }
 
 impl Upstream {
-    /// Builds a client with `settings`, verifying HTTPS upstreams with `tls`.
-    pub fn new(settings: UpstreamSettings, tls: Arc<rustls::ClientConfig>) -> Upstream {
+    /// Builds a client with `settings`, speaking `protocol`, verifying HTTPS upstreams with
+    /// `tls` (and `server_name` instead of the URL's host, when given).
+    pub fn new(
+        settings: UpstreamSettings,
+        tls: Arc<rustls::ClientConfig>,
+        protocol: UpstreamProtocol,
+        server_name: Option<ServerName<'static>>,
+    ) -> Upstream {
         let connector = Connector::new(settings.connect);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector.clone());
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle)
-            .pool_max_idle_per_host(settings.max_idle_per_host)
-            .build(https);
-        Upstream { client, connector, settings }
+        let client = build_client(&settings, &tls, protocol, server_name.clone(), &connector);
+        let upgrade_client = (protocol != UpstreamProtocol::Http1).then(|| {
+            build_client(&settings, &tls, UpstreamProtocol::Http1, server_name, &connector)
+        });
+        Upstream { client, upgrade_client, connector, settings }
     }
 
     /// This client's settings.
@@ -223,21 +226,80 @@ impl Upstream {
     }
 
     /// Sends `request` (absolute URI) over a pooled connection and waits for the response head.
+    /// An upgrade request always goes over HTTP/1.1.
     pub async fn send(
         &self,
         request: Request<Body>,
         target: &Authority,
+        upgrade: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
         let after = self.settings.response_header;
-        match tokio::time::timeout(after, self.client.request(request)).await {
+        let client = match (&self.upgrade_client, upgrade) {
+            (Some(http1), true) => http1,
+            _ => &self.client,
+        };
+        match tokio::time::timeout(after, client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
-            Ok(Err(source)) => Err(match find_connect_error(&source) {
-                Some(connect) => ProxyError::Connect { target: target.clone(), source: connect },
-                None => ProxyError::Upstream { target: target.clone(), source },
-            }),
+            Ok(Err(source)) => Err(classify(source, target)),
             Err(_) => Err(ProxyError::ResponseTimeout { target: target.clone(), after }),
         }
     }
+}
+
+fn build_client(
+    settings: &UpstreamSettings,
+    tls: &Arc<rustls::ClientConfig>,
+    protocol: UpstreamProtocol,
+    server_name: Option<ServerName<'static>>,
+    connector: &Connector,
+) -> Client<HttpsConnector<Connector>, Body> {
+    let mut builder =
+        hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((**tls).clone()).https_or_http();
+    if let Some(name) = server_name {
+        builder =
+            builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name));
+    }
+    let https = match protocol {
+        UpstreamProtocol::Http1 => builder.enable_http1().wrap_connector(connector.clone()),
+        UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(connector.clone()),
+        UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(connector.clone()),
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(settings.pool_idle)
+        .pool_max_idle_per_host(settings.max_idle_per_host)
+        // `http2` to a plain-http upstream means HTTP/2 with prior knowledge (h2c).
+        .http2_only(protocol == UpstreamProtocol::Http2)
+        .build(https)
+}
+
+/// Turns a pooled-client failure into the error the client is told about.
+fn classify(source: hyper_util::client::legacy::Error, target: &Authority) -> ProxyError {
+    if let Some(connect) = find_connect_error(&source) {
+        return ProxyError::Connect { target: target.clone(), source: connect };
+    }
+    if let Some(reason) = find_tls_error(&source) {
+        return ProxyError::UpstreamTls { target: target.clone(), reason };
+    }
+    ProxyError::Upstream { target: target.clone(), source }
+}
+
+/// The rustls error behind a failed upstream handshake, if that is what failed.
+fn find_tls_error(err: &hyper_util::client::legacy::Error) -> Option<rustls::Error> {
+    let mut cause = std::error::Error::source(err);
+    while let Some(current) = cause {
+        // rustls reports through an io::Error wrapping its own error, which `source()` skips.
+        if let Some(tls) = current
+            .downcast_ref::<io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(tls.clone());
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// The connector's own error, when the pooled client failed while connecting.

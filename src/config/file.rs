@@ -42,6 +42,37 @@ pub struct FileListener {
     pub forward: Option<bool>,
     /// Serve origin-form requests through the routes.
     pub reverse: Option<bool>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
+    pub h2c: Option<bool>,
+    /// Terminate TLS on this listener.
+    pub tls: Option<FileListenerTls>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListenerTls {
+    /// PEM certificate chain served when no SNI entry matches.
+    pub certificate: Spanned<String>,
+    /// PEM private key of `certificate`.
+    pub key: Spanned<String>,
+    /// Further certificates chosen by SNI.
+    #[serde(default)]
+    pub sni: Vec<FileSniCertificate>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Option<Spanned<String>>,
+}
+
+/// One `[[listener.tls.sni]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSniCertificate {
+    /// Server names (`a.example`, `*.example`) that select this certificate.
+    pub names: Vec<Spanned<String>>,
+    /// PEM certificate chain.
+    pub certificate: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
 }
 
 /// The `[timeouts]` table; every value is a duration string such as `"10s"` or `"500ms"`.
@@ -141,6 +172,28 @@ pub struct FileRoute {
     /// Per-route header rules.
     #[serde(default)]
     pub headers: FileRouteHeaders,
+    /// HTTP version to the upstream: auto, http1 or http2.
+    pub protocol: Option<Spanned<String>>,
+    /// TLS to an https upstream.
+    #[serde(default)]
+    pub tls: FileRouteTls,
+}
+
+/// `[route.tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteTls {
+    /// Extra PEM CA files trusted besides the webpki roots.
+    #[serde(default)]
+    pub ca: Vec<Spanned<String>>,
+    /// PEM client certificate chain for mutual TLS.
+    pub client_certificate: Option<Spanned<String>>,
+    /// PEM private key of `client_certificate`.
+    pub client_key: Option<Spanned<String>>,
+    /// Name sent in SNI and verified, instead of the upstream URL's host.
+    pub server_name: Option<Spanned<String>>,
+    /// Accept any upstream certificate (dangerous; logged at start).
+    pub insecure_skip_verify: Option<bool>,
 }
 
 /// `[route.timeouts]`.

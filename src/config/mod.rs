@@ -10,7 +10,9 @@ pub mod route;
 mod validate;
 
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
-pub use route::{RouteConfig, RouteTimeouts, UpstreamUrl};
+pub use route::{
+    CertificateFiles, RouteConfig, RouteTimeouts, UpstreamProtocol, UpstreamTls, UpstreamUrl,
+};
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ pub const DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST: usize = 64;
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How often TLS certificate files are checked for changes.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Smallest head limit the HTTP/1 parser supports.
 pub const MIN_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 
@@ -71,6 +75,37 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     /// Which kinds of request this listener accepts.
     pub modes: Modes,
+    /// Accept HTTP/2 with prior knowledge on a plain listener.
+    pub h2c: bool,
+    /// TLS termination, if any.
+    pub tls: Option<ListenerTls>,
+}
+
+impl ListenerConfig {
+    /// A plain listener on `address` serving `modes`.
+    pub fn plain(address: SocketAddr, modes: Modes) -> ListenerConfig {
+        ListenerConfig { address, modes, h2c: false, tls: None }
+    }
+}
+
+/// Certificates a TLS listener serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Served when the client sends no SNI or no entry matches.
+    pub default: CertificateFiles,
+    /// Certificates chosen by server name, first match wins.
+    pub sni: Vec<SniCertificate>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// A certificate and the server names that select it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    /// Lower-case names; `*.example` matches one label.
+    pub names: Vec<String>,
+    /// The certificate files.
+    pub files: CertificateFiles,
 }
 
 /// The proxy modes a listener serves.
@@ -162,10 +197,10 @@ impl Default for Config {
     /// The configuration used with no file: a forward proxy on [`DEFAULT_LISTEN`].
     fn default() -> Self {
         Config {
-            listeners: vec![ListenerConfig {
-                address: SocketAddr::from(([127, 0, 0, 1], 8080)),
-                modes: Modes::FORWARD,
-            }],
+            listeners: vec![ListenerConfig::plain(
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+                Modes::FORWARD,
+            )],
             workers: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
@@ -195,7 +230,8 @@ impl Config {
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        validate::parse_and_validate(source, env)
+        let base = Path::new(origin).parent().unwrap_or(Path::new(""));
+        validate::parse_and_validate_at(source, base, env)
             .map_err(|issues| ConfigError::Invalid { origin: origin.to_owned(), issues })
     }
 

@@ -29,6 +29,65 @@ pub struct RouteConfig {
     pub request_headers: HeaderRules,
     /// Rules applied to responses before the global ones.
     pub response_headers: HeaderRules,
+    /// HTTP version spoken to the upstream.
+    pub protocol: UpstreamProtocol,
+    /// TLS settings for an https upstream.
+    pub tls: UpstreamTls,
+}
+
+/// Which HTTP version sluice speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 to http upstreams; for https, HTTP/2 when ALPN selects it, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// Always HTTP/1.1.
+    Http1,
+    /// Always HTTP/2: ALPN `h2` for https, prior knowledge (h2c) for http.
+    Http2,
+}
+
+impl UpstreamProtocol {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Auto => "auto",
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::Http2 => "http2",
+        }
+    }
+
+    /// Parses the config spelling.
+    pub fn parse(text: &str) -> Option<UpstreamProtocol> {
+        match text {
+            "auto" => Some(UpstreamProtocol::Auto),
+            "http1" => Some(UpstreamProtocol::Http1),
+            "http2" => Some(UpstreamProtocol::Http2),
+            _ => None,
+        }
+    }
+}
+
+/// A certificate chain and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    /// PEM certificate chain, leaf first.
+    pub certificate: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+}
+
+/// TLS towards one upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM CA files trusted in addition to the webpki roots.
+    pub extra_roots: Vec<std::path::PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub client_certificate: Option<CertificateFiles>,
+    /// SNI and verification name instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Skip certificate verification entirely.
+    pub insecure_skip_verify: bool,
 }
 
 /// A parsed upstream base URL.
@@ -119,6 +178,8 @@ impl RouteConfig {
             },
             request_headers: HeaderRules::default(),
             response_headers: HeaderRules::default(),
+            protocol: UpstreamProtocol::Auto,
+            tls: UpstreamTls::default(),
         })
     }
 }

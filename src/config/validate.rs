@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -11,9 +12,14 @@ use toml::Spanned;
 use http::{HeaderName, HeaderValue};
 
 use super::file::{
-    FileConfig, FileHeaderRules, FileHeaders, FileLimits, FileListener, FileRoute, FileTimeouts,
+    FileConfig, FileHeaderRules, FileHeaders, FileLimits, FileListener, FileListenerTls, FileRoute,
+    FileRouteTls, FileTimeouts,
 };
 use super::route::{normalize_prefix, parse_upstream_url};
+use super::{
+    CertificateFiles, DEFAULT_TLS_RELOAD_INTERVAL, ListenerTls, SniCertificate, UpstreamProtocol,
+    UpstreamTls,
+};
 use super::{
     Config, ConfigIssue, ForwardMode, HeaderRule, HeaderRules, HeaderSettings, Limits,
     ListenerConfig, MIN_REQUEST_HEAD_BYTES, Modes, RouteConfig, RouteTimeouts, Timeouts,
@@ -23,9 +29,20 @@ use super::{
 pub(super) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 /// Parses TOML text and validates it; on failure returns every issue found.
+#[cfg(test)]
 pub(super) fn parse_and_validate(source: &str, env: Env<'_>) -> Result<Config, Vec<ConfigIssue>> {
+    parse_and_validate_at(source, Path::new(""), env)
+}
+
+/// As [`parse_and_validate`], resolving relative file paths (certificates) against `base`,
+/// the directory of the config file.
+pub(super) fn parse_and_validate_at(
+    source: &str,
+    base: &Path,
+    env: Env<'_>,
+) -> Result<Config, Vec<ConfigIssue>> {
     let file = parse(source).map_err(|issue| vec![issue])?;
-    let mut checker = Checker { source, env, issues: Vec::new() };
+    let mut checker = Checker { source, base, env, issues: Vec::new() };
     let config = checker.config(file);
     if checker.issues.is_empty() { Ok(config) } else { Err(checker.issues) }
 }
@@ -60,6 +77,7 @@ fn line_of(source: &str, offset: usize) -> usize {
 
 struct Checker<'a> {
     source: &'a str,
+    base: &'a Path,
     env: Env<'a>,
     issues: Vec<ConfigIssue>,
 }
@@ -285,8 +303,22 @@ impl Checker<'_> {
             self.rules(&format!("{key}.headers.request"), clone_rules(&file.headers.request));
         let response_headers =
             self.rules(&format!("{key}.headers.response"), clone_rules(&file.headers.response));
+        let protocol = match &file.protocol {
+            None => UpstreamProtocol::Auto,
+            Some(text) => UpstreamProtocol::parse(text.get_ref()).unwrap_or_else(|| {
+                self.report(
+                    text.span(),
+                    &format!("{key}.protocol"),
+                    format!("`{}` is not one of \"auto\", \"http1\", \"http2\"", text.get_ref()),
+                );
+                UpstreamProtocol::Auto
+            }),
+        };
+        let tls = self.upstream_tls(&key, &file.tls);
         let prefix = prefix?;
         Some(RouteConfig {
+            protocol,
+            tls,
             name: file.name.as_ref().map_or_else(|| prefix.clone(), |n| n.get_ref().clone()),
             prefix,
             host,
@@ -324,7 +356,90 @@ impl Checker<'_> {
                 ),
             );
         }
-        Some(ListenerConfig { address: address?, modes })
+        let tls = listener.tls.as_ref().and_then(|tls| self.listener_tls(&key, tls));
+        Some(ListenerConfig { address: address?, modes, h2c: listener.h2c.unwrap_or(false), tls })
+    }
+
+    fn path(&self, value: &Spanned<String>) -> PathBuf {
+        self.base.join(value.get_ref())
+    }
+
+    /// A certificate/key pair, loaded once now so a bad file stops start-up with its name.
+    fn certificate_files(
+        &mut self,
+        key: &str,
+        certificate: &Spanned<String>,
+        private_key: &Spanned<String>,
+    ) -> Option<CertificateFiles> {
+        let files =
+            CertificateFiles { certificate: self.path(certificate), key: self.path(private_key) };
+        match crate::tls::files::certified_key(&files) {
+            Ok(_) => Some(files),
+            Err(err) => {
+                self.report(certificate.span(), key, err.to_string());
+                None
+            }
+        }
+    }
+
+    fn listener_tls(&mut self, key: &str, tls: &FileListenerTls) -> Option<ListenerTls> {
+        let tls_key = format!("{key}.tls");
+        let default = self.certificate_files(&tls_key, &tls.certificate, &tls.key);
+        let mut sni = Vec::new();
+        for (i, entry) in tls.sni.iter().enumerate() {
+            let entry_key = format!("{tls_key}.sni[{i}]");
+            if entry.names.is_empty() {
+                self.report(
+                    entry.certificate.span(),
+                    &format!("{entry_key}.names"),
+                    "needs at least one server name".to_owned(),
+                );
+            }
+            let names =
+                entry.names.iter().map(|n| n.get_ref().trim().to_ascii_lowercase()).collect();
+            if let Some(files) = self.certificate_files(&entry_key, &entry.certificate, &entry.key)
+            {
+                sni.push(SniCertificate { names, files });
+            }
+        }
+        let reload_interval = self.duration(
+            &format!("{tls_key}.reload_interval"),
+            tls.reload_interval.clone(),
+            DEFAULT_TLS_RELOAD_INTERVAL,
+        );
+        Some(ListenerTls { default: default?, sni, reload_interval })
+    }
+
+    fn upstream_tls(&mut self, key: &str, file: &FileRouteTls) -> UpstreamTls {
+        let tls_key = format!("{key}.tls");
+        let mut extra_roots = Vec::new();
+        for ca in &file.ca {
+            let path = self.path(ca);
+            match crate::tls::files::certificates(&path) {
+                Ok(_) => extra_roots.push(path),
+                Err(err) => self.report(ca.span(), &format!("{tls_key}.ca"), err.to_string()),
+            }
+        }
+        let client_certificate = match (&file.client_certificate, &file.client_key) {
+            (Some(cert), Some(private_key)) => {
+                self.certificate_files(&format!("{tls_key}.client_certificate"), cert, private_key)
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                self.report(
+                    one.span(),
+                    &tls_key,
+                    "client_certificate and client_key must be given together".to_owned(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        UpstreamTls {
+            extra_roots,
+            client_certificate,
+            server_name: file.server_name.as_ref().map(|n| n.get_ref().trim().to_owned()),
+            insecure_skip_verify: file.insecure_skip_verify.unwrap_or(false),
+        }
     }
 
     fn duplicate_addresses(&mut self, listeners: &[FileListener]) {

@@ -45,7 +45,7 @@ pub async fn proxy(
     };
     let settings = &proxy.config.headers;
     exchange::prepare(&mut parts, uri, host, pending.as_ref(), settings.via);
-    let hop = Hop { client: ctx.peer.ip(), proto: "http", host: client_host.as_ref() };
+    let hop = Hop { client: ctx.peer.ip(), proto: ctx.scheme, host: client_host.as_ref() };
     forwarded::apply_forwarding(&mut parts.headers, hop, settings);
     rules::apply(&settings.request, &mut parts.headers);
     rules::apply(&route.config.request_headers, &mut parts.headers);

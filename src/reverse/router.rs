@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use crate::config::RouteConfig;
+use rustls::pki_types::ServerName;
+
+use crate::config::{RouteConfig, UpstreamTls};
+use crate::tls::client::client_config;
+use crate::tls::files::TlsFileError;
 use crate::upstream::{Upstream, UpstreamSettings};
 
 /// A route ready to serve: its configuration and its own upstream pool.
@@ -25,31 +29,73 @@ pub struct Router {
     routes: Vec<Route>,
 }
 
+/// A route whose upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// A TLS file of the route is unusable.
+    #[error("route {route}: TLS to the upstream cannot be set up")]
+    Tls {
+        /// The route's name.
+        route: String,
+        /// Which file, and why.
+        #[source]
+        source: TlsFileError,
+    },
+    /// `tls.server_name` is not a DNS name or IP address.
+    #[error("route {route}: `{name}` is not a valid TLS server name")]
+    ServerName {
+        /// The route's name.
+        route: String,
+        /// The configured name.
+        name: String,
+    },
+}
+
 impl Router {
-    /// Builds every route's client; `pool` supplies the pool settings shared by all routes.
+    /// Builds every route's client; `pool` supplies the pool settings shared by all routes and
+    /// `default_tls` the client configuration of routes without TLS settings of their own.
     pub fn new(
         configs: &[RouteConfig],
         pool: UpstreamSettings,
-        tls: &Arc<rustls::ClientConfig>,
-    ) -> Router {
-        let mut routes: Vec<Route> = configs
-            .iter()
-            .filter_map(|config| {
-                let settings = UpstreamSettings {
-                    connect: config.timeouts.connect,
-                    response_header: config.timeouts.response_header,
-                    body_idle: config.timeouts.body_idle,
-                    ..pool
-                };
-                let upstream_host =
-                    HeaderValue::from_str(config.upstream.authority.as_str()).ok()?;
-                Some(Route {
-                    config: config.clone(),
-                    upstream: Upstream::new(settings, tls.clone()),
-                    upstream_host,
-                })
-            })
-            .collect();
+        default_tls: &Arc<rustls::ClientConfig>,
+    ) -> Result<Router, RouteError> {
+        let mut routes = Vec::with_capacity(configs.len());
+        for config in configs {
+            let settings = UpstreamSettings {
+                connect: config.timeouts.connect,
+                response_header: config.timeouts.response_header,
+                body_idle: config.timeouts.body_idle,
+                ..pool
+            };
+            let tls = if config.tls == UpstreamTls::default() {
+                default_tls.clone()
+            } else {
+                if config.tls.insecure_skip_verify {
+                    tracing::warn!(
+                        route = %config.name,
+                        "insecure_skip_verify: the upstream's TLS certificate is NOT verified"
+                    );
+                }
+                client_config(&config.tls)
+                    .map_err(|source| RouteError::Tls { route: config.name.clone(), source })?
+            };
+            let server_name = match &config.tls.server_name {
+                Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
+                    RouteError::ServerName { route: config.name.clone(), name: name.clone() }
+                })?),
+                None => None,
+            };
+            // An authority is always a valid header value; skip the route rather than panic.
+            let Ok(upstream_host) = HeaderValue::from_str(config.upstream.authority.as_str())
+            else {
+                continue;
+            };
+            routes.push(Route {
+                config: config.clone(),
+                upstream: Upstream::new(settings, tls, config.protocol, server_name),
+                upstream_host,
+            });
+        }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.
         routes.sort_by(|a, b| {
             b.config
@@ -58,7 +104,7 @@ impl Router {
                 .cmp(&a.config.prefix.len())
                 .then(b.config.host.is_some().cmp(&a.config.host.is_some()))
         });
-        Router { routes }
+        Ok(Router { routes })
     }
 
     /// The best route for a request to `host` (no port) and `path`, if any.
@@ -135,7 +181,8 @@ mod tests {
             ],
             pool,
             &tls,
-        );
+        )
+        .unwrap();
         let pick =
             |host, path| router.find(host, path).map(|r| r.config.upstream.authority.to_string());
         assert_eq!(pick(None, "/api/v2/x").as_deref(), Some("v2"));

@@ -11,13 +11,17 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use super::listener::HttpBuilder;
-use crate::config::{Config, Modes};
+use crate::config::{Config, ListenerConfig, Modes};
 use crate::dispatch::{self, Proxy};
 
-/// Builds the protocol settings every connection uses: head size and count limits (431 when
-/// exceeded) and the request-head timeout.
-pub fn http_builder(config: &Config) -> HttpBuilder {
+/// Builds the protocol settings every connection of `listener` uses: head size and count
+/// limits (431 when exceeded) and the request-head timeout. HTTP/2 is offered over TLS (by
+/// ALPN) and, on plain listeners, only with `h2c = true`.
+pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    if listener.tls.is_none() && !listener.h2c {
+        builder = builder.http1_only();
+    }
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -37,6 +41,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// What the listener serves.
     pub modes: Modes,
+    /// `https` on TLS listeners, `http` otherwise.
+    pub scheme: &'static str,
     /// Shared proxy state.
     pub proxy: Arc<Proxy>,
     /// The listener's protocol settings.
@@ -44,15 +50,33 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Completes the TLS handshake, bounded by the request-head timeout, then serves.
+    pub async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
+        let timeout = self.proxy.config.timeouts.request_header;
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => self.serve(tls).await,
+            Ok(Err(err)) => {
+                tracing::debug!(peer = %self.peer, "TLS handshake failed: {err}");
+            }
+            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+        }
+    }
+
     /// Serves requests until the client closes, or until shutdown lets in-flight ones finish.
-    pub async fn serve(self, stream: TcpStream) {
-        let Connection { peer, modes, proxy, builder } = self;
+    pub async fn serve<I>(self, io: I)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { peer, modes, scheme, proxy, builder } = self;
         let shutdown = proxy.shutdown.clone();
         let service = service_fn(move |request| {
             let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(dispatch::handle(request, &proxy, peer, modes).await) }
+            async move {
+                let served = dispatch::handle(request, &proxy, peer, modes, scheme).await;
+                Ok::<_, Infallible>(served)
+            }
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(connection);
         let result = tokio::select! {
             result = connection.as_mut() => result,

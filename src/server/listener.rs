@@ -20,7 +20,8 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// before accepting, so excess clients queue in the kernel backlog rather than in memory.
 pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
     let permits = Arc::new(Semaphore::new(proxy.config.limits.max_connections));
-    let builder = Arc::new(conn::http_builder(&proxy.config));
+    let builder = Arc::new(conn::http_builder(&proxy.config, &listener.config));
+    let scheme = if listener.tls.is_some() { "https" } else { "http" };
     let modes = listener.config.modes;
     let shutdown = proxy.shutdown.clone();
     loop {
@@ -44,10 +45,19 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection =
-            conn::Connection { peer, modes, proxy: proxy.clone(), builder: builder.clone() };
+        let connection = conn::Connection {
+            peer,
+            modes,
+            scheme,
+            proxy: proxy.clone(),
+            builder: builder.clone(),
+        };
+        let tls = listener.tls.as_ref().map(|tls| tls.acceptor.clone());
         shutdown.spawn(async move {
-            connection.serve(stream).await;
+            match tls {
+                Some(acceptor) => connection.serve_tls(stream, acceptor).await,
+                None => connection.serve(stream).await,
+            }
             drop(permit);
         });
     }

@@ -14,6 +14,8 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::config::ListenerConfig;
+use crate::tls::files::TlsFileError;
+use crate::tls::server::TlsListener;
 
 /// A listener socket already bound, with the configuration it serves.
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub struct BoundListener {
     pub config: ListenerConfig,
     /// The bound socket.
     pub socket: TcpListener,
+    /// TLS termination with its certificates loaded, when configured.
+    pub tls: Option<TlsListener>,
 }
 
 impl BoundListener {
@@ -31,25 +35,44 @@ impl BoundListener {
     }
 }
 
-/// A listener that could not be bound.
+/// A listener that could not be set up.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {address}")]
-pub struct BindError {
-    /// The address that failed.
-    pub address: SocketAddr,
-    /// The socket error (address in use, permission denied, ...).
-    #[source]
-    pub source: io::Error,
+pub enum BindError {
+    /// The socket could not be bound.
+    #[error("cannot listen on {address}")]
+    Socket {
+        /// The address that failed.
+        address: SocketAddr,
+        /// The socket error (address in use, permission denied, ...).
+        #[source]
+        source: io::Error,
+    },
+    /// The listener's certificates could not be loaded.
+    #[error("cannot set up TLS for {address}")]
+    Tls {
+        /// The listener's address.
+        address: SocketAddr,
+        /// Which file, and why.
+        #[source]
+        source: TlsFileError,
+    },
 }
 
-/// Binds every listener, failing on the first address that cannot be bound.
+/// Loads TLS certificates and binds every listener, failing on the first that cannot be set up.
 pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, BindError> {
     let mut bound = Vec::with_capacity(listeners.len());
     for config in listeners {
-        let socket = TcpListener::bind(config.address)
+        let address = config.address;
+        let tls = match &config.tls {
+            Some(tls) => {
+                Some(TlsListener::new(tls).map_err(|source| BindError::Tls { address, source })?)
+            }
+            None => None,
+        };
+        let socket = TcpListener::bind(address)
             .await
-            .map_err(|source| BindError { address: config.address, source })?;
-        bound.push(BoundListener { config: config.clone(), socket });
+            .map_err(|source| BindError::Socket { address, source })?;
+        bound.push(BoundListener { config: config.clone(), socket, tls });
     }
     Ok(bound)
 }

@@ -36,9 +36,12 @@ impl TestProxy {
         let listeners = sluice::server::bind(&config.listeners).await.expect("bind");
         let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(sluice::run(config, listeners, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            sluice::run(config, listeners, stopped).await.expect("proxy starts")
+        });
         TestProxy { addr: addrs[0], addrs, stop: Some(stop), task }
     }
 
