@@ -67,7 +67,10 @@ pub enum RequestKind {
 /// request. Over HTTP/1 an absolute-form target on a listener without forward proxying is an
 /// origin request for that authority (RFC 9112 §3.2.2).
 pub fn classify<B>(request: &Request<B>, modes: Modes) -> RequestKind {
-    if request.method() == Method::CONNECT {
+    if crate::upgrade::is_extended_connect(request) {
+        // RFC 8441: WebSocket over HTTP/2 names a path on this server.
+        RequestKind::Origin
+    } else if request.method() == Method::CONNECT {
         RequestKind::Connect
     } else if request.uri().scheme().is_some()
         && request.version() != Version::HTTP_2

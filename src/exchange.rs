@@ -31,7 +31,7 @@ pub fn prepare(
     parts.version = Version::HTTP_11;
     hop_by_hop::strip(&mut parts.headers);
     if let Some(upgrade) = upgrade {
-        upgrade.restore(&mut parts.headers);
+        upgrade.restore(parts);
     }
     parts.headers.insert(HOST, host);
     if via {
@@ -73,7 +73,7 @@ pub async fn send(
     match (upgrade, upstream_upgrade) {
         (Some(pending), Some(upstream_side)) => {
             pending.splice(
-                &mut parts.headers,
+                &mut parts,
                 accepted,
                 upstream_side,
                 proxy.config.timeouts.websocket_idle,

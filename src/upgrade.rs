@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use http::header::{CONNECTION, UPGRADE};
-use http::{HeaderMap, HeaderValue, Request};
+use http::header::{
+    CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, request, response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -20,6 +22,17 @@ pub const FORWARD_ALLOWED: &[&str] = &["websocket"];
 pub struct PendingUpgrade {
     protocol: HeaderValue,
     downstream: OnUpgrade,
+    style: Style,
+}
+
+/// How the client asked for the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// HTTP/1.1 `Upgrade` (RFC 9110 §7.8), answered with 101.
+    Http1,
+    /// HTTP/2 extended CONNECT with `:protocol` (RFC 8441), answered with 200. Upstreams are
+    /// reached over HTTP/1.1, so the request is translated to a classic upgrade on the way.
+    ExtendedConnect,
 }
 
 /// Takes the upgrade from `request` if it asks for one (`Connection: upgrade` plus `Upgrade`)
@@ -27,13 +40,24 @@ pub struct PendingUpgrade {
 /// hop-by-hop removal, so the request goes upstream as an ordinary one (RFC 9110 §7.8 lets a
 /// server ignore Upgrade).
 pub fn take<B, S: AsRef<str>>(request: &mut Request<B>, allowed: &[S]) -> Option<PendingUpgrade> {
-    let protocol = requested(request.headers())?;
-    let name = protocol_name(protocol)?;
+    let (protocol, style) = match request.extensions().get::<hyper::ext::Protocol>() {
+        Some(extended) if request.method() == Method::CONNECT => {
+            (HeaderValue::from_str(extended.as_str()).ok()?, Style::ExtendedConnect)
+        }
+        _ => (requested(request.headers())?.clone(), Style::Http1),
+    };
+    let name = protocol_name(&protocol)?;
     if !allowed.iter().any(|a| a.as_ref().eq_ignore_ascii_case(name)) {
         return None;
     }
-    let protocol = protocol.clone();
-    Some(PendingUpgrade { protocol, downstream: hyper::upgrade::on(request) })
+    Some(PendingUpgrade { protocol, downstream: hyper::upgrade::on(request), style })
+}
+
+/// True for an HTTP/2 extended CONNECT (RFC 8441), which is a request for a route, not a
+/// tunnel.
+pub fn is_extended_connect<B>(request: &Request<B>) -> bool {
+    request.method() == Method::CONNECT
+        && request.extensions().get::<hyper::ext::Protocol>().is_some()
 }
 
 /// The `Upgrade` value when some `Connection` line carries the `upgrade` option.
@@ -57,10 +81,18 @@ fn protocol_name(value: &HeaderValue) -> Option<&str> {
 
 impl PendingUpgrade {
     /// Puts the upgrade request back after hop-by-hop removal (which drops `Connection` and
-    /// `Upgrade`): the next hop must see exactly this request to switch protocols.
-    pub fn restore(&self, headers: &mut HeaderMap) {
-        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(UPGRADE, self.protocol.clone());
+    /// `Upgrade`): the next hop must see exactly this request to switch protocols. An extended
+    /// CONNECT becomes `GET` with a fresh `Sec-WebSocket-Key` (RFC 8441 §5).
+    pub fn restore(&self, parts: &mut request::Parts) {
+        if self.style == Style::ExtendedConnect {
+            parts.method = Method::GET;
+            parts.headers.insert(SEC_WEBSOCKET_KEY, websocket_key());
+            if !parts.headers.contains_key(SEC_WEBSOCKET_VERSION) {
+                parts.headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+            }
+        }
+        parts.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, self.protocol.clone());
     }
 
     /// After the upstream switched protocols: marks the downstream 101 response, and spawns a
@@ -68,15 +100,24 @@ impl PendingUpgrade {
     /// or nothing moves for `idle`.
     pub fn splice(
         self,
-        response_headers: &mut HeaderMap,
+        response: &mut response::Parts,
         accepted: Option<HeaderValue>,
         upstream: OnUpgrade,
         idle: Duration,
         tasks: &Shutdown,
         label: String,
     ) {
-        response_headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-        response_headers.insert(UPGRADE, accepted.unwrap_or_else(|| self.protocol.clone()));
+        match self.style {
+            Style::Http1 => {
+                response.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+                response.headers.insert(UPGRADE, accepted.unwrap_or_else(|| self.protocol.clone()));
+            }
+            Style::ExtendedConnect => {
+                // RFC 8441 §5: success is a 2xx; the accept key belongs to the HTTP/1.1 hop.
+                response.status = StatusCode::OK;
+                response.headers.remove(SEC_WEBSOCKET_ACCEPT);
+            }
+        }
         let downstream = self.downstream;
         tasks.spawn(async move {
             let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
@@ -96,6 +137,24 @@ impl PendingUpgrade {
             );
         });
     }
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes, base64 (RFC 6455 §4.1). The randomness comes from
+/// the standard library's per-process random hash keys, plenty for a handshake nonce.
+fn websocket_key() -> HeaderValue {
+    use base64::Engine as _;
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    let mut bytes = [0u8; 16];
+    for (i, half) in bytes.chunks_mut(8).enumerate() {
+        let mut hasher = state.build_hasher();
+        hasher.write_usize(i);
+        hasher.write_u128(std::time::SystemTime::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos()));
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+    HeaderValue::from_str(&key)
+        .unwrap_or_else(|_| HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="))
 }
 
 #[cfg(test)]
@@ -118,6 +177,13 @@ mod tests {
         assert!(take(&mut request("keep-alive", "websocket"), &allowed).is_none());
         assert!(take(&mut request("upgrade", "h2c"), &allowed).is_none());
         assert!(take(&mut request("upgrade", "websocket"), &[] as &[&str]).is_none());
+    }
+
+    #[test]
+    fn websocket_keys_are_16_bytes_and_differ() {
+        let (a, b) = (websocket_key(), websocket_key());
+        assert_eq!(a.len(), 24);
+        assert_ne!(a, b);
     }
 
     #[test]

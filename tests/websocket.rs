@@ -245,3 +245,48 @@ async fn idle_websocket_is_closed_after_websocket_idle() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn websocket_over_http2_extended_connect_reaches_an_http1_upstream() {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+
+    let origin = WsOrigin::start().await;
+    let proxy = TestProxy::start(&format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\nh2c = true\n\
+         [[route]]\nprefix = \"/ws\"\nupstream = \"http://{}\"\n",
+        origin.addr
+    ))
+    .await;
+    let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // RFC 8441 §4: CONNECT with :protocol = websocket, :scheme and :path.
+    let mut request = http::Request::connect(format!("http://{}/ws/chat", proxy.addr))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat.v1")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    request.extensions_mut().insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = within(sender.send_request(request)).await.unwrap();
+    assert_eq!(response.status(), 200, "RFC 8441 success is 200");
+    assert_eq!(response.headers()["sec-websocket-protocol"], "chat.v1");
+    let upgraded = within(hyper::upgrade::on(&mut response)).await.unwrap();
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(upgraded),
+        Role::Client,
+        None,
+    )
+    .await;
+    ws.send(Message::text("over h2")).await.unwrap();
+    assert_eq!(within(ws.next()).await.unwrap().unwrap(), Message::text("over h2"));
+
+    // The upstream got a classic HTTP/1.1 upgrade with a key sluice generated.
+    let handshake = &origin.handshakes()[0];
+    assert_eq!(handshake.uri, "/chat");
+    assert_eq!(handshake.headers["upgrade"].to_str().unwrap().to_lowercase(), "websocket");
+    assert_eq!(handshake.headers["sec-websocket-key"].len(), 24);
+}

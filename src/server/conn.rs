@@ -28,9 +28,14 @@ pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
         .header_read_timeout(config.timeouts.request_header)
         .max_buf_size(config.limits.max_request_head_bytes)
         .max_headers(config.limits.max_request_headers);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(
-        u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
-    );
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
+        )
+        // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
+        .enable_connect_protocol();
     builder
 }
 
