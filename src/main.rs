@@ -153,7 +153,34 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     use std::fmt::Write as _;
     let mut out = format!("{origin}: OK\n\nlisteners:\n");
     for listener in &config.listeners {
-        let _ = writeln!(out, "  {:<24} {}", listener.address.to_string(), listener.modes);
+        let protocol = match (&listener.tls, listener.h2c) {
+            (Some(_), _) => "https (h2, http/1.1)",
+            (None, true) => "http (http/1.1, h2c)",
+            (None, false) => "http (http/1.1)",
+        };
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<16} {protocol}",
+            listener.address.to_string(),
+            listener.modes.to_string()
+        );
+        if let Some(tls) = &listener.tls {
+            let _ = writeln!(
+                out,
+                "    certificate {} (key {}), checked every {}",
+                tls.default.certificate.display(),
+                tls.default.key.display(),
+                humantime::format_duration(tls.reload_interval)
+            );
+            for sni in &tls.sni {
+                let _ = writeln!(
+                    out,
+                    "    sni {} -> {}",
+                    sni.names.join(", "),
+                    sni.files.certificate.display()
+                );
+            }
+        }
     }
     let t = &config.timeouts;
     let l = &config.limits;
@@ -162,7 +189,7 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         out,
         "\nworkers: {}\n\ntimeouts:\n  connect          {}\n  response_header  {}\n  \
          request_header   {}\n  tunnel_idle      {}\n  upstream_idle    {}\n  \
-         shutdown_grace   {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
+         shutdown_grace   {}\n  body_idle        {}\n  websocket_idle   {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
          max_request_headers         {}\n  max_connections             {}\n  \
          max_idle_upstream_per_host  {}\n\nheaders:\n  via  {}\n",
         config.workers.map_or("auto".to_owned(), |w| w.to_string()),
@@ -172,6 +199,8 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         d(t.tunnel_idle),
         d(t.upstream_idle),
         d(t.shutdown_grace),
+        d(t.body_idle),
+        d(t.websocket_idle),
         l.max_request_head_bytes,
         l.max_request_headers,
         l.max_connections,
@@ -204,6 +233,20 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
             route.preserve_host,
             route.allow_upgrades.join(", "),
         );
+        let _ = writeln!(out, "    protocol {}", route.protocol.as_str());
+        let tls = &route.tls;
+        for ca in &tls.extra_roots {
+            let _ = writeln!(out, "    tls ca {}", ca.display());
+        }
+        if let Some(client) = &tls.client_certificate {
+            let _ = writeln!(out, "    tls client certificate {}", client.certificate.display());
+        }
+        if let Some(name) = &tls.server_name {
+            let _ = writeln!(out, "    tls server name {name}");
+        }
+        if tls.insecure_skip_verify {
+            let _ = writeln!(out, "    tls VERIFICATION DISABLED (insecure_skip_verify)");
+        }
         write_rules(&mut out, "    request", &route.request_headers);
         write_rules(&mut out, "    response", &route.response_headers);
     }
