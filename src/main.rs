@@ -75,19 +75,24 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         None => Config::default(),
     };
     for spec in &cli.route {
-        let route = RouteConfig::from_cli(spec, &config.timeouts)
+        let mut route = RouteConfig::from_cli(spec, &config.timeouts)
             .map_err(|message| anyhow::anyhow!("--route {spec}: {message}"))?;
+        route.max_body_bytes = config.limits.max_request_body_bytes;
         config.routes.push(route);
     }
-    config.check_routes()?;
     if !cli.listen.is_empty() {
         // Listeners named on the command line serve routes when routes were given there, and
         // stay forward proxies otherwise (or with --forward as well).
         let modes =
             Modes { forward: cli.route.is_empty() || cli.forward, reverse: !cli.route.is_empty() };
-        config.listeners =
-            cli.listen.iter().map(|&address| ListenerConfig::plain(address, modes)).collect();
+        let users = !config.auth.users.is_empty();
+        config.listeners = cli
+            .listen
+            .iter()
+            .map(|&address| ListenerConfig::plain(address, modes, users))
+            .collect();
     }
+    config.check_assembled()?;
     if cli.workers.is_some() {
         config.workers = cli.workers;
     }

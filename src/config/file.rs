@@ -30,6 +30,95 @@ pub struct FileConfig {
     /// `[[route]]` tables for the reverse proxy.
     #[serde(default, rename = "route")]
     pub routes: Vec<FileRoute>,
+    /// `[auth]`: proxy users.
+    #[serde(default)]
+    pub auth: FileAuth,
+    /// `[access]`: client address rules.
+    #[serde(default)]
+    pub access: FileAccess,
+    /// `[destinations]`: where the forward proxy may connect.
+    #[serde(default)]
+    pub destinations: FileDestinations,
+    /// `[rate_limit]`: per-client request rate.
+    #[serde(default)]
+    pub rate_limit: FileRateLimits,
+    /// `[dns]`: static host overrides.
+    #[serde(default)]
+    pub dns: FileDns,
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    /// Realm named in `Proxy-Authenticate`.
+    pub realm: Option<Spanned<String>>,
+    /// `[[auth.user]]` entries.
+    #[serde(default, rename = "user")]
+    pub users: Vec<FileUser>,
+}
+
+/// One `[[auth.user]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUser {
+    /// User name.
+    pub name: Spanned<String>,
+    /// Plain password, usually `${ENV_VAR}`.
+    pub password: Option<Spanned<String>>,
+    /// Argon2 (PHC string) or bcrypt hash.
+    pub password_hash: Option<Spanned<String>>,
+}
+
+/// `[access]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccess {
+    /// Client networks allowed (empty: all).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Client networks refused (checked first).
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+}
+
+/// `[destinations]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDestinations {
+    /// Host name patterns the forward proxy refuses (`*.example` matches subdomains).
+    #[serde(default)]
+    pub deny_hosts: Vec<Spanned<String>>,
+    /// Networks the forward proxy refuses to connect to.
+    #[serde(default)]
+    pub deny_networks: Vec<Spanned<String>>,
+}
+
+/// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRate {
+    /// Sustained requests per second.
+    pub rate: Spanned<f64>,
+    /// Bucket size.
+    pub burst: Spanned<i64>,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimits {
+    /// Per client IP address, across all listeners.
+    pub per_ip: Option<FileRate>,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDns {
+    /// Static name → addresses overrides, consulted before the system resolver.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<Spanned<String>>>,
 }
 
 /// One `[[listener]]` table.
@@ -46,6 +135,16 @@ pub struct FileListener {
     pub h2c: Option<bool>,
     /// Terminate TLS on this listener.
     pub tls: Option<FileListenerTls>,
+    /// Require proxy authentication for forward requests.
+    pub auth: Option<bool>,
+    /// Allow a forward proxy on a non-loopback address with neither auth nor an allow list.
+    pub open: Option<bool>,
+    /// Ports CONNECT may reach (empty: any).
+    pub connect_ports: Option<Vec<Spanned<i64>>>,
+    /// Let the forward proxy reach loopback, private and link-local addresses.
+    pub allow_private_destinations: Option<bool>,
+    /// Most concurrent connections from one client address.
+    pub max_connections_per_ip: Option<Spanned<i64>>,
 }
 
 /// `[listener.tls]`.
@@ -95,6 +194,10 @@ pub struct FileTimeouts {
     pub body_idle: Option<Spanned<String>>,
     /// Upgraded (WebSocket) connection with no bytes either way.
     pub websocket_idle: Option<Spanned<String>>,
+    /// Longest life of a CONNECT tunnel.
+    pub tunnel_max_lifetime: Option<Spanned<String>>,
+    /// Longest life of an upgraded (WebSocket) connection.
+    pub websocket_max_lifetime: Option<Spanned<String>>,
 }
 
 /// The `[limits]` table.
@@ -109,6 +212,12 @@ pub struct FileLimits {
     pub max_connections: Option<Spanned<i64>>,
     /// Idle pooled upstream connections kept per origin.
     pub max_idle_upstream_per_host: Option<Spanned<i64>>,
+    /// Bytes in the request line (method, target, version).
+    pub max_request_line_bytes: Option<Spanned<i64>>,
+    /// Bytes in a request body.
+    pub max_request_body_bytes: Option<Spanned<i64>>,
+    /// Requests served on one client connection before it is closed.
+    pub max_requests_per_connection: Option<Spanned<i64>>,
 }
 
 /// The `[headers]` table.
@@ -177,6 +286,10 @@ pub struct FileRoute {
     /// TLS to an https upstream.
     #[serde(default)]
     pub tls: FileRouteTls,
+    /// Request body limit for this route.
+    pub max_body_bytes: Option<Spanned<i64>>,
+    /// Request rate limit for this route, across all clients.
+    pub rate_limit: Option<FileRate>,
 }
 
 /// `[route.tls]`.

@@ -7,7 +7,12 @@
 pub mod file;
 pub mod headers;
 pub mod route;
+pub mod security;
 mod validate;
+
+pub use security::{
+    AccessRules, AuthConfig, Credential, DestinationRules, ListenerPolicy, RateLimit, Secret, User,
+};
 
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
 pub use route::{
@@ -48,6 +53,16 @@ pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// How often TLS certificate files are checked for changes.
 pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest request line (method, target, version) accepted; longer gets 414.
+pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 16 * 1024;
+/// Largest request body accepted; larger gets 413 (checked while streaming).
+pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Requests served on one client connection before sluice closes it.
+pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
+/// Longest life of a CONNECT tunnel, however busy.
+pub const DEFAULT_TUNNEL_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Longest life of an upgraded (WebSocket) connection, however busy.
+pub const DEFAULT_WEBSOCKET_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// Smallest head limit the HTTP/1 parser supports.
 pub const MIN_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 
@@ -66,6 +81,16 @@ pub struct Config {
     pub headers: HeaderSettings,
     /// Reverse-proxy routes, in config order.
     pub routes: Vec<RouteConfig>,
+    /// Proxy users.
+    pub auth: AuthConfig,
+    /// Client address rules, both modes.
+    pub access: AccessRules,
+    /// Where the forward proxy refuses to go.
+    pub destinations: DestinationRules,
+    /// Request rate per client address.
+    pub rate_limit_per_ip: Option<RateLimit>,
+    /// Static DNS overrides, consulted before the system resolver.
+    pub dns_hosts: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// One listening address and the modes it serves.
@@ -79,12 +104,31 @@ pub struct ListenerConfig {
     pub h2c: bool,
     /// TLS termination, if any.
     pub tls: Option<ListenerTls>,
+    /// Access policy for forward-proxy traffic.
+    pub policy: ListenerPolicy,
 }
 
 impl ListenerConfig {
-    /// A plain listener on `address` serving `modes`.
-    pub fn plain(address: SocketAddr, modes: Modes) -> ListenerConfig {
-        ListenerConfig { address, modes, h2c: false, tls: None }
+    /// A plain listener on `address` serving `modes`, with the default policy for its address.
+    pub fn plain(address: SocketAddr, modes: Modes, users_configured: bool) -> ListenerConfig {
+        let policy = ListenerPolicy::defaults_for(address, users_configured);
+        ListenerConfig { address, modes, h2c: false, tls: None, policy }
+    }
+
+    /// Why this listener would be an open forward proxy, if it would be: forward mode on a
+    /// non-loopback address with neither authentication nor a client allow list, and no
+    /// explicit `open = true`.
+    pub fn open_proxy_problem(&self, access: &AccessRules) -> Option<String> {
+        let exposed = !self.address.ip().is_loopback();
+        let unguarded = !self.policy.auth_required && access.allow.is_empty();
+        (self.modes.forward && exposed && unguarded && !self.policy.open).then(|| {
+            format!(
+                "a forward proxy on {} would be open to anyone who can reach it; add users \
+                 under [auth], restrict clients with [access] allow = [\"10.0.0.0/8\", ...], \
+                 or set `open = true` on this listener if that is really intended",
+                self.address
+            )
+        })
     }
 }
 
@@ -152,6 +196,10 @@ pub struct Timeouts {
     pub body_idle: Duration,
     /// Upgraded connection with no traffic either way.
     pub websocket_idle: Duration,
+    /// Longest life of a CONNECT tunnel.
+    pub tunnel_max_lifetime: Duration,
+    /// Longest life of an upgraded connection.
+    pub websocket_max_lifetime: Duration,
 }
 
 impl Default for Timeouts {
@@ -165,6 +213,8 @@ impl Default for Timeouts {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             body_idle: DEFAULT_BODY_IDLE_TIMEOUT,
             websocket_idle: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
+            tunnel_max_lifetime: DEFAULT_TUNNEL_MAX_LIFETIME,
+            websocket_max_lifetime: DEFAULT_WEBSOCKET_MAX_LIFETIME,
         }
     }
 }
@@ -180,6 +230,12 @@ pub struct Limits {
     pub max_connections: usize,
     /// Idle pooled upstream connections per origin.
     pub max_idle_upstream_per_host: usize,
+    /// Bytes in the request line; more gets 414.
+    pub max_request_line_bytes: usize,
+    /// Bytes in a request body (routes may lower or raise it); more gets 413.
+    pub max_request_body_bytes: u64,
+    /// Requests per client connection before it is closed.
+    pub max_requests_per_connection: u64,
 }
 
 impl Default for Limits {
@@ -189,6 +245,9 @@ impl Default for Limits {
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_idle_upstream_per_host: DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST,
+            max_request_line_bytes: DEFAULT_MAX_REQUEST_LINE_BYTES,
+            max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
+            max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
         }
     }
 }
@@ -200,12 +259,18 @@ impl Default for Config {
             listeners: vec![ListenerConfig::plain(
                 SocketAddr::from(([127, 0, 0, 1], 8080)),
                 Modes::FORWARD,
+                false,
             )],
             workers: None,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             headers: HeaderSettings::default(),
             routes: Vec::new(),
+            auth: AuthConfig::default(),
+            access: AccessRules::default(),
+            destinations: DestinationRules::default(),
+            rate_limit_per_ip: None,
+            dns_hosts: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -235,9 +300,15 @@ impl Config {
             .map_err(|issues| ConfigError::Invalid { origin: origin.to_owned(), issues })
     }
 
-    /// Checks a configuration assembled outside a file (CLI routes): duplicate prefixes.
-    pub fn check_routes(&self) -> Result<(), ConfigError> {
-        let issues = validate::duplicate_routes(&self.routes);
+    /// Checks a configuration assembled outside a file (CLI routes and listeners): duplicate
+    /// prefixes and accidental open proxies.
+    pub fn check_assembled(&self) -> Result<(), ConfigError> {
+        let mut issues = validate::duplicate_routes(&self.routes);
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(message) = listener.open_proxy_problem(&self.access) {
+                issues.push(ConfigIssue { line: None, key: format!("listener[{i}]"), message });
+            }
+        }
         if issues.is_empty() {
             Ok(())
         } else {

@@ -7,7 +7,7 @@ use http::uri::{Authority, Scheme};
 use super::headers::HeaderRules;
 
 /// One validated `[[route]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// Name used in logs (defaults to the prefix).
     pub name: String,
@@ -33,6 +33,10 @@ pub struct RouteConfig {
     pub protocol: UpstreamProtocol,
     /// TLS settings for an https upstream.
     pub tls: UpstreamTls,
+    /// Largest request body; more gets 413.
+    pub max_body_bytes: u64,
+    /// Request rate across all clients of this route.
+    pub rate_limit: Option<super::RateLimit>,
 }
 
 /// Which HTTP version sluice speaks to an upstream.
@@ -180,6 +184,8 @@ impl RouteConfig {
             response_headers: HeaderRules::default(),
             protocol: UpstreamProtocol::Auto,
             tls: UpstreamTls::default(),
+            max_body_bytes: super::DEFAULT_MAX_REQUEST_BODY_BYTES,
+            rate_limit: None,
         })
     }
 }

@@ -11,11 +11,16 @@ use toml::Spanned;
 
 use http::{HeaderName, HeaderValue};
 
+use ipnet::IpNet;
+
 use super::file::{
-    FileConfig, FileHeaderRules, FileHeaders, FileLimits, FileListener, FileListenerTls, FileRoute,
-    FileRouteTls, FileTimeouts,
+    FileAuth, FileConfig, FileHeaderRules, FileHeaders, FileLimits, FileListener, FileListenerTls,
+    FileRate, FileRoute, FileRouteTls, FileTimeouts,
 };
 use super::route::{normalize_prefix, parse_upstream_url};
+use super::{
+    AccessRules, AuthConfig, Credential, DestinationRules, ListenerPolicy, RateLimit, Secret, User,
+};
 use super::{
     CertificateFiles, DEFAULT_TLS_RELOAD_INTERVAL, ListenerTls, SniCertificate, UpstreamProtocol,
     UpstreamTls,
@@ -93,11 +98,28 @@ impl Checker<'_> {
 
     fn config(&mut self, file: FileConfig) -> Config {
         let defaults = Config::default();
-        let listeners = if file.listeners.is_empty() {
+        let auth = self.auth(&file.auth);
+        let access = AccessRules {
+            allow: self.networks("access.allow", &file.access.allow),
+            deny: self.networks("access.deny", &file.access.deny),
+        };
+        let users = !auth.users.is_empty();
+        let listeners: Vec<ListenerConfig> = if file.listeners.is_empty() {
             defaults.listeners
         } else {
-            file.listeners.iter().enumerate().filter_map(|(i, l)| self.listener(i, l)).collect()
+            file.listeners
+                .iter()
+                .enumerate()
+                .filter_map(|(i, l)| self.listener(i, l, users))
+                .collect()
         };
+        for (i, listener) in listeners.iter().enumerate() {
+            if let Some(message) = listener.open_proxy_problem(&access)
+                && let Some(file_listener) = file.listeners.get(i)
+            {
+                self.report(file_listener.address.span(), &format!("listener[{i}]"), message);
+            }
+        }
         self.duplicate_addresses(&file.listeners);
         let workers = file.workers.and_then(|w| {
             let span = w.span();
@@ -109,11 +131,12 @@ impl Checker<'_> {
             workers
         });
         let timeouts = self.timeouts(file.timeouts);
+        let limits = self.limits(file.limits);
         let routes: Vec<RouteConfig> = file
             .routes
             .iter()
             .enumerate()
-            .filter_map(|(i, route)| self.route(i, route, &timeouts))
+            .filter_map(|(i, route)| self.route(i, route, &timeouts, &limits))
             .collect();
         for issue in duplicate_routes(&routes) {
             // Point at the later duplicate's prefix line.
@@ -126,14 +149,160 @@ impl Checker<'_> {
                 .map(|route| line_of(self.source, route.prefix.span().start));
             self.issues.push(ConfigIssue { line, ..issue });
         }
+        let destinations = DestinationRules {
+            deny_hosts: file
+                .destinations
+                .deny_hosts
+                .iter()
+                .map(|h| h.get_ref().trim().trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            deny_networks: self
+                .networks("destinations.deny_networks", &file.destinations.deny_networks),
+        };
+        let rate_limit_per_ip =
+            file.rate_limit.per_ip.as_ref().and_then(|r| self.rate("rate_limit.per_ip", r));
+        let mut dns_hosts = std::collections::BTreeMap::new();
+        for (name, addresses) in &file.dns.hosts {
+            let parsed: Vec<std::net::IpAddr> = addresses
+                .iter()
+                .filter_map(|a| {
+                    let ip = a.get_ref().parse().ok();
+                    if ip.is_none() {
+                        self.report(
+                            a.span(),
+                            &format!("dns.hosts.{name}"),
+                            format!("`{}` is not an IP address", a.get_ref()),
+                        );
+                    }
+                    ip
+                })
+                .collect();
+            dns_hosts.insert(name.trim_end_matches('.').to_ascii_lowercase(), parsed);
+        }
         Config {
             listeners,
             workers,
             timeouts,
-            limits: self.limits(file.limits),
+            limits,
             headers: self.headers(file.headers),
             routes,
+            auth,
+            access,
+            destinations,
+            rate_limit_per_ip,
+            dns_hosts,
         }
+    }
+
+    fn auth(&mut self, file: &FileAuth) -> AuthConfig {
+        let mut auth = AuthConfig::default();
+        if let Some(realm) = &file.realm {
+            if realm.get_ref().contains(['"', '\\'])
+                || realm.get_ref().chars().any(|c| c.is_control())
+            {
+                self.report(
+                    realm.span(),
+                    "auth.realm",
+                    "must not contain quotes, backslashes or control characters".to_owned(),
+                );
+            } else {
+                auth.realm = realm.get_ref().clone();
+            }
+        }
+        for (i, user) in file.users.iter().enumerate() {
+            let key = format!("auth.user[{i}]");
+            let name = user.name.get_ref();
+            if name.is_empty() || name.contains(':') {
+                self.report(
+                    user.name.span(),
+                    &format!("{key}.name"),
+                    "must be non-empty and contain no `:`".to_owned(),
+                );
+                continue;
+            }
+            let credential = match (&user.password, &user.password_hash) {
+                (Some(password), None) => match expand_env(password.get_ref(), self.env) {
+                    Ok((value, _)) => Credential::Password(Secret::new(value)),
+                    Err(message) => {
+                        self.report(password.span(), &format!("{key}.password"), message);
+                        continue;
+                    }
+                },
+                (None, Some(hash)) => {
+                    let text = hash.get_ref().trim();
+                    if text.starts_with("$argon2") && argon2::PasswordHash::new(text).is_ok() {
+                        Credential::Argon2(text.to_owned())
+                    } else if text.starts_with("$2") && text.len() == 60 {
+                        Credential::Bcrypt(text.to_owned())
+                    } else {
+                        self.report(hash.span(), &format!("{key}.password_hash"), "is neither an Argon2 PHC string ($argon2id$...) nor a bcrypt hash ($2b$...)".to_owned());
+                        continue;
+                    }
+                }
+                _ => {
+                    self.report(
+                        user.name.span(),
+                        &key,
+                        "needs exactly one of `password` or `password_hash`".to_owned(),
+                    );
+                    continue;
+                }
+            };
+            if auth.users.iter().any(|u: &User| u.name == *name) {
+                self.report(
+                    user.name.span(),
+                    &format!("{key}.name"),
+                    format!("user `{name}` is defined twice"),
+                );
+                continue;
+            }
+            auth.users.push(User { name: name.clone(), credential });
+        }
+        auth
+    }
+
+    fn networks(&mut self, key: &str, values: &[Spanned<String>]) -> Vec<IpNet> {
+        values
+            .iter()
+            .filter_map(|value| {
+                let text = value.get_ref().trim();
+                // A bare address means just that address.
+                let parsed = text
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                if parsed.is_none() {
+                    self.report(
+                        value.span(),
+                        key,
+                        format!("`{text}` is not a network (\"10.0.0.0/8\") or address"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    }
+
+    fn rate(&mut self, key: &str, file: &FileRate) -> Option<RateLimit> {
+        let rate = *file.rate.get_ref();
+        let burst = u32::try_from(*file.burst.get_ref()).ok().filter(|b| *b >= 1);
+        if !(rate.is_finite() && rate > 0.0) {
+            self.report(
+                file.rate.span(),
+                &format!("{key}.rate"),
+                "must be a positive number of requests per second".to_owned(),
+            );
+            return None;
+        }
+        let Some(burst) = burst else {
+            self.report(
+                file.burst.span(),
+                &format!("{key}.burst"),
+                "must be at least 1".to_owned(),
+            );
+            return None;
+        };
+        Some(RateLimit { rate, burst })
     }
 
     fn headers(&mut self, file: FileHeaders) -> HeaderSettings {
@@ -253,6 +422,7 @@ impl Checker<'_> {
         index: usize,
         file: &FileRoute,
         defaults: &Timeouts,
+        limits: &Limits,
     ) -> Option<RouteConfig> {
         let key = format!("route[{index}]");
         let prefix = normalize_prefix(file.prefix.get_ref())
@@ -315,10 +485,20 @@ impl Checker<'_> {
             }),
         };
         let tls = self.upstream_tls(&key, &file.tls);
+        let max_body_bytes = self.count(
+            &format!("{key}.max_body_bytes"),
+            file.max_body_bytes.clone(),
+            usize::try_from(limits.max_request_body_bytes).unwrap_or(usize::MAX),
+            1,
+        ) as u64;
+        let rate_limit =
+            file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
         let prefix = prefix?;
         Some(RouteConfig {
             protocol,
             tls,
+            max_body_bytes,
+            rate_limit,
             name: file.name.as_ref().map_or_else(|| prefix.clone(), |n| n.get_ref().clone()),
             prefix,
             host,
@@ -332,7 +512,12 @@ impl Checker<'_> {
         })
     }
 
-    fn listener(&mut self, index: usize, listener: &FileListener) -> Option<ListenerConfig> {
+    fn listener(
+        &mut self,
+        index: usize,
+        listener: &FileListener,
+        users_configured: bool,
+    ) -> Option<ListenerConfig> {
         let key = format!("listener[{index}]");
         let modes = Modes {
             forward: listener.forward.unwrap_or(true),
@@ -357,7 +542,47 @@ impl Checker<'_> {
             );
         }
         let tls = listener.tls.as_ref().and_then(|tls| self.listener_tls(&key, tls));
-        Some(ListenerConfig { address: address?, modes, h2c: listener.h2c.unwrap_or(false), tls })
+        let address = address?;
+        let defaults = ListenerPolicy::defaults_for(address, users_configured);
+        let connect_ports = match &listener.connect_ports {
+            None => defaults.connect_ports,
+            Some(ports) => ports
+                .iter()
+                .filter_map(|port| {
+                    let parsed = u16::try_from(*port.get_ref()).ok().filter(|p| *p != 0);
+                    if parsed.is_none() {
+                        self.report(
+                            port.span(),
+                            &format!("{key}.connect_ports"),
+                            format!("{} is not a port (1-65535)", port.get_ref()),
+                        );
+                    }
+                    parsed
+                })
+                .collect(),
+        };
+        let policy = ListenerPolicy {
+            auth_required: listener.auth.unwrap_or(defaults.auth_required),
+            open: listener.open.unwrap_or(false),
+            connect_ports,
+            allow_private_destinations: listener
+                .allow_private_destinations
+                .unwrap_or(defaults.allow_private_destinations),
+            max_connections_per_ip: self.count(
+                &format!("{key}.max_connections_per_ip"),
+                listener.max_connections_per_ip.clone(),
+                defaults.max_connections_per_ip,
+                1,
+            ),
+        };
+        if policy.auth_required && !users_configured {
+            self.report(
+                listener.address.span(),
+                &format!("{key}.auth"),
+                "requires authentication but [auth] has no users".to_owned(),
+            );
+        }
+        Some(ListenerConfig { address, modes, h2c: listener.h2c.unwrap_or(false), tls, policy })
     }
 
     fn path(&self, value: &Spanned<String>) -> PathBuf {
@@ -489,6 +714,16 @@ impl Checker<'_> {
                 file.websocket_idle,
                 d.websocket_idle,
             ),
+            tunnel_max_lifetime: self.duration(
+                "timeouts.tunnel_max_lifetime",
+                file.tunnel_max_lifetime,
+                d.tunnel_max_lifetime,
+            ),
+            websocket_max_lifetime: self.duration(
+                "timeouts.websocket_max_lifetime",
+                file.websocket_max_lifetime,
+                d.websocket_max_lifetime,
+            ),
         }
     }
 
@@ -546,6 +781,24 @@ impl Checker<'_> {
                 d.max_idle_upstream_per_host,
                 0,
             ),
+            max_request_line_bytes: self.count(
+                "limits.max_request_line_bytes",
+                file.max_request_line_bytes,
+                d.max_request_line_bytes,
+                64,
+            ),
+            max_request_body_bytes: self.count(
+                "limits.max_request_body_bytes",
+                file.max_request_body_bytes,
+                usize::try_from(d.max_request_body_bytes).unwrap_or(usize::MAX),
+                1,
+            ) as u64,
+            max_requests_per_connection: self.count(
+                "limits.max_requests_per_connection",
+                file.max_requests_per_connection,
+                usize::try_from(d.max_requests_per_connection).unwrap_or(usize::MAX),
+                1,
+            ) as u64,
         }
     }
 
