@@ -24,6 +24,8 @@ pub enum Body {
     Stream(Incoming),
     /// An upstream response body that fails if the upstream goes quiet for too long.
     Upstream(IdleBody),
+    /// A client's request body that fails once it exceeds the size limit.
+    Limited(LimitedBody),
     /// A short message sluice wrote itself, such as an error explanation.
     Message(Full<Bytes>),
     /// No body at all.
@@ -34,6 +36,23 @@ impl Body {
     /// A body with no bytes.
     pub fn empty() -> Body {
         Body::Empty
+    }
+
+    /// Limits a client's request body to `limit` bytes: refused at once when the declared
+    /// Content-Length is larger, cut off while streaming otherwise.
+    pub fn limit_request(
+        request: http::Request<Incoming>,
+        limit: u64,
+    ) -> Result<http::Request<Body>, crate::error::ProxyError> {
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(crate::error::ProxyError::BodyTooLarge { limit });
+        }
+        Ok(request.map(|body| Body::Limited(LimitedBody::new(body, limit))))
     }
 
     /// A complete body from bytes sluice generated.
@@ -93,6 +112,43 @@ impl IdleBody {
     }
 }
 
+/// The client's request body exceeded the configured limit.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// A streamed request body that fails as soon as more than `limit` bytes have passed, so an
+/// oversized upload is cut off while streaming instead of being buffered to be measured.
+#[derive(Debug)]
+pub struct LimitedBody {
+    inner: Incoming,
+    remaining: u64,
+    limit: u64,
+}
+
+impl LimitedBody {
+    /// Wraps `inner`, allowing at most `limit` bytes.
+    pub fn new(inner: Incoming, limit: u64) -> LimitedBody {
+        LimitedBody { inner, remaining: limit, limit }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let len = frame.data_ref().map_or(0, |data| data.len() as u64);
+                match self.remaining.checked_sub(len) {
+                    Some(remaining) => {
+                        self.remaining = remaining;
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    None => Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit))))),
+                }
+            }
+            other => other.map(|frame| frame.map(|r| r.map_err(Into::into))),
+        }
+    }
+}
+
 impl From<Incoming> for Body {
     fn from(incoming: Incoming) -> Body {
         Body::Stream(incoming)
@@ -110,6 +166,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
             Body::Upstream(inner) => inner.poll_frame(cx),
+            Body::Limited(inner) => inner.poll_frame(cx),
             Body::Message(inner) => Pin::new(inner).poll_frame(cx).map_err(|never| match never {}),
             Body::Empty => Poll::Ready(None),
         }
@@ -119,6 +176,7 @@ impl http_body::Body for Body {
         match self {
             Body::Stream(inner) => inner.is_end_stream(),
             Body::Upstream(timed) => timed.inner.is_end_stream(),
+            Body::Limited(limited) => limited.inner.is_end_stream(),
             Body::Message(inner) => inner.is_end_stream(),
             Body::Empty => true,
         }
@@ -128,6 +186,7 @@ impl http_body::Body for Body {
         match self {
             Body::Stream(inner) => inner.size_hint(),
             Body::Upstream(timed) => timed.inner.size_hint(),
+            Body::Limited(limited) => limited.inner.size_hint(),
             Body::Message(inner) => inner.size_hint(),
             Body::Empty => SizeHint::with_exact(0),
         }

@@ -1,5 +1,5 @@
-//! The top of the request path: classify each request, send it down its branch, and turn any
-//! error into a response exactly once.
+//! The top of the request path: run the policy checks, classify each request, send it down its
+//! branch, and turn any error into a response exactly once.
 //!
 //! | request                     | branch                        |
 //! |-----------------------------|-------------------------------|
@@ -8,46 +8,85 @@
 //! | origin-form `/p`            | [`crate::reverse::proxy`]     |
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::{Method, Request, Response, Version};
-
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::config::UpstreamProtocol;
-use crate::config::{Config, Modes};
+use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
 use crate::context::RequestContext;
 use crate::error::{self, NotServed, ProxyError};
-use crate::forward;
-use crate::reverse::{
-    self,
-    router::{RouteError, Router},
-};
+use crate::forward::{self, target};
+use crate::policy::Policy;
+use crate::policy::destination::DestinationGuard;
+use crate::reverse::{self, router::RouteError, router::Router};
 use crate::server::shutdown::Shutdown;
-use crate::upstream::{Upstream, UpstreamSettings};
+use crate::upstream::{Connector, StaticHosts, Upstream, UpstreamSettings};
 
-/// Everything shared by all connections: configuration, upstream pools, the task tracker.
+/// Everything shared by all connections: configuration, policy, routes, the task tracker.
 #[derive(Debug)]
 pub struct Proxy {
     /// The configuration being served.
     pub config: Config,
-    /// The forward proxy's pooled upstream client.
-    pub upstream: Upstream,
     /// The reverse routes, each with its own pool.
     pub router: Router,
+    /// Access, authentication and rate checks.
+    pub policy: Policy,
     /// Tracks connections, tunnels and upgrades so shutdown can wait for them.
     pub shutdown: Shutdown,
+    default_tls: Arc<rustls::ClientConfig>,
+    hosts: StaticHosts,
 }
 
 impl Proxy {
-    /// Builds the shared state for `config`: the forward proxy's client and every route's.
+    /// Builds the shared state for `config`, including every route's upstream client.
     pub fn new(config: Config, shutdown: Shutdown) -> Result<Proxy, RouteError> {
-        let tls = crate::tls::client::default_client_config();
+        let default_tls = crate::tls::client::default_client_config();
+        let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
         let settings = UpstreamSettings::from_config(&config);
-        let upstream = Upstream::new(settings, tls.clone(), UpstreamProtocol::Auto, None);
-        let router = Router::new(&config.routes, settings, &tls)?;
-        Ok(Proxy { config, upstream, router, shutdown })
+        let router = Router::new(&config.routes, settings, &default_tls, &hosts)?;
+        let policy = Policy::new(&config);
+        Ok(Proxy { config, router, policy, shutdown, default_tls, hosts })
     }
+
+    /// The per-listener state: its modes and policy, and a forward-proxy client whose
+    /// connector enforces this listener's destination guard (a separate pool per listener, so
+    /// a connection opened for a trusted listener is never reused for a guarded one).
+    pub fn listener_context(&self, listener: &ListenerConfig, secure: bool) -> ListenerContext {
+        let guard = Arc::new(DestinationGuard::new(&listener.policy, &self.config.destinations));
+        let settings = UpstreamSettings::from_config(&self.config);
+        let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()));
+        let forward = Upstream::new(
+            settings,
+            self.default_tls.clone(),
+            UpstreamProtocol::Auto,
+            None,
+            connector,
+        );
+        ListenerContext {
+            modes: listener.modes,
+            scheme: if secure { "https" } else { "http" },
+            policy: listener.policy.clone(),
+            guard,
+            forward,
+        }
+    }
+}
+
+/// What one listener serves and enforces, shared by its connections.
+#[derive(Debug)]
+pub struct ListenerContext {
+    /// Which kinds of request it accepts.
+    pub modes: Modes,
+    /// `https` for TLS listeners, else `http`.
+    pub scheme: &'static str,
+    /// Its forward-proxy policy.
+    pub policy: ListenerPolicy,
+    /// Its destination checks.
+    pub guard: Arc<DestinationGuard>,
+    /// Its forward-proxy upstream client.
+    pub forward: Upstream,
 }
 
 /// The kind of request, decided from its method and request-target form (RFC 9112 §3.2).
@@ -63,39 +102,41 @@ pub enum RequestKind {
 
 /// Classifies a request by its method, target form and the listener's modes.
 ///
-/// HTTP/2 requests always carry a scheme and authority, so only CONNECT makes one a proxy
-/// request. Over HTTP/1 an absolute-form target on a listener without forward proxying is an
-/// origin request for that authority (RFC 9112 §3.2.2).
-pub fn classify<B>(request: &Request<B>, modes: Modes) -> RequestKind {
+/// Over HTTP/1 an absolute-form target is a forward-proxy request on a forward listener, and
+/// an origin request for that authority otherwise (RFC 9112 §3.2.2). HTTP/2 requests always
+/// carry a scheme and authority, so there the listener decides: forward-only listeners proxy
+/// them, reverse-only listeners route them, and a listener doing both routes a request that
+/// matches a route and proxies the rest.
+pub fn classify<B>(request: &Request<B>, modes: Modes, router: &Router) -> RequestKind {
+    let uri = request.uri();
     if crate::upgrade::is_extended_connect(request) {
         // RFC 8441: WebSocket over HTTP/2 names a path on this server.
         RequestKind::Origin
     } else if request.method() == Method::CONNECT {
         RequestKind::Connect
-    } else if request.uri().scheme().is_some()
-        && request.version() != Version::HTTP_2
-        && modes.forward
-    {
-        RequestKind::Absolute
-    } else {
+    } else if uri.scheme().is_none() || !modes.forward {
         RequestKind::Origin
+    } else if request.version() != Version::HTTP_2 || !modes.reverse {
+        RequestKind::Absolute
+    } else if router.find(uri.host(), uri.path()).is_some() {
+        RequestKind::Origin
+    } else {
+        RequestKind::Absolute
     }
 }
 
-/// Serves one request from `peer` on a listener with `modes` reached over `scheme`; never
-/// fails.
+/// Serves one request from `peer` on `listener`; never fails.
 pub async fn handle(
     request: Request<Incoming>,
     proxy: &Proxy,
     peer: SocketAddr,
-    modes: Modes,
-    scheme: &'static str,
+    listener: &ListenerContext,
 ) -> Response<Body> {
-    let ctx = RequestContext::new(peer, scheme);
+    let ctx = RequestContext::new(peer, listener.scheme);
     // Copies for the log line are only made when someone reads it.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().clone()));
-    let response = match route(request, &ctx, proxy, modes).await {
+    let response = match route(request, &ctx, proxy, listener).await {
         Ok(response) => response,
         Err(err) => error::render(&err),
     };
@@ -117,11 +158,39 @@ async fn route(
     request: Request<Incoming>,
     ctx: &RequestContext,
     proxy: &Proxy,
-    modes: Modes,
+    listener: &ListenerContext,
 ) -> Result<Response<Body>, ProxyError> {
-    match classify(&request, modes) {
-        RequestKind::Connect if modes.forward => forward::tunnel::open(request, ctx, proxy).await,
-        RequestKind::Absolute if modes.forward => forward::forward(request, ctx, proxy).await,
+    proxy.policy.admit(&request, ctx)?;
+    let modes = listener.modes;
+    match classify(&request, modes, &proxy.router) {
+        RequestKind::Connect if modes.forward => {
+            let target = target::connect(request.uri())?;
+            proxy
+                .policy
+                .admit_forward(
+                    &request,
+                    &listener.policy,
+                    &listener.guard,
+                    target.host(),
+                    target.port,
+                )
+                .await?;
+            forward::tunnel::open(request, target, ctx, proxy, listener).await
+        }
+        RequestKind::Absolute if modes.forward => {
+            let (target, uri) = target::absolute(request.uri())?;
+            proxy
+                .policy
+                .admit_forward(
+                    &request,
+                    &listener.policy,
+                    &listener.guard,
+                    target.host(),
+                    target.port,
+                )
+                .await?;
+            forward::forward(request, target, uri, proxy, listener).await
+        }
         RequestKind::Connect | RequestKind::Absolute => {
             Err(ProxyError::NotServed(NotServed::ForwardDisabled))
         }

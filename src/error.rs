@@ -30,6 +30,38 @@ pub enum ProxyError {
         /// `host:port` of the upstream.
         target: Authority,
     },
+    /// Refused by configuration.
+    #[error("{0}")]
+    Denied(Denied),
+    /// Forward-proxy credentials missing or wrong.
+    #[error("{reason}")]
+    AuthRequired {
+        /// What was wrong with the credentials.
+        reason: crate::policy::auth::AuthError,
+        /// The `Proxy-Authenticate` challenge to send.
+        challenge: HeaderValue,
+    },
+    /// Ambiguous message framing (request smuggling defence).
+    #[error("ambiguous message framing: {0}")]
+    Framing(crate::policy::framing::FramingError),
+    /// The request line is longer than allowed.
+    #[error("the request line is longer than {limit} bytes")]
+    UriTooLong {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The request body is larger than allowed.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: u64,
+    },
+    /// Too many requests from this client or on this route.
+    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// When a request would be admitted again.
+        retry_after: Duration,
+    },
     /// The listener does not serve this kind of request.
     #[error("{0}")]
     NotServed(NotServed),
@@ -67,6 +99,27 @@ pub enum ProxyError {
         #[source]
         source: hyper_util::client::legacy::Error,
     },
+}
+
+/// What configuration refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The client's address is not allowed by `[access]`.
+    ClientAddress,
+    /// CONNECT to a port not in the listener's `connect_ports`.
+    ConnectPort(u16),
+    /// The destination host matches `[destinations] deny_hosts`.
+    Host,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::ClientAddress => f.write_str("your address may not use this proxy"),
+            Denied::ConnectPort(port) => write!(f, "CONNECT to port {port} is not allowed"),
+            Denied::Host => f.write_str("this destination is not allowed"),
+        }
+    }
 }
 
 /// A request that reached a listener not configured for its kind.
@@ -120,6 +173,16 @@ pub enum ErrorKind {
     TlsProtocolError,
     /// The upstream could not be reached for another reason.
     DestinationUnavailable,
+    /// The destination's address is refused by policy (private, denied network).
+    DestinationIpProhibited,
+    /// Proxy credentials missing or wrong.
+    ProxyAuthRequired,
+    /// The request line is too long.
+    UriTooLong,
+    /// The request body is too large.
+    BodyTooLarge,
+    /// The client or route exceeded its request rate.
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -138,6 +201,11 @@ impl ErrorKind {
             ErrorKind::TlsCertificateError => "tls_certificate_error",
             ErrorKind::TlsProtocolError => "tls_protocol_error",
             ErrorKind::DestinationUnavailable => "destination_unavailable",
+            ErrorKind::DestinationIpProhibited => "destination_ip_prohibited",
+            ErrorKind::ProxyAuthRequired => "proxy_auth_required",
+            ErrorKind::UriTooLong => "uri_too_long",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 
@@ -145,7 +213,13 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::HttpRequestError => StatusCode::BAD_REQUEST,
-            ErrorKind::HttpRequestDenied => StatusCode::FORBIDDEN,
+            ErrorKind::HttpRequestDenied | ErrorKind::DestinationIpProhibited => {
+                StatusCode::FORBIDDEN
+            }
+            ErrorKind::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::DestinationNotFound => StatusCode::NOT_FOUND,
             ErrorKind::ConnectionTimeout | ErrorKind::HttpResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -165,7 +239,14 @@ impl ProxyError {
     /// Classifies this error, looking through the cause chain where the variant alone cannot say.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProxyError::BadTarget(_) | ProxyError::BadPath(_) => ErrorKind::HttpRequestError,
+            ProxyError::BadTarget(_) | ProxyError::BadPath(_) | ProxyError::Framing(_) => {
+                ErrorKind::HttpRequestError
+            }
+            ProxyError::Denied(_) => ErrorKind::HttpRequestDenied,
+            ProxyError::AuthRequired { .. } => ErrorKind::ProxyAuthRequired,
+            ProxyError::UriTooLong { .. } => ErrorKind::UriTooLong,
+            ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
+            ProxyError::RateLimited { .. } => ErrorKind::RateLimited,
             ProxyError::UnexpectedUpgrade { .. } => ErrorKind::HttpProtocolError,
             ProxyError::NotServed(NotServed::ForwardDisabled) => ErrorKind::HttpRequestDenied,
             ProxyError::NotServed(NotServed::ReverseDisabled) => ErrorKind::HttpRequestError,
@@ -202,7 +283,14 @@ fn upstream_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
         if let Some(connect) = current.downcast_ref::<ConnectError>() {
             return connect.kind();
         }
+        if current.downcast_ref::<crate::body::BodyTooLarge>().is_some() {
+            return ErrorKind::BodyTooLarge;
+        }
         if let Some(hyper_err) = current.downcast_ref::<hyper::Error>() {
+            // The request body we were streaming failed: the client sent a broken body.
+            if hyper_err.is_user() {
+                return ErrorKind::HttpRequestError;
+            }
             if hyper_err.is_incomplete_message() || hyper_err.is_canceled() {
                 return ErrorKind::ConnectionTerminated;
             }
@@ -268,12 +356,32 @@ pub fn render(err: &ProxyError) -> Response<Body> {
     if let Ok(value) = HeaderValue::from_str(&proxy_status(kind, &details)) {
         headers.insert("proxy-status", value);
     }
+    match err {
+        ProxyError::AuthRequired { challenge, .. } => {
+            headers.insert(header::PROXY_AUTHENTICATE, challenge.clone());
+        }
+        ProxyError::RateLimited { retry_after } => {
+            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        // After a framing error the rest of the connection cannot be trusted (RFC 9112 §6.3).
+        ProxyError::Framing(_) | ProxyError::BadTarget(_) => {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        _ => {}
+    }
     response
 }
 
-/// A `Proxy-Status` field value (RFC 9209 §2): `sluice; error=<type>; details="<text>"`.
+/// A `Proxy-Status` field value (RFC 9209 §2): `sluice; error=<type>; details="<text>"`, with
+/// sluice's own kinds mapped onto the registered error types.
 fn proxy_status(kind: ErrorKind, details: &str) -> String {
-    let mut value = format!("sluice; error={}; details=\"", kind.as_str());
+    let error_type = match kind {
+        ErrorKind::ProxyAuthRequired | ErrorKind::RateLimited => "http_request_denied",
+        ErrorKind::UriTooLong | ErrorKind::BodyTooLarge => "http_request_error",
+        other => other.as_str(),
+    };
+    let mut value = format!("sluice; error={error_type}; details=\"");
     // details is an RFC 8941 sf-string: printable ASCII with `"` and `\` escaped.
     for c in details.chars() {
         match c {

@@ -14,6 +14,7 @@ use crate::config::HeaderRules;
 use crate::dispatch::Proxy;
 use crate::error::ProxyError;
 use crate::headers::{forwarded, hop_by_hop, rules};
+use crate::relay::RelayLimits;
 use crate::upgrade::PendingUpgrade;
 use crate::upstream::Upstream;
 
@@ -76,7 +77,10 @@ pub async fn send(
                 &mut parts,
                 accepted,
                 upstream_side,
-                proxy.config.timeouts.websocket_idle,
+                RelayLimits {
+                    idle: proxy.config.timeouts.websocket_idle,
+                    lifetime: proxy.config.timeouts.websocket_max_lifetime,
+                },
                 &proxy.shutdown,
                 target.to_string(),
             );

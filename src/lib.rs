@@ -9,6 +9,7 @@
 //! - [`reverse`] matches routes and rewrites paths for origin-form requests;
 //! - [`exchange`] is what both share once the target is known: head rewrite, send, response;
 //! - [`headers`] removes hop-by-hop fields, adds `Via` and forwarding headers, applies rules;
+//! - [`policy`] decides who may do what (access, auth, limits, destinations, smuggling);
 //! - [`upgrade`] passes WebSocket (and allowed) upgrades through; [`tls`] configures rustls;
 //! - [`upstream`] dials and pools upstream connections, with typed connect errors;
 //! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod headers;
+pub mod policy;
 pub mod relay;
 pub mod reverse;
 pub mod server;

@@ -23,6 +23,8 @@ pub enum RelayEnd {
     Closed,
     /// No traffic for the idle timeout.
     IdleTimeout,
+    /// Open for the maximum lifetime.
+    MaxLifetime,
     /// A read or write failed (reset, broken pipe).
     Error,
 }
@@ -33,6 +35,7 @@ impl RelayEnd {
         match self {
             RelayEnd::Closed => "closed",
             RelayEnd::IdleTimeout => "idle_timeout",
+            RelayEnd::MaxLifetime => "max_lifetime",
             RelayEnd::Error => "error",
         }
     }
@@ -77,9 +80,18 @@ impl Progress {
     }
 }
 
-/// Relays between `downstream` and `upstream` until both directions end, one fails, or the
-/// connection is idle for `idle`.
-pub async fn relay<D, U>(downstream: D, upstream: U, idle: Duration) -> Relayed
+/// How long a relay may sit idle, and how long it may live at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayLimits {
+    /// No byte either way for this long ends the relay.
+    pub idle: Duration,
+    /// The relay ends this long after it started, however busy.
+    pub lifetime: Duration,
+}
+
+/// Relays between `downstream` and `upstream` until both directions end, one fails, or a
+/// limit is reached.
+pub async fn relay<D, U>(downstream: D, upstream: U, limits: RelayLimits) -> Relayed
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -100,7 +112,8 @@ where
     };
     let end = tokio::select! {
         (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-        () = progress.idle_for(idle) => RelayEnd::IdleTimeout,
+        () = progress.idle_for(limits.idle) => RelayEnd::IdleTimeout,
+        () = tokio::time::sleep(limits.lifetime) => RelayEnd::MaxLifetime,
     };
     Relayed {
         to_upstream: progress.to_upstream.load(Ordering::Relaxed),
@@ -147,7 +160,11 @@ mod tests {
     async fn copies_both_ways_and_propagates_half_close() {
         let (client, proxy_down) = duplex(64);
         let (proxy_up, server) = duplex(64);
-        let relay = tokio::spawn(relay(proxy_down, proxy_up, Duration::from_secs(5)));
+        let relay = tokio::spawn(relay(
+            proxy_down,
+            proxy_up,
+            RelayLimits { idle: Duration::from_secs(5), lifetime: Duration::from_secs(60) },
+        ));
         let (mut client_read, mut client_write) = tokio::io::split(client);
         let (mut server_read, mut server_write) = tokio::io::split(server);
 
@@ -169,10 +186,41 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn busy_relay_ends_at_its_maximum_lifetime() {
+        let (mut client, proxy_down) = duplex(64);
+        let (proxy_up, mut server) = duplex(64);
+        let relay = relay(
+            proxy_down,
+            proxy_up,
+            RelayLimits { idle: Duration::from_secs(5), lifetime: Duration::from_secs(20) },
+        );
+        tokio::pin!(relay);
+        // Keep traffic flowing every second so the idle timeout never fires.
+        let relayed = loop {
+            let traffic = async {
+                let _ = client.write_all(b"x").await;
+                let mut byte = [0u8; 1];
+                let _ = server.read_exact(&mut byte).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            };
+            tokio::select! {
+                relayed = &mut relay => break relayed,
+                () = traffic => {}
+            }
+        };
+        assert_eq!(relayed.end, RelayEnd::MaxLifetime);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_relay_is_closed() {
         let (_client, proxy_down) = duplex(64);
         let (proxy_up, _server) = duplex(64);
-        let relayed = relay(proxy_down, proxy_up, Duration::from_secs(30)).await;
+        let relayed = relay(
+            proxy_down,
+            proxy_up,
+            RelayLimits { idle: Duration::from_secs(30), lifetime: Duration::from_secs(3600) },
+        )
+        .await;
         assert_eq!(relayed.end, RelayEnd::IdleTimeout);
     }
 }

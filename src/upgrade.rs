@@ -2,8 +2,6 @@
 //! when the protocol is allowed, and once the upstream answers `101 Switching Protocols`, relay
 //! bytes between the two upgraded connections.
 
-use std::time::Duration;
-
 use http::header::{
     CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
 };
@@ -11,7 +9,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, request, respons
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::relay::relay;
+use crate::relay::{RelayLimits, relay};
 use crate::server::shutdown::Shutdown;
 
 /// Protocols the forward proxy lets through: plain `ws://` via absolute-form.
@@ -103,7 +101,7 @@ impl PendingUpgrade {
         response: &mut response::Parts,
         accepted: Option<HeaderValue>,
         upstream: OnUpgrade,
-        idle: Duration,
+        limits: RelayLimits,
         tasks: &Shutdown,
         label: String,
     ) {
@@ -127,7 +125,7 @@ impl PendingUpgrade {
                     return;
                 }
             };
-            let relayed = relay(TokioIo::new(downstream), TokioIo::new(upstream), idle).await;
+            let relayed = relay(TokioIo::new(downstream), TokioIo::new(upstream), limits).await;
             tracing::debug!(
                 target_name = %label,
                 to_upstream = relayed.to_upstream,

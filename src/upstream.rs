@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use crate::body::Body;
 use crate::config::{Config, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
+use crate::policy::destination::DestinationGuard;
 
 /// Why a TCP connection to an upstream could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -67,6 +68,12 @@ pub enum ConnectError {
     /// The URI given to the pooled client has no host (never the case for a parsed target).
     #[error("the upstream URI has no host")]
     MissingHost,
+    /// Every address the name resolved to is refused by the destination rules.
+    #[error("{addr} is not an allowed destination")]
+    Prohibited {
+        /// The (last) refused address.
+        addr: SocketAddr,
+    },
 }
 
 impl ConnectError {
@@ -79,62 +86,86 @@ impl ConnectError {
             ConnectError::Io { .. } | ConnectError::MissingHost => {
                 ErrorKind::DestinationUnavailable
             }
+            ConnectError::Prohibited { .. } => ErrorKind::DestinationIpProhibited,
         }
     }
 }
 
-/// Resolves a host name and opens a TCP connection within the connect timeout.
+/// Static DNS answers consulted before the system resolver (`[dns] hosts`).
+pub type StaticHosts = Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>;
+
+/// Resolves a host name and opens a TCP connection within the connect timeout, to an address
+/// the destination guard allows.
 #[derive(Debug, Clone)]
 pub struct Connector {
     timeout: Duration,
+    hosts: StaticHosts,
+    guard: Option<Arc<DestinationGuard>>,
 }
 
 impl Connector {
-    /// A connector whose every dial, DNS included, is bounded by `timeout`.
-    pub fn new(timeout: Duration) -> Connector {
-        Connector { timeout }
+    /// A connector whose every dial, DNS included, is bounded by `timeout`; `guard`, when
+    /// given, is applied to each resolved address before connecting to it.
+    pub fn new(
+        timeout: Duration,
+        hosts: StaticHosts,
+        guard: Option<Arc<DestinationGuard>>,
+    ) -> Connector {
+        Connector { timeout, hosts, guard }
     }
 
     /// Dials `host:port`, trying each resolved address in turn; `host` may be an IP literal,
-    /// with or without IPv6 brackets.
+    /// with or without IPv6 brackets. The address checked is the address connected to, so a
+    /// name cannot pass the guard with one answer and connect with another (DNS rebinding).
     pub async fn connect(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
         let after = self.timeout;
-        tokio::time::timeout(after, dial(host, port))
+        tokio::time::timeout(after, self.dial(host, port))
             .await
             .unwrap_or(Err(ConnectError::Timeout { after }))
     }
-}
 
-async fn dial(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => tokio::net::lookup_host((bare, port))
-            .await
-            .map_err(|source| ConnectError::Dns {
-                host: bare.to_owned(),
-                source: Arc::new(source),
-            })?
-            .collect(),
-    };
-    let mut last = ConnectError::NoAddresses { host: bare.to_owned() };
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                // Proxied traffic is latency-sensitive (SSE, interactive tunnels); never
-                // let Nagle hold back a small write.
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
+    async fn resolve(&self, bare: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(vec![SocketAddr::new(ip, port)]);
+        }
+        let name = bare.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(ips) = self.hosts.get(&name) {
+            return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
+        }
+        let resolved = tokio::net::lookup_host((bare, port)).await.map_err(|source| {
+            ConnectError::Dns { host: bare.to_owned(), source: Arc::new(source) }
+        })?;
+        Ok(resolved.collect())
+    }
+
+    async fn dial(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = self.resolve(bare, port).await?;
+        let mut last = ConnectError::NoAddresses { host: bare.to_owned() };
+        for addr in addrs {
+            if let Some(guard) = &self.guard
+                && !guard.address_allowed(addr.ip())
+            {
+                last = ConnectError::Prohibited { addr };
+                continue;
             }
-            Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                last = ConnectError::Refused { addr };
-            }
-            Err(err) => {
-                last = ConnectError::Io { addr, source: Arc::new(err) };
+            match TcpStream::connect(addr).await {
+                Ok(stream) => {
+                    // Proxied traffic is latency-sensitive (SSE, interactive tunnels); never
+                    // let Nagle hold back a small write.
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
+                    last = ConnectError::Refused { addr };
+                }
+                Err(err) => {
+                    last = ConnectError::Io { addr, source: Arc::new(err) };
+                }
             }
         }
+        Err(last)
     }
-    Err(last)
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -206,8 +237,8 @@ impl Upstream {
         tls: Arc<rustls::ClientConfig>,
         protocol: UpstreamProtocol,
         server_name: Option<ServerName<'static>>,
+        connector: Connector,
     ) -> Upstream {
-        let connector = Connector::new(settings.connect);
         let client = build_client(&settings, &tls, protocol, server_name.clone(), &connector);
         let upgrade_client = (protocol != UpstreamProtocol::Http1).then(|| {
             build_client(&settings, &tls, UpstreamProtocol::Http1, server_name, &connector)
@@ -289,17 +320,22 @@ fn classify(source: hyper_util::client::legacy::Error, target: &Authority) -> Pr
 fn find_tls_error(err: &hyper_util::client::legacy::Error) -> Option<rustls::Error> {
     let mut cause = std::error::Error::source(err);
     while let Some(current) = cause {
-        // rustls reports through an io::Error wrapping its own error, which `source()` skips.
-        if let Some(tls) = current
-            .downcast_ref::<io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
+        if let Some(tls) = rustls_error_in(current) {
             return Some(tls.clone());
         }
         cause = current.source();
     }
     None
+}
+
+/// rustls reports through io::Errors (sometimes nested) that wrap its own error, and
+/// `io::Error::source` skips the wrapped error, so unwrap them by hand.
+fn rustls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = err.downcast_ref::<io::Error>()?.get_ref()?;
+    rustls_error_in(inner)
 }
 
 /// The connector's own error, when the pooled client failed while connecting.

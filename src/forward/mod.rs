@@ -7,8 +7,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
-use crate::context::RequestContext;
-use crate::dispatch::Proxy;
+use crate::dispatch::{ListenerContext, Proxy};
 use crate::error::ProxyError;
 use crate::{exchange, upgrade};
 
@@ -17,16 +16,18 @@ use crate::{exchange, upgrade};
 /// passed on and relayed.
 pub async fn forward(
     mut request: Request<Incoming>,
-    _ctx: &RequestContext,
+    target: target::Target,
+    uri: http::Uri,
     proxy: &Proxy,
+    listener: &ListenerContext,
 ) -> Result<Response<Body>, ProxyError> {
-    let (target, uri) = target::absolute(request.uri())?;
     let pending = upgrade::take(&mut request, upgrade::FORWARD_ALLOWED);
+    let request = Body::limit_request(request, proxy.config.limits.max_request_body_bytes)?;
     let (mut parts, body) = request.into_parts();
     // RFC 9112 §3.2.2: a proxy receiving absolute-form replaces Host with the target's authority.
     let host = HeaderValue::from_str(target.authority.as_str())
         .map_err(|_| ProxyError::BadTarget(target::TargetError::MissingHost))?;
     exchange::prepare(&mut parts, uri, host, pending.as_ref(), proxy.config.headers.via);
-    let request = Request::from_parts(parts, Body::from(body));
-    exchange::send(proxy, &proxy.upstream, request, &target.authority, pending, &[]).await
+    let request = Request::from_parts(parts, body);
+    exchange::send(proxy, &listener.forward, request, &target.authority, pending, &[]).await
 }

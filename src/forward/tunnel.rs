@@ -9,32 +9,36 @@ use hyper_util::rt::TokioIo;
 use super::target;
 use crate::body::Body;
 use crate::context::RequestContext;
-use crate::dispatch::Proxy;
+use crate::dispatch::{ListenerContext, Proxy};
 use crate::error::ProxyError;
-use crate::relay::relay;
+use crate::relay::{RelayLimits, relay};
 
 /// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
 /// or slow destination gets a 502 or 504 instead of a 200 followed by a closed socket.
 pub async fn open(
     request: Request<Incoming>,
+    target: target::Target,
     ctx: &RequestContext,
     proxy: &Proxy,
+    listener: &ListenerContext,
 ) -> Result<Response<Body>, ProxyError> {
-    let target = target::connect(request.uri())?;
-    let upstream = proxy
-        .upstream
+    let upstream = listener
+        .forward
         .connector()
         .connect(target.host(), target.port)
         .await
         .map_err(|source| ProxyError::Connect { target: target.authority.clone(), source })?;
     let on_upgrade = hyper::upgrade::on(request);
-    let idle = proxy.config.timeouts.tunnel_idle;
+    let limits = RelayLimits {
+        idle: proxy.config.timeouts.tunnel_idle,
+        lifetime: proxy.config.timeouts.tunnel_max_lifetime,
+    };
     let id = ctx.id;
     let peer = ctx.peer;
     proxy.shutdown.spawn(async move {
         match on_upgrade.await {
             Ok(downstream) => {
-                let relayed = relay(TokioIo::new(downstream), upstream, idle).await;
+                let relayed = relay(TokioIo::new(downstream), upstream, limits).await;
                 tracing::debug!(
                     id,
                     %peer,

@@ -37,7 +37,11 @@ pub async fn proxy(
         .find(host_name, request.uri().path())
         .ok_or(ProxyError::NotServed(NotServed::NoRoute))?;
     let uri = rewrite::upstream_uri(&route.config, request.uri())?;
+    if let Some(limiter) = &route.limiter {
+        limiter.acquire(()).map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
+    }
     let pending = upgrade::take(&mut request, &route.config.allow_upgrades);
+    let request = Body::limit_request(request, route.config.max_body_bytes)?;
     let (mut parts, body) = request.into_parts();
     let host = match (&client_host, route.config.preserve_host) {
         (Some(client), true) => client.clone(),
@@ -49,7 +53,7 @@ pub async fn proxy(
     forwarded::apply_forwarding(&mut parts.headers, hop, settings);
     rules::apply(&settings.request, &mut parts.headers);
     rules::apply(&route.config.request_headers, &mut parts.headers);
-    let request = Request::from_parts(parts, Body::from(body));
+    let request = Request::from_parts(parts, body);
     exchange::send(
         proxy,
         &route.upstream,

@@ -8,9 +8,10 @@ use http::HeaderValue;
 use rustls::pki_types::ServerName;
 
 use crate::config::{RouteConfig, UpstreamTls};
+use crate::policy::rate::RateLimiter;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
-use crate::upstream::{Upstream, UpstreamSettings};
+use crate::upstream::{Connector, StaticHosts, Upstream, UpstreamSettings};
 
 /// A route ready to serve: its configuration and its own upstream pool.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Route {
     pub upstream: Upstream,
     /// `Host` sent upstream unless the route preserves the client's.
     pub upstream_host: HeaderValue,
+    /// The route's request rate limit, shared by all clients.
+    pub limiter: Option<RateLimiter<()>>,
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -58,6 +61,7 @@ impl Router {
         configs: &[RouteConfig],
         pool: UpstreamSettings,
         default_tls: &Arc<rustls::ClientConfig>,
+        hosts: &StaticHosts,
     ) -> Result<Router, RouteError> {
         let mut routes = Vec::with_capacity(configs.len());
         for config in configs {
@@ -90,10 +94,12 @@ impl Router {
             else {
                 continue;
             };
+            let connector = Connector::new(settings.connect, hosts.clone(), None);
             routes.push(Route {
                 config: config.clone(),
-                upstream: Upstream::new(settings, tls, config.protocol, server_name),
+                upstream: Upstream::new(settings, tls, config.protocol, server_name, connector),
                 upstream_host,
+                limiter: config.rate_limit.map(RateLimiter::new),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.
@@ -181,6 +187,7 @@ mod tests {
             ],
             pool,
             &tls,
+            &Default::default(),
         )
         .unwrap();
         let pick =

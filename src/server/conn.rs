@@ -11,8 +11,10 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
 use super::listener::HttpBuilder;
-use crate::config::{Config, ListenerConfig, Modes};
-use crate::dispatch::{self, Proxy};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{Config, ListenerConfig};
+use crate::dispatch::{self, ListenerContext, Proxy};
 
 /// Builds the protocol settings every connection of `listener` uses: head size and count
 /// limits (431 when exceeded) and the request-head timeout. HTTP/2 is offered over TLS (by
@@ -44,10 +46,8 @@ pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
 pub struct Connection {
     /// The client's address.
     pub peer: SocketAddr,
-    /// What the listener serves.
-    pub modes: Modes,
-    /// `https` on TLS listeners, `http` otherwise.
-    pub scheme: &'static str,
+    /// What the listener serves and enforces.
+    pub listener: Arc<ListenerContext>,
     /// Shared proxy state.
     pub proxy: Arc<Proxy>,
     /// The listener's protocol settings.
@@ -72,13 +72,25 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { peer, modes, scheme, proxy, builder } = self;
+        let Connection { peer, listener, proxy, builder } = self;
         let shutdown = proxy.shutdown.clone();
-        let service = service_fn(move |request| {
+        let max_requests = proxy.config.limits.max_requests_per_connection;
+        let served = Arc::new(AtomicU64::new(0));
+        let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let proxy = proxy.clone();
+            let listener = listener.clone();
+            let served = served.clone();
             async move {
-                let served = dispatch::handle(request, &proxy, peer, modes, scheme).await;
-                Ok::<_, Infallible>(served)
+                let http1 = request.version() < http::Version::HTTP_2;
+                let mut response = dispatch::handle(request, &proxy, peer, &listener).await;
+                // HTTP/1 closes after the response that reaches the per-connection limit.
+                if http1 && served.fetch_add(1, Ordering::Relaxed) + 1 >= max_requests {
+                    tracing::debug!(%peer, limit = "max_requests_per_connection", "closing");
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                }
+                Ok::<_, Infallible>(response)
             }
         });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

@@ -1,10 +1,15 @@
-//! The accept loop: one per listener, bounded by a connection permit per client connection.
+//! The accept loop: one per listener, bounded by a connection permit per client connection and
+//! a cap on connections from any one client address.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
 use super::BoundListener;
@@ -14,15 +19,58 @@ use crate::dispatch::Proxy;
 /// Pause after a failed `accept` (typically EMFILE) so a full file table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 
+/// What a client over its per-address connection cap receives before the connection closes.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 58\r\nConnection: close\r\n\
+    Retry-After: 1\r\n\r\n503 Service Unavailable: too many connections from your address\n";
+
+/// Open connections per client address on one listener.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One counted connection; uncounts itself when dropped.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl PerAddress {
+    fn try_take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { counts: self.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Accepts connections on `listener` until shutdown, serving each on its own task.
 ///
 /// At most `limits.max_connections` connections are open at once: the loop waits for a permit
-/// before accepting, so excess clients queue in the kernel backlog rather than in memory.
+/// before accepting, so excess clients queue in the kernel backlog rather than in memory. One
+/// client address may hold at most `max_connections_per_ip`; beyond that it gets a 503.
 pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
     let permits = Arc::new(Semaphore::new(proxy.config.limits.max_connections));
     let builder = Arc::new(conn::http_builder(&proxy.config, &listener.config));
-    let scheme = if listener.tls.is_some() { "https" } else { "http" };
-    let modes = listener.config.modes;
+    let context = Arc::new(proxy.listener_context(&listener.config, listener.tls.is_some()));
+    let per_address = Arc::new(PerAddress::default());
+    let cap = listener.config.policy.max_connections_per_ip;
     let shutdown = proxy.shutdown.clone();
     loop {
         let permit = tokio::select! {
@@ -44,11 +92,16 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
                 continue;
             }
         };
+        let Some(slot) = per_address.try_take(peer.ip(), cap) else {
+            tracing::debug!(%peer, limit = "max_connections_per_ip", "connection refused");
+            let plain = listener.tls.is_none();
+            shutdown.spawn(refuse(stream, plain));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let connection = conn::Connection {
             peer,
-            modes,
-            scheme,
+            listener: context.clone(),
             proxy: proxy.clone(),
             builder: builder.clone(),
         };
@@ -58,10 +111,21 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
                 Some(acceptor) => connection.serve_tls(stream, acceptor).await,
                 None => connection.serve(stream).await,
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
     tracing::debug!(address = %listener.config.address, "listener closed");
+}
+
+/// Tells an over-limit client why it is turned away (in plain HTTP only: on a TLS listener a
+/// handshake would cost what the limit protects) and closes.
+async fn refuse(mut stream: TcpStream, plain: bool) {
+    if plain {
+        let _ =
+            tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY_CONNECTIONS))
+                .await;
+    }
+    let _ = stream.shutdown().await;
 }
 
 /// The hyper connection builder type every connection of a listener shares.

@@ -1,0 +1,86 @@
+//! Message framing checks against request smuggling (RFC 9112 §6.1, §6.3).
+//!
+//! hyper already refuses most ambiguous messages (differing or list-valued Content-Length,
+//! unknown or non-final chunked, obs-fold, bad bytes in fields). What it tolerates, because a
+//! lenient origin server may, a proxy must not: a message with both Content-Length and
+//! Transfer-Encoding, repeated Content-Length lines, or any transfer coding other than exactly
+//! `chunked`. Such a message is refused and the connection closed, never forwarded.
+
+use http::HeaderMap;
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
+
+/// Why a message's framing is ambiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FramingError {
+    /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.1: "ought to be handled as an
+    /// error").
+    #[error("both Content-Length and Transfer-Encoding are present")]
+    LengthAndEncoding,
+    /// More than one Content-Length field line.
+    #[error("Content-Length is repeated")]
+    RepeatedLength,
+    /// A transfer coding other than a single `chunked`.
+    #[error("unsupported Transfer-Encoding (only `chunked` is accepted)")]
+    Encoding,
+}
+
+/// Checks the framing fields of a message head.
+pub fn check(headers: &HeaderMap) -> Result<(), FramingError> {
+    let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
+    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter();
+    let encoding = encodings.next();
+    if encoding.is_some() && lengths > 0 {
+        return Err(FramingError::LengthAndEncoding);
+    }
+    if lengths > 1 {
+        return Err(FramingError::RepeatedLength);
+    }
+    if let Some(value) = encoding {
+        let chunked = value.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if !chunked || encodings.next().is_some() {
+            return Err(FramingError::Encoding);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn table() {
+        use FramingError::*;
+        for (input, expected) in [
+            (&[][..], Ok(())),
+            (&[("content-length", "5")][..], Ok(())),
+            (&[("transfer-encoding", "chunked")][..], Ok(())),
+            (&[("transfer-encoding", "Chunked ")][..], Ok(())),
+            (
+                &[("content-length", "5"), ("transfer-encoding", "chunked")][..],
+                Err(LengthAndEncoding),
+            ),
+            (&[("content-length", "5"), ("content-length", "5")][..], Err(RepeatedLength)),
+            (&[("transfer-encoding", "gzip, chunked")][..], Err(Encoding)),
+            (
+                &[("transfer-encoding", "chunked"), ("transfer-encoding", "chunked")][..],
+                Err(Encoding),
+            ),
+            (&[("transfer-encoding", "identity")][..], Err(Encoding)),
+        ] {
+            assert_eq!(check(&headers(input)), expected, "{input:?}");
+        }
+    }
+}
