@@ -10,20 +10,41 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
-use super::listener::HttpBuilder;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hyper::server::conn::http1;
+
+use super::shutdown::Shutdown;
 use crate::config::{Config, ListenerConfig};
 use crate::dispatch::{self, ListenerContext, Proxy};
+
+/// The HTTP versions a listener speaks, with their settings.
+#[derive(Debug)]
+pub enum HttpBuilder {
+    /// HTTP/1.1 only (plain listeners without `h2c`).
+    Http1(http1::Builder),
+    /// HTTP/1.1 and HTTP/2, told apart by ALPN or the HTTP/2 preface.
+    Auto(auto::Builder<TokioExecutor>),
+}
 
 /// Builds the protocol settings every connection of `listener` uses: head size and count
 /// limits (431 when exceeded) and the request-head timeout. HTTP/2 is offered over TLS (by
 /// ALPN) and, on plain listeners, only with `h2c = true`.
 pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
     if listener.tls.is_none() && !listener.h2c {
-        builder = builder.http1_only();
+        // `auto::Builder::http1_only` is ignored for upgradeable connections, so HTTP/1-only
+        // listeners use hyper's HTTP/1 builder directly.
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.timeouts.request_header)
+            .max_buf_size(config.limits.max_request_head_bytes)
+            .max_headers(config.limits.max_request_headers);
+        return HttpBuilder::Http1(builder);
     }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -38,7 +59,62 @@ pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
         )
         // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
         .enable_connect_protocol();
-    builder
+    HttpBuilder::Auto(builder)
+}
+
+/// A served connection that can be asked to finish gracefully.
+trait Graceful: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::ResBody: http_body::Body + 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, S> Graceful for auto::UpgradeableConnection<'_, I, S, TokioExecutor>
+where
+    Self: Future,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Future: 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: http_body::Body + Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        auto::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+/// Drives `connection` to completion, asking it to finish gracefully once shutdown begins.
+async fn drive<C, E>(connection: C, shutdown: &Shutdown, peer: SocketAddr)
+where
+    C: Graceful<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.signalled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        // Clients vanish, send garbage and time out all the time; that is not an event.
+        tracing::debug!(%peer, "connection ended: {err}");
+    }
 }
 
 /// One accepted client connection and what it needs to be served.
@@ -93,18 +169,16 @@ impl Connection {
                 Ok::<_, Infallible>(response)
             }
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = shutdown.signalled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
+        let io = TokioIo::new(io);
+        match &*builder {
+            HttpBuilder::Http1(http1) => {
+                let connection = http1.serve_connection(io, service).with_upgrades();
+                drive(connection, &shutdown, peer).await;
             }
-        };
-        if let Err(err) = result {
-            // Clients vanish, send garbage and time out all the time; that is not an event.
-            tracing::debug!(%peer, "connection ended: {err}");
+            HttpBuilder::Auto(auto) => {
+                let connection = auto.serve_connection_with_upgrades(io, service);
+                drive(connection, &shutdown, peer).await;
+            }
         }
     }
 }

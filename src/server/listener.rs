@@ -6,8 +6,6 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
@@ -127,6 +125,3 @@ async fn refuse(mut stream: TcpStream, plain: bool) {
     }
     let _ = stream.shutdown().await;
 }
-
-/// The hyper connection builder type every connection of a listener shares.
-pub type HttpBuilder = auto::Builder<TokioExecutor>;

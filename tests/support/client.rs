@@ -103,3 +103,66 @@ pub fn raw_header_values(response: &str, name: &str) -> Vec<String> {
 pub fn raw_body(response: &str) -> &str {
     response.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default()
 }
+
+/// A reqwest client that talks to the proxy directly over HTTPS, trusting only the CA
+/// certificate `ca_pem` (no built-in roots). It offers ALPN `h2` and `http/1.1`.
+pub fn https_direct(ca_pem: &str) -> reqwest::Client {
+    https_builder(ca_pem).no_proxy().build().unwrap()
+}
+
+/// A reqwest builder trusting only the CA certificate `ca_pem`.
+pub fn https_builder(ca_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+}
+
+/// A reqwest client speaking HTTP/2 with prior knowledge (h2c on `http://` URLs), directly.
+pub fn h2c_direct() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap()
+}
+
+/// An HTTP/2 prior-knowledge client connection (hyper) over one TCP connection to `addr`:
+/// every request sent through the returned handle (or its clones) is a stream on that one
+/// connection.
+pub async fn h2c_conn<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = within(TcpStream::connect(addr)).await.unwrap();
+    let (sender, connection) = within(hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// Opens TCP to `addr` and completes a TLS handshake for `server_name` with `config`.
+pub async fn tls_connect(
+    addr: SocketAddr,
+    server_name: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let stream = within(TcpStream::connect(addr)).await?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned()).unwrap();
+    within(tokio_rustls::TlsConnector::from(config).connect(name, stream)).await
+}
+
+/// The leaf certificate (DER) the server at `addr` presents to a handshake for
+/// `server_name`; the handshake must succeed with `config`.
+pub async fn peer_leaf(
+    addr: SocketAddr,
+    server_name: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> rustls::pki_types::CertificateDer<'static> {
+    let tls = tls_connect(addr, server_name, config)
+        .await
+        .unwrap_or_else(|err| panic!("TLS handshake for {server_name} failed: {err}"));
+    let (_, session) = tls.get_ref();
+    session.peer_certificates().expect("the server presented a certificate")[0].clone().into_owned()
+}

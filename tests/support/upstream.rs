@@ -327,3 +327,74 @@ impl WsOrigin {
         super::within(closes.recv()).await.expect("the WebSocket origin stopped")
     }
 }
+
+impl Origin {
+    /// Like [`Origin::start`], but serving HTTPS with `tls`: ALPN `h2` and `http/1.1` are
+    /// offered (unless the config already names protocols), so HTTP/2 clients get HTTP/2.
+    /// Every TCP connection counts in [`Origin::connections`]; a failed handshake (for
+    /// example a client without the required certificate) just closes that connection.
+    pub async fn start_tls<H, F>(tls: Arc<rustls::ServerConfig>, handler: H) -> Origin
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<TestBody>> + Send + 'static,
+    {
+        let mut tls = (*tls).clone();
+        if tls.alpn_protocols.is_empty() {
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(handler);
+        let origin = Origin { addr, seen: seen.clone(), connections: connections.clone() };
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.fetch_add(1, Ordering::SeqCst);
+                let handler = handler.clone();
+                let seen = seen.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(move |request: Request<Incoming>| {
+                        seen.lock().unwrap().push(Seen {
+                            method: request.method().clone(),
+                            uri: request.uri().clone(),
+                            version: request.version(),
+                            headers: request.headers().clone(),
+                        });
+                        let response = handler(request);
+                        async move { Ok::<_, Infallible>(response.await) }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        origin
+    }
+
+    /// An HTTPS origin (see [`Origin::start_tls`]) that streams each request body back, with
+    /// header `x-method: <method>`.
+    pub async fn echo_tls(tls: Arc<rustls::ServerConfig>) -> Origin {
+        Origin::start_tls(tls, |request: Request<Incoming>| async move {
+            let method = request.method().to_string();
+            let mut response = Response::new(request.into_body().boxed());
+            response.headers_mut().insert("x-method", method.parse().unwrap());
+            response
+        })
+        .await
+    }
+
+    /// `https://addr` + `path`.
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{}", self.addr, path)
+    }
+}
