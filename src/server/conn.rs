@@ -40,7 +40,7 @@ pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(config.timeouts.request_header)
-            .max_buf_size(config.limits.max_request_head_bytes)
+            .max_header_size(config.limits.max_request_head_bytes)
             .max_headers(config.limits.max_request_headers);
         return HttpBuilder::Http1(builder);
     }
