@@ -1,7 +1,9 @@
 //! Who may use sluice and for what, checked in one fixed order:
 //!
 //! 1. the client's address against `[access]` (403);
-//! 2. the message framing against smuggling ([`framing`], 400 and close);
+//! 2. the message framing against smuggling: on the wire before hyper parses it ([`wire`]:
+//!    bare LF, CL with TE, repeated CL, bad chunk lines) and on the parsed head ([`framing`]:
+//!    transfer codings), 400 and close;
 //! 3. the request-line length (414);
 //! 4. the client's request rate (429);
 //! 5. for forward-proxy requests: proxy credentials ([`auth`], 407), then the destination by
@@ -13,6 +15,7 @@ pub mod auth;
 pub mod destination;
 pub mod framing;
 pub mod rate;
+pub mod wire;
 
 use std::net::IpAddr;
 

@@ -19,6 +19,7 @@ use hyper::server::conn::http1;
 use super::shutdown::Shutdown;
 use crate::config::{Config, ListenerConfig};
 use crate::dispatch::{self, ListenerContext, Proxy};
+use crate::policy::wire::WireGuard;
 
 /// The HTTP versions a listener speaks, with their settings.
 #[derive(Debug)]
@@ -135,7 +136,13 @@ impl Connection {
     pub async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
         let timeout = self.proxy.config.timeouts.request_header;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => self.serve(tls).await,
+            Ok(Ok(tls)) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                let max_head = self.proxy.config.limits.max_request_head_bytes;
+                let io =
+                    if h2 { WireGuard::passthrough(tls) } else { WireGuard::new(tls, max_head) };
+                self.serve(io).await
+            }
             Ok(Err(err)) => {
                 tracing::debug!(peer = %self.peer, "TLS handshake failed: {err}");
             }

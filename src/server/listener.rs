@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use super::BoundListener;
 use super::conn;
 use crate::dispatch::Proxy;
+use crate::policy::wire::WireGuard;
 
 /// Pause after a failed `accept` (typically EMFILE) so a full file table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -69,6 +70,7 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
     let context = Arc::new(proxy.listener_context(&listener.config, listener.tls.is_some()));
     let per_address = Arc::new(PerAddress::default());
     let cap = listener.config.policy.max_connections_per_ip;
+    let max_head = proxy.config.limits.max_request_head_bytes;
     let shutdown = proxy.shutdown.clone();
     loop {
         let permit = tokio::select! {
@@ -107,7 +109,7 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
         shutdown.spawn(async move {
             match tls {
                 Some(acceptor) => connection.serve_tls(stream, acceptor).await,
-                None => connection.serve(stream).await,
+                None => connection.serve(WireGuard::new(stream, max_head)).await,
             }
             drop((permit, slot));
         });

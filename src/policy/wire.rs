@@ -1,0 +1,395 @@
+//! A byte-level guard in front of hyper's HTTP/1 parser, for the framing that hyper tolerates
+//! but a proxy must refuse (RFC 9112 §2.2, §6.1, §7.1): bare LF line endings, both
+//! Content-Length and Transfer-Encoding, repeated Content-Length lines, and malformed chunk
+//! size lines or extensions.
+//!
+//! The guard follows the client's byte stream message by message (head, then a
+//! Content-Length or chunked body) without buffering it: it only looks at bytes as hyper reads
+//! them. When it finds a violation it overwrites one byte of the offending line with NUL, so
+//! hyper's own parser fails on it: a head is answered with 400 and the connection closed, and
+//! a broken chunked body aborts the request. After that, or once a connection switches
+//! protocols (CONNECT, Upgrade, the HTTP/2 preface), it only passes bytes through.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest chunk-size line (size, extensions, CRLF) accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+#[derive(Debug)]
+enum State {
+    /// Reading a request head; holds what has been seen of it.
+    Head(Vec<u8>),
+    /// Inside a Content-Length body.
+    Body(u64),
+    /// Reading a chunk-size line.
+    ChunkLine(Vec<u8>),
+    /// Inside chunk data, then the CRLF after it (`u8` counts the CRLF bytes still due).
+    ChunkData(u64, u8),
+    /// Reading the trailer section after the last chunk.
+    Trailers(Vec<u8>),
+    /// Not HTTP/1 messages any more (tunnel, upgrade, HTTP/2), or already refused.
+    Passthrough,
+}
+
+/// Wraps a client connection's I/O with the framing guard.
+#[derive(Debug)]
+pub struct WireGuard<I> {
+    inner: I,
+    state: State,
+    max_head: usize,
+}
+
+impl<I> WireGuard<I> {
+    /// Guards `inner`; heads longer than `max_head` are left to hyper's own limit (431).
+    pub fn new(inner: I, max_head: usize) -> WireGuard<I> {
+        WireGuard { inner, state: State::Head(Vec::new()), max_head }
+    }
+
+    /// Wraps `inner` without guarding it (a connection that speaks HTTP/2 from the start).
+    pub fn passthrough(inner: I) -> WireGuard<I> {
+        WireGuard { inner, state: State::Passthrough, max_head: 0 }
+    }
+
+    /// Follows `bytes` (just read); on a violation, poisons one of them and stops guarding.
+    fn observe(&mut self, bytes: &mut [u8]) {
+        let mut i = 0;
+        while i < bytes.len() {
+            let Some(&byte) = bytes.get(i) else { return };
+            let verdict = match &mut self.state {
+                State::Passthrough => return,
+                State::Body(remaining) => {
+                    let take = (*remaining).min((bytes.len() - i) as u64);
+                    *remaining -= take;
+                    i += take as usize;
+                    if *remaining == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                    continue;
+                }
+                State::ChunkData(remaining, crlf) => {
+                    if *remaining > 0 {
+                        let take = (*remaining).min((bytes.len() - i) as u64);
+                        *remaining -= take;
+                        i += take as usize;
+                        continue;
+                    }
+                    let expected = if *crlf == 2 { b'\r' } else { b'\n' };
+                    if byte != expected {
+                        Verdict::Refuse
+                    } else {
+                        *crlf -= 1;
+                        if *crlf == 0 {
+                            self.state = State::ChunkLine(Vec::new());
+                        }
+                        Verdict::Continue
+                    }
+                }
+                State::Head(seen) => {
+                    // Empty lines between messages are ignored, as RFC 9112 §2.2 allows; they
+                    // frame nothing, so their line endings cannot be ambiguous.
+                    if seen.is_empty() && (byte == b'\r' || byte == b'\n') {
+                        Verdict::Continue
+                    } else {
+                        seen.push(byte);
+                        if seen.len() > self.max_head {
+                            Verdict::GiveUp
+                        } else if byte == b'\n'
+                            && seen.len() >= 2
+                            && seen.get(seen.len() - 2) != Some(&b'\r')
+                        {
+                            Verdict::Refuse
+                        } else if seen.ends_with(b"\r\n\r\n") {
+                            match framing_of(seen) {
+                                Framing::Ambiguous => Verdict::Refuse,
+                                framing => Verdict::Next(after_head(framing)),
+                            }
+                        } else {
+                            Verdict::Continue
+                        }
+                    }
+                }
+                State::ChunkLine(line) => {
+                    line.push(byte);
+                    if line.len() > MAX_CHUNK_LINE {
+                        Verdict::Refuse
+                    } else if byte == b'\n' {
+                        match chunk_size(line) {
+                            Some(0) => Verdict::Next(State::Trailers(Vec::new())),
+                            Some(size) => Verdict::Next(State::ChunkData(size, 2)),
+                            None => Verdict::Refuse,
+                        }
+                    } else {
+                        Verdict::Continue
+                    }
+                }
+                State::Trailers(seen) => {
+                    seen.push(byte);
+                    if seen.len() > self.max_head {
+                        Verdict::GiveUp
+                    } else if byte == b'\n' && seen.get(seen.len().wrapping_sub(2)) != Some(&b'\r')
+                    {
+                        Verdict::Refuse
+                    } else if seen.as_slice() == b"\r\n" || seen.ends_with(b"\r\n\r\n") {
+                        Verdict::Next(State::Head(Vec::new()))
+                    } else {
+                        Verdict::Continue
+                    }
+                }
+            };
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Next(state) => self.state = state,
+                Verdict::GiveUp => self.state = State::Passthrough,
+                Verdict::Refuse => {
+                    if let Some(b) = bytes.get_mut(i) {
+                        *b = 0;
+                    }
+                    tracing::debug!(limit = "framing", "ambiguous request framing refused");
+                    self.state = State::Passthrough;
+                    return;
+                }
+            }
+            i += 1;
+        }
+    }
+}
+
+enum Verdict {
+    Continue,
+    Next(State),
+    GiveUp,
+    Refuse,
+}
+
+/// What follows a complete head with unambiguous framing.
+fn after_head(framing: Framing) -> State {
+    match framing {
+        Framing::None | Framing::Length(0) => State::Head(Vec::new()),
+        Framing::Length(n) => State::Body(n),
+        Framing::Chunked => State::ChunkLine(Vec::new()),
+        Framing::Switch | Framing::Ambiguous => State::Passthrough,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// CONNECT, an upgrade request, or the HTTP/2 preface: no more HTTP/1 to follow.
+    Switch,
+    Ambiguous,
+}
+
+fn framing_of(head: &[u8]) -> Framing {
+    let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    if request_line.starts_with(b"CONNECT ") || request_line.starts_with(b"PRI * HTTP/2.0") {
+        return Framing::Switch;
+    }
+    let (mut lengths, mut length, mut encodings, mut upgrade) = (0u32, None, 0u32, false);
+    for line in lines {
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let (name, value) = line.split_at(colon);
+        let value = String::from_utf8_lossy(value.get(1..).unwrap_or_default()).trim().to_owned();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length = value.parse::<u64>().ok();
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            encodings += 1;
+        } else if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade = true;
+        }
+    }
+    if lengths > 1 || (lengths > 0 && encodings > 0) {
+        return Framing::Ambiguous;
+    }
+    if upgrade {
+        return Framing::Switch;
+    }
+    match (encodings, length) {
+        // hyper itself refuses anything but a final `chunked`, and `policy::framing` anything
+        // but exactly `chunked`; either way it is a chunked body if anything.
+        (1.., _) => Framing::Chunked,
+        (0, Some(n)) => Framing::Length(n),
+        (0, None) => Framing::None,
+    }
+}
+
+/// The size on a chunk-size line `hex *( BWS ";" BWS name [ BWS "=" BWS value ] ) CRLF`, or
+/// `None` if the line is malformed (RFC 9112 §7.1.1).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if hex_len == 0 || hex_len > 16 {
+        return None;
+    }
+    let size = u64::from_str_radix(std::str::from_utf8(line.get(..hex_len)?).ok()?, 16).ok()?;
+    let mut rest = line.get(hex_len..)?;
+    loop {
+        rest = trim_ws(rest);
+        if rest.is_empty() {
+            return Some(size);
+        }
+        rest = trim_ws(rest.strip_prefix(b";")?);
+        let name_len = rest.iter().take_while(|&&b| is_tchar(b)).count();
+        if name_len == 0 {
+            return None;
+        }
+        rest = trim_ws(rest.get(name_len..)?);
+        if let Some(after) = rest.strip_prefix(b"=") {
+            rest = trim_ws(after);
+            if let Some(quoted) = rest.strip_prefix(b"\"") {
+                let mut escaped = false;
+                let mut end = None;
+                for (i, &b) in quoted.iter().enumerate() {
+                    if escaped {
+                        escaped = false;
+                    } else if b == b'\\' {
+                        escaped = true;
+                    } else if b == b'"' {
+                        end = Some(i);
+                        break;
+                    } else if b < 0x20 && b != b'\t' {
+                        return None;
+                    }
+                }
+                rest = quoted.get(end? + 1..)?;
+            } else {
+                let value_len = rest.iter().take_while(|&&b| is_tchar(b)).count();
+                if value_len == 0 {
+                    return None;
+                }
+                rest = rest.get(value_len..)?;
+            }
+        }
+    }
+}
+
+fn trim_ws(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    bytes.get(start..).unwrap_or_default()
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for WireGuard<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled
+            && let Some(new) = buf.filled_mut().get_mut(before..)
+        {
+            self.observe(new);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for WireGuard<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `input` in pieces of `step` bytes; returns where the guard poisoned it, if it did.
+    fn poisoned_at(input: &[u8], step: usize) -> Option<usize> {
+        let mut guard = WireGuard::new((), 64 * 1024);
+        let mut data = input.to_vec();
+        for (n, piece) in data.chunks_mut(step).enumerate() {
+            let copy = piece.to_vec();
+            guard.observe(piece);
+            if let Some(i) = piece.iter().zip(&copy).position(|(a, b)| a != b) {
+                return Some(n * step + i);
+            }
+        }
+        None
+    }
+
+    fn refused(input: &str) -> bool {
+        [1, 3, 7, 4096].iter().all(|&step| poisoned_at(input.as_bytes(), step).is_some())
+    }
+
+    fn accepted(input: &str) -> bool {
+        [1, 3, 7, 4096].iter().all(|&step| poisoned_at(input.as_bytes(), step).is_none())
+    }
+
+    #[test]
+    fn well_formed_messages_pass_untouched() {
+        assert!(accepted("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"));
+        assert!(accepted(
+            "\r\nPOST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhe\nloGET / HTTP/1.1\r\n\r\n"
+        ));
+        assert!(accepted(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b;c=\"d;\\\"e\"\r\nx\ny\r\n\
+             A\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+        ));
+        assert!(accepted("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"));
+        // After CONNECT or an upgrade anything may follow.
+        assert!(accepted("CONNECT a:443 HTTP/1.1\r\n\r\n\n\x00anything\n"));
+        assert!(accepted(
+            "GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n\nraw"
+        ));
+        assert!(accepted("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\n\n"));
+    }
+
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        assert!(refused("GET / HTTP/1.1\nHost: a\n\n"));
+        assert!(refused("GET / HTTP/1.1\r\nHost: a\n\r\n"));
+        assert!(refused(
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        assert!(refused("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"));
+        let chunked = "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for body in [
+            "zz\r\nabc\r\n0\r\n\r\n",
+            "3;x=\"a\r\nabc\r\n0\r\n\r\n",
+            "3;\r\nabc\r\n0\r\n\r\n",
+            "3\nabc\r\n0\r\n\r\n",
+            "3\r\nabcX\r\n0\r\n\r\n",
+            "0\r\nX: 1\n\r\n",
+            "11111111111111111\r\n",
+        ] {
+            assert!(refused(&format!("{chunked}{body}")), "{body:?}");
+        }
+    }
+}
