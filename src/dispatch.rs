@@ -21,6 +21,7 @@ use crate::forward::{self, target};
 use crate::policy::Policy;
 use crate::policy::destination::DestinationGuard;
 use crate::reverse::{self, router::RouteError, router::Router};
+use crate::server::listener::ConnectionHold;
 use crate::server::shutdown::Shutdown;
 use crate::upstream::{Connector, StaticHosts, Upstream, UpstreamSettings};
 
@@ -131,8 +132,9 @@ pub async fn handle(
     proxy: &Proxy,
     peer: SocketAddr,
     listener: &ListenerContext,
+    hold: Arc<ConnectionHold>,
 ) -> Response<Body> {
-    let ctx = RequestContext::new(peer, listener.scheme);
+    let ctx = RequestContext::new(peer, listener.scheme, hold);
     // Copies for the log line are only made when someone reads it.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
         .then(|| (request.method().clone(), request.uri().clone()));
@@ -189,7 +191,7 @@ async fn route(
                     target.port,
                 )
                 .await?;
-            forward::forward(request, target, uri, proxy, listener).await
+            forward::forward(request, target, uri, ctx, proxy, listener).await
         }
         RequestKind::Connect | RequestKind::Absolute => {
             Err(ProxyError::NotServed(NotServed::ForwardDisabled))

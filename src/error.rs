@@ -19,10 +19,10 @@ use crate::upstream::ConnectError;
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The request target is not something this proxy can forward.
-    #[error("bad request target: {0}")]
+    #[error("bad request target")]
     BadTarget(#[from] crate::forward::target::TargetError),
     /// The request path cannot be routed safely.
-    #[error("bad request path: {0}")]
+    #[error("bad request path")]
     BadPath(#[from] crate::reverse::rewrite::RewriteError),
     /// The upstream answered 101 to a request that asked for no upgrade.
     #[error("{target} switched protocols without being asked")]
@@ -42,8 +42,8 @@ pub enum ProxyError {
         challenge: HeaderValue,
     },
     /// Ambiguous message framing (request smuggling defence).
-    #[error("ambiguous message framing: {0}")]
-    Framing(crate::policy::framing::FramingError),
+    #[error("ambiguous message framing")]
+    Framing(#[source] crate::policy::framing::FramingError),
     /// The request line is longer than allowed.
     #[error("the request line is longer than {limit} bytes")]
     UriTooLong {

@@ -11,6 +11,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 
 use crate::body::{Body, IdleBody};
 use crate::config::HeaderRules;
+use crate::context::RequestContext;
 use crate::dispatch::Proxy;
 use crate::error::ProxyError;
 use crate::headers::{forwarded, hop_by_hop, rules};
@@ -52,6 +53,7 @@ pub async fn send(
     target: &Authority,
     upgrade: Option<PendingUpgrade>,
     response_rules: &[&HeaderRules],
+    ctx: &RequestContext,
 ) -> Result<Response<Body>, ProxyError> {
     let mut response = upstream.send(request, target, upgrade.is_some()).await?;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -82,7 +84,7 @@ pub async fn send(
                     lifetime: proxy.config.timeouts.websocket_max_lifetime,
                 },
                 &proxy.shutdown,
-                target.to_string(),
+                ctx,
             );
             Ok(Response::from_parts(parts, Body::empty()))
         }

@@ -19,7 +19,7 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Address to listen on (repeatable); replaces the config file's listeners.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
     listen: Vec<SocketAddr>,
     /// Configuration file (TOML); see docs/CONFIG.md.
     #[arg(long, value_name = "FILE")]
@@ -46,6 +46,12 @@ enum Command {
     },
 }
 
+/// `--listen` accepts what the config file accepts: `ip:port`, `[v6]:port`, `localhost:port`.
+fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    sluice::config::parse_listen_address(text)
+        .ok_or_else(|| format!("`{text}` is not an address such as 127.0.0.1:8080 or [::1]:8080"))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Check { config }) = &cli.command {
@@ -55,7 +61,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(err) => {
-                eprintln!("error: {err}");
+                eprintln!("error: {:#}", anyhow::Error::new(err));
                 ExitCode::from(2)
             }
         };
@@ -79,6 +85,12 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
             .map_err(|message| anyhow::anyhow!("--route {spec}: {message}"))?;
         route.max_body_bytes = config.limits.max_request_body_bytes;
         config.routes.push(route);
+    }
+    if cli.listen.is_empty() && cli.config.is_none() && !cli.route.is_empty() {
+        // `sluice --route ...` alone: the default listener serves those routes.
+        for listener in &mut config.listeners {
+            listener.modes = Modes { forward: cli.forward, reverse: true };
+        }
     }
     if !cli.listen.is_empty() {
         // Listeners named on the command line serve routes when routes were given there, and

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, request, respons
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::context::RequestContext;
 use crate::relay::{RelayLimits, relay};
 use crate::server::shutdown::Shutdown;
 
@@ -103,8 +104,10 @@ impl PendingUpgrade {
         upstream: OnUpgrade,
         limits: RelayLimits,
         tasks: &Shutdown,
-        label: String,
+        ctx: &RequestContext,
     ) {
+        let hold = ctx.hold.clone();
+        let id = ctx.id;
         match self.style {
             Style::Http1 => {
                 response.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -118,16 +121,17 @@ impl PendingUpgrade {
         }
         let downstream = self.downstream;
         tasks.spawn(async move {
+            let _hold = hold;
             let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
                 Ok(pair) => pair,
                 Err(err) => {
-                    tracing::debug!(target_name = %label, "upgrade failed: {err}");
+                    tracing::debug!(id, "upgrade failed: {err}");
                     return;
                 }
             };
             let relayed = relay(TokioIo::new(downstream), TokioIo::new(upstream), limits).await;
             tracing::debug!(
-                target_name = %label,
+                id,
                 to_upstream = relayed.to_upstream,
                 to_downstream = relayed.to_downstream,
                 end = relayed.end.as_str(),

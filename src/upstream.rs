@@ -189,6 +189,35 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// Bounds connecting *and* the TLS handshake by the connect timeout: a server that accepts
+/// TCP and then never completes the handshake is a connect timeout (504), not a hang.
+#[derive(Debug, Clone)]
+pub struct HandshakeDeadline {
+    inner: HttpsConnector<Connector>,
+    after: Duration,
+}
+
+impl tower_service::Service<Uri> for HandshakeDeadline {
+    type Response = <HttpsConnector<Connector> as tower_service::Service<Uri>>::Response;
+    type Error = crate::body::BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let after = self.after;
+        Box::pin(async move {
+            match tokio::time::timeout(after, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(Box::new(ConnectError::Timeout { after }) as crate::body::BoxError),
+            }
+        })
+    }
+}
+
 /// How an [`Upstream`] client behaves: its timeouts and pool limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UpstreamSettings {
@@ -221,10 +250,10 @@ impl UpstreamSettings {
 /// route, so each route keeps its own timeouts, TLS settings and connection pool.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<Connector>, Body>,
+    client: Client<HandshakeDeadline, Body>,
     /// An HTTP/1.1-only client for upgrade requests, when `client` may speak HTTP/2 (an
     /// HTTP/1.1 `Upgrade` cannot travel over an HTTP/2 connection).
-    upgrade_client: Option<Client<HttpsConnector<Connector>, Body>>,
+    upgrade_client: Option<Client<HandshakeDeadline, Body>>,
     connector: Connector,
     settings: UpstreamSettings,
 }
@@ -283,7 +312,7 @@ fn build_client(
     protocol: UpstreamProtocol,
     server_name: Option<ServerName<'static>>,
     connector: &Connector,
-) -> Client<HttpsConnector<Connector>, Body> {
+) -> Client<HandshakeDeadline, Body> {
     let mut builder =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((**tls).clone()).https_or_http();
     if let Some(name) = server_name {
@@ -295,6 +324,7 @@ fn build_client(
         UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(connector.clone()),
         UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(connector.clone()),
     };
+    let https = HandshakeDeadline { inner: https, after: settings.connect };
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())

@@ -317,6 +317,12 @@ impl Config {
     }
 }
 
+/// Parses a listen address as the config file does: `ip:port`, `[v6]:port` or
+/// `localhost:port` (meaning 127.0.0.1).
+pub fn parse_listen_address(text: &str) -> Option<SocketAddr> {
+    validate::parse_address(text)
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -334,7 +340,7 @@ pub enum ConfigError {
     Invalid {
         /// Where the text came from.
         origin: String,
-        /// Every problem found, in file order.
+        /// Every problem found, grouped by section.
         issues: Vec<ConfigIssue>,
     },
 }

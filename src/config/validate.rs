@@ -435,15 +435,22 @@ impl Checker<'_> {
             .ok();
         let host = file.host.as_ref().and_then(|host| {
             let text = host.get_ref().trim().to_ascii_lowercase();
-            let valid = !text.is_empty()
-                && text
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '[' | ']' | ':'));
+            let valid = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    !text.is_empty()
+                        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                }
+            };
             if !valid {
                 self.report(
                     host.span(),
                     &format!("{key}.host"),
-                    format!("`{}` is not a host name", host.get_ref()),
+                    format!(
+                        "`{}` is not a host name (give it without a port: the port is ignored \
+                         when matching)",
+                        host.get_ref()
+                    ),
                 );
             }
             valid.then_some(text)
@@ -662,7 +669,18 @@ impl Checker<'_> {
         UpstreamTls {
             extra_roots,
             client_certificate,
-            server_name: file.server_name.as_ref().map(|n| n.get_ref().trim().to_owned()),
+            server_name: file.server_name.as_ref().and_then(|name| {
+                let text = name.get_ref().trim().to_owned();
+                let valid = rustls::pki_types::ServerName::try_from(text.clone()).is_ok();
+                if !valid {
+                    self.report(
+                        name.span(),
+                        &format!("{tls_key}.server_name"),
+                        format!("`{text}` is not a DNS name or IP address"),
+                    );
+                }
+                valid.then_some(text)
+            }),
             insecure_skip_verify: file.insecure_skip_verify.unwrap_or(false),
         }
     }
@@ -879,7 +897,7 @@ fn expand_env(template: &str, env: Env<'_>) -> Result<(String, bool), String> {
 }
 
 /// Accepts `ip:port`, plus `localhost:port` as the loopback address users expect it to mean.
-fn parse_address(text: &str) -> Option<SocketAddr> {
+pub(super) fn parse_address(text: &str) -> Option<SocketAddr> {
     if let Ok(addr) = text.parse() {
         return Some(addr);
     }

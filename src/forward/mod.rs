@@ -7,6 +7,7 @@ use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::body::Body;
+use crate::context::RequestContext;
 use crate::dispatch::{ListenerContext, Proxy};
 use crate::error::ProxyError;
 use crate::{exchange, upgrade};
@@ -18,6 +19,7 @@ pub async fn forward(
     mut request: Request<Incoming>,
     target: target::Target,
     uri: http::Uri,
+    ctx: &RequestContext,
     proxy: &Proxy,
     listener: &ListenerContext,
 ) -> Result<Response<Body>, ProxyError> {
@@ -29,5 +31,5 @@ pub async fn forward(
         .map_err(|_| ProxyError::BadTarget(target::TargetError::MissingHost))?;
     exchange::prepare(&mut parts, uri, host, pending.as_ref(), proxy.config.headers.via);
     let request = Request::from_parts(parts, body);
-    exchange::send(proxy, &listener.forward, request, &target.authority, pending, &[]).await
+    exchange::send(proxy, &listener.forward, request, &target.authority, pending, &[], ctx).await
 }

@@ -35,7 +35,9 @@ pub async fn open(
     };
     let id = ctx.id;
     let peer = ctx.peer;
+    let hold = ctx.hold.clone();
     proxy.shutdown.spawn(async move {
+        let _hold = hold;
         match on_upgrade.await {
             Ok(downstream) => {
                 let relayed = relay(TokioIo::new(downstream), upstream, limits).await;

@@ -61,6 +61,7 @@ pub async fn proxy(
         &route.config.upstream.authority,
         pending,
         &[&route.config.response_headers, &settings.response],
+        ctx,
     )
     .await
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::server::conn::http1;
 
+use super::listener::ConnectionHold;
 use super::shutdown::Shutdown;
 use crate::config::{Config, ListenerConfig};
 use crate::dispatch::{self, ListenerContext, Proxy};
@@ -129,6 +130,8 @@ pub struct Connection {
     pub proxy: Arc<Proxy>,
     /// The listener's protocol settings.
     pub builder: Arc<HttpBuilder>,
+    /// The connection's place under the connection limits.
+    pub hold: Arc<ConnectionHold>,
 }
 
 impl Connection {
@@ -155,7 +158,7 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { peer, listener, proxy, builder } = self;
+        let Connection { peer, listener, proxy, builder, hold } = self;
         let shutdown = proxy.shutdown.clone();
         let max_requests = proxy.config.limits.max_requests_per_connection;
         let served = Arc::new(AtomicU64::new(0));
@@ -163,9 +166,10 @@ impl Connection {
             let proxy = proxy.clone();
             let listener = listener.clone();
             let served = served.clone();
+            let hold = hold.clone();
             async move {
                 let http1 = request.version() < http::Version::HTTP_2;
-                let mut response = dispatch::handle(request, &proxy, peer, &listener).await;
+                let mut response = dispatch::handle(request, &proxy, peer, &listener, hold).await;
                 // HTTP/1 closes after the response that reaches the per-connection limit.
                 if http1 && served.fetch_add(1, Ordering::Relaxed) + 1 >= max_requests {
                     tracing::debug!(%peer, limit = "max_requests_per_connection", "closing");

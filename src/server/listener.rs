@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::BoundListener;
 use super::conn;
@@ -27,6 +27,20 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 #[derive(Debug, Default)]
 struct PerAddress {
     open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// What an open client connection holds: its place under `max_connections` and under its
+/// address's cap. Tunnels and upgraded connections keep a clone, so a connection that becomes
+/// a tunnel still counts until the tunnel closes.
+pub struct ConnectionHold {
+    _permit: OwnedSemaphorePermit,
+    _slot: AddressSlot,
+}
+
+impl std::fmt::Debug for ConnectionHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectionHold")
+    }
 }
 
 /// One counted connection; uncounts itself when dropped.
@@ -104,6 +118,7 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
             listener: context.clone(),
             proxy: proxy.clone(),
             builder: builder.clone(),
+            hold: Arc::new(ConnectionHold { _permit: permit, _slot: slot }),
         };
         let tls = listener.tls.as_ref().map(|tls| tls.acceptor.clone());
         shutdown.spawn(async move {
@@ -111,7 +126,6 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
                 Some(acceptor) => connection.serve_tls(stream, acceptor).await,
                 None => connection.serve(WireGuard::new(stream, max_head)).await,
             }
-            drop((permit, slot));
         });
     }
     tracing::debug!(address = %listener.config.address, "listener closed");
