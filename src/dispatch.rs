@@ -36,6 +36,8 @@ pub struct Proxy {
     pub policy: Policy,
     /// Tracks connections, tunnels and upgrades so shutdown can wait for them.
     pub shutdown: Shutdown,
+    /// Event counts kept since start.
+    pub counters: Counters,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
 }
@@ -48,7 +50,15 @@ impl Proxy {
         let settings = UpstreamSettings::from_config(&config);
         let router = Router::new(&config.routes, settings, &default_tls, &hosts)?;
         let policy = Policy::new(&config);
-        Ok(Proxy { config, router, policy, shutdown, default_tls, hosts })
+        Ok(Proxy {
+            config,
+            router,
+            policy,
+            shutdown,
+            counters: Counters::default(),
+            default_tls,
+            hosts,
+        })
     }
 
     /// The per-listener state: its modes and policy, and a forward-proxy client whose
@@ -72,6 +82,24 @@ impl Proxy {
             guard,
             forward,
         }
+    }
+}
+
+/// Counts of events that are not requests, kept since start.
+#[derive(Debug, Default)]
+pub struct Counters {
+    tls_handshake_failures: std::sync::atomic::AtomicU64,
+}
+
+impl Counters {
+    /// Counts a failed or timed-out client TLS handshake; returns the new total.
+    pub fn count_tls_handshake_failure(&self) -> u64 {
+        self.tls_handshake_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Client TLS handshakes that failed or timed out.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.tls_handshake_failures.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -147,9 +147,13 @@ impl Connection {
                 self.serve(io).await
             }
             Ok(Err(err)) => {
-                tracing::debug!(peer = %self.peer, "TLS handshake failed: {err}");
+                let failures = self.proxy.counters.count_tls_handshake_failure();
+                tracing::debug!(peer = %self.peer, failures, "TLS handshake failed: {err}");
             }
-            Err(_) => tracing::debug!(peer = %self.peer, "TLS handshake timed out"),
+            Err(_) => {
+                let failures = self.proxy.counters.count_tls_handshake_failure();
+                tracing::debug!(peer = %self.peer, failures, "TLS handshake timed out");
+            }
         }
     }
 
