@@ -193,33 +193,21 @@ async fn route(
     proxy.policy.admit(&request, ctx)?;
     let modes = listener.modes;
     match classify(&request, modes, &proxy.router) {
-        RequestKind::Connect if modes.forward => {
-            let target = target::connect(request.uri())?;
-            proxy
-                .policy
-                .admit_forward(
-                    &request,
-                    &listener.policy,
-                    &listener.guard,
-                    target.host(),
-                    target.port,
-                )
-                .await?;
-            forward::tunnel::open(request, target, ctx, proxy, listener).await
-        }
-        RequestKind::Absolute if modes.forward => {
-            let (target, uri) = target::absolute(request.uri())?;
-            proxy
-                .policy
-                .admit_forward(
-                    &request,
-                    &listener.policy,
-                    &listener.guard,
-                    target.host(),
-                    target.port,
-                )
-                .await?;
-            forward::forward(request, target, uri, ctx, proxy, listener).await
+        kind @ (RequestKind::Connect | RequestKind::Absolute) if modes.forward => {
+            // A tunnel has no URI of its own to send; an absolute-form request does.
+            let (target, uri) = if kind == RequestKind::Connect {
+                (target::connect(request.uri())?, None)
+            } else {
+                let (target, uri) = target::absolute(request.uri())?;
+                (target, Some(uri))
+            };
+            let (host, port) = (target.host(), target.port);
+            let guard = &listener.guard;
+            proxy.policy.admit_forward(&request, &listener.policy, guard, host, port).await?;
+            match uri {
+                None => forward::tunnel::open(request, target, ctx, proxy, listener).await,
+                Some(uri) => forward::forward(request, target, uri, ctx, proxy, listener).await,
+            }
         }
         RequestKind::Connect | RequestKind::Absolute => {
             Err(ProxyError::NotServed(NotServed::ForwardDisabled))
