@@ -165,7 +165,7 @@ pub async fn handle(
     let ctx = RequestContext::new(peer, listener.scheme, hold);
     // Copies for the log line are only made when someone reads it.
     let logged = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| (request.method().clone(), request.uri().clone()));
+        .then(|| (request.method().clone(), loggable(request.uri())));
     let response = match route(request, &ctx, proxy, listener).await {
         Ok(response) => response,
         Err(err) => error::render(&err),
@@ -182,6 +182,15 @@ pub async fn handle(
         );
     }
     response
+}
+
+/// The URI for a log line: credentials in the userinfo are never written out.
+fn loggable(uri: &http::Uri) -> String {
+    let text = uri.to_string();
+    match uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+        Some((userinfo, _)) => text.replacen(&format!("{userinfo}@"), "***@", 1),
+        None => text,
+    }
 }
 
 async fn route(
@@ -214,5 +223,18 @@ async fn route(
         }
         RequestKind::Origin if modes.reverse => reverse::proxy(request, ctx, proxy).await,
         RequestKind::Origin => Err(ProxyError::NotServed(NotServed::ReverseDisabled)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_never_reaches_the_log() {
+        let uri: http::Uri = "http://alice:S3cret@example.com/x".parse().unwrap();
+        assert_eq!(loggable(&uri), "http://***@example.com/x");
+        let plain: http::Uri = "/path?q".parse().unwrap();
+        assert_eq!(loggable(&plain), "/path?q");
     }
 }

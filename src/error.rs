@@ -110,6 +110,8 @@ pub enum Denied {
     ConnectPort(u16),
     /// The destination host matches `[destinations] deny_hosts`.
     Host,
+    /// The requested protocol upgrade is not allowed on this route.
+    Upgrade,
 }
 
 impl std::fmt::Display for Denied {
@@ -118,6 +120,7 @@ impl std::fmt::Display for Denied {
             Denied::ClientAddress => f.write_str("your address may not use this proxy"),
             Denied::ConnectPort(port) => write!(f, "CONNECT to port {port} is not allowed"),
             Denied::Host => f.write_str("this destination is not allowed"),
+            Denied::Upgrade => f.write_str("this protocol upgrade is not allowed here"),
         }
     }
 }
@@ -278,6 +281,14 @@ fn tls_message(target: &Authority, reason: &rustls::Error) -> String {
 
 /// Finds the most specific kind in an upstream client error's cause chain.
 fn upstream_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
+    // Our own body limit sits below hyper's "user body" error: look for it first.
+    let mut cause: Option<&(dyn StdError + 'static)> = err.source();
+    while let Some(current) = cause {
+        if current.downcast_ref::<crate::body::BodyTooLarge>().is_some() {
+            return ErrorKind::BodyTooLarge;
+        }
+        cause = current.source();
+    }
     let mut cause: Option<&(dyn StdError + 'static)> = err.source();
     while let Some(current) = cause {
         if let Some(connect) = current.downcast_ref::<ConnectError>() {

@@ -32,12 +32,30 @@ pub fn prepare(
     // Upstream connections are pooled HTTP/1.1 whatever the client spoke.
     parts.version = Version::HTTP_11;
     hop_by_hop::strip(&mut parts.headers);
+    if received == Version::HTTP_2 {
+        merge_cookies(&mut parts.headers);
+    }
     if let Some(upgrade) = upgrade {
         upgrade.restore(parts);
     }
     parts.headers.insert(HOST, host);
     if via {
         forwarded::append_via(&mut parts.headers, received);
+    }
+}
+
+/// HTTP/2 clients may split `Cookie` into several fields; HTTP/1.1 allows only one, so they
+/// are joined with "; " before the request goes upstream (RFC 9113 §8.2.3).
+fn merge_cookies(headers: &mut http::HeaderMap) {
+    let mut cookies = headers.get_all(http::header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for value in headers.get_all(http::header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(http::header::COOKIE, value);
     }
 }
 
@@ -92,5 +110,20 @@ pub async fn send(
             let body = Body::Upstream(IdleBody::new(body, upstream.settings().body_idle));
             Ok(Response::from_parts(parts, body))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_cookies_are_joined() {
+        let mut headers = http::HeaderMap::new();
+        headers.append(http::header::COOKIE, HeaderValue::from_static("a=1"));
+        headers.append(http::header::COOKIE, HeaderValue::from_static("b=2"));
+        merge_cookies(&mut headers);
+        let all: Vec<_> = headers.get_all(http::header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2"]);
     }
 }

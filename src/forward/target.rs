@@ -34,6 +34,9 @@ pub enum TargetError {
     /// The port is 0.
     #[error("port 0 is not a valid destination")]
     ZeroPort,
+    /// The `Host` header is missing, repeated or not a host.
+    #[error("the Host header is missing, repeated or invalid")]
+    InvalidHost,
 }
 
 /// Parses an absolute-form target such as `http://example.com:8080/p?q`.

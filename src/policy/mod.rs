@@ -28,6 +28,34 @@ use auth::Authenticator;
 use destination::DestinationGuard;
 use rate::RateLimiter;
 
+/// RFC 9112 §3.2: an HTTP/1.1 request in origin-form carries exactly one valid `Host`; no
+/// HTTP/1 request carries two. Anything else is refused (400) rather than guessed at, since
+/// the host chooses the route and is copied into forwarding headers.
+fn check_host<B>(request: &Request<B>) -> Result<(), ProxyError> {
+    use crate::forward::target::TargetError;
+    if request.version() >= http::Version::HTTP_2 || request.method() == Method::CONNECT {
+        return Ok(());
+    }
+    let mut hosts = request.headers().get_all(http::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let valid = |value: &http::HeaderValue| {
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<http::uri::Authority>().ok())
+            .is_some_and(|authority| !authority.as_str().contains('@'))
+    };
+    let ok = match (first, second) {
+        (_, Some(_)) => false,
+        (Some(host), None) => valid(host),
+        // HTTP/1.0 and absolute-form requests may omit Host.
+        (None, None) => {
+            request.version() < http::Version::HTTP_11 || request.uri().authority().is_some()
+        }
+    };
+    if ok { Ok(()) } else { Err(ProxyError::BadTarget(TargetError::InvalidHost)) }
+}
+
 /// The checks shared by every listener.
 #[derive(Debug)]
 pub struct Policy {
@@ -55,6 +83,7 @@ impl Policy {
             return Err(ProxyError::Denied(Denied::ClientAddress));
         }
         framing::check(request.headers()).map_err(ProxyError::Framing)?;
+        check_host(request)?;
         // Method, target and version ("HTTP/1.1") with their two spaces.
         let uri = request.uri();
         let target = uri.scheme_str().map_or(0, |s| s.len() + 3)

@@ -37,9 +37,13 @@ impl<K: Eq + Hash + Copy> RateLimiter<K> {
         let burst = f64::from(self.limit.burst);
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(&key) {
-            let (rate, full_after) = (self.limit.rate, burst / self.limit.rate);
+            // Forget clients whose bucket has refilled: they are indistinguishable from new.
+            let full_after = burst / self.limit.rate;
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < full_after);
-            let _ = rate;
+            if buckets.len() >= MAX_TRACKED_KEYS {
+                // Still full: every tracked client is active. Refuse newcomers rather than grow.
+                return Err(Duration::from_secs_f64(full_after.max(1.0)));
+            }
         }
         let bucket = buckets.entry(key).or_insert(Bucket { tokens: burst, updated: now });
         let refill = now.duration_since(bucket.updated).as_secs_f64() * self.limit.rate;

@@ -35,23 +35,54 @@ enum State {
     Passthrough,
 }
 
+/// Bytes after which a connection has shown which protocol it speaks: the HTTP/2 preface.
+const PROTOCOL_DETECTION_BYTES: usize = 24;
+
 /// Wraps a client connection's I/O with the framing guard.
 #[derive(Debug)]
 pub struct WireGuard<I> {
     inner: I,
     state: State,
     max_head: usize,
+    /// Until the client has sent its first request head (or the HTTP/2 preface), reading is
+    /// bounded by this deadline: hyper's protocol detection has no timer of its own, so a
+    /// client that connects and stays silent would otherwise hold its slot forever.
+    first_request: Option<Pin<Box<tokio::time::Sleep>>>,
+    received: usize,
+    /// Request heads completed so far.
+    heads: u64,
 }
 
 impl<I> WireGuard<I> {
-    /// Guards `inner`; heads longer than `max_head` are left to hyper's own limit (431).
-    pub fn new(inner: I, max_head: usize) -> WireGuard<I> {
-        WireGuard { inner, state: State::Head(Vec::new()), max_head }
+    /// Guards `inner`; heads longer than `max_head` are left to hyper's own limit (431). The
+    /// first request head must arrive within `first_request`.
+    pub fn new(inner: I, max_head: usize, first_request: std::time::Duration) -> WireGuard<I> {
+        WireGuard {
+            inner,
+            state: State::Head(Vec::new()),
+            max_head,
+            first_request: Some(Box::pin(tokio::time::sleep(first_request))),
+            received: 0,
+            heads: 0,
+        }
     }
 
-    /// Wraps `inner` without guarding it (a connection that speaks HTTP/2 from the start).
-    pub fn passthrough(inner: I) -> WireGuard<I> {
-        WireGuard { inner, state: State::Passthrough, max_head: 0 }
+    /// Wraps `inner` without guarding its framing (a connection that speaks HTTP/2 from the
+    /// start); the preface must still arrive within `first_request`.
+    pub fn passthrough(inner: I, first_request: std::time::Duration) -> WireGuard<I> {
+        WireGuard {
+            inner,
+            state: State::Passthrough,
+            max_head: 0,
+            first_request: Some(Box::pin(tokio::time::sleep(first_request))),
+            received: 0,
+            heads: 0,
+        }
+    }
+
+    /// Whether the first request head (or the preface) has been seen.
+    fn detected(&self, head_completed: bool) -> bool {
+        head_completed || self.received >= PROTOCOL_DETECTION_BYTES
     }
 
     /// Follows `bytes` (just read); on a violation, poisons one of them and stops guarding.
@@ -105,7 +136,10 @@ impl<I> WireGuard<I> {
                         } else if seen.ends_with(b"\r\n\r\n") {
                             match framing_of(seen) {
                                 Framing::Ambiguous => Verdict::Refuse,
-                                framing => Verdict::Next(after_head(framing)),
+                                framing => {
+                                    self.heads += 1;
+                                    Verdict::Next(after_head(framing))
+                                }
                             }
                         } else {
                             Verdict::Continue
@@ -129,7 +163,8 @@ impl<I> WireGuard<I> {
                 State::Trailers(seen) => {
                     seen.push(byte);
                     if seen.len() > self.max_head {
-                        Verdict::GiveUp
+                        // Never stop guarding while hyper still parses HTTP/1.
+                        Verdict::Refuse
                     } else if byte == b'\n' && seen.get(seen.len().wrapping_sub(2)) != Some(&b'\r')
                     {
                         Verdict::Refuse
@@ -287,10 +322,30 @@ impl<I: AsyncRead + Unpin> AsyncRead for WireGuard<I> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled
-            && let Some(new) = buf.filled_mut().get_mut(before..)
-        {
-            self.observe(new);
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                let heads_before = self.heads;
+                if let Some(new) = buf.filled_mut().get_mut(before..) {
+                    self.received += new.len();
+                    let eof = new.is_empty();
+                    self.observe(new);
+                    if eof || self.detected(self.heads > heads_before) {
+                        self.first_request = None;
+                    }
+                }
+            }
+            Poll::Pending => {
+                if let Some(deadline) = self.first_request.as_mut()
+                    && deadline.as_mut().poll(cx).is_ready()
+                {
+                    tracing::debug!(limit = "request_header", "no request before the deadline");
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no request received in time",
+                    )));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }
@@ -332,7 +387,14 @@ mod tests {
 
     /// Feeds `input` in pieces of `step` bytes; returns where the guard poisoned it, if it did.
     fn poisoned_at(input: &[u8], step: usize) -> Option<usize> {
-        let mut guard = WireGuard::new((), 64 * 1024);
+        let mut guard = WireGuard {
+            inner: (),
+            state: State::Head(Vec::new()),
+            max_head: 64 * 1024,
+            first_request: None,
+            received: 0,
+            heads: 0,
+        };
         let mut data = input.to_vec();
         for (n, piece) in data.chunks_mut(step).enumerate() {
             let copy = piece.to_vec();

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::context::RequestContext;
 use crate::dispatch::Proxy;
-use crate::error::{NotServed, ProxyError};
+use crate::error::{Denied, NotServed, ProxyError};
 use crate::headers::forwarded::{self, Hop};
 use crate::headers::rules;
 use crate::{exchange, upgrade};
@@ -41,6 +41,10 @@ pub async fn proxy(
         limiter.acquire(()).map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
     }
     let pending = upgrade::take(&mut request, &route.config.allow_upgrades);
+    if pending.is_none() && upgrade::is_extended_connect(&request) {
+        // An HTTP/2 extended CONNECT cannot be served as a plain request (RFC 8441 §4).
+        return Err(ProxyError::Denied(Denied::Upgrade));
+    }
     let request = Body::limit_request(request, route.config.max_body_bytes)?;
     let (mut parts, body) = request.into_parts();
     let host = match (&client_host, route.config.preserve_host) {

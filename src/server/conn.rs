@@ -142,8 +142,11 @@ impl Connection {
             Ok(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let max_head = self.proxy.config.limits.max_request_head_bytes;
-                let io =
-                    if h2 { WireGuard::passthrough(tls) } else { WireGuard::new(tls, max_head) };
+                let io = if h2 {
+                    WireGuard::passthrough(tls, timeout)
+                } else {
+                    WireGuard::new(tls, max_head, timeout)
+                };
                 self.serve(io).await
             }
             Ok(Err(err)) => {
@@ -173,10 +176,20 @@ impl Connection {
             let hold = hold.clone();
             async move {
                 let http1 = request.version() < http::Version::HTTP_2;
+                let connect = http1 && request.method() == http::Method::CONNECT;
+                let upgrade = http1 && request.headers().contains_key(http::header::UPGRADE);
                 let mut response = dispatch::handle(request, &proxy, peer, &listener, hold).await;
-                // HTTP/1 closes after the response that reaches the per-connection limit.
-                if http1 && served.fetch_add(1, Ordering::Relaxed) + 1 >= max_requests {
-                    tracing::debug!(%peer, limit = "max_requests_per_connection", "closing");
+                let status = response.status();
+                // The wire guard stops reading a connection once it asks to switch protocols;
+                // if the switch does not happen, the connection must not carry more requests.
+                let declined = (connect && !status.is_success())
+                    || (upgrade && !connect && status != http::StatusCode::SWITCHING_PROTOCOLS);
+                // HTTP/1 also closes after the response that reaches the per-connection limit.
+                let exhausted = http1 && served.fetch_add(1, Ordering::Relaxed) + 1 >= max_requests;
+                if declined || exhausted {
+                    if exhausted {
+                        tracing::debug!(%peer, limit = "max_requests_per_connection", "closing");
+                    }
                     response
                         .headers_mut()
                         .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));

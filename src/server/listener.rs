@@ -85,6 +85,7 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
     let per_address = Arc::new(PerAddress::default());
     let cap = listener.config.policy.max_connections_per_ip;
     let max_head = proxy.config.limits.max_request_head_bytes;
+    let first_request = proxy.config.timeouts.request_header;
     let shutdown = proxy.shutdown.clone();
     loop {
         let permit = tokio::select! {
@@ -124,7 +125,7 @@ pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
         shutdown.spawn(async move {
             match tls {
                 Some(acceptor) => connection.serve_tls(stream, acceptor).await,
-                None => connection.serve(WireGuard::new(stream, max_head)).await,
+                None => connection.serve(WireGuard::new(stream, max_head, first_request)).await,
             }
         });
     }
