@@ -1,0 +1,523 @@
+//! `sluice-bench`: the origin and the load tools of the side-by-side suite that wrk cannot do.
+//!
+//! Usage: `sluice-bench COMMAND key=value ...`; every client command is bounded by `secs=`
+//! (or `hold=`) and prints one line of `key=value` results on stdout.
+//!
+//! - `origin port=P`: HTTP/1.1 origin on 127.0.0.1:P (`/` small body, `/1m` 1 MiB, any POST is
+//!   drained and answered `ok`, `/sse` an event every 10 ms carrying its send time, `/ws` a
+//!   WebSocket echo) and a raw TCP "blast" server on 127.0.0.1:P+1 (after the client's first
+//!   byte it writes 64 KiB chunks until the peer goes away).
+//! - `bulk addr=A [proxy=1 target=T] conns=N secs=S`: bytes/s read from the blast server,
+//!   directly (`addr` is the blast server) or through `CONNECT target` at `addr`.
+//! - `connrate addr=A target=T conns=N secs=S`: CONNECT tunnels set up (and closed) per second.
+//! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50/p99 in µs).
+//! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p99.
+//! - `idle addr=A mode=http|connect [target=T] conns=N hold=S`: opens N idle connections (one
+//!   request each, or one tunnel each), prints `READY ok=..`, holds them `hold` seconds.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+const SMALL: &[u8] = b"Hello, world! This is the sluice benchmark origin.\n";
+const MIB: usize = 1024 * 1024;
+
+struct Args(HashMap<String, String>);
+
+impl Args {
+    fn str(&self, key: &str, default: &str) -> String {
+        self.0.get(key).cloned().unwrap_or_else(|| default.to_owned())
+    }
+    fn num(&self, key: &str, default: u64) -> u64 {
+        self.0.get(key).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+    fn addr(&self, key: &str) -> SocketAddr {
+        match self.str(key, "").parse() {
+            Ok(a) => a,
+            Err(_) => fail(&format!("{key}=IP:PORT is required")),
+        }
+    }
+}
+
+fn fail(msg: &str) -> ! {
+    eprintln!("sluice-bench: {msg}");
+    std::process::exit(2)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn main() {
+    let mut argv = std::env::args().skip(1);
+    let cmd = argv.next().unwrap_or_default();
+    let args = Args(
+        argv.filter_map(|a| a.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned()))).collect(),
+    );
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => fail(&format!("runtime: {e}")),
+    };
+    let result = rt.block_on(async move {
+        match cmd.as_str() {
+            "origin" => origin(&args).await,
+            "bulk" => bulk(&args).await,
+            "connrate" => connrate(&args).await,
+            "sse" => sse(&args).await,
+            "ws" => ws(&args).await,
+            "idle" => idle(&args).await,
+            _ => fail("usage: sluice-bench origin|bulk|connrate|sse|ws|idle key=value..."),
+        }
+    });
+    if let Err(e) = result {
+        fail(&e.to_string());
+    }
+}
+
+// ---------------------------------------------------------------- origin
+
+async fn origin(args: &Args) -> Res<()> {
+    let port = args.num("port", 18000) as u16;
+    let http = TcpListener::bind(("127.0.0.1", port)).await?;
+    let blast = TcpListener::bind(("127.0.0.1", port + 1)).await?;
+    let big = Bytes::from(vec![b'x'; MIB]);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = blast.accept().await else { continue };
+            tokio::spawn(async move {
+                let _ = s.set_nodelay(true);
+                let mut one = [0u8; 1];
+                if !matches!(s.read(&mut one).await, Ok(1)) {
+                    return;
+                }
+                let chunk = vec![b'b'; 64 * 1024];
+                while s.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    eprintln!("origin: http on 127.0.0.1:{port}, blast on 127.0.0.1:{}", port + 1);
+    loop {
+        let (stream, _) = http.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let big = big.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, big.clone()));
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
+fn full(b: Bytes) -> Body {
+    Full::new(b).boxed_unsync()
+}
+
+async fn handle(mut req: Request<Incoming>, big: Bytes) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    if req.headers().contains_key(UPGRADE) {
+        let key = req.headers().get("sec-websocket-key").map(|k| derive_accept_key(k.as_bytes()));
+        let Some(accept) = key else {
+            return Ok(status(StatusCode::BAD_REQUEST));
+        };
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(up) = on.await else { return };
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(up),
+                Role::Server,
+                None,
+            )
+            .await;
+            let (mut tx, mut rx) = ws.split();
+            while let Some(Ok(m)) = rx.next().await {
+                if (m.is_binary() || m.is_text()) && tx.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let res = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(CONNECTION, "upgrade")
+            .header(UPGRADE, "websocket")
+            .header("sec-websocket-accept", accept)
+            .body(full(Bytes::new()));
+        return Ok(res.unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)));
+    }
+    if req.method() == Method::POST {
+        let _ = req.into_body().collect().await;
+        return Ok(Response::new(full(Bytes::from_static(b"ok\n"))));
+    }
+    let res = match path.as_str() {
+        "/1m" => Response::new(full(big)),
+        "/sse" => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                loop {
+                    tick.tick().await;
+                    let ev = format!("data: {}\n\n", now_ns());
+                    if tx.send(Bytes::from(ev)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+            });
+            let mut res = Response::new(StreamBody::new(stream).boxed_unsync());
+            let h = res.headers_mut();
+            h.insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
+            h.insert("x-accel-buffering", hyper::header::HeaderValue::from_static("no"));
+            h.insert("cache-control", hyper::header::HeaderValue::from_static("no-cache"));
+            res
+        }
+        _ => Response::new(full(Bytes::from_static(SMALL))),
+    };
+    Ok(res)
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = code;
+    r
+}
+
+// ---------------------------------------------------------------- client helpers
+
+/// Reads until the end of a response head; returns the head and any bytes after it.
+async fn read_head(s: &mut TcpStream) -> Res<(String, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut tmp = [0u8; 4096];
+    loop {
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Err("connection closed before the response head".into());
+        }
+        buf.extend_from_slice(tmp.get(..n).unwrap_or_default());
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return Ok((String::from_utf8_lossy(&buf).into_owned(), rest));
+        }
+        if buf.len() > 64 * 1024 {
+            return Err("response head too large".into());
+        }
+    }
+}
+
+fn status_ok(head: &str) -> bool {
+    head.split_whitespace().nth(1).is_some_and(|c| c.starts_with('2'))
+}
+
+async fn connect_tunnel(addr: SocketAddr, target: &str) -> Res<TcpStream> {
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes()).await?;
+    let (head, _) = read_head(&mut s).await?;
+    if !status_ok(&head) {
+        return Err(format!("CONNECT refused: {}", head.lines().next().unwrap_or("")).into());
+    }
+    Ok(s)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(idx).copied().unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- bulk / connrate
+
+async fn bulk(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let target = args.str("target", "");
+    let conns = args.num("conns", 1);
+    let secs = args.num("secs", 5).min(10);
+    let total = Arc::new(AtomicU64::new(0));
+    let mut streams = Vec::new();
+    for _ in 0..conns {
+        let mut s = if target.is_empty() {
+            let s = TcpStream::connect(addr).await?;
+            s.set_nodelay(true)?;
+            s
+        } else {
+            connect_tunnel(addr, &target).await?
+        };
+        s.write_all(b"G").await?;
+        streams.push(s);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for mut s in streams {
+        let total = total.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut local = 0u64;
+            while let Ok(Ok(n)) = tokio::time::timeout_at(deadline.into(), s.read(&mut buf)).await {
+                if n == 0 {
+                    break;
+                }
+                local += n as u64;
+            }
+            total.fetch_add(local, Ordering::Relaxed);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let el = start.elapsed().as_secs_f64();
+    println!("MBps={:.1}", total.load(Ordering::Relaxed) as f64 / el / 1e6);
+    Ok(())
+}
+
+async fn connrate(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let target = args.str("target", "");
+    let conns = args.num("conns", 8);
+    let secs = args.num("secs", 5).min(10);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (done, errors, target) = (done.clone(), errors.clone(), target.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let r =
+                    tokio::time::timeout_at(deadline.into(), connect_tunnel(addr, &target)).await;
+                match r {
+                    Ok(Ok(_s)) => done.fetch_add(1, Ordering::Relaxed),
+                    Ok(Err(_)) => errors.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => break,
+                };
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let el = start.elapsed().as_secs_f64();
+    println!(
+        "rate={:.0} errors={}",
+        done.load(Ordering::Relaxed) as f64 / el,
+        errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- SSE
+
+async fn sse(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let uri = args.str("uri", "/sse");
+    let streams = args.num("streams", 8);
+    let secs = args.num("secs", 5).min(10);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let uri = uri.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let run = async {
+                let mut s = TcpStream::connect(addr).await?;
+                s.set_nodelay(true)?;
+                let req = format!(
+                    "GET {uri} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+                );
+                s.write_all(req.as_bytes()).await?;
+                let (head, rest) = read_head(&mut s).await?;
+                if !status_ok(&head) {
+                    return Err::<(), Box<dyn std::error::Error + Send + Sync>>(
+                        format!("SSE refused: {}", head.lines().next().unwrap_or("")).into(),
+                    );
+                }
+                let mut pending = rest;
+                let mut buf = vec![0u8; 16 * 1024];
+                // The first events may have queued up before the stream was read; skip 5.
+                let mut skip = 5;
+                loop {
+                    while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+                        let line: Vec<u8> = pending.drain(..=nl).collect();
+                        if let Some(ts) = line.strip_prefix(b"data: ") {
+                            let now = now_ns();
+                            let text = String::from_utf8_lossy(ts);
+                            if let Ok(sent) = text.trim().parse::<u64>() {
+                                if skip > 0 {
+                                    skip -= 1;
+                                } else {
+                                    samples.push(now.saturating_sub(sent));
+                                }
+                            }
+                        }
+                    }
+                    let n = s.read(&mut buf).await?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), run).await;
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(s) = t.await {
+            all.extend(s);
+        }
+    }
+    all.sort_unstable();
+    println!(
+        "p50_us={:.1} p99_us={:.1} events={}",
+        percentile(&all, 0.50) as f64 / 1e3,
+        percentile(&all, 0.99) as f64 / 1e3,
+        all.len()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- WebSocket
+
+async fn ws(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let uri = args.str("uri", &format!("ws://{addr}/ws"));
+    let clients = args.num("clients", 64);
+    let size = args.num("size", 128) as usize;
+    let secs = args.num("secs", 5).min(10);
+    let mut sockets = Vec::new();
+    for _ in 0..clients {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let (ws, _) = tokio_tungstenite::client_async(uri.as_str(), s).await?;
+        sockets.push(ws);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for mut ws in sockets {
+        tasks.push(tokio::spawn(async move {
+            let payload = Bytes::from(vec![b'w'; size]);
+            let mut rtts = Vec::new();
+            let run = async {
+                loop {
+                    let t0 = Instant::now();
+                    ws.send(Message::Binary(payload.clone())).await?;
+                    loop {
+                        match ws.next().await {
+                            Some(Ok(Message::Binary(_))) => break,
+                            Some(Ok(_)) => continue,
+                            Some(Err(e)) => return Err(e),
+                            None => return Ok(()),
+                        }
+                    }
+                    rtts.push(t0.elapsed().as_nanos() as u64);
+                }
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), run).await;
+            rtts
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            all.extend(r);
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!("msgs={:.0} p99_us={:.1}", all.len() as f64 / el, percentile(&all, 0.99) as f64 / 1e3);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- idle connections
+
+async fn idle_one(addr: SocketAddr, mode: &str, target: &str, uri: &str) -> Res<TcpStream> {
+    if mode == "connect" {
+        return connect_tunnel(addr, target).await;
+    }
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {uri} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+    let (head, mut rest) = read_head(&mut s).await?;
+    if !status_ok(&head) {
+        return Err(format!("refused: {}", head.lines().next().unwrap_or("")).into());
+    }
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut tmp = [0u8; 4096];
+    while rest.len() < len {
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            break;
+        }
+        rest.extend_from_slice(tmp.get(..n).unwrap_or_default());
+    }
+    Ok(s)
+}
+
+async fn idle(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let mode = args.str("mode", "http");
+    let target = args.str("target", "");
+    let uri = args.str("uri", "/");
+    let conns = args.num("conns", 1000) as usize;
+    let hold = args.num("hold", 20).min(60);
+    let mut held = Vec::with_capacity(conns);
+    let mut errors = 0u64;
+    let open_deadline = Instant::now() + Duration::from_secs(30);
+    // At most 100 connections being set up at once, so the accept queue never overflows.
+    let mut set = tokio::task::JoinSet::new();
+    let mut started = 0usize;
+    while (started < conns || !set.is_empty()) && Instant::now() < open_deadline {
+        while started < conns && set.len() < 100 {
+            let (mode, target, uri) = (mode.clone(), target.clone(), uri.clone());
+            set.spawn(async move { idle_one(addr, &mode, &target, &uri).await });
+            started += 1;
+        }
+        match set.join_next().await {
+            Some(Ok(Ok(s))) => held.push(s),
+            Some(_) => errors += 1,
+            None => break,
+        }
+    }
+    // Let the proxy settle (pooled upstream connections, deferred frees).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    println!("READY ok={} errors={errors}", held.len());
+    let mut stdin = tokio::io::stdin();
+    let mut one = [0u8; 1];
+    let _ = tokio::time::timeout(Duration::from_secs(hold), stdin.read(&mut one)).await;
+    drop(held);
+    Ok(())
+}
