@@ -181,6 +181,26 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
             listener.address.to_string(),
             listener.modes.to_string()
         );
+        let policy = &listener.policy;
+        if listener.modes.forward {
+            let ports = if policy.connect_ports.is_empty() {
+                "any".to_owned()
+            } else {
+                policy.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "    forward: auth {}, CONNECT ports {ports}, private destinations {}{}",
+                if policy.auth_required { "required" } else { "off" },
+                if policy.allow_private_destinations { "allowed" } else { "refused" },
+                if policy.open { ", open = true" } else { "" },
+            );
+        }
+        let _ = writeln!(
+            out,
+            "    max connections per client address {}",
+            policy.max_connections_per_ip
+        );
         if let Some(tls) = &listener.tls {
             let _ = writeln!(
                 out,
@@ -235,6 +255,23 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     );
     write_rules(&mut out, "  request", &h.request);
     write_rules(&mut out, "  response", &h.response);
+    let _ = writeln!(
+        out,
+        "\naccess:\n  users    {}\n  allow    {}\n  deny     {}\n  deny_hosts     {}\n  \
+         deny_networks  {}\n  rate per client {}",
+        if config.auth.users.is_empty() {
+            "(none)".to_owned()
+        } else {
+            config.auth.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+        },
+        list(config.access.allow.iter()),
+        list(config.access.deny.iter()),
+        list(config.destinations.deny_hosts.iter()),
+        list(config.destinations.deny_networks.iter()),
+        config
+            .rate_limit_per_ip
+            .map_or("unlimited".to_owned(), |r| format!("{}/s, burst {}", r.rate, r.burst)),
+    );
     if !config.routes.is_empty() {
         let _ = writeln!(out, "\nroutes:");
     }
@@ -268,6 +305,12 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         write_rules(&mut out, "    response", &route.response_headers);
     }
     out
+}
+
+/// Items joined with ", ", or "(none)".
+fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let joined = items.map(|item| item.to_string()).collect::<Vec<_>>().join(", ");
+    if joined.is_empty() { "(none)".to_owned() } else { joined }
 }
 
 /// Header rules as written: templates only, so `${SECRET}` values are never printed expanded.

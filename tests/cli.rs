@@ -116,3 +116,30 @@ async fn serves_logs_its_listener_and_exits_cleanly_on_sigterm() {
     let status = within(child.wait()).await.unwrap();
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn check_shows_the_effective_security_defaults_of_each_listener() {
+    let path = write_config(
+        "policy.toml",
+        "[[listener]]\naddress = \"127.0.0.1:8080\"\n\
+         [[listener]]\naddress = \"0.0.0.0:3128\"\n\
+         [auth]\n[[auth.user]]\nname = \"alice\"\npassword = \"${SLUICE_CLI_TEST_PW}\"\n",
+    );
+    let out = Command::new(SLUICE)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("SLUICE_CLI_TEST_PW", "not-shown-anywhere")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("forward: auth required, CONNECT ports any, private destinations allowed"),
+        "loopback listener is trusted: {stdout}"
+    );
+    assert!(
+        stdout.contains("forward: auth required, CONNECT ports 443, private destinations refused"),
+        "public listener is hardened: {stdout}"
+    );
+    assert!(stdout.contains("users    alice"), "{stdout}");
+    assert!(!stdout.contains("not-shown-anywhere"), "the password never appears: {stdout}");
+}
