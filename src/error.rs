@@ -57,7 +57,7 @@ pub enum ProxyError {
         limit: u64,
     },
     /// Too many requests from this client or on this route.
-    #[error("too many requests; retry in {} s", retry_after.as_secs().max(1))]
+    #[error("too many requests; retry in {} s", retry_after_seconds(*retry_after))]
     RateLimited {
         /// When a request would be admitted again.
         retry_after: Duration,
@@ -123,6 +123,11 @@ impl std::fmt::Display for Denied {
             Denied::Upgrade => f.write_str("this protocol upgrade is not allowed here"),
         }
     }
+}
+
+/// Whole seconds to wait, rounded up and at least 1, as `Retry-After` and the body both say.
+fn retry_after_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
 }
 
 /// A request that reached a listener not configured for its kind.
@@ -372,8 +377,8 @@ pub fn render(err: &ProxyError) -> Response<Body> {
             headers.insert(header::PROXY_AUTHENTICATE, challenge.clone());
         }
         ProxyError::RateLimited { retry_after } => {
-            let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            headers
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
         // After a framing error the rest of the connection cannot be trusted (RFC 9112 §6.3).
         ProxyError::Framing(_) | ProxyError::BadTarget(_) => {

@@ -93,10 +93,13 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
         }
     }
     if !cli.listen.is_empty() {
-        // Listeners named on the command line serve routes when routes were given there, and
-        // stay forward proxies otherwise (or with --forward as well).
-        let modes =
-            Modes { forward: cli.route.is_empty() || cli.forward, reverse: !cli.route.is_empty() };
+        // Listeners named on the command line serve the routes when there are any (from the
+        // file or from --route), and stay forward proxies unless --route was given without
+        // --forward.
+        let modes = Modes {
+            forward: cli.route.is_empty() || cli.forward,
+            reverse: !config.routes.is_empty(),
+        };
         let users = !config.auth.users.is_empty();
         config.listeners = cli
             .listen
@@ -226,9 +229,9 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         out,
         "\nworkers: {}\n\ntimeouts:\n  connect          {}\n  response_header  {}\n  \
          request_header   {}\n  tunnel_idle      {}\n  upstream_idle    {}\n  \
-         shutdown_grace   {}\n  body_idle        {}\n  websocket_idle   {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
+         shutdown_grace   {}\n  body_idle        {}\n  websocket_idle   {}\n  tunnel_max_lifetime     {}\n  websocket_max_lifetime  {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
          max_request_headers         {}\n  max_connections             {}\n  \
-         max_idle_upstream_per_host  {}\n\nheaders:\n  via  {}\n",
+         max_idle_upstream_per_host  {}\n  max_request_line_bytes      {}\n  max_request_body_bytes      {}\n  max_requests_per_connection {}\n\nheaders:\n  via  {}\n",
         config.workers.map_or("auto".to_owned(), |w| w.to_string()),
         d(t.connect),
         d(t.response_header),
@@ -238,10 +241,15 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         d(t.shutdown_grace),
         d(t.body_idle),
         d(t.websocket_idle),
+        d(t.tunnel_max_lifetime),
+        d(t.websocket_max_lifetime),
         l.max_request_head_bytes,
         l.max_request_headers,
         l.max_connections,
         l.max_idle_upstream_per_host,
+        l.max_request_line_bytes,
+        l.max_request_body_bytes,
+        l.max_requests_per_connection,
         config.headers.via,
     );
     let h = &config.headers;
@@ -257,8 +265,9 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     write_rules(&mut out, "  response", &h.response);
     let _ = writeln!(
         out,
-        "\naccess:\n  users    {}\n  allow    {}\n  deny     {}\n  deny_hosts     {}\n  \
+        "\naccess:\n  realm    {}\n  users    {}\n  allow    {}\n  deny     {}\n  deny_hosts     {}\n  \
          deny_networks  {}\n  rate per client {}",
+        config.auth.realm,
         if config.auth.users.is_empty() {
             "(none)".to_owned()
         } else {
@@ -272,6 +281,9 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
             .rate_limit_per_ip
             .map_or("unlimited".to_owned(), |r| format!("{}/s, burst {}", r.rate, r.burst)),
     );
+    for (name, addresses) in &config.dns_hosts {
+        let _ = writeln!(out, "  dns {name} -> {}", list(addresses.iter()));
+    }
     if !config.routes.is_empty() {
         let _ = writeln!(out, "\nroutes:");
     }
@@ -287,7 +299,15 @@ fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
             route.preserve_host,
             route.allow_upgrades.join(", "),
         );
-        let _ = writeln!(out, "    protocol {}", route.protocol.as_str());
+        let _ = writeln!(
+            out,
+            "    protocol {}, max body {} bytes, rate {}",
+            route.protocol.as_str(),
+            route.max_body_bytes,
+            route
+                .rate_limit
+                .map_or("unlimited".to_owned(), |r| format!("{}/s, burst {}", r.rate, r.burst)),
+        );
         let tls = &route.tls;
         for ca in &tls.extra_roots {
             let _ = writeln!(out, "    tls ca {}", ca.display());
