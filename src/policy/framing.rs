@@ -1,10 +1,11 @@
 //! Message framing checks against request smuggling (RFC 9112 §6.1, §6.3).
 //!
 //! hyper already refuses most ambiguous messages (differing or list-valued Content-Length,
-//! unknown or non-final chunked, obs-fold, bad bytes in fields). What it tolerates, because a
-//! lenient origin server may, a proxy must not: a message with both Content-Length and
-//! Transfer-Encoding, repeated Content-Length lines, or any transfer coding other than exactly
-//! `chunked`. Such a message is refused and the connection closed, never forwarded.
+//! unknown or non-final chunked, obs-fold, bad bytes in fields). On the parsed head this check
+//! refuses what it still lets through: any transfer coding other than exactly `chunked`. The
+//! Content-Length checks here are defence in depth only: hyper drops Content-Length beside
+//! Transfer-Encoding, and folds identical repeated Content-Length lines, before the service
+//! sees the head, so over HTTP/1 those cases are caught on the wire by [`super::wire`].
 
 use http::HeaderMap;
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
