@@ -5,6 +5,10 @@
 
 mod support;
 
+use support::client::raw_exchange_from;
+
+use support::client::assert_still_serves;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
 
@@ -18,7 +22,7 @@ use support::proxy::TestProxy;
 use support::upstream::{Origin, tcp_echo};
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 const REALM: &str = "sluice tests";
 const CLIENT_A: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
@@ -78,18 +82,6 @@ async fn head_of(proxy: SocketAddr, request: &str) -> String {
     within(read_response_head(&mut stream)).await
 }
 
-/// Sends `bytes` from the local address `source` and returns everything the proxy writes
-/// until it closes the connection.
-async fn raw_exchange_from(source: IpAddr, proxy: SocketAddr, bytes: &[u8]) -> String {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let mut stream = within(socket.connect(proxy)).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    within(stream.read_to_end(&mut out)).await.unwrap();
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// An absolute-form GET for `origin` + `path` that closes the connection afterwards.
 fn forward_get(origin: SocketAddr, path: &str) -> String {
     format!("GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n")
@@ -103,15 +95,6 @@ fn reverse_get(path: &str) -> String {
 /// A CONNECT for `target` that closes the connection after a refusal.
 fn connect_request(target: &str, extra: &str) -> String {
     format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra}Connection: close\r\n\r\n")
-}
-
-/// A normal request through the (unauthenticated) forward proxy still succeeds.
-async fn still_serves(proxy: &TestProxy) {
-    let origin = Origin::echo().await;
-    let response =
-        within(via_proxy(proxy.addr).post(origin.url("/ok")).body("fine").send()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(within(response.text()).await.unwrap(), "fine");
 }
 
 /// Asserts a 407 with the configured Basic challenge.
@@ -452,7 +435,7 @@ async fn denied_networks_refuse_only_the_listed_addresses() {
         .map(|v| v.to_str().unwrap().to_owned())
         .collect();
     assert_ip_prohibited("blocked.test", response.status().as_u16(), &proxy_status);
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 /// The guarded requests: absolute-form to an IP literal, a name that statically resolves to

@@ -3,20 +3,13 @@
 
 mod support;
 
+use support::client::assert_still_serves;
+
 use http::StatusCode;
 use support::client::{raw_exchange, status_of, via_proxy};
 use support::proxy::TestProxy;
-use support::upstream::{Origin, black_hole, dies_mid_response, unanswered_connect};
+use support::upstream::{black_hole, dies_mid_response, unanswered_connect};
 use support::within;
-
-/// A normal request through the proxy still succeeds.
-async fn still_serves(proxy: &TestProxy) {
-    let origin = Origin::echo().await;
-    let response =
-        within(via_proxy(proxy.addr).post(origin.url("/ok")).body("fine").send()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(within(response.text()).await.unwrap(), "fine");
-}
 
 #[tokio::test]
 async fn malformed_request_is_400() {
@@ -29,7 +22,7 @@ async fn malformed_request_is_400() {
         let response = raw_exchange(proxy.addr, garbage).await;
         assert_eq!(status_of(&response), 400, "{response}");
     }
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -42,7 +35,7 @@ async fn unsupported_scheme_is_400_with_a_reason() {
     .await;
     assert_eq!(status_of(&response), 400);
     assert!(response.contains("scheme `ftp` is not supported"), "{response}");
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -57,7 +50,7 @@ async fn oversized_head_is_431() {
     let request = format!("GET http://127.0.0.1:1/ HTTP/1.1\r\nHost: x\r\n{many}\r\n");
     let response = raw_exchange(proxy.addr, request.as_bytes()).await;
     assert_eq!(status_of(&response), 431, "too many fields: {response}");
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -69,7 +62,7 @@ async fn head_limit_is_configurable() {
     let request =
         format!("GET http://127.0.0.1:1/ HTTP/1.1\r\nX-Big: {}\r\n\r\n", "b".repeat(10_000));
     assert_eq!(status_of(&raw_exchange(proxy.addr, request.as_bytes()).await), 431);
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -86,7 +79,7 @@ async fn refused_connection_is_502_naming_target_and_reason() {
         body,
         format!("502 Bad Gateway: cannot connect to {closed}: connection refused by {closed}\n")
     );
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -100,7 +93,7 @@ async fn dns_failure_is_502() {
     assert!(status_header.contains("error=dns_error"), "{status_header}");
     let body = within(response.text()).await.unwrap();
     assert!(body.contains("DNS lookup of no-such-host.invalid failed"), "{body}");
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -118,7 +111,7 @@ async fn connect_timeout_is_504() {
         body.contains(&format!("cannot connect to {stalled}: no connection within 300ms")),
         "{body}"
     );
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -133,7 +126,7 @@ async fn silent_upstream_is_504() {
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
     assert!(status_header.contains("error=http_response_timeout"), "{status_header}");
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -147,7 +140,7 @@ async fn upstream_dying_mid_response_aborts_the_client_response() {
     // The client must see an error, never a clean-looking short body.
     let body = within(response.bytes()).await;
     assert!(body.is_err(), "short body delivered as if complete: {:?}", body.map(|b| b.len()));
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -162,7 +155,7 @@ async fn upstream_closing_before_a_response_is_502() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
     assert!(status_header.contains("error=connection_terminated"), "{status_header}");
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -181,7 +174,7 @@ async fn invalid_upstream_response_is_502() {
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     let status_header = response.headers()["proxy-status"].to_str().unwrap().to_owned();
     assert!(status_header.contains("error=http_protocol_error"), "{status_header}");
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]

@@ -4,6 +4,10 @@
 
 mod support;
 
+use support::client::raw_exchange_from;
+
+use support::client::assert_still_serves;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,12 +15,12 @@ use std::time::{Duration, Instant};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use support::client::{connect_tunnel, raw_exchange, raw_header_values, status_of, via_proxy};
+use support::client::{connect_tunnel, raw_exchange, raw_header_values, status_of};
 use support::proxy::TestProxy;
 use support::upstream::{Origin, full, tcp_echo};
 use support::{payload, sha256, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 /// A second loopback address, for a second client address.
 const OTHER_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
@@ -57,18 +61,6 @@ impl Collector {
     fn complete_bodies(&self) -> usize {
         self.complete.lock().unwrap().len()
     }
-}
-
-/// Sends `bytes` from the local address `source` and returns everything the proxy writes
-/// until it closes the connection.
-async fn raw_exchange_from(source: IpAddr, proxy: SocketAddr, bytes: &[u8]) -> String {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::new(source, 0)).unwrap();
-    let mut stream = within(socket.connect(proxy)).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    within(stream.read_to_end(&mut out)).await.unwrap();
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sends `bytes`, then reads until the proxy closes; a reset counts as a close. Returns what
@@ -127,15 +119,6 @@ async fn read_line(stream: &mut TcpStream) -> String {
     String::from_utf8(line).unwrap()
 }
 
-/// A normal request through the forward proxy still succeeds.
-async fn still_serves(proxy: &TestProxy) {
-    let origin = Origin::echo().await;
-    let response =
-        within(via_proxy(proxy.addr).post(origin.url("/ok")).body("fine").send()).await.unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(within(response.text()).await.unwrap(), "fine");
-}
-
 /// A forward proxy on loopback with `rest` appended to the config.
 async fn forward_proxy(rest: &str) -> TestProxy {
     TestProxy::start(&format!("[[listener]]\naddress = \"127.0.0.1:0\"\n{rest}")).await
@@ -158,7 +141,7 @@ async fn request_line_over_the_limit_is_414() {
     let response = raw_exchange(proxy.addr, get(origin.addr, &fits).as_bytes()).await;
     assert_eq!(status_of(&response), 200, "{response}");
     assert_eq!(origin.only_request().uri.path(), fits);
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -184,7 +167,7 @@ async fn head_over_the_byte_or_field_limit_is_431() {
     let request =
         format!("GET http://{o}/few HTTP/1.1\r\nHost: {o}\r\n{few}Connection: close\r\n\r\n");
     assert_eq!(status_of(&raw_exchange(proxy.addr, request.as_bytes()).await), 200);
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 /// `Content-Length` framed POST of `body` to `target` (absolute- or origin-form).
@@ -292,7 +275,7 @@ async fn forward_body_with_content_length_over_max_request_body_bytes_is_413() {
     let target = collector.origin.url("/upload");
     let host = collector.origin.addr.to_string();
     assert_length_limit(&proxy, &collector, &target, &host).await;
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 #[tokio::test]
@@ -302,7 +285,7 @@ async fn forward_chunked_body_over_max_request_body_bytes_is_cut_with_413() {
     let target = collector.origin.url("/upload");
     let host = collector.origin.addr.to_string();
     assert_streamed_limit(&proxy, &collector, &target, &host).await;
-    still_serves(&proxy).await;
+    assert_still_serves(proxy.addr).await;
 }
 
 /// The `Retry-After` seconds of a 429 response.

@@ -166,3 +166,29 @@ pub async fn peer_leaf(
     let (_, session) = tls.get_ref();
     session.peer_certificates().expect("the server presented a certificate")[0].clone().into_owned()
 }
+
+/// A normal POST through the forward proxy at `proxy` still succeeds: the check that follows
+/// every refused or malformed input.
+pub async fn assert_still_serves(proxy: SocketAddr) {
+    let origin = super::upstream::Origin::echo().await;
+    let response =
+        within(via_proxy(proxy).post(origin.url("/ok")).body("fine").send()).await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    assert_eq!(within(response.text()).await.unwrap(), "fine");
+}
+
+/// Sends `bytes` from the local address `source` and returns everything the proxy writes
+/// until it closes the connection.
+pub async fn raw_exchange_from(
+    source: std::net::IpAddr,
+    proxy: SocketAddr,
+    bytes: &[u8],
+) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(source, 0)).unwrap();
+    let mut stream = within(socket.connect(proxy)).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    within(stream.read_to_end(&mut out)).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
