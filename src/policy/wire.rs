@@ -21,19 +21,22 @@ const MAX_CHUNK_LINE: usize = 4096;
 
 #[derive(Debug)]
 enum State {
-    /// Reading a request head; holds what has been seen of it.
-    Head(Vec<u8>),
+    /// Reading a request head (kept in `WireGuard::line`).
+    Head,
     /// Inside a Content-Length body.
     Body(u64),
-    /// Reading a chunk-size line.
-    ChunkLine(Vec<u8>),
+    /// Reading a chunk-size line (kept in `WireGuard::line`).
+    ChunkLine,
     /// Inside chunk data, then the CRLF after it (`u8` counts the CRLF bytes still due).
     ChunkData(u64, u8),
-    /// Reading the trailer section after the last chunk.
-    Trailers(Vec<u8>),
+    /// Reading the trailer section after the last chunk (kept in `WireGuard::line`).
+    Trailers,
     /// Not HTTP/1 messages any more (tunnel, upgrade, HTTP/2), or already refused.
     Passthrough,
 }
+
+/// Capacity of the line buffer kept between messages.
+const SPARE_LINE_CAPACITY: usize = 4096;
 
 /// Bytes after which a connection has shown which protocol it speaks: the HTTP/2 preface.
 const PROTOCOL_DETECTION_BYTES: usize = 24;
@@ -43,6 +46,10 @@ const PROTOCOL_DETECTION_BYTES: usize = 24;
 pub struct WireGuard<I> {
     inner: I,
     state: State,
+    /// What has been seen of the current head, chunk-size line or trailer section. One buffer
+    /// reused for every message, so following a keep-alive connection allocates nothing per
+    /// request.
+    line: Vec<u8>,
     max_head: usize,
     /// Until the client has sent its first request head (or the HTTP/2 preface), reading is
     /// bounded by this deadline: hyper's protocol detection has no timer of its own, so a
@@ -59,7 +66,8 @@ impl<I> WireGuard<I> {
     pub fn new(inner: I, max_head: usize, first_request: std::time::Duration) -> WireGuard<I> {
         WireGuard {
             inner,
-            state: State::Head(Vec::new()),
+            state: State::Head,
+            line: Vec::new(),
             max_head,
             first_request: Some(Box::pin(tokio::time::sleep(first_request))),
             received: 0,
@@ -73,6 +81,7 @@ impl<I> WireGuard<I> {
         WireGuard {
             inner,
             state: State::Passthrough,
+            line: Vec::new(),
             max_head: 0,
             first_request: Some(Box::pin(tokio::time::sleep(first_request))),
             received: 0,
@@ -97,7 +106,7 @@ impl<I> WireGuard<I> {
                     *remaining -= take;
                     i += take as usize;
                     if *remaining == 0 {
-                        self.state = State::Head(Vec::new());
+                        self.state = State::Head;
                     }
                     continue;
                 }
@@ -114,12 +123,13 @@ impl<I> WireGuard<I> {
                     } else {
                         *crlf -= 1;
                         if *crlf == 0 {
-                            self.state = State::ChunkLine(Vec::new());
+                            self.state = State::ChunkLine;
                         }
                         Verdict::Continue
                     }
                 }
-                State::Head(seen) => {
+                State::Head => {
+                    let seen = &mut self.line;
                     // Empty lines between messages are ignored, as RFC 9112 §2.2 allows; they
                     // frame nothing, so their line endings cannot be ambiguous.
                     if seen.is_empty() && (byte == b'\r' || byte == b'\n') {
@@ -146,13 +156,14 @@ impl<I> WireGuard<I> {
                         }
                     }
                 }
-                State::ChunkLine(line) => {
+                State::ChunkLine => {
+                    let line = &mut self.line;
                     line.push(byte);
                     if line.len() > MAX_CHUNK_LINE {
                         Verdict::Refuse
                     } else if byte == b'\n' {
                         match chunk_size(line) {
-                            Some(0) => Verdict::Next(State::Trailers(Vec::new())),
+                            Some(0) => Verdict::Next(State::Trailers),
                             Some(size) => Verdict::Next(State::ChunkData(size, 2)),
                             None => Verdict::Refuse,
                         }
@@ -160,7 +171,8 @@ impl<I> WireGuard<I> {
                         Verdict::Continue
                     }
                 }
-                State::Trailers(seen) => {
+                State::Trailers => {
+                    let seen = &mut self.line;
                     seen.push(byte);
                     if seen.len() > self.max_head {
                         // Never stop guarding while hyper still parses HTTP/1.
@@ -169,7 +181,7 @@ impl<I> WireGuard<I> {
                     {
                         Verdict::Refuse
                     } else if seen.as_slice() == b"\r\n" || seen.ends_with(b"\r\n\r\n") {
-                        Verdict::Next(State::Head(Vec::new()))
+                        Verdict::Next(State::Head)
                     } else {
                         Verdict::Continue
                     }
@@ -177,14 +189,25 @@ impl<I> WireGuard<I> {
             };
             match verdict {
                 Verdict::Continue => {}
-                Verdict::Next(state) => self.state = state,
-                Verdict::GiveUp => self.state = State::Passthrough,
+                Verdict::Next(state) => {
+                    self.state = state;
+                    self.line.clear();
+                    // Keep a small buffer for the next message; give back a large one.
+                    if self.line.capacity() > SPARE_LINE_CAPACITY {
+                        self.line = Vec::new();
+                    }
+                }
+                Verdict::GiveUp => {
+                    self.state = State::Passthrough;
+                    self.line = Vec::new();
+                }
                 Verdict::Refuse => {
                     if let Some(b) = bytes.get_mut(i) {
                         *b = 0;
                     }
                     tracing::debug!(limit = "framing", "ambiguous request framing refused");
                     self.state = State::Passthrough;
+                    self.line = Vec::new();
                     return;
                 }
             }
@@ -203,9 +226,9 @@ enum Verdict {
 /// What follows a complete head with unambiguous framing.
 fn after_head(framing: Framing) -> State {
     match framing {
-        Framing::None | Framing::Length(0) => State::Head(Vec::new()),
+        Framing::None | Framing::Length(0) => State::Head,
         Framing::Length(n) => State::Body(n),
-        Framing::Chunked => State::ChunkLine(Vec::new()),
+        Framing::Chunked => State::ChunkLine,
         Framing::Switch | Framing::Ambiguous => State::Passthrough,
     }
 }
@@ -389,7 +412,8 @@ mod tests {
     fn poisoned_at(input: &[u8], step: usize) -> Option<usize> {
         let mut guard = WireGuard {
             inner: (),
-            state: State::Head(Vec::new()),
+            state: State::Head,
+            line: Vec::new(),
             max_head: 64 * 1024,
             first_request: None,
             received: 0,
