@@ -325,8 +325,8 @@ impl Checker<'_> {
                 d.x_forwarded_host,
             ),
             forwarded: self.mode("headers.forwarded", file.forwarded, d.forwarded),
-            request: self.rules("headers.request", file.request),
-            response: self.rules("headers.response", file.response),
+            request: self.rules("headers.request", &file.request),
+            response: self.rules("headers.response", &file.response),
         }
     }
 
@@ -347,14 +347,14 @@ impl Checker<'_> {
         })
     }
 
-    fn rules(&mut self, key: &str, file: FileHeaderRules) -> HeaderRules {
+    fn rules(&mut self, key: &str, file: &FileHeaderRules) -> HeaderRules {
         let mut rules = HeaderRules::default();
-        for name in file.remove {
-            if let Some(parsed) = self.header_name(&format!("{key}.remove"), &name) {
+        for name in &file.remove {
+            if let Some(parsed) = self.header_name(&format!("{key}.remove"), name) {
                 rules.remove.push(parsed);
             }
         }
-        for (op, entries) in [("set", file.set), ("append", file.append)] {
+        for (op, entries) in [("set", &file.set), ("append", &file.append)] {
             for (name, template) in entries {
                 let rule_key = format!("{key}.{op}.{name}");
                 let Ok(parsed) = HeaderName::from_bytes(name.as_bytes()) else {
@@ -365,8 +365,9 @@ impl Checker<'_> {
                     );
                     continue;
                 };
-                if let Some(value) = self.header_value(&rule_key, &template) {
-                    let rule = HeaderRule { name: parsed, value, template: template.into_inner() };
+                if let Some(value) = self.header_value(&rule_key, template) {
+                    let rule =
+                        HeaderRule { name: parsed, value, template: template.get_ref().clone() };
                     if op == "set" {
                         rules.set.push(rule);
                     } else {
@@ -476,10 +477,9 @@ impl Checker<'_> {
                 defaults.body_idle,
             ),
         };
-        let request_headers =
-            self.rules(&format!("{key}.headers.request"), clone_rules(&file.headers.request));
+        let request_headers = self.rules(&format!("{key}.headers.request"), &file.headers.request);
         let response_headers =
-            self.rules(&format!("{key}.headers.response"), clone_rules(&file.headers.response));
+            self.rules(&format!("{key}.headers.response"), &file.headers.response);
         let protocol = match &file.protocol {
             None => UpstreamProtocol::Auto,
             Some(text) => UpstreamProtocol::parse(text.get_ref()).unwrap_or_else(|| {
@@ -839,14 +839,6 @@ impl Checker<'_> {
                 default
             }
         }
-    }
-}
-
-fn clone_rules(rules: &FileHeaderRules) -> FileHeaderRules {
-    FileHeaderRules {
-        set: rules.set.clone(),
-        append: rules.append.clone(),
-        remove: rules.remove.clone(),
     }
 }
 

@@ -117,11 +117,6 @@ impl Router {
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Route> {
         self.routes.iter().find(|route| matches(&route.config, host, path))
     }
-
-    /// True when no routes are configured.
-    pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
-    }
 }
 
 /// Whether `route` serves `path` on `host`.
