@@ -48,6 +48,16 @@ impl Origin {
         H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
         F: Future<Output = Response<TestBody>> + Send + 'static,
     {
+        Origin::serve(None, handler).await
+    }
+
+    /// Accepts on 127.0.0.1:0, completes a TLS handshake first when `tls` is given, records
+    /// every request and answers it with `handler`, over HTTP/1.1 or HTTP/2.
+    async fn serve<H, F>(tls: Option<tokio_rustls::TlsAcceptor>, handler: H) -> Origin
+    where
+        H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+        F: Future<Output = Response<TestBody>> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -62,6 +72,7 @@ impl Origin {
                 connections.fetch_add(1, Ordering::SeqCst);
                 let handler = handler.clone();
                 let seen = seen.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |request: Request<Incoming>| {
                         seen.lock().unwrap().push(Seen {
@@ -73,9 +84,21 @@ impl Origin {
                         let response = handler(request);
                         async move { Ok::<_, Infallible>(response.await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        None => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(stream).await else { return };
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                    };
                 });
             }
         });
@@ -85,13 +108,7 @@ impl Origin {
     /// An origin that streams each request body back as the response body, with headers
     /// `x-origin: <port>` and `x-method: <method>`.
     pub async fn echo() -> Origin {
-        Origin::start(|request: Request<Incoming>| async move {
-            let method = request.method().to_string();
-            let mut response = Response::new(request.into_body().boxed());
-            response.headers_mut().insert("x-method", method.parse().unwrap());
-            response
-        })
-        .await
+        Origin::start(echo_handler).await
     }
 
     /// Every request seen so far.
@@ -115,6 +132,14 @@ impl Origin {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }
+}
+
+/// Streams the request body back as the response body, with header `x-method: <method>`.
+async fn echo_handler(request: Request<Incoming>) -> Response<TestBody> {
+    let method = request.method().to_string();
+    let mut response = Response::new(request.into_body().boxed());
+    response.headers_mut().insert("x-method", method.parse().unwrap());
+    response
 }
 
 /// A complete response with `body`.
@@ -342,55 +367,13 @@ impl Origin {
         if tls.alpn_protocols.is_empty() {
             tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         }
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(AtomicUsize::new(0));
-        let handler = Arc::new(handler);
-        let origin = Origin { addr, seen: seen.clone(), connections: connections.clone() };
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                connections.fetch_add(1, Ordering::SeqCst);
-                let handler = handler.clone();
-                let seen = seen.clone();
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(stream) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = service_fn(move |request: Request<Incoming>| {
-                        seen.lock().unwrap().push(Seen {
-                            method: request.method().clone(),
-                            uri: request.uri().clone(),
-                            version: request.version(),
-                            headers: request.headers().clone(),
-                        });
-                        let response = handler(request);
-                        async move { Ok::<_, Infallible>(response.await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        origin
+        Origin::serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))), handler).await
     }
 
     /// An HTTPS origin (see [`Origin::start_tls`]) that streams each request body back, with
     /// header `x-method: <method>`.
     pub async fn echo_tls(tls: Arc<rustls::ServerConfig>) -> Origin {
-        Origin::start_tls(tls, |request: Request<Incoming>| async move {
-            let method = request.method().to_string();
-            let mut response = Response::new(request.into_body().boxed());
-            response.headers_mut().insert("x-method", method.parse().unwrap());
-            response
-        })
-        .await
+        Origin::start_tls(tls, echo_handler).await
     }
 
     /// `https://addr` + `path`.
