@@ -5,6 +5,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,9 +42,11 @@ impl Body {
 
     /// Limits a client's request body to `limit` bytes: refused at once when the declared
     /// Content-Length is larger, cut off while streaming otherwise.
+    /// The bytes that pass are added to `meter`, when given, for the access log.
     pub fn limit_request(
         request: http::Request<Incoming>,
         limit: u64,
+        meter: Option<Arc<AtomicU64>>,
     ) -> Result<http::Request<Body>, crate::error::ProxyError> {
         let declared = request
             .headers()
@@ -52,7 +56,7 @@ impl Body {
         if declared.is_some_and(|length| length > limit) {
             return Err(crate::error::ProxyError::BodyTooLarge { limit });
         }
-        Ok(request.map(|body| Body::Limited(LimitedBody::new(body, limit))))
+        Ok(request.map(|body| Body::Limited(LimitedBody::new(body, limit, meter))))
     }
 
     /// A complete body from bytes sluice generated.
@@ -124,12 +128,13 @@ pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
+    meter: Option<Arc<AtomicU64>>,
 }
 
 impl LimitedBody {
-    /// Wraps `inner`, allowing at most `limit` bytes.
-    pub fn new(inner: Incoming, limit: u64) -> LimitedBody {
-        LimitedBody { inner, remaining: limit, limit }
+    /// Wraps `inner`, allowing at most `limit` bytes and counting them into `meter`.
+    pub fn new(inner: Incoming, limit: u64, meter: Option<Arc<AtomicU64>>) -> LimitedBody {
+        LimitedBody { inner, remaining: limit, limit, meter }
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -139,6 +144,9 @@ impl LimitedBody {
                 match self.remaining.checked_sub(len) {
                     Some(remaining) => {
                         self.remaining = remaining;
+                        if let Some(meter) = &self.meter {
+                            meter.fetch_add(len, Ordering::Relaxed);
+                        }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     None => Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit))))),

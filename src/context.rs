@@ -1,19 +1,18 @@
 //! Per-request state carried down the request path.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use crate::observe::RequestId;
 use crate::server::listener::ConnectionHold;
-
-static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 
 /// What is known about one request as it moves through sluice.
 #[derive(Debug)]
 pub struct RequestContext {
-    /// Process-unique id, used to tie log lines together.
-    pub id: u64,
+    /// The request id: logged, passed upstream on reverse routes, returned to the client.
+    pub id: RequestId,
     /// The downstream peer that sent the request.
     pub peer: SocketAddr,
     /// When the request head was received.
@@ -22,22 +21,30 @@ pub struct RequestContext {
     pub scheme: &'static str,
     /// The client connection's place under the connection limits, kept by tunnels.
     pub hold: Arc<ConnectionHold>,
+    /// The route the request matched, once the router has chosen one.
+    pub route: OnceLock<Arc<str>>,
+    /// Request body bytes received so far, when the request has a body.
+    pub received: Option<Arc<AtomicU64>>,
 }
 
 impl RequestContext {
-    /// Starts the context for a request just received from `peer` over `scheme` on the
-    /// connection holding `hold`.
+    /// Starts the context for request `id` just received from `peer` over `scheme` on the
+    /// connection holding `hold`; `has_body` asks for a byte count of the request body.
     pub fn new(
+        id: RequestId,
         peer: SocketAddr,
         scheme: &'static str,
         hold: Arc<ConnectionHold>,
+        has_body: bool,
     ) -> RequestContext {
         RequestContext {
-            id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             peer,
             started: Instant::now(),
             scheme,
             hold,
+            route: OnceLock::new(),
+            received: has_body.then(|| Arc::new(AtomicU64::new(0))),
         }
     }
 }

@@ -11,13 +11,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{Method, Request, Response, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpInfo;
 
 use crate::body::Body;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
 use crate::context::RequestContext;
 use crate::error::{self, NotServed, ProxyError};
 use crate::forward::{self, target};
+use crate::observe::metrics::{Metrics, RouteLabel};
+use crate::observe::{Entry, Failure, Mode, ObservedBody, Observer, RequestId, SessionLog};
 use crate::policy::Policy;
 use crate::policy::destination::DestinationGuard;
 use crate::reverse::{self, router::RouteError, router::Router};
@@ -36,29 +40,27 @@ pub struct Proxy {
     pub policy: Policy,
     /// Tracks connections, tunnels and upgrades so shutdown can wait for them.
     pub shutdown: Shutdown,
-    /// Event counts kept since start.
-    pub counters: Counters,
+    /// The access log and metrics.
+    pub observer: Arc<Observer>,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
 }
 
 impl Proxy {
-    /// Builds the shared state for `config`, including every route's upstream client.
-    pub fn new(config: Config, shutdown: Shutdown) -> Result<Proxy, RouteError> {
+    /// Builds the shared state for `config`, including every route's upstream client and the
+    /// access log, reporting into `metrics`.
+    pub fn new(
+        config: Config,
+        shutdown: Shutdown,
+        metrics: Arc<Metrics>,
+    ) -> Result<Proxy, BuildError> {
         let default_tls = crate::tls::client::default_client_config();
         let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
         let settings = UpstreamSettings::from_config(&config);
         let router = Router::new(&config.routes, settings, &default_tls, &hosts)?;
         let policy = Policy::new(&config);
-        Ok(Proxy {
-            config,
-            router,
-            policy,
-            shutdown,
-            counters: Counters::default(),
-            default_tls,
-            hosts,
-        })
+        let observer = Arc::new(Observer::new(&config, metrics)?);
+        Ok(Proxy { config, router, policy, shutdown, observer, default_tls, hosts })
     }
 
     /// The per-listener state: its modes and policy, and a forward-proxy client whose
@@ -85,22 +87,15 @@ impl Proxy {
     }
 }
 
-/// Counts of events that are not requests, kept since start.
-#[derive(Debug, Default)]
-pub struct Counters {
-    tls_handshake_failures: std::sync::atomic::AtomicU64,
-}
-
-impl Counters {
-    /// Counts a failed or timed-out client TLS handshake; returns the new total.
-    pub fn count_tls_handshake_failure(&self) -> u64 {
-        self.tls_handshake_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-    }
-
-    /// Client TLS handshakes that failed or timed out.
-    pub fn tls_handshake_failures(&self) -> u64 {
-        self.tls_handshake_failures.load(std::sync::atomic::Ordering::Relaxed)
-    }
+/// Why the state for a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A route's upstream client could not be set up.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] crate::observe::access_log::AccessLogError),
 }
 
 /// What one listener serves and enforces, shared by its connections.
@@ -154,54 +149,78 @@ pub fn classify<B>(request: &Request<B>, modes: Modes, router: &Router) -> Reque
     }
 }
 
-/// Serves one request from `peer` on `listener`; never fails.
+/// Serves one request from `peer` on `listener`; never fails. The response body finishes the
+/// request's access-log entry and metrics when it ends (a tunnel or upgrade finishes them when
+/// the session closes).
 pub async fn handle(
     request: Request<Incoming>,
     proxy: &Proxy,
     peer: SocketAddr,
     listener: &ListenerContext,
     hold: Arc<ConnectionHold>,
-) -> Response<Body> {
-    let ctx = RequestContext::new(peer, listener.scheme, hold);
-    // Copies for the log line are only made when someone reads it.
-    let logged = tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| (request.method().clone(), loggable(request.uri())));
-    let response = match route(request, &ctx, proxy, listener).await {
-        Ok(response) => response,
-        Err(err) => error::render(&err),
+) -> Response<ObservedBody> {
+    let kind = classify(&request, listener.modes, &proxy.router);
+    let id = RequestId::for_request(request.headers(), &proxy.config.request_id);
+    let mode = match kind {
+        RequestKind::Connect => Mode::Tunnel,
+        RequestKind::Absolute => Mode::Forward,
+        RequestKind::Origin => Mode::Reverse,
     };
-    if let Some((method, uri)) = logged {
-        tracing::debug!(
-            id = ctx.id,
-            %peer,
-            %method,
-            %uri,
-            status = response.status().as_u16(),
-            elapsed_us = u64::try_from(ctx.started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+    let mut entry = Entry::start(&proxy.observer, &request, peer, id.clone(), mode);
+    let has_body = !request.body().is_end_stream();
+    let ctx = RequestContext::new(id, peer, listener.scheme, hold, has_body);
+    let mut response = match route(request, kind, &ctx, proxy, listener).await {
+        Ok(response) => response,
+        Err(err) => {
+            entry.failure = Some(Failure::Proxy(err.kind()));
+            error::render(&err)
+        }
+    };
+    entry.status = response.status().as_u16();
+    entry.received_meter = ctx.received;
+    let extensions = response.extensions();
+    entry.upstream = extensions
+        .get::<HttpInfo>()
+        .map(HttpInfo::remote_addr)
+        .or_else(|| extensions.get::<UpstreamAddr>().map(|addr| addr.0));
+    if entry.upstream.is_some() {
+        entry.upstream_ttfb = Some(entry.started.elapsed());
     }
-    response
+    if let Some(route) = ctx.route.into_inner() {
+        // Clients of an API quote this id when something went wrong; an upstream that sets
+        // its own id (many AI APIs do) keeps it.
+        let header = &proxy.config.request_id.header;
+        if !response.headers().contains_key(header) {
+            response.headers_mut().insert(header.clone(), entry.id.to_header_value());
+        }
+        entry.route = RouteLabel(Some(route));
+    }
+    match response.extensions_mut().remove::<SessionLog>() {
+        Some(session) => {
+            if kind != RequestKind::Connect {
+                entry.mode = Mode::WebSocket;
+            }
+            session.start(entry);
+            response.map(ObservedBody::unobserved)
+        }
+        None => response.map(|body| ObservedBody::new(body, entry)),
+    }
 }
 
-/// The URI for a log line: credentials in the userinfo are never written out.
-fn loggable(uri: &http::Uri) -> String {
-    let text = uri.to_string();
-    match uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
-        Some((userinfo, _)) => text.replacen(&format!("{userinfo}@"), "***@", 1),
-        None => text,
-    }
-}
+/// The address of the upstream a tunnel was opened to, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamAddr(pub SocketAddr);
 
 async fn route(
     request: Request<Incoming>,
+    kind: RequestKind,
     ctx: &RequestContext,
     proxy: &Proxy,
     listener: &ListenerContext,
 ) -> Result<Response<Body>, ProxyError> {
     proxy.policy.admit(&request, ctx)?;
     let modes = listener.modes;
-    match classify(&request, modes, &proxy.router) {
+    match kind {
         kind @ (RequestKind::Connect | RequestKind::Absolute) if modes.forward => {
             // A tunnel has no URI of its own to send; an absolute-form request does.
             let (target, uri) = if kind == RequestKind::Connect {
@@ -223,18 +242,5 @@ async fn route(
         }
         RequestKind::Origin if modes.reverse => reverse::proxy(request, ctx, proxy).await,
         RequestKind::Origin => Err(ProxyError::NotServed(NotServed::ReverseDisabled)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn userinfo_never_reaches_the_log() {
-        let uri: http::Uri = "http://alice:S3cret@example.com/x".parse().unwrap();
-        assert_eq!(loggable(&uri), "http://***@example.com/x");
-        let plain: http::Uri = "/path?q".parse().unwrap();
-        assert_eq!(loggable(&plain), "/path?q");
     }
 }

@@ -217,6 +217,23 @@ impl ErrorKind {
         }
     }
 
+    /// True for failures on the upstream side (reaching it or hearing from it), as opposed to
+    /// requests refused or found malformed by sluice itself.
+    pub fn is_upstream(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::DnsError
+                | ErrorKind::ConnectionRefused
+                | ErrorKind::ConnectionTimeout
+                | ErrorKind::ConnectionTerminated
+                | ErrorKind::HttpResponseTimeout
+                | ErrorKind::HttpProtocolError
+                | ErrorKind::TlsCertificateError
+                | ErrorKind::TlsProtocolError
+                | ErrorKind::DestinationUnavailable
+        )
+    }
+
     /// The status code a client receives for this kind of failure.
     pub fn status(self) -> StatusCode {
         match self {

@@ -15,7 +15,6 @@ use crate::context::RequestContext;
 use crate::dispatch::Proxy;
 use crate::error::ProxyError;
 use crate::headers::{forwarded, hop_by_hop, rules};
-use crate::relay::RelayLimits;
 use crate::upgrade::PendingUpgrade;
 use crate::upstream::Upstream;
 
@@ -93,17 +92,7 @@ pub async fn send(
     parts.version = Version::default();
     match (upgrade, upstream_upgrade) {
         (Some(pending), Some(upstream_side)) => {
-            pending.splice(
-                &mut parts,
-                accepted,
-                upstream_side,
-                RelayLimits {
-                    idle: proxy.config.timeouts.websocket_idle,
-                    lifetime: proxy.config.timeouts.websocket_max_lifetime,
-                },
-                &proxy.shutdown,
-                ctx,
-            );
+            pending.splice(&mut parts, accepted, upstream_side, proxy, ctx);
             Ok(Response::from_parts(parts, Body::empty()))
         }
         _ => {

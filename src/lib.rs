@@ -13,9 +13,12 @@
 //! - [`upgrade`] passes WebSocket (and allowed) upgrades through; [`tls`] configures rustls;
 //! - [`upstream`] dials and pools upstream connections, with typed connect errors;
 //! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
+//! - [`observe`] writes the access log and keeps the metrics; [`admin`] serves them, health
+//!   and the effective config; [`reload`] applies a new configuration live;
 //! - [`config`] loads and validates the configuration; [`body`] and [`context`] are the types
 //!   passed along the way.
 
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod context;
@@ -24,8 +27,10 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod headers;
+pub mod observe;
 pub mod policy;
 pub mod relay;
+pub mod reload;
 pub mod reverse;
 pub mod server;
 pub mod tls;
@@ -36,36 +41,36 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::dispatch::Proxy;
-use crate::reverse::router::RouteError;
+use crate::config::source::ConfigSource;
+use crate::dispatch::BuildError;
+use crate::observe::metrics::Metrics;
+use crate::reload::Reloader;
+use crate::server::Bound;
 use crate::server::shutdown::{Drained, Shutdown};
-use crate::server::{BoundListener, listener};
-use crate::tls::server::CertResolver;
 
-/// Serves `listeners` with `config` until `shutdown` resolves, then stops accepting and lets
-/// in-flight requests and tunnels finish for up to `timeouts.shutdown_grace`.
+/// Serves `config` on the sockets in `bound` until `shutdown` resolves, then stops accepting
+/// and lets in-flight requests and tunnels finish for up to `timeouts.shutdown_grace`.
 ///
-/// Listeners are bound by the caller, so tests can bind `127.0.0.1:0` and read the port. Fails
-/// before serving anything if a route's upstream TLS cannot be set up.
+/// Sockets are bound by the caller ([`server::bind`]), so tests can bind `127.0.0.1:0` and
+/// read the ports. SIGHUP and the admin `POST /reload` read `source` again and apply it live
+/// (see [`reload`]). Fails before serving anything if a route's upstream TLS or the access log
+/// cannot be set up.
 pub async fn run(
+    source: ConfigSource,
     config: Config,
-    listeners: Vec<BoundListener>,
+    bound: Bound,
     shutdown: impl Future<Output = ()>,
-) -> Result<Drained, RouteError> {
-    let grace = config.timeouts.shutdown_grace;
+) -> Result<Drained, BuildError> {
     let tracker = Shutdown::new();
-    let proxy = Arc::new(Proxy::new(config, tracker.clone())?);
-    let resolvers: Vec<_> =
-        listeners.iter().filter_map(|l| l.tls.as_ref().map(|t| t.resolver.clone())).collect();
-    for resolver in &resolvers {
-        tracker.spawn(certificate_watch(resolver.clone(), tracker.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let reloader = Reloader::start(source, config, bound.listeners, tracker.clone(), metrics)?;
+    if let Some(admin) = bound.admin {
+        tracker.spawn(admin::serve(admin, reloader.clone()));
     }
     #[cfg(unix)]
-    tracker.spawn(reload_on_sighup(resolvers, tracker.clone()));
-    for bound in listeners {
-        tracker.spawn(listener::accept_loop(bound, proxy.clone()));
-    }
+    tracker.spawn(reload_on_sighup(reloader.clone()));
     shutdown.await;
+    let grace = reloader.config().await.timeouts.shutdown_grace;
     tracing::info!(
         in_flight = tracker.in_flight(),
         grace = %humantime::format_duration(grace),
@@ -82,25 +87,13 @@ pub async fn run(
     Ok(drained)
 }
 
-/// Checks a TLS listener's certificate files for changes and reloads them until shutdown.
-async fn certificate_watch(resolver: Arc<CertResolver>, shutdown: Shutdown) {
-    let mut ticks = tokio::time::interval(resolver.reload_interval());
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            () = shutdown.signalled() => return,
-        }
-        report_reload(resolver.reload_if_changed());
-    }
-}
-
-/// Reloads every listener certificate on SIGHUP.
+/// Reloads the configuration (certificates and access-log files included) on SIGHUP.
 #[cfg(unix)]
-async fn reload_on_sighup(resolvers: Vec<Arc<CertResolver>>, shutdown: Shutdown) {
+async fn reload_on_sighup(reloader: Arc<Reloader>) {
     use tokio::signal::unix::{SignalKind, signal};
+    let shutdown = reloader.shutdown().clone();
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP; certificates reload only when their files change");
+        tracing::warn!("cannot watch SIGHUP; reload through the admin listener instead");
         return;
     };
     loop {
@@ -108,19 +101,8 @@ async fn reload_on_sighup(resolvers: Vec<Arc<CertResolver>>, shutdown: Shutdown)
             Some(()) = hangups.recv() => {}
             () = shutdown.signalled() => return,
         }
-        tracing::info!("SIGHUP: reloading TLS certificates");
-        for resolver in &resolvers {
-            report_reload(Some(resolver.reload()));
-        }
-    }
-}
-
-fn report_reload(outcome: Option<Result<(), crate::tls::files::TlsFileError>>) {
-    match outcome {
-        Some(Ok(())) => tracing::info!("TLS certificates reloaded"),
-        Some(Err(err)) => {
-            tracing::warn!("TLS certificate reload refused, keeping the current ones: {err}")
-        }
-        None => {}
+        tracing::info!("SIGHUP: reloading the configuration");
+        // The outcome is logged by `reload` itself.
+        let _ = reloader.reload().await;
     }
 }

@@ -10,8 +10,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::context::RequestContext;
+use crate::dispatch::Proxy;
+use crate::observe::{Mode, SessionLog};
 use crate::relay::{RelayLimits, relay};
-use crate::server::shutdown::Shutdown;
 
 /// Protocols the forward proxy lets through: plain `ws://` via absolute-form.
 pub const FORWARD_ALLOWED: &[&str] = &["websocket"];
@@ -102,12 +103,17 @@ impl PendingUpgrade {
         response: &mut response::Parts,
         accepted: Option<HeaderValue>,
         upstream: OnUpgrade,
-        limits: RelayLimits,
-        tasks: &Shutdown,
+        proxy: &Proxy,
         ctx: &RequestContext,
     ) {
+        let limits = RelayLimits {
+            idle: proxy.config.timeouts.websocket_idle,
+            lifetime: proxy.config.timeouts.websocket_max_lifetime,
+        };
+        let metrics = proxy.observer.metrics.clone();
         let hold = ctx.hold.clone();
-        let id = ctx.id;
+        let session = SessionLog::new();
+        response.extensions.insert(session.clone());
         match self.style {
             Style::Http1 => {
                 response.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -120,23 +126,19 @@ impl PendingUpgrade {
             }
         }
         let downstream = self.downstream;
-        tasks.spawn(async move {
+        proxy.shutdown.spawn(async move {
             let _hold = hold;
             let (downstream, upstream) = match tokio::try_join!(downstream, upstream) {
                 Ok(pair) => pair,
                 Err(err) => {
-                    tracing::debug!(id, "upgrade failed: {err}");
+                    tracing::debug!("upgrade failed: {err}");
+                    session.not_upgraded();
                     return;
                 }
             };
+            let _active = metrics.session_opened(Mode::WebSocket);
             let relayed = relay(TokioIo::new(downstream), TokioIo::new(upstream), limits).await;
-            tracing::debug!(
-                id,
-                to_upstream = relayed.to_upstream,
-                to_downstream = relayed.to_downstream,
-                end = relayed.end.as_str(),
-                "upgraded connection closed"
-            );
+            session.relayed(relayed);
         });
     }
 }

@@ -45,6 +45,51 @@ pub struct FileConfig {
     /// `[dns]`: static host overrides.
     #[serde(default)]
     pub dns: FileDns,
+    /// `[access_log]`.
+    #[serde(default)]
+    pub access_log: FileAccessLog,
+    /// `[admin]`: the admin listener, off when absent.
+    pub admin: Option<FileAdmin>,
+    /// `[request_id]`.
+    #[serde(default)]
+    pub request_id: FileRequestId,
+}
+
+/// `[access_log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    /// Write access-log events at all (default true).
+    pub enabled: Option<bool>,
+    /// `text` or `json`.
+    pub format: Option<Spanned<String>>,
+    /// `-` for standard output, else a file appended to.
+    pub path: Option<Spanned<String>>,
+    /// Leave query strings out of logged targets.
+    pub drop_query: Option<bool>,
+    /// Request header fields to log.
+    #[serde(default)]
+    pub headers: Vec<Spanned<String>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// Address to bind.
+    pub address: Spanned<String>,
+    /// Allow a non-loopback address.
+    pub allow_remote: Option<bool>,
+}
+
+/// `[request_id]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequestId {
+    /// Header name.
+    pub header: Option<Spanned<String>>,
+    /// Keep a client's id.
+    pub trust_incoming: Option<bool>,
 }
 
 /// `[auth]`.

@@ -6,12 +6,20 @@
 
 pub mod file;
 pub mod headers;
+pub mod observe;
 pub mod route;
 pub mod security;
+pub mod source;
+pub mod summary;
 mod validate;
 
 pub use security::{
     AccessRules, AuthConfig, Credential, DestinationRules, ListenerPolicy, RateLimit, Secret, User,
+};
+
+pub use observe::{
+    ACCESS_LOG_QUEUE_LINES, AccessLogConfig, AdminConfig, LogDestination, LogFormat,
+    MAX_REQUEST_ID_BYTES, RequestIdConfig,
 };
 
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
@@ -91,6 +99,12 @@ pub struct Config {
     pub rate_limit_per_ip: Option<RateLimit>,
     /// Static DNS overrides, consulted before the system resolver.
     pub dns_hosts: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// The access log.
+    pub access_log: AccessLogConfig,
+    /// The admin listener, when enabled.
+    pub admin: Option<AdminConfig>,
+    /// Request ids.
+    pub request_id: RequestIdConfig,
 }
 
 /// One listening address and the modes it serves.
@@ -271,6 +285,9 @@ impl Default for Config {
             destinations: DestinationRules::default(),
             rate_limit_per_ip: None,
             dns_hosts: std::collections::BTreeMap::new(),
+            access_log: AccessLogConfig::default(),
+            admin: None,
+            request_id: RequestIdConfig::default(),
         }
     }
 }

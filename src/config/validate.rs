@@ -13,11 +13,13 @@ use http::{HeaderName, HeaderValue};
 
 use ipnet::IpNet;
 
+use super::file::{FileAccessLog, FileAdmin, FileRequestId};
 use super::file::{
     FileAuth, FileConfig, FileHeaderRules, FileHeaders, FileLimits, FileListener, FileListenerTls,
     FileRate, FileRoute, FileRouteTls, FileTimeouts,
 };
 use super::route::{normalize_prefix, parse_upstream_url};
+use super::{AccessLogConfig, AdminConfig, LogDestination, LogFormat, RequestIdConfig};
 use super::{
     AccessRules, AuthConfig, Credential, DestinationRules, ListenerPolicy, RateLimit, Secret, User,
 };
@@ -191,6 +193,91 @@ impl Checker<'_> {
             destinations,
             rate_limit_per_ip,
             dns_hosts,
+            access_log: self.access_log(&file.access_log),
+            admin: file.admin.as_ref().and_then(|admin| self.admin(admin)),
+            request_id: self.request_id(&file.request_id),
+        }
+    }
+
+    fn access_log(&mut self, file: &FileAccessLog) -> AccessLogConfig {
+        let defaults = AccessLogConfig::default();
+        let format = match &file.format {
+            None => defaults.format,
+            Some(format) => match format.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    self.report(
+                        format.span(),
+                        "access_log.format",
+                        format!("`{other}` is not a format; use \"text\" or \"json\""),
+                    );
+                    defaults.format
+                }
+            },
+        };
+        let destination = match &file.path {
+            None => defaults.destination,
+            Some(path) if path.get_ref() == "-" => LogDestination::Stdout,
+            Some(path) if path.get_ref().is_empty() => {
+                self.report(
+                    path.span(),
+                    "access_log.path",
+                    "is empty; use \"-\" for standard output".to_owned(),
+                );
+                defaults.destination
+            }
+            Some(path) => LogDestination::File(self.path(path)),
+        };
+        let headers = file
+            .headers
+            .iter()
+            .filter_map(|name| self.header_name("access_log.headers", name))
+            .collect();
+        AccessLogConfig {
+            enabled: file.enabled.unwrap_or(defaults.enabled),
+            format,
+            destination,
+            drop_query: file.drop_query.unwrap_or(defaults.drop_query),
+            headers,
+        }
+    }
+
+    fn admin(&mut self, file: &FileAdmin) -> Option<AdminConfig> {
+        let Some(address) = parse_address(file.address.get_ref()) else {
+            self.report(
+                file.address.span(),
+                "admin.address",
+                format!(
+                    "`{}` is not an IP address and port such as \"127.0.0.1:9901\"",
+                    file.address.get_ref()
+                ),
+            );
+            return None;
+        };
+        if !address.ip().is_loopback() && !file.allow_remote.unwrap_or(false) {
+            self.report(
+                file.address.span(),
+                "admin.address",
+                format!(
+                    "{address} is not a loopback address; the admin listener can reload the \
+                     config and shows its routes, so expose it only with `allow_remote = true` \
+                     behind a firewall"
+                ),
+            );
+        }
+        Some(AdminConfig { address })
+    }
+
+    fn request_id(&mut self, file: &FileRequestId) -> RequestIdConfig {
+        let defaults = RequestIdConfig::default();
+        RequestIdConfig {
+            header: file
+                .header
+                .as_ref()
+                .and_then(|name| self.header_name("request_id.header", name))
+                .unwrap_or(defaults.header),
+            trust_incoming: file.trust_incoming.unwrap_or(defaults.trust_incoming),
         }
     }
 

@@ -24,7 +24,11 @@ pub async fn forward(
     listener: &ListenerContext,
 ) -> Result<Response<Body>, ProxyError> {
     let pending = upgrade::take(&mut request, upgrade::FORWARD_ALLOWED);
-    let request = Body::limit_request(request, proxy.config.limits.max_request_body_bytes)?;
+    let request = Body::limit_request(
+        request,
+        proxy.config.limits.max_request_body_bytes,
+        ctx.received.clone(),
+    )?;
     let (mut parts, body) = request.into_parts();
     // RFC 9112 §3.2.2: a proxy receiving absolute-form replaces Host with the target's authority.
     let host = HeaderValue::from_str(target.authority.as_str())

@@ -9,8 +9,9 @@ use hyper_util::rt::TokioIo;
 use super::target;
 use crate::body::Body;
 use crate::context::RequestContext;
-use crate::dispatch::{ListenerContext, Proxy};
+use crate::dispatch::{ListenerContext, Proxy, UpstreamAddr};
 use crate::error::ProxyError;
+use crate::observe::{Mode, SessionLog};
 use crate::relay::{RelayLimits, relay};
 
 /// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
@@ -33,28 +34,30 @@ pub async fn open(
         idle: proxy.config.timeouts.tunnel_idle,
         lifetime: proxy.config.timeouts.tunnel_max_lifetime,
     };
-    let id = ctx.id;
-    let peer = ctx.peer;
+    let upstream_addr = upstream.peer_addr().ok();
+    let session = SessionLog::new();
+    let log = session.clone();
+    let metrics = proxy.observer.metrics.clone();
     let hold = ctx.hold.clone();
     proxy.shutdown.spawn(async move {
         let _hold = hold;
         match on_upgrade.await {
             Ok(downstream) => {
-                let relayed = relay(TokioIo::new(downstream), upstream, limits).await;
-                tracing::debug!(
-                    id,
-                    %peer,
-                    target = %target.authority,
-                    to_upstream = relayed.to_upstream,
-                    to_downstream = relayed.to_downstream,
-                    end = relayed.end.as_str(),
-                    "tunnel closed"
-                );
+                let _active = metrics.session_opened(Mode::Tunnel);
+                log.relayed(relay(TokioIo::new(downstream), upstream, limits).await);
             }
-            Err(err) => tracing::debug!(id, %peer, "CONNECT upgrade failed: {err}"),
+            Err(err) => {
+                tracing::debug!(target = %target.authority, "CONNECT upgrade failed: {err}");
+                log.not_upgraded();
+            }
         }
     });
     let mut response = Response::new(Body::empty());
-    response.extensions_mut().insert(ReasonPhrase::from_static(b"Connection established"));
+    let extensions = response.extensions_mut();
+    extensions.insert(ReasonPhrase::from_static(b"Connection established"));
+    extensions.insert(session);
+    if let Some(addr) = upstream_addr {
+        extensions.insert(UpstreamAddr(addr));
+    }
     Ok(response)
 }

@@ -36,6 +36,7 @@ pub async fn proxy(
         .router
         .find(host_name, request.uri().path())
         .ok_or(ProxyError::NotServed(NotServed::NoRoute))?;
+    let _ = ctx.route.set(route.name.clone());
     let uri = rewrite::upstream_uri(&route.config, request.uri())?;
     if let Some(limiter) = &route.limiter {
         limiter.acquire(()).map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
@@ -45,7 +46,7 @@ pub async fn proxy(
         // An HTTP/2 extended CONNECT cannot be served as a plain request (RFC 8441 §4).
         return Err(ProxyError::Denied(Denied::Upgrade));
     }
-    let request = Body::limit_request(request, route.config.max_body_bytes)?;
+    let request = Body::limit_request(request, route.config.max_body_bytes, ctx.received.clone())?;
     let (mut parts, body) = request.into_parts();
     let host = match (&client_host, route.config.preserve_host) {
         (Some(client), true) => client.clone(),
@@ -55,6 +56,8 @@ pub async fn proxy(
     exchange::prepare(&mut parts, uri, host, pending.as_ref(), settings.via);
     let hop = Hop { client: ctx.peer.ip(), proto: ctx.scheme, host: client_host.as_ref() };
     forwarded::apply_forwarding(&mut parts.headers, hop, settings);
+    // The id replaces whatever the client sent (unless trusted, when it is the client's).
+    parts.headers.insert(proxy.config.request_id.header.clone(), ctx.id.to_header_value());
     rules::apply(&settings.request, &mut parts.headers);
     rules::apply(&route.config.request_headers, &mut parts.headers);
     let request = Request::from_parts(parts, body);

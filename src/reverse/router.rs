@@ -24,6 +24,8 @@ pub struct Route {
     pub upstream_host: HeaderValue,
     /// The route's request rate limit, shared by all clients.
     pub limiter: Option<RateLimiter<()>>,
+    /// The route's name, shared with log entries and metric labels.
+    pub name: Arc<str>,
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -100,6 +102,7 @@ impl Router {
                 upstream: Upstream::new(settings, tls, config.protocol, server_name, connector),
                 upstream_host,
                 limiter: config.rate_limit.map(RateLimiter::new),
+                name: Arc::from(config.name.as_str()),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.

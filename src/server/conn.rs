@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use hyper::server::conn::http1;
 
-use super::listener::ConnectionHold;
-use super::shutdown::Shutdown;
+use tokio_util::sync::CancellationToken;
+
+use super::listener::{ConnectionHold, Live, Serving};
 use crate::config::{Config, ListenerConfig};
-use crate::dispatch::{self, ListenerContext, Proxy};
+use crate::dispatch;
+use crate::observe::metrics::{Metrics, Rejection};
 use crate::policy::wire::WireGuard;
 
 /// The HTTP versions a listener speaks, with their settings.
@@ -99,23 +101,42 @@ where
     }
 }
 
-/// Drives `connection` to completion, asking it to finish gracefully once shutdown begins.
-async fn drive<C, E>(connection: C, shutdown: &Shutdown, peer: SocketAddr)
+/// Drives `connection` to completion, asking it to finish gracefully once `stop` fires
+/// (shutdown, or its listener removed by a reload). Requests hyper refused before they reached
+/// the proxy (malformed, head too large, head too slow) are counted as rejections.
+async fn drive<C, E>(connection: C, stop: &CancellationToken, peer: SocketAddr, metrics: &Metrics)
 where
     C: Graceful<Output = Result<(), E>>,
-    E: std::fmt::Display,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = shutdown.signalled() => {
+        () = stop.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
     if let Err(err) = result {
+        let err = err.into();
+        if let Some(rejection) = err.downcast_ref::<hyper::Error>().and_then(rejection) {
+            metrics.reject(rejection);
+        }
         // Clients vanish, send garbage and time out all the time; that is not an event.
         tracing::debug!(%peer, "connection ended: {err}");
+    }
+}
+
+/// The refusal behind a connection error hyper reports, when it refused a request head.
+fn rejection(err: &hyper::Error) -> Option<Rejection> {
+    if err.is_parse_too_large() {
+        Some(Rejection::RequestHeadTooLarge)
+    } else if err.is_parse() {
+        Some(Rejection::MalformedRequest)
+    } else if err.is_timeout() {
+        Some(Rejection::RequestHeadTimeout)
+    } else {
+        None
     }
 }
 
@@ -124,24 +145,25 @@ where
 pub struct Connection {
     /// The client's address.
     pub peer: SocketAddr,
-    /// What the listener serves and enforces.
-    pub listener: Arc<ListenerContext>,
-    /// Shared proxy state.
-    pub proxy: Arc<Proxy>,
-    /// The listener's protocol settings.
-    pub builder: Arc<HttpBuilder>,
+    /// The listener's current state, loaded again for every request.
+    pub live: Live,
+    /// The state the connection was accepted under: its protocol settings and timeouts.
+    pub serving: Arc<Serving>,
     /// The connection's place under the connection limits.
     pub hold: Arc<ConnectionHold>,
+    /// Fires when the listener stops (shutdown, or removed by a reload).
+    pub stop: CancellationToken,
 }
 
 impl Connection {
     /// Completes the TLS handshake, bounded by the request-head timeout, then serves.
     pub async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
-        let timeout = self.proxy.config.timeouts.request_header;
+        let proxy = &self.serving.proxy;
+        let timeout = proxy.config.timeouts.request_header;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let max_head = self.proxy.config.limits.max_request_head_bytes;
+                let max_head = proxy.config.limits.max_request_head_bytes;
                 let io = if h2 {
                     WireGuard::passthrough(tls, timeout)
                 } else {
@@ -150,11 +172,11 @@ impl Connection {
                 self.serve(io).await
             }
             Ok(Err(err)) => {
-                let failures = self.proxy.counters.count_tls_handshake_failure();
+                let failures = proxy.observer.metrics.tls_handshake_failed();
                 tracing::debug!(peer = %self.peer, failures, "TLS handshake failed: {err}");
             }
             Err(_) => {
-                let failures = self.proxy.counters.count_tls_handshake_failure();
+                let failures = proxy.observer.metrics.tls_handshake_failed();
                 tracing::debug!(peer = %self.peer, failures, "TLS handshake timed out");
             }
         }
@@ -165,20 +187,19 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { peer, listener, proxy, builder, hold } = self;
-        let shutdown = proxy.shutdown.clone();
-        let max_requests = proxy.config.limits.max_requests_per_connection;
+        let Connection { peer, live, serving, hold, stop } = self;
+        let max_requests = serving.proxy.config.limits.max_requests_per_connection;
         let served = Arc::new(AtomicU64::new(0));
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let proxy = proxy.clone();
-            let listener = listener.clone();
+            let current = live.load_full();
             let served = served.clone();
             let hold = hold.clone();
             async move {
                 let http1 = request.version() < http::Version::HTTP_2;
                 let connect = http1 && request.method() == http::Method::CONNECT;
                 let upgrade = http1 && request.headers().contains_key(http::header::UPGRADE);
-                let mut response = dispatch::handle(request, &proxy, peer, &listener, hold).await;
+                let (proxy, listener) = (&current.proxy, &current.context);
+                let mut response = dispatch::handle(request, proxy, peer, listener, hold).await;
                 let status = response.status();
                 // The wire guard stops reading a connection once it asks to switch protocols;
                 // if the switch does not happen, the connection must not carry more requests.
@@ -198,14 +219,15 @@ impl Connection {
             }
         });
         let io = TokioIo::new(io);
-        match &*builder {
+        let metrics = &serving.proxy.observer.metrics;
+        match &serving.builder {
             HttpBuilder::Http1(http1) => {
                 let connection = http1.serve_connection(io, service).with_upgrades();
-                drive(connection, &shutdown, peer).await;
+                drive(connection, &stop, peer, metrics).await;
             }
             HttpBuilder::Auto(auto) => {
                 let connection = auto.serve_connection_with_upgrades(io, service);
-                drive(connection, &shutdown, peer).await;
+                drive(connection, &stop, peer, metrics).await;
             }
         }
     }

@@ -10,10 +10,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::BoundListener;
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
 use super::conn;
-use crate::dispatch::Proxy;
+use crate::config::ListenerConfig;
+use crate::dispatch::{ListenerContext, Proxy};
+use crate::observe::metrics::{Active, Rejection};
 use crate::policy::wire::WireGuard;
+use crate::tls::server::TlsListener;
 
 /// Pause after a failed `accept` (typically EMFILE) so a full file table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -35,6 +41,7 @@ struct PerAddress {
 pub struct ConnectionHold {
     _permit: OwnedSemaphorePermit,
     _slot: AddressSlot,
+    _open: Active,
 }
 
 impl std::fmt::Debug for ConnectionHold {
@@ -73,65 +80,173 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Accepts connections on `listener` until shutdown, serving each on its own task.
+/// What a listener serves right now: the configuration generation, the listener's own
+/// settings, protocol builder and certificates. A reload swaps it whole; each request loads the
+/// current one, so keep-alive connections follow the new routes from their next request.
+#[derive(Debug)]
+pub struct Serving {
+    /// The configuration generation.
+    pub proxy: Arc<Proxy>,
+    /// The listener's configuration.
+    pub config: ListenerConfig,
+    /// Its modes, policy and forward-proxy client.
+    pub context: ListenerContext,
+    /// Its HTTP protocol settings.
+    pub builder: conn::HttpBuilder,
+    /// Its TLS termination, when configured.
+    pub tls: Option<TlsListener>,
+}
+
+impl Serving {
+    /// The state for `config` served by `proxy`, with certificates already loaded.
+    pub fn new(proxy: Arc<Proxy>, config: ListenerConfig, tls: Option<TlsListener>) -> Serving {
+        let context = proxy.listener_context(&config, tls.is_some());
+        let builder = conn::http_builder(&proxy.config, &config);
+        Serving { proxy, config, context, builder, tls }
+    }
+}
+
+/// A listener's current [`Serving`], shared by its accept loop and its connections.
+pub type Live = Arc<ArcSwap<Serving>>;
+
+/// Accepts connections on `socket` until `stop` (a listener removed by a reload, or shutdown),
+/// serving each on its own tracked task, and checks certificate files for changes.
 ///
 /// At most `limits.max_connections` connections are open at once: the loop waits for a permit
 /// before accepting, so excess clients queue in the kernel backlog rather than in memory. One
-/// client address may hold at most `max_connections_per_ip`; beyond that it gets a 503.
-pub async fn accept_loop(listener: BoundListener, proxy: Arc<Proxy>) {
-    let permits = Arc::new(Semaphore::new(proxy.config.limits.max_connections));
-    let builder = Arc::new(conn::http_builder(&proxy.config, &listener.config));
-    let context = Arc::new(proxy.listener_context(&listener.config, listener.tls.is_some()));
+/// client address may hold at most `max_connections_per_ip`; beyond that it gets a 503. Both
+/// counts survive reloads; a reload that changes `max_connections` resizes the permit pool.
+pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToken) {
+    let mut capacity = live.load().proxy.config.limits.max_connections;
+    let permits = Arc::new(Semaphore::new(capacity));
     let per_address = Arc::new(PerAddress::default());
-    let cap = listener.config.policy.max_connections_per_ip;
-    let max_head = proxy.config.limits.max_request_head_bytes;
-    let first_request = proxy.config.timeouts.request_header;
-    let shutdown = proxy.shutdown.clone();
+    let mut certificate_check = CertificateCheck::new(&live.load());
+    let address = socket.local_addr().ok();
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            () = shutdown.signalled() => break,
+            () = stop.cancelled() => break,
         };
         let accepted = tokio::select! {
-            accepted = listener.socket.accept() => accepted,
-            () = shutdown.signalled() => break,
+            accepted = socket.accept() => accepted,
+            () = certificate_check.tick() => {
+                certificate_check.run(&live.load());
+                continue;
+            }
+            () = stop.cancelled() => break,
         };
+        let serving = live.load_full();
+        let limits = &serving.proxy.config.limits;
+        resize(&permits, &mut capacity, limits.max_connections);
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(err) => {
-                tracing::warn!(address = %listener.config.address, "accept failed: {err}");
+                tracing::warn!(?address, "accept failed: {err}");
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }
         };
+        let metrics = &serving.proxy.observer.metrics;
+        let cap = serving.config.policy.max_connections_per_ip;
         let Some(slot) = per_address.try_take(peer.ip(), cap) else {
             tracing::debug!(%peer, limit = "max_connections_per_ip", "connection refused");
-            let plain = listener.tls.is_none();
-            shutdown.spawn(refuse(stream, plain));
+            metrics.reject(Rejection::TooManyConnections);
+            let plain = serving.tls.is_none();
+            serving.proxy.shutdown.spawn(refuse(stream, plain));
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let hold =
+            ConnectionHold { _permit: permit, _slot: slot, _open: metrics.connection_opened() };
         let connection = conn::Connection {
             peer,
-            listener: context.clone(),
-            proxy: proxy.clone(),
-            builder: builder.clone(),
-            hold: Arc::new(ConnectionHold { _permit: permit, _slot: slot }),
+            live: live.clone(),
+            serving: serving.clone(),
+            hold: Arc::new(hold),
+            stop: stop.clone(),
         };
-        let tls = listener.tls.as_ref().map(|tls| tls.acceptor.clone());
-        shutdown.spawn(async move {
+        let max_head = limits.max_request_head_bytes;
+        let first_request = serving.proxy.config.timeouts.request_header;
+        let tls = serving.tls.as_ref().map(|tls| tls.acceptor.clone());
+        serving.proxy.shutdown.spawn(async move {
             match tls {
                 Some(acceptor) => connection.serve_tls(stream, acceptor).await,
                 None => connection.serve(WireGuard::new(stream, max_head, first_request)).await,
             }
         });
     }
-    tracing::debug!(address = %listener.config.address, "listener closed");
+    tracing::info!(?address, "listener closed");
 }
 
+/// Grows or shrinks the permit pool to `wanted` (shrinking takes only free permits; the rest
+/// go as connections close, since forgotten permits are never returned).
+fn resize(permits: &Semaphore, capacity: &mut usize, wanted: usize) {
+    if wanted > *capacity {
+        permits.add_permits(wanted - *capacity);
+        *capacity = wanted;
+    } else if wanted < *capacity {
+        let forgotten = permits.forget_permits(*capacity - wanted);
+        *capacity -= forgotten;
+    }
+}
+
+/// Periodic checks of a TLS listener's certificate files, at the listener's reload interval.
+struct CertificateCheck {
+    ticks: Option<tokio::time::Interval>,
+    every: Duration,
+}
+
+impl CertificateCheck {
+    fn new(serving: &Serving) -> CertificateCheck {
+        let mut check = CertificateCheck { ticks: None, every: Duration::ZERO };
+        check.follow(serving);
+        check
+    }
+
+    /// Matches the ticking to the listener's current TLS settings.
+    fn follow(&mut self, serving: &Serving) {
+        let every = serving.tls.as_ref().map(|tls| tls.resolver.reload_interval());
+        match every {
+            Some(every) if every != self.every || self.ticks.is_none() => {
+                let mut ticks =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                self.ticks = Some(ticks);
+                self.every = every;
+            }
+            Some(_) => {}
+            None => self.ticks = None,
+        }
+    }
+
+    /// Resolves at the next check; never, for a plain listener.
+    async fn tick(&mut self) {
+        match &mut self.ticks {
+            Some(ticks) => {
+                ticks.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    fn run(&mut self, serving: &Serving) {
+        if let Some(tls) = &serving.tls {
+            match tls.resolver.reload_if_changed() {
+                Some(Ok(())) => tracing::info!("TLS certificates reloaded"),
+                Some(Err(err)) => {
+                    tracing::warn!(
+                        "TLS certificate reload refused, keeping the current ones: {err}"
+                    )
+                }
+                None => {}
+            }
+        }
+        self.follow(serving);
+    }
+}
 /// Tells an over-limit client why it is turned away (in plain HTTP only: on a TLS listener a
 /// handshake would cost what the limit protects) and closes.
 async fn refuse(mut stream: TcpStream, plain: bool) {

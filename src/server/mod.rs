@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::config::ListenerConfig;
+use crate::config::{Config, ListenerConfig};
 use crate::tls::files::TlsFileError;
 use crate::tls::server::TlsListener;
 
@@ -47,6 +47,15 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
+    /// The admin listener's socket could not be bound.
+    #[error("cannot listen on {address} (admin)")]
+    Admin {
+        /// The admin address.
+        address: SocketAddr,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
     /// The listener's certificates could not be loaded.
     #[error("cannot set up TLS for {address}")]
     Tls {
@@ -58,21 +67,48 @@ pub enum BindError {
     },
 }
 
-/// Loads TLS certificates and binds every listener, failing on the first that cannot be set up.
-pub async fn bind(listeners: &[ListenerConfig]) -> Result<Vec<BoundListener>, BindError> {
-    let mut bound = Vec::with_capacity(listeners.len());
-    for config in listeners {
-        let address = config.address;
-        let tls = match &config.tls {
-            Some(tls) => {
-                Some(TlsListener::new(tls).map_err(|source| BindError::Tls { address, source })?)
-            }
-            None => None,
-        };
-        let socket = TcpListener::bind(address)
-            .await
-            .map_err(|source| BindError::Socket { address, source })?;
-        bound.push(BoundListener { config: config.clone(), socket, tls });
+/// Every socket a configuration needs, bound before anything is served.
+#[derive(Debug)]
+pub struct Bound {
+    /// The proxy listeners, in config order.
+    pub listeners: Vec<BoundListener>,
+    /// The admin listener, when configured.
+    pub admin: Option<TcpListener>,
+}
+
+/// Loads TLS certificates and binds every listener (and the admin listener), failing on the
+/// first that cannot be set up.
+pub async fn bind(config: &Config) -> Result<Bound, BindError> {
+    let mut listeners = Vec::with_capacity(config.listeners.len());
+    for listener in &config.listeners {
+        listeners.push(bind_listener(listener).await?);
     }
-    Ok(bound)
+    let admin = match &config.admin {
+        Some(admin) => Some(
+            TcpListener::bind(admin.address)
+                .await
+                .map_err(|source| BindError::Admin { address: admin.address, source })?,
+        ),
+        None => None,
+    };
+    Ok(Bound { listeners, admin })
+}
+
+/// Loads one listener's certificates and binds its socket.
+pub async fn bind_listener(config: &ListenerConfig) -> Result<BoundListener, BindError> {
+    let address = config.address;
+    let tls = load_tls(config)?;
+    let socket =
+        TcpListener::bind(address).await.map_err(|source| BindError::Socket { address, source })?;
+    Ok(BoundListener { config: config.clone(), socket, tls })
+}
+
+/// Loads a listener's certificates, when it terminates TLS.
+pub fn load_tls(config: &ListenerConfig) -> Result<Option<TlsListener>, BindError> {
+    let address = config.address;
+    config
+        .tls
+        .as_ref()
+        .map(|tls| TlsListener::new(tls).map_err(|source| BindError::Tls { address, source }))
+        .transpose()
 }

@@ -42,6 +42,17 @@ impl Shutdown {
         self.signal.cancelled()
     }
 
+    /// True once shutdown has begun.
+    pub fn is_signalled(&self) -> bool {
+        self.signal.is_cancelled()
+    }
+
+    /// A token for one listener: fires at shutdown, or earlier when that listener alone is
+    /// stopped (removed by a reload).
+    pub fn listener_token(&self) -> CancellationToken {
+        self.signal.child_token()
+    }
+
     /// Begins shutdown and waits up to `grace` for tracked tasks to finish.
     pub async fn drain(&self, grace: Duration) -> Drained {
         self.signal.cancel();

@@ -1,8 +1,10 @@
 //! Starts the real `sluice::run` in-process with a given configuration.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
-use sluice::config::Config;
+use sluice::config::source::ConfigSource;
+use sluice::config::{Config, LogDestination};
 use sluice::server::shutdown::Drained;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -15,6 +17,8 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// Every listener's bound address, in config order.
     pub addrs: Vec<SocketAddr>,
+    /// The admin listener's address, when configured.
+    pub admin: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Drained>,
 }
@@ -31,18 +35,40 @@ impl TestProxy {
         TestProxy::with_config(config).await
     }
 
-    /// Starts with an already-built configuration.
-    pub async fn with_config(config: Config) -> TestProxy {
-        let listeners = sluice::server::bind(&config.listeners).await.expect("bind");
-        let addrs: Vec<_> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    /// Starts with an already-built configuration. An access log to standard output is turned
+    /// off (it would bypass the test harness's output capture); tests read a log file instead.
+    pub async fn with_config(mut config: Config) -> TestProxy {
+        if config.access_log.destination == LogDestination::Stdout {
+            config.access_log.enabled = false;
+        }
+        TestProxy::launch(ConfigSource::Fixed(Box::new(config.clone())), config).await
+    }
+
+    /// Starts from a config file, as `sluice --config FILE` does; reloads read it again.
+    pub async fn from_file(path: &Path) -> TestProxy {
+        let source =
+            ConfigSource::Command { file: Some(path.to_owned()), overrides: Default::default() };
+        let config = source.load().expect("test config is valid");
+        TestProxy::launch(source, config).await
+    }
+
+    async fn launch(source: ConfigSource, config: Config) -> TestProxy {
+        let bound = sluice::server::bind(&config).await.expect("bind");
+        let addrs: Vec<_> = bound.listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        let admin = bound.admin.as_ref().map(|a| a.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let stopped = async move {
                 let _ = stopped.await;
             };
-            sluice::run(config, listeners, stopped).await.expect("proxy starts")
+            sluice::run(source, config, bound, stopped).await.expect("proxy starts")
         });
-        TestProxy { addr: addrs[0], addrs, stop: Some(stop), task }
+        TestProxy { addr: addrs[0], addrs, admin, stop: Some(stop), task }
+    }
+
+    /// `http://admin/path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin.expect("the config has an [admin] listener"))
     }
 
     /// `http://addr`, for client proxy settings.

@@ -1,0 +1,143 @@
+//! The admin listener (off unless `[admin]` is configured; loopback unless explicitly allowed):
+//!
+//! | request         | answer                                                            |
+//! |-----------------|-------------------------------------------------------------------|
+//! | `GET /healthz`  | 200 while the process runs (liveness)                             |
+//! | `GET /readyz`   | 200 once listeners are bound and the config loaded; 503 draining  |
+//! | `GET /metrics`  | Prometheus metrics, OpenMetrics text format                       |
+//! | `GET /config`   | the effective configuration, secrets redacted                     |
+//! | `POST /reload`  | re-reads the config file; 200 with what changed, else 422/500     |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use crate::observe::metrics;
+use crate::reload::{ReloadError, Reloader};
+
+/// Serves admin requests on `listener` until shutdown.
+pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
+    let shutdown = reloader.shutdown().clone();
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "admin listening");
+    }
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!("admin accept failed: {err}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.signalled() => break,
+        };
+        let reloader = reloader.clone();
+        let connection_shutdown = shutdown.clone();
+        shutdown.spawn(async move {
+            let service = service_fn(move |request| {
+                let reloader = reloader.clone();
+                async move { Ok::<_, Infallible>(respond(request, &reloader).await) }
+            });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                () = connection_shutdown.signalled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(err) = result {
+                tracing::debug!(%peer, "admin connection ended: {err}");
+            }
+        });
+    }
+}
+
+async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Full<Bytes>> {
+    let method = request.method();
+    let allowed = match request.uri().path() {
+        "/healthz" | "/readyz" | "/metrics" | "/config" => "GET, HEAD",
+        "/reload" => "POST",
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found; try /healthz /readyz /metrics /config /reload\n",
+            );
+        }
+    };
+    let get = method == Method::GET || method == Method::HEAD;
+    match (request.uri().path(), get, method == Method::POST) {
+        ("/healthz", true, _) => text(StatusCode::OK, "ok\n"),
+        ("/readyz", true, _) if reloader.shutdown().is_signalled() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        }
+        ("/readyz", true, _) => text(StatusCode::OK, "ready\n"),
+        ("/metrics", true, _) => {
+            let mut response = text(StatusCode::OK, reloader.metrics().encode());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(metrics::CONTENT_TYPE),
+            );
+            response
+        }
+        ("/config", true, _) => {
+            let config = reloader.config().await;
+            text(
+                StatusCode::OK,
+                crate::config::summary::effective(&config, "running configuration"),
+            )
+        }
+        ("/reload", _, true) => match reloader.reload().await {
+            Ok(report) => text(StatusCode::OK, format!("{report}\n")),
+            Err(err @ ReloadError::Config(_)) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("reload refused, the running configuration is unchanged:\n{err}\n"),
+            ),
+            Err(err) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "reload refused, the running configuration is unchanged:\n{}\n",
+                    chain(&err)
+                ),
+            ),
+        },
+        _ => {
+            let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            response.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static(allowed));
+            response
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// An error and its causes, joined with ": ".
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(current) = cause {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        cause = current.source();
+    }
+    text
+}

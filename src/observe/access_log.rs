@@ -1,0 +1,304 @@
+//! The access log: one line per request, tunnel and WebSocket session, as text or JSON lines.
+//!
+//! Lines are formatted on the request's task and handed to a writer thread through a bounded
+//! queue, so a slow disk never stalls the proxy: when the queue is full the line is dropped and
+//! counted (`sluice_access_log_dropped_total`). The writer appends whole lines in batches, so
+//! two writers (before and after a reload) never interleave within a line.
+//!
+//! Secrets never reach the log: the target's userinfo is replaced by `***`, the query string
+//! is left out when `drop_query` is set, and of the request headers the config asks to log,
+//! `Authorization`, `Proxy-Authorization`, `Cookie` and any header a rule fills from the
+//! environment are written as `***`.
+
+use std::fmt::Write as _;
+use std::io::{self, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Duration;
+
+use http::{HeaderName, Uri, header};
+
+use super::Entry;
+use super::metrics::Metrics;
+use crate::config::{ACCESS_LOG_QUEUE_LINES, Config, HeaderRules, LogDestination, LogFormat};
+
+/// Largest batch of lines written with one `write` call.
+const BATCH_BYTES: usize = 64 * 1024;
+
+/// The access log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessLogError {
+    /// The file could not be opened for appending.
+    #[error("cannot open access log {}", path.display())]
+    Open {
+        /// The configured path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the access-log writer")]
+    Thread(#[source] io::Error),
+}
+
+/// An open access log.
+#[derive(Debug)]
+pub struct AccessLog {
+    lines: SyncSender<Vec<u8>>,
+    format: LogFormat,
+    drop_query: bool,
+    headers: Vec<HeaderName>,
+    secret: Vec<HeaderName>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLog {
+    /// Opens the destination `config` names and starts its writer thread.
+    pub fn open(config: &Config, metrics: Arc<Metrics>) -> Result<AccessLog, AccessLogError> {
+        let settings = &config.access_log;
+        let out: Box<dyn io::Write + Send> = match &settings.destination {
+            LogDestination::Stdout => Box::new(io::stdout()),
+            LogDestination::File(path) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| AccessLogError::Open { path: path.clone(), source })?,
+            ),
+        };
+        let (lines, queue) = sync_channel(ACCESS_LOG_QUEUE_LINES);
+        std::thread::Builder::new()
+            .name("sluice-access-log".to_owned())
+            .spawn(move || write_lines(&queue, out))
+            .map_err(AccessLogError::Thread)?;
+        Ok(AccessLog {
+            lines,
+            format: settings.format,
+            drop_query: settings.drop_query,
+            headers: settings.headers.clone(),
+            secret: secret_headers(config),
+            metrics,
+        })
+    }
+
+    /// Request header fields to copy into entries.
+    pub fn wanted_headers(&self) -> &[HeaderName] {
+        &self.headers
+    }
+
+    /// Formats `entry` and queues the line.
+    pub fn write(&self, entry: &Entry, duration: Duration, received: u64) {
+        let line = match self.format {
+            LogFormat::Text => self.text(entry, duration, received),
+            LogFormat::Json => self.json(entry, duration, received),
+        };
+        if let Err(TrySendError::Full(_)) = self.lines.try_send(line.into_bytes()) {
+            self.metrics.access_log_dropped();
+        }
+    }
+
+    fn text(&self, entry: &Entry, duration: Duration, received: u64) -> String {
+        let mut line = String::with_capacity(256);
+        let _ = write!(
+            line,
+            "{} - - [{}] \"{} {} {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
+            entry.peer.ip(),
+            humantime::format_rfc3339_millis(entry.time),
+            entry.method,
+            self.target(&entry.target),
+            entry.version,
+            entry.status,
+            entry.sent,
+            entry.id,
+            entry.mode.as_str(),
+            entry.route.0.as_deref().unwrap_or("-"),
+            received,
+            entry.sent,
+            millis(duration),
+        );
+        match entry.upstream_ttfb {
+            Some(ttfb) => {
+                let _ = write!(line, "{:.3}", millis(ttfb));
+            }
+            None => line.push('-'),
+        }
+        let _ = write!(line, " upstream=");
+        match entry.upstream {
+            Some(addr) => {
+                let _ = write!(line, "{addr}");
+            }
+            None => line.push('-'),
+        }
+        let _ = write!(line, " error={}", entry.failure.map_or("-", |f| f.as_str()));
+        if let Some(close) = entry.close {
+            let _ = write!(line, " close={close}");
+        }
+        for (name, value) in &entry.headers {
+            let _ = write!(line, " {name}=\"");
+            if self.secret.contains(name) {
+                line.push_str("***");
+            } else {
+                escape_text(&mut line, value.as_bytes());
+            }
+            line.push('"');
+        }
+        line.push('\n');
+        line
+    }
+
+    fn json(&self, entry: &Entry, duration: Duration, received: u64) -> String {
+        let headers: serde_json::Map<String, serde_json::Value> = entry
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                let shown = if self.secret.contains(name) {
+                    "***".to_owned()
+                } else {
+                    String::from_utf8_lossy(value.as_bytes()).into_owned()
+                };
+                (name.as_str().to_owned(), serde_json::Value::String(shown))
+            })
+            .collect();
+        let record = JsonLine {
+            time: humantime::format_rfc3339_millis(entry.time).to_string(),
+            client: entry.peer.to_string(),
+            request_id: entry.id.to_string(),
+            mode: entry.mode.as_str(),
+            method: entry.method.as_str(),
+            target: self.target(&entry.target),
+            version: format!("{:?}", entry.version),
+            route: entry.route.0.as_deref(),
+            status: entry.status,
+            bytes_in: received,
+            bytes_out: entry.sent,
+            duration_ms: millis(duration),
+            upstream_ttfb_ms: entry.upstream_ttfb.map(millis),
+            upstream: entry.upstream.map(|addr| addr.to_string()),
+            error: entry.failure.map(|f| f.as_str()),
+            close: entry.close,
+            headers,
+        };
+        let mut line = serde_json::to_string(&record).unwrap_or_default();
+        line.push('\n');
+        line
+    }
+
+    /// The target as logged: userinfo hidden, query dropped when configured.
+    fn target(&self, uri: &Uri) -> String {
+        let text = match (self.drop_query, uri.query()) {
+            (true, Some(_)) => {
+                let mut parts = uri.clone().into_parts();
+                parts.path_and_query = uri.path_and_query().and_then(|pq| pq.path().parse().ok());
+                Uri::from_parts(parts).map_or_else(|_| uri.path().to_owned(), |u| u.to_string())
+            }
+            _ => uri.to_string(),
+        };
+        match uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+            Some((userinfo, _)) => text.replacen(&format!("{userinfo}@"), "***@", 1),
+            None => text,
+        }
+    }
+}
+
+/// One JSON access-log line.
+#[derive(serde::Serialize)]
+struct JsonLine<'a> {
+    time: String,
+    client: String,
+    request_id: String,
+    mode: &'static str,
+    method: &'a str,
+    target: String,
+    version: String,
+    route: Option<&'a str>,
+    status: u16,
+    bytes_in: u64,
+    bytes_out: u64,
+    duration_ms: f64,
+    upstream_ttfb_ms: Option<f64>,
+    upstream: Option<String>,
+    error: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    close: Option<&'static str>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    headers: serde_json::Map<String, serde_json::Value>,
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
+/// Header fields always hidden, plus every header a rule sets from the environment.
+fn secret_headers(config: &Config) -> Vec<HeaderName> {
+    let mut secret = vec![
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        header::COOKIE,
+        header::SET_COOKIE,
+    ];
+    let rule_sets = [&config.headers.request, &config.headers.response]
+        .into_iter()
+        .chain(config.routes.iter().flat_map(|r| [&r.request_headers, &r.response_headers]));
+    for rules in rule_sets {
+        add_sensitive(&mut secret, rules);
+    }
+    secret
+}
+
+fn add_sensitive(secret: &mut Vec<HeaderName>, rules: &HeaderRules) {
+    for rule in rules.set.iter().chain(&rules.append) {
+        if rule.value.is_sensitive() && !secret.contains(&rule.name) {
+            secret.push(rule.name.clone());
+        }
+    }
+}
+
+/// Writes a header value inside double quotes: `"` and `\` escaped, other bytes outside
+/// printable ASCII as `\xNN`, so a client cannot forge a line.
+fn escape_text(out: &mut String, bytes: &[u8]) {
+    for &byte in bytes {
+        match byte {
+            b'"' | b'\\' => {
+                out.push('\\');
+                out.push(char::from(byte));
+            }
+            0x20..=0x7e => out.push(char::from(byte)),
+            _ => {
+                let _ = write!(out, "\\x{byte:02x}");
+            }
+        }
+    }
+}
+
+/// The writer thread: takes lines off the queue and appends them in batches until every
+/// sender (every generation using this log) is gone.
+fn write_lines(queue: &Receiver<Vec<u8>>, mut out: Box<dyn io::Write + Send>) {
+    let mut batch = Vec::with_capacity(BATCH_BYTES);
+    while let Ok(line) = queue.recv() {
+        batch.extend_from_slice(&line);
+        while batch.len() < BATCH_BYTES {
+            match queue.try_recv() {
+                Ok(line) => batch.extend_from_slice(&line),
+                Err(_) => break,
+            }
+        }
+        if let Err(err) = out.write_all(&batch).and_then(|()| out.flush()) {
+            tracing::warn!("cannot write the access log: {err}");
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_cannot_break_a_line() {
+        let mut out = String::new();
+        escape_text(&mut out, b"a\"b\\c\n\xff");
+        assert_eq!(out, "a\\\"b\\\\c\\x0a\\xff");
+    }
+}

@@ -1,0 +1,403 @@
+//! Prometheus metrics, kept for the life of the process (a reload never resets them) and
+//! served in the OpenMetrics text format by the admin listener.
+//!
+//! Every label comes from a fixed set: modes, methods, status classes and error kinds are
+//! enums, and `route` is a configured route name (empty for forward-proxy traffic). Raw paths
+//! and hosts never become labels, so the number of series stays bounded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use super::Mode;
+
+/// Upper bounds (seconds) of the latency buckets: sub-millisecond proxying up to the minutes a
+/// model server may take to stream a long answer.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+    300.0,
+];
+
+/// The content type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A route name as a label value; empty for traffic that matched no route (forward proxy).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct RouteLabel(pub Option<Arc<str>>);
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(self.0.as_deref().unwrap_or(""))
+    }
+}
+
+/// Labels of the per-request counter.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RequestLabels {
+    mode: &'static str,
+    route: RouteLabel,
+    method: &'static str,
+    status: &'static str,
+}
+
+/// Labels of the per-route histograms and byte counters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RouteLabels {
+    mode: &'static str,
+    route: RouteLabel,
+}
+
+/// A single `kind` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// A single `result` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// Why a client was turned away before a request reached the proxy path, or by policy on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// A request-level refusal, named by its error kind (denied, auth, rate, limits, ...).
+    Request(crate::error::ErrorKind),
+    /// The client address already had `max_connections_per_ip` connections open.
+    TooManyConnections,
+    /// The request head could not be parsed (400 from the HTTP parser or the wire guard).
+    MalformedRequest,
+    /// The request head was larger than `limits.max_request_head_bytes` (431).
+    RequestHeadTooLarge,
+    /// No complete request head within `timeouts.request_header`.
+    RequestHeadTimeout,
+}
+
+impl Rejection {
+    /// The `kind` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Request(kind) => kind.as_str(),
+            Rejection::TooManyConnections => "too_many_connections",
+            Rejection::MalformedRequest => "malformed_request",
+            Rejection::RequestHeadTooLarge => "request_head_too_large",
+            Rejection::RequestHeadTimeout => "request_head_timeout",
+        }
+    }
+}
+
+/// Whether a reload applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    /// The new configuration is being served.
+    Applied,
+    /// It was refused; the old one is still served.
+    Refused,
+}
+
+/// What one finished request, tunnel or WebSocket session contributes to the metrics.
+#[derive(Debug, Clone)]
+pub struct Completed<'a> {
+    /// What kind of traffic it was.
+    pub mode: Mode,
+    /// The route it matched.
+    pub route: &'a RouteLabel,
+    /// Its method.
+    pub method: &'a Method,
+    /// The status sent to the client.
+    pub status: u16,
+    /// From the first request byte to the last response byte (or the session's close).
+    pub duration: Duration,
+    /// Until the upstream's response head arrived, when an upstream answered.
+    pub upstream_ttfb: Option<Duration>,
+    /// Body (or tunnel) bytes received from the client.
+    pub received: u64,
+    /// Body (or tunnel) bytes sent to the client.
+    pub sent: u64,
+    /// The failure, when it failed.
+    pub error: Option<crate::error::ErrorKind>,
+}
+
+/// Every metric sluice keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: HistogramFamily,
+    upstream_ttfb: HistogramFamily,
+    received: Family<RouteLabels, Counter>,
+    sent: Family<RouteLabels, Counter>,
+    connections: Gauge,
+    tunnels: Gauge,
+    websockets: Gauge,
+    upstream_errors: Family<KindLabel, Counter>,
+    rejections: Family<KindLabel, Counter>,
+    tls_handshake_failures: Counter,
+    reloads: Family<ResultLabel, Counter>,
+    access_log_dropped: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `sluice_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("sluice");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = HistogramFamily::new_with_constructor(latency_histogram);
+        let upstream_ttfb = HistogramFamily::new_with_constructor(latency_histogram);
+        let received = Family::<RouteLabels, Counter>::default();
+        let sent = Family::<RouteLabels, Counter>::default();
+        let upstream_errors = Family::<KindLabel, Counter>::default();
+        let rejections = Family::<KindLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let (connections, tunnels, websockets) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        let tls_handshake_failures = Counter::default();
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "requests",
+            "Requests, tunnels and WebSocket sessions completed, by mode, route, method and status class",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from the request head to the last response byte (or the session's close)",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_ttfb",
+            "Time from the request head until the upstream's response head arrived",
+            Unit::Seconds,
+            upstream_ttfb.clone(),
+        );
+        registry.register_with_unit(
+            "received",
+            "Body and tunnel bytes received from clients",
+            Unit::Bytes,
+            received.clone(),
+        );
+        registry.register_with_unit(
+            "sent",
+            "Body and tunnel bytes sent to clients",
+            Unit::Bytes,
+            sent.clone(),
+        );
+        registry.register("connections_active", "Open client connections", connections.clone());
+        registry.register("tunnels_active", "Open CONNECT tunnels", tunnels.clone());
+        registry.register("websockets_active", "Open WebSocket sessions", websockets.clone());
+        registry.register(
+            "upstream_errors",
+            "Failures reaching or hearing from upstreams, by kind",
+            upstream_errors.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests and connections refused by a limit or policy, by kind",
+            rejections.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Client TLS handshakes that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
+        registry.register("config_reloads", "Configuration reloads by result", reloads.clone());
+        registry.register(
+            "access_log_dropped",
+            "Access-log lines dropped because the writer could not keep up",
+            access_log_dropped.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            upstream_ttfb,
+            received,
+            sent,
+            connections,
+            tunnels,
+            websockets,
+            upstream_errors,
+            rejections,
+            tls_handshake_failures,
+            reloads,
+            access_log_dropped,
+        }
+    }
+
+    /// Records one finished request, tunnel or WebSocket session.
+    pub fn complete(&self, done: &Completed<'_>) {
+        let route = RouteLabels { mode: done.mode.as_str(), route: done.route.clone() };
+        self.requests
+            .get_or_create(&RequestLabels {
+                mode: route.mode,
+                route: route.route.clone(),
+                method: method_label(done.method),
+                status: status_class(done.status),
+            })
+            .inc();
+        self.duration.get_or_create(&route).observe(done.duration.as_secs_f64());
+        if let Some(ttfb) = done.upstream_ttfb {
+            self.upstream_ttfb.get_or_create(&route).observe(ttfb.as_secs_f64());
+        }
+        if done.received > 0 {
+            self.received.get_or_create(&route).inc_by(done.received);
+        }
+        if done.sent > 0 {
+            self.sent.get_or_create(&route).inc_by(done.sent);
+        }
+        match done.error {
+            Some(kind) if kind.is_upstream() => {
+                self.upstream_errors.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+            }
+            Some(kind) => self.reject(Rejection::Request(kind)),
+            None => {}
+        }
+    }
+
+    /// Counts a refusal.
+    pub fn reject(&self, rejection: Rejection) {
+        self.rejections.get_or_create(&KindLabel { kind: rejection.as_str() }).inc();
+    }
+
+    /// Counts a failed or timed-out client TLS handshake; returns the new total.
+    pub fn tls_handshake_failed(&self) -> u64 {
+        self.tls_handshake_failures.inc() + 1
+    }
+
+    /// Counts a reload attempt.
+    pub fn reloaded(&self, result: ReloadResult) {
+        let result = match result {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Refused => "refused",
+        };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts an access-log line the writer had no room for.
+    pub fn access_log_dropped(&self) {
+        self.access_log_dropped.inc();
+    }
+
+    /// Counts an open client connection until the returned guard is dropped.
+    pub fn connection_opened(&self) -> Active {
+        Active::new(&self.connections)
+    }
+
+    /// Counts an open tunnel (or WebSocket session) until the returned guard is dropped.
+    pub fn session_opened(&self, mode: Mode) -> Active {
+        Active::new(if mode == Mode::Tunnel { &self.tunnels } else { &self.websockets })
+    }
+
+    /// The registry in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Keeps a gauge one higher while it lives.
+#[derive(Debug)]
+pub struct Active(Gauge);
+
+impl Active {
+    fn new(gauge: &Gauge) -> Active {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else as `OTHER`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "OTHER",
+    }
+}
+
+/// The `status` label: `2xx`, `4xx`, ...
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn a_completed_request_is_counted_once_with_fixed_labels() {
+        let metrics = Metrics::new();
+        let route = RouteLabel(Some(Arc::from("api")));
+        metrics.complete(&Completed {
+            mode: Mode::Reverse,
+            route: &route,
+            method: &Method::from_bytes(b"PROPFIND").unwrap(),
+            status: 502,
+            duration: Duration::from_millis(3),
+            upstream_ttfb: None,
+            received: 0,
+            sent: 10,
+            error: Some(ErrorKind::ConnectionRefused),
+        });
+        let text = metrics.encode();
+        assert!(text.contains(
+            "sluice_requests_total{mode=\"reverse\",route=\"api\",method=\"OTHER\",status=\"5xx\"} 1"
+        ));
+        assert!(text.contains("sluice_upstream_errors_total{kind=\"connection_refused\"} 1"));
+        assert!(text.contains("sluice_sent_bytes_total{mode=\"reverse\",route=\"api\"} 10"));
+    }
+
+    #[test]
+    fn active_gauges_follow_their_guards() {
+        let metrics = Metrics::new();
+        let first = metrics.session_opened(Mode::Tunnel);
+        let second = metrics.session_opened(Mode::Tunnel);
+        drop(first);
+        assert!(metrics.encode().contains("sluice_tunnels_active 1"));
+        drop(second);
+        assert!(metrics.encode().contains("sluice_tunnels_active 0"));
+    }
+}

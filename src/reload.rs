@@ -1,0 +1,264 @@
+//! Live reload: read the configuration again and serve it without dropping anything in flight.
+//!
+//! A reload builds everything the new configuration needs first (routes and their TLS clients,
+//! the access log, listener certificates, sockets for new listeners) and only then commits, so
+//! an invalid configuration changes nothing. On commit:
+//!
+//! - a listener whose address is still configured keeps its socket, its connections and its
+//!   connection counts, and serves the new [`Serving`] from the next request on;
+//! - a listener no longer configured stops accepting and asks its connections to finish
+//!   gracefully (in-flight requests complete; keep-alive connections close after them);
+//! - a new listener is bound and starts accepting.
+//!
+//! Tunnels, WebSocket sessions and streaming responses keep the generation they started under
+//! (they hold an `Arc` of it) and run to their natural end; only shutdown stops them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::source::ConfigSource;
+use crate::config::{Config, ConfigError, Modes};
+use crate::dispatch::{BuildError, Proxy};
+use crate::observe::metrics::{Metrics, ReloadResult};
+use crate::server::listener::{self, Live, Serving};
+use crate::server::shutdown::Shutdown;
+use crate::server::{BindError, BoundListener};
+
+/// Why a reload was refused; the running configuration is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The file could not be read or is invalid (each problem with its line and key).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A route's TLS client or the access log could not be set up.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A listener could not be bound or its certificates loaded.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Every listener now serving, with its bound address.
+    pub listening: Vec<(SocketAddr, Modes)>,
+    /// Listeners the reload closed.
+    pub closed: Vec<SocketAddr>,
+    /// Routes now configured.
+    pub routes: usize,
+}
+
+impl fmt::Display for ReloadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reloaded: {} routes; listening on", self.routes)?;
+        for (i, (address, modes)) in self.listening.iter().enumerate() {
+            write!(f, "{} {address} ({modes})", if i == 0 { "" } else { "," })?;
+        }
+        for address in &self.closed {
+            write!(f, "; closed {address}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One listener being served.
+#[derive(Debug)]
+struct Running {
+    /// The address as configured (its port may be 0).
+    configured: SocketAddr,
+    /// The address actually bound.
+    bound: SocketAddr,
+    live: Live,
+    stop: CancellationToken,
+}
+
+/// The served configuration and its listeners.
+#[derive(Debug)]
+struct State {
+    config: Config,
+    listeners: Vec<Running>,
+}
+
+/// Owns the running listeners and swaps in new configurations.
+#[derive(Debug)]
+pub struct Reloader {
+    source: ConfigSource,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+impl Reloader {
+    /// Starts serving `config` on the already-bound `listeners`; reloads read `source`.
+    pub fn start(
+        source: ConfigSource,
+        config: Config,
+        listeners: Vec<BoundListener>,
+        shutdown: Shutdown,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Reloader>, BuildError> {
+        let proxy = Arc::new(Proxy::new(config.clone(), shutdown.clone(), metrics.clone())?);
+        let mut running = Vec::with_capacity(listeners.len());
+        for bound in listeners {
+            let address = bound.local_addr().unwrap_or(bound.config.address);
+            let configured = bound.config.address;
+            let serving = Serving::new(proxy.clone(), bound.config, bound.tls);
+            running.push(launch(&shutdown, bound.socket, serving, configured, address));
+        }
+        let state = Mutex::new(State { config, listeners: running });
+        Ok(Arc::new(Reloader { source, shutdown, metrics, state }))
+    }
+
+    /// The process-wide metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The shutdown handle the listeners run under.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// The configuration being served, with each listener's bound address.
+    pub async fn config(&self) -> Config {
+        let state = self.state.lock().await;
+        let mut config = state.config.clone();
+        for (listener, running) in config.listeners.iter_mut().zip(&state.listeners) {
+            listener.address = running.bound;
+        }
+        config
+    }
+
+    /// Reads the configuration again and applies it, or explains why not (logged too).
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        let mut state = self.state.lock().await;
+        let outcome = self.apply(&mut state).await;
+        match &outcome {
+            Ok(report) => {
+                self.metrics.reloaded(ReloadResult::Applied);
+                tracing::info!("{report}");
+            }
+            Err(err) => {
+                self.metrics.reloaded(ReloadResult::Refused);
+                tracing::error!("reload refused, the running configuration is unchanged: {err}");
+            }
+        }
+        outcome
+    }
+
+    async fn apply(&self, state: &mut State) -> Result<ReloadReport, ReloadError> {
+        let config = self.source.load()?;
+        if config.workers != state.config.workers {
+            tracing::warn!("`workers` changed; it applies at the next restart");
+        }
+        if config.admin != state.config.admin {
+            tracing::warn!("[admin] changed; the admin listener changes at the next restart");
+        }
+        let proxy =
+            Arc::new(Proxy::new(config.clone(), self.shutdown.clone(), self.metrics.clone())?);
+        // Build everything before touching anything, so a failure leaves all as it was.
+        let mut matched: Vec<Option<usize>> = Vec::with_capacity(config.listeners.len());
+        let mut taken = vec![false; state.listeners.len()];
+        for wanted in &config.listeners {
+            let found = find(&state.listeners, &taken, wanted.address);
+            if let Some(index) = found
+                && let Some(slot) = taken.get_mut(index)
+            {
+                *slot = true;
+            }
+            matched.push(found);
+        }
+        let mut plan = Vec::with_capacity(config.listeners.len());
+        for (wanted, existing) in config.listeners.iter().zip(&matched) {
+            let step = match existing {
+                Some(index) => {
+                    let tls = crate::server::load_tls(wanted)?;
+                    Step::Keep(*index, Box::new(Serving::new(proxy.clone(), wanted.clone(), tls)))
+                }
+                None => Step::Open(Box::new(crate::server::bind_listener(wanted).await?)),
+            };
+            plan.push(step);
+        }
+        // Commit.
+        let mut previous: Vec<Option<Running>> =
+            std::mem::take(&mut state.listeners).into_iter().map(Some).collect();
+        let mut listeners = Vec::with_capacity(plan.len());
+        for step in plan {
+            match step {
+                Step::Keep(index, serving) => {
+                    if let Some(running) = previous.get_mut(index).and_then(Option::take) {
+                        running.live.store(Arc::from(serving));
+                        listeners.push(running);
+                    }
+                }
+                Step::Open(bound) => {
+                    let bound = *bound;
+                    let address = bound.local_addr().unwrap_or(bound.config.address);
+                    let configured = bound.config.address;
+                    let serving = Serving::new(proxy.clone(), bound.config, bound.tls);
+                    listeners.push(launch(
+                        &self.shutdown,
+                        bound.socket,
+                        serving,
+                        configured,
+                        address,
+                    ));
+                }
+            }
+        }
+        let mut closed = Vec::new();
+        for running in previous.into_iter().flatten() {
+            running.stop.cancel();
+            closed.push(running.bound);
+        }
+        let report = ReloadReport {
+            listening: listeners
+                .iter()
+                .map(|running| (running.bound, running.live.load().config.modes))
+                .collect(),
+            closed,
+            routes: config.routes.len(),
+        };
+        state.listeners = listeners;
+        state.config = config;
+        Ok(report)
+    }
+}
+
+/// What a reload does with one configured listener.
+enum Step {
+    /// Serve it from the running listener at this index.
+    Keep(usize, Box<Serving>),
+    /// Open it anew.
+    Open(Box<BoundListener>),
+}
+
+/// The running listener a configured address refers to: the one bound there, else the one
+/// configured with that address (port 0 in tests), each listener used at most once.
+fn find(running: &[Running], taken: &[bool], address: SocketAddr) -> Option<usize> {
+    let free = |i: &usize| !taken.get(*i).copied().unwrap_or(true);
+    let by_bound = running.iter().position(|r| r.bound == address).filter(free);
+    by_bound.or_else(|| {
+        running.iter().enumerate().find(|(i, r)| r.configured == address && free(i)).map(|(i, _)| i)
+    })
+}
+
+/// Spawns the accept loop for a listener.
+fn launch(
+    shutdown: &Shutdown,
+    socket: tokio::net::TcpListener,
+    serving: Serving,
+    configured: SocketAddr,
+    bound: SocketAddr,
+) -> Running {
+    let live: Live = Arc::new(ArcSwap::from_pointee(serving));
+    let stop = shutdown.listener_token();
+    shutdown.spawn(listener::accept_loop(socket, live.clone(), stop.clone()));
+    Running { configured, bound, live, stop }
+}
