@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod observe;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;
