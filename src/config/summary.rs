@@ -59,7 +59,7 @@ fn protocol(listener: &crate::config::ListenerConfig) -> &'static str {
 /// The effective configuration as `sluice check` prints it.
 pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     use std::fmt::Write as _;
-    let mut out = format!("{origin}: OK\n\nlisteners:\n");
+    let mut out = format!("{origin}: OK\n\n{}\nlisteners:\n", table(config));
     for listener in &config.listeners {
         let protocol = protocol(listener);
         let _ = writeln!(
