@@ -5,6 +5,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use http::HeaderValue;
+
 use crate::observe::RequestId;
 use crate::server::listener::ConnectionHold;
 
@@ -25,6 +27,8 @@ pub struct RequestContext {
     pub route: OnceLock<Arc<str>>,
     /// Request body bytes received so far, when the request has a body.
     pub received: Option<Arc<AtomicU64>>,
+    /// The id as a header value, made once for the upstream request and the response.
+    id_header: OnceLock<HeaderValue>,
 }
 
 impl RequestContext {
@@ -45,6 +49,12 @@ impl RequestContext {
             hold,
             route: OnceLock::new(),
             received: has_body.then(|| Arc::new(AtomicU64::new(0))),
+            id_header: OnceLock::new(),
         }
+    }
+
+    /// The request id as a header value.
+    pub fn id_header(&self) -> HeaderValue {
+        self.id_header.get_or_init(|| self.id.to_header_value()).clone()
     }
 }

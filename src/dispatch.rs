@@ -177,7 +177,7 @@ pub async fn handle(
         }
     };
     entry.status = response.status().as_u16();
-    entry.received_meter = ctx.received;
+    entry.received_meter = ctx.received.clone();
     let extensions = response.extensions();
     entry.upstream = extensions
         .get::<HttpInfo>()
@@ -186,14 +186,14 @@ pub async fn handle(
     if entry.upstream.is_some() {
         entry.upstream_ttfb = Some(entry.started.elapsed());
     }
-    if let Some(route) = ctx.route.into_inner() {
+    if let Some(route) = ctx.route.get() {
         // Clients of an API quote this id when something went wrong; an upstream that sets
         // its own id (many AI APIs do) keeps it.
         let header = &proxy.config.request_id.header;
         if !response.headers().contains_key(header) {
-            response.headers_mut().insert(header.clone(), entry.id.to_header_value());
+            response.headers_mut().insert(header.clone(), ctx.id_header());
         }
-        entry.route = RouteLabel(Some(route));
+        entry.route = RouteLabel(Some(route.clone()));
     }
     match response.extensions_mut().remove::<SessionLog>() {
         Some(session) => {

@@ -4,7 +4,9 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
+use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::target;
 use crate::body::Body;
@@ -12,7 +14,8 @@ use crate::context::RequestContext;
 use crate::dispatch::{ListenerContext, Proxy, UpstreamAddr};
 use crate::error::ProxyError;
 use crate::observe::{Mode, SessionLog};
-use crate::relay::{RelayLimits, relay};
+use crate::policy::wire::WireGuard;
+use crate::relay::{RelayLimits, Relayed, relay};
 
 /// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
 /// or slow destination gets a 502 or 504 instead of a 200 followed by a closed socket.
@@ -44,7 +47,7 @@ pub async fn open(
         match on_upgrade.await {
             Ok(downstream) => {
                 let _active = metrics.session_opened(Mode::Tunnel);
-                log.relayed(relay(TokioIo::new(downstream), upstream, limits).await);
+                log.relayed(relay_tunnel(downstream, upstream, limits).await);
             }
             Err(err) => {
                 tracing::debug!(target = %target.authority, "CONNECT upgrade failed: {err}");
@@ -60,4 +63,18 @@ pub async fn open(
         extensions.insert(UpstreamAddr(addr));
     }
     Ok(response)
+}
+
+/// Relays a tunnel: kernel to kernel with splice(2) when the client connection is plain TCP
+/// (an HTTP/1 listener without TLS), through user-space buffers otherwise.
+async fn relay_tunnel(downstream: Upgraded, upstream: TcpStream, limits: RelayLimits) -> Relayed {
+    #[cfg(target_os = "linux")]
+    let downstream = match downstream.downcast::<TokioIo<WireGuard<TcpStream>>>() {
+        Ok(parts) => {
+            let client = parts.io.into_inner().into_inner();
+            return crate::relay::splice::relay(client, parts.read_buf, upstream, limits).await;
+        }
+        Err(other) => other,
+    };
+    relay(TokioIo::new(downstream), upstream, limits).await
 }

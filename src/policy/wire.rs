@@ -89,6 +89,11 @@ impl<I> WireGuard<I> {
         }
     }
 
+    /// The wrapped connection, once no more HTTP is read from it (a tunnel took it over).
+    pub fn into_inner(self) -> I {
+        self.inner
+    }
+
     /// Whether the first request head (or the preface) has been seen.
     fn detected(&self, head_completed: bool) -> bool {
         head_completed || self.received >= PROTOCOL_DETECTION_BYTES

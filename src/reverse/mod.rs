@@ -57,7 +57,7 @@ pub async fn proxy(
     let hop = Hop { client: ctx.peer.ip(), proto: ctx.scheme, host: client_host.as_ref() };
     forwarded::apply_forwarding(&mut parts.headers, hop, settings);
     // The id replaces whatever the client sent (unless trusted, when it is the client's).
-    parts.headers.insert(proxy.config.request_id.header.clone(), ctx.id.to_header_value());
+    parts.headers.insert(proxy.config.request_id.header.clone(), ctx.id_header());
     rules::apply(&settings.request, &mut parts.headers);
     rules::apply(&route.config.request_headers, &mut parts.headers);
     let request = Request::from_parts(parts, body);

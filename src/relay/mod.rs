@@ -5,6 +5,12 @@
 //! other side is shut down, so the FIN travels on, while the opposite direction keeps flowing
 //! (TCP half-close). The relay ends when both directions are done, when either fails, or when
 //! no byte has moved either way for the idle timeout.
+//!
+//! [`relay`] copies through user-space buffers and works on any stream (TLS, HTTP/2, upgraded
+//! connections); [`splice`] moves bytes kernel to kernel when both ends are plain TCP sockets.
+
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +68,23 @@ struct Progress {
 }
 
 impl Progress {
+    fn new() -> Progress {
+        Progress {
+            started: Instant::now(),
+            last_activity_ms: AtomicU64::new(0),
+            to_upstream: AtomicU64::new(0),
+            to_downstream: AtomicU64::new(0),
+        }
+    }
+
+    fn finish(&self, end: RelayEnd) -> Relayed {
+        Relayed {
+            to_upstream: self.to_upstream.load(Ordering::Relaxed),
+            to_downstream: self.to_downstream.load(Ordering::Relaxed),
+            end,
+        }
+    }
+
     fn touch(&self) {
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_activity_ms.store(now, Ordering::Relaxed);
@@ -96,12 +119,7 @@ where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let progress = Progress {
-        started: Instant::now(),
-        last_activity_ms: AtomicU64::new(0),
-        to_upstream: AtomicU64::new(0),
-        to_downstream: AtomicU64::new(0),
-    };
+    let progress = Progress::new();
     let (down_read, down_write) = tokio::io::split(downstream);
     let (up_read, up_write) = tokio::io::split(upstream);
     let both = async {
@@ -115,11 +133,7 @@ where
         () = progress.idle_for(limits.idle) => RelayEnd::IdleTimeout,
         () = tokio::time::sleep(limits.lifetime) => RelayEnd::MaxLifetime,
     };
-    Relayed {
-        to_upstream: progress.to_upstream.load(Ordering::Relaxed),
-        to_downstream: progress.to_downstream.load(Ordering::Relaxed),
-        end,
-    }
+    progress.finish(end)
 }
 
 async fn copy_one_way<R, W>(
