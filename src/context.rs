@@ -1,11 +1,9 @@
 //! Per-request state carried down the request path.
 
+use http::HeaderValue;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
-
-use http::HeaderValue;
 
 use crate::observe::RequestId;
 use crate::server::listener::ConnectionHold;
@@ -17,8 +15,6 @@ pub struct RequestContext {
     pub id: RequestId,
     /// The downstream peer that sent the request.
     pub peer: SocketAddr,
-    /// When the request head was received.
-    pub started: Instant,
     /// `https` when the client reached sluice over TLS, else `http`.
     pub scheme: &'static str,
     /// The client connection's place under the connection limits, kept by tunnels.
@@ -44,7 +40,6 @@ impl RequestContext {
         RequestContext {
             id,
             peer,
-            started: Instant::now(),
             scheme,
             hold,
             route: OnceLock::new(),

@@ -15,7 +15,7 @@ use std::io::{self, Write as _};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Uri, header};
 
@@ -90,22 +90,24 @@ impl AccessLog {
 
     /// Formats `entry` and queues the line.
     pub fn write(&self, entry: &Entry, duration: Duration, received: u64) {
+        let now = SystemTime::now();
+        let time = now.checked_sub(duration).unwrap_or(now);
         let line = match self.format {
-            LogFormat::Text => self.text(entry, duration, received),
-            LogFormat::Json => self.json(entry, duration, received),
+            LogFormat::Text => self.text(entry, time, duration, received),
+            LogFormat::Json => self.json(entry, time, duration, received),
         };
         if let Err(TrySendError::Full(_)) = self.lines.try_send(line.into_bytes()) {
             self.metrics.access_log_dropped();
         }
     }
 
-    fn text(&self, entry: &Entry, duration: Duration, received: u64) -> String {
+    fn text(&self, entry: &Entry, time: SystemTime, duration: Duration, received: u64) -> String {
         let mut line = String::with_capacity(256);
         let _ = write!(
             line,
             "{} - - [{}] \"{} {} {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
             entry.peer.ip(),
-            humantime::format_rfc3339_millis(entry.time),
+            humantime::format_rfc3339_millis(time),
             entry.method,
             self.target(&entry.target),
             entry.version,
@@ -148,7 +150,7 @@ impl AccessLog {
         line
     }
 
-    fn json(&self, entry: &Entry, duration: Duration, received: u64) -> String {
+    fn json(&self, entry: &Entry, time: SystemTime, duration: Duration, received: u64) -> String {
         let headers: serde_json::Map<String, serde_json::Value> = entry
             .headers
             .iter()
@@ -162,7 +164,7 @@ impl AccessLog {
             })
             .collect();
         let record = JsonLine {
-            time: humantime::format_rfc3339_millis(entry.time).to_string(),
+            time: humantime::format_rfc3339_millis(time).to_string(),
             client: entry.peer.to_string(),
             request_id: entry.id.to_string(),
             mode: entry.mode.as_str(),
