@@ -21,14 +21,18 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::observe::metrics;
-use crate::reload::{ReloadError, Reloader};
+use crate::reload::{ReloadError, Reloader, chain};
 
-/// Serves admin requests on `listener` until shutdown.
+/// Serves admin requests on `listener` until the returned future is dropped.
+///
+/// The admin listener is not part of the drain: it keeps answering while the proxy drains, so
+/// `/readyz` can tell a load balancer "shutting down" (503) until the process exits. Its
+/// connections live in a set owned by this future, so dropping it closes them all.
 pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
-    let shutdown = reloader.shutdown().clone();
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "admin listening");
     }
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -39,25 +43,16 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
                     continue;
                 }
             },
-            () = shutdown.signalled() => break,
+            Some(_) = connections.join_next() => continue,
         };
         let reloader = reloader.clone();
-        let connection_shutdown = shutdown.clone();
-        shutdown.spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let reloader = reloader.clone();
                 async move { Ok::<_, Infallible>(respond(request, &reloader).await) }
             });
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let result = tokio::select! {
-                result = connection.as_mut() => result,
-                () = connection_shutdown.signalled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
-            };
-            if let Err(err) = result {
+            if let Err(err) = connection.await {
                 tracing::debug!(%peer, "admin connection ended: {err}");
             }
         });
@@ -102,7 +97,10 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
             Ok(report) => text(StatusCode::OK, format!("{report}\n")),
             Err(err @ ReloadError::Config(_)) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("reload refused, the running configuration is unchanged:\n{err}\n"),
+                format!(
+                    "reload refused, the running configuration is unchanged:\n{}\n",
+                    chain(&err)
+                ),
             ),
             Err(err) => text(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -128,16 +126,4 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-/// An error and its causes, joined with ": ".
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(current) = cause {
-        text.push_str(": ");
-        text.push_str(&current.to_string());
-        cause = current.source();
-    }
-    text
 }

@@ -194,6 +194,27 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for metrics that list them all from the start.
+    pub const ALL: [ErrorKind; 17] = [
+        ErrorKind::HttpRequestError,
+        ErrorKind::HttpRequestDenied,
+        ErrorKind::DestinationNotFound,
+        ErrorKind::DnsError,
+        ErrorKind::ConnectionRefused,
+        ErrorKind::ConnectionTimeout,
+        ErrorKind::ConnectionTerminated,
+        ErrorKind::HttpResponseTimeout,
+        ErrorKind::HttpProtocolError,
+        ErrorKind::TlsCertificateError,
+        ErrorKind::TlsProtocolError,
+        ErrorKind::DestinationUnavailable,
+        ErrorKind::DestinationIpProhibited,
+        ErrorKind::ProxyAuthRequired,
+        ErrorKind::UriTooLong,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::RateLimited,
+    ];
+
     /// The RFC 9209 error type name, also used as the log field and metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -61,14 +61,22 @@ pub async fn run(
     bound: Bound,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Drained, BuildError> {
+    #[cfg(unix)]
+    let hangups = hangup_signals();
     let tracker = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
     let reloader = Reloader::start(source, config, bound.listeners, tracker.clone(), metrics)?;
-    if let Some(admin) = bound.admin {
-        tracker.spawn(admin::serve(admin, reloader.clone()));
+    let shown = reloader.config().await;
+    for listener in &shown.listeners {
+        tracing::info!(address = %listener.address, modes = %listener.modes, "listening");
     }
+    for line in config::summary::table(&shown).lines().filter(|line| !line.is_empty()) {
+        tracing::info!("{line}");
+    }
+    // Not tracked: the admin listener answers (readiness 503) until the drain is over.
+    let admin = bound.admin.map(|admin| tokio::spawn(admin::serve(admin, reloader.clone())));
     #[cfg(unix)]
-    tracker.spawn(reload_on_sighup(reloader.clone()));
+    tracker.spawn(reload_on_sighup(hangups, reloader.clone()));
     shutdown.await;
     let grace = reloader.config().await.timeouts.shutdown_grace;
     tracing::info!(
@@ -84,18 +92,32 @@ pub async fn run(
             "grace period expired; closing remaining connections"
         ),
     }
+    if let Some(admin) = admin {
+        admin.abort();
+    }
     Ok(drained)
+}
+
+/// Starts listening for SIGHUP at once, so a hang-up during start-up is not fatal.
+#[cfg(unix)]
+fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::hangup()) {
+        Ok(hangups) => Some(hangups),
+        Err(err) => {
+            tracing::warn!(
+                "cannot watch SIGHUP ({err}); reload through the admin listener instead"
+            );
+            None
+        }
+    }
 }
 
 /// Reloads the configuration (certificates and access-log files included) on SIGHUP.
 #[cfg(unix)]
-async fn reload_on_sighup(reloader: Arc<Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
+async fn reload_on_sighup(hangups: Option<tokio::signal::unix::Signal>, reloader: Arc<Reloader>) {
+    let Some(mut hangups) = hangups else { return };
     let shutdown = reloader.shutdown().clone();
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot watch SIGHUP; reload through the admin listener instead");
-        return;
-    };
     loop {
         tokio::select! {
             Some(()) = hangups.recv() => {}

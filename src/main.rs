@@ -100,14 +100,6 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let bound = sluice::server::bind(&config).await?;
-        let mut shown = config.clone();
-        for (listener, socket) in shown.listeners.iter_mut().zip(&bound.listeners) {
-            listener.address = socket.local_addr()?;
-            tracing::info!(address = %listener.address, modes = %listener.modes, "listening");
-        }
-        for line in sluice::config::summary::table(&shown).lines().filter(|l| !l.is_empty()) {
-            tracing::info!("{line}");
-        }
         match sluice::run(source, config, bound, shutdown_signal()).await? {
             Drained::Complete | Drained::GraceExpired => Ok(()),
         }

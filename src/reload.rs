@@ -146,19 +146,26 @@ impl Reloader {
             }
             Err(err) => {
                 self.metrics.reloaded(ReloadResult::Refused);
-                tracing::error!("reload refused, the running configuration is unchanged: {err}");
+                let err_text = chain(err);
+                tracing::error!(
+                    "reload refused, the running configuration is unchanged: {err_text}"
+                );
             }
         }
         outcome
     }
 
     async fn apply(&self, state: &mut State) -> Result<ReloadReport, ReloadError> {
-        let config = self.source.load()?;
+        let mut config = self.source.load()?;
+        // These two are fixed for the life of the process; the running values stay in force
+        // (and in `/config`) until a restart.
         if config.workers != state.config.workers {
             tracing::warn!("`workers` changed; it applies at the next restart");
+            config.workers = state.config.workers;
         }
         if config.admin != state.config.admin {
             tracing::warn!("[admin] changed; the admin listener changes at the next restart");
+            config.admin = state.config.admin;
         }
         let proxy =
             Arc::new(Proxy::new(config.clone(), self.shutdown.clone(), self.metrics.clone())?);
@@ -261,4 +268,17 @@ fn launch(
     let stop = shutdown.listener_token();
     shutdown.spawn(listener::accept_loop(socket, live.clone(), stop.clone()));
     Running { configured, bound, live, stop }
+}
+
+/// An error and its causes, joined with ": " (a config error's own text already lists every
+/// problem with its file, line and key).
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(current) = cause {
+        text.push_str(": ");
+        text.push_str(&current.to_string());
+        cause = current.source();
+    }
+    text
 }

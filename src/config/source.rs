@@ -107,6 +107,17 @@ impl Overrides {
             config.workers = self.workers;
         }
         if let Some(address) = self.admin {
+            if !address.ip().is_loopback() {
+                let message = format!(
+                    "{address} is not a loopback address; a remote admin listener needs \
+                     `[admin] address = \"{address}\"` with `allow_remote = true` in the config file"
+                );
+                let issue = ConfigIssue { line: None, key: "--admin".to_owned(), message };
+                return Err(ConfigError::Invalid {
+                    origin: "command line".to_owned(),
+                    issues: vec![issue],
+                });
+            }
             config.admin = Some(AdminConfig { address });
         }
         config.check_assembled()

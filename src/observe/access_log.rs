@@ -105,11 +105,16 @@ impl AccessLog {
         let mut line = String::with_capacity(256);
         let _ = write!(
             line,
-            "{} - - [{}] \"{} {} {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
+            "{} - - [{}] \"{} ",
             entry.peer.ip(),
             humantime::format_rfc3339_millis(time),
             entry.method,
-            self.target(&entry.target),
+        );
+        // A target may hold `"` or raw UTF-8; escaped so the quoted field stays parseable.
+        escape_text(&mut line, self.target(&entry.target).as_bytes());
+        let _ = write!(
+            line,
+            " {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
             entry.version,
             entry.status,
             entry.sent,
@@ -296,6 +301,20 @@ fn write_lines(queue: &Receiver<Vec<u8>>, mut out: Box<dyn io::Write + Send>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_are_logged_without_userinfo_and_optionally_without_query() {
+        let metrics = Arc::new(Metrics::new());
+        let mut config = Config::default();
+        config.access_log.destination = LogDestination::Stdout;
+        let log = AccessLog::open(&config, metrics.clone()).unwrap();
+        let uri: Uri = "http://alice:S3cret@example.com/x?token=abc".parse().unwrap();
+        assert_eq!(log.target(&uri), "http://***@example.com/x?token=abc");
+        config.access_log.drop_query = true;
+        let log = AccessLog::open(&config, metrics).unwrap();
+        assert_eq!(log.target(&uri), "http://***@example.com/x");
+        assert_eq!(log.target(&"/path?q=1".parse().unwrap()), "/path");
+    }
 
     #[test]
     fn header_values_cannot_break_a_line() {

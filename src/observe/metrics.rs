@@ -227,6 +227,16 @@ impl Metrics {
             "Access-log lines dropped because the writer could not keep up",
             access_log_dropped.clone(),
         );
+        // Series an alert compares over time exist from the start, at zero, so the first event
+        // shows up as an increase.
+        for result in ["applied", "refused"] {
+            drop(reloads.get_or_create(&ResultLabel { result }));
+        }
+        for kind in crate::error::ErrorKind::ALL {
+            if kind.is_upstream() {
+                drop(upstream_errors.get_or_create(&KindLabel { kind: kind.as_str() }));
+            }
+        }
         Metrics {
             registry,
             requests,

@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +20,7 @@ use hyper::server::conn::http1;
 use tokio_util::sync::CancellationToken;
 
 use super::listener::{ConnectionHold, Live, Serving};
+use crate::body::BoxError;
 use crate::config::{Config, ListenerConfig};
 use crate::dispatch;
 use crate::observe::metrics::{Metrics, Rejection};
@@ -102,12 +104,11 @@ where
 }
 
 /// Drives `connection` to completion, asking it to finish gracefully once `stop` fires
-/// (shutdown, or its listener removed by a reload). Requests hyper refused before they reached
-/// the proxy (malformed, head too large, head too slow) are counted as rejections.
-async fn drive<C, E>(connection: C, stop: &CancellationToken, peer: SocketAddr, metrics: &Metrics)
+/// (shutdown, or its listener removed by a reload); returns the error it ended with, if any.
+async fn drive<C, E>(connection: C, stop: &CancellationToken, peer: SocketAddr) -> Option<BoxError>
 where
     C: Graceful<Output = Result<(), E>>,
-    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<BoxError>,
 {
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -117,26 +118,60 @@ where
             connection.await
         }
     };
-    if let Err(err) = result {
-        let err = err.into();
-        if let Some(rejection) = err.downcast_ref::<hyper::Error>().and_then(rejection) {
-            metrics.reject(rejection);
-        }
-        // Clients vanish, send garbage and time out all the time; that is not an event.
-        tracing::debug!(%peer, "connection ended: {err}");
-    }
+    let err = result.err()?.into();
+    // Clients vanish, send garbage and time out all the time; that is not an event.
+    tracing::debug!(%peer, "connection ended: {err}");
+    Some(err)
 }
 
-/// The refusal behind a connection error hyper reports, when it refused a request head.
-fn rejection(err: &hyper::Error) -> Option<Rejection> {
-    if err.is_parse_too_large() {
+/// The refusal behind the error a connection ended with, when hyper or the wire guard refused
+/// a request head. A head timeout after `served` requests is an idle keep-alive connection
+/// expiring, which is normal, not a refusal.
+fn rejection(err: &BoxError, served: u64) -> Option<Rejection> {
+    let timed_out = |err: &hyper::Error| {
+        err.is_timeout()
+            || std::error::Error::source(err)
+                .and_then(|e| e.downcast_ref::<std::io::Error>())
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+    };
+    let hyper_err = err.downcast_ref::<hyper::Error>()?;
+    if hyper_err.is_parse_too_large() {
         Some(Rejection::RequestHeadTooLarge)
-    } else if err.is_parse() {
+    } else if hyper_err.is_parse() {
         Some(Rejection::MalformedRequest)
-    } else if err.is_timeout() {
+    } else if timed_out(hyper_err) && served == 0 {
         Some(Rejection::RequestHeadTimeout)
     } else {
         None
+    }
+}
+
+/// The protocol settings, limits and metrics a connection is served with for its whole life.
+#[derive(Debug, Clone)]
+pub struct ConnectionSettings {
+    /// The listener's HTTP protocol settings.
+    pub builder: Arc<HttpBuilder>,
+    /// Where refusals and handshake failures are counted.
+    pub metrics: Arc<Metrics>,
+    /// Time allowed for the TLS handshake and for each request head.
+    pub request_header: Duration,
+    /// Largest request head.
+    pub max_head: usize,
+    /// Requests served before the connection is closed.
+    pub max_requests: u64,
+}
+
+impl ConnectionSettings {
+    /// The settings of `serving`.
+    pub fn of(serving: &Serving) -> ConnectionSettings {
+        let config = &serving.proxy.config;
+        ConnectionSettings {
+            builder: serving.builder.clone(),
+            metrics: serving.proxy.observer.metrics.clone(),
+            request_header: config.timeouts.request_header,
+            max_head: config.limits.max_request_head_bytes,
+            max_requests: config.limits.max_requests_per_connection,
+        }
     }
 }
 
@@ -147,8 +182,9 @@ pub struct Connection {
     pub peer: SocketAddr,
     /// The listener's current state, loaded again for every request.
     pub live: Live,
-    /// The state the connection was accepted under: its protocol settings and timeouts.
-    pub serving: Arc<Serving>,
+    /// What the connection keeps from the state it was accepted under. Not the whole state:
+    /// a connection must not keep an old configuration alive after a reload.
+    pub settings: ConnectionSettings,
     /// The connection's place under the connection limits.
     pub hold: Arc<ConnectionHold>,
     /// Fires when the listener stops (shutdown, or removed by a reload).
@@ -158,12 +194,11 @@ pub struct Connection {
 impl Connection {
     /// Completes the TLS handshake, bounded by the request-head timeout, then serves.
     pub async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
-        let proxy = &self.serving.proxy;
-        let timeout = proxy.config.timeouts.request_header;
+        let timeout = self.settings.request_header;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                let max_head = proxy.config.limits.max_request_head_bytes;
+                let max_head = self.settings.max_head;
                 let io = if h2 {
                     WireGuard::passthrough(tls, timeout)
                 } else {
@@ -172,11 +207,11 @@ impl Connection {
                 self.serve(io).await
             }
             Ok(Err(err)) => {
-                let failures = proxy.observer.metrics.tls_handshake_failed();
+                let failures = self.settings.metrics.tls_handshake_failed();
                 tracing::debug!(peer = %self.peer, failures, "TLS handshake failed: {err}");
             }
             Err(_) => {
-                let failures = proxy.observer.metrics.tls_handshake_failed();
+                let failures = self.settings.metrics.tls_handshake_failed();
                 tracing::debug!(peer = %self.peer, failures, "TLS handshake timed out");
             }
         }
@@ -187,9 +222,10 @@ impl Connection {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { peer, live, serving, hold, stop } = self;
-        let max_requests = serving.proxy.config.limits.max_requests_per_connection;
+        let Connection { peer, live, settings, hold, stop } = self;
+        let max_requests = settings.max_requests;
         let served = Arc::new(AtomicU64::new(0));
+        let requests = served.clone();
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let current = live.load_full();
             let served = served.clone();
@@ -219,16 +255,21 @@ impl Connection {
             }
         });
         let io = TokioIo::new(io);
-        let metrics = &serving.proxy.observer.metrics;
-        match &serving.builder {
+        let metrics = &settings.metrics;
+        let outcome = match &*settings.builder {
             HttpBuilder::Http1(http1) => {
                 let connection = http1.serve_connection(io, service).with_upgrades();
-                drive(connection, &stop, peer, metrics).await;
+                drive(connection, &stop, peer).await
             }
             HttpBuilder::Auto(auto) => {
                 let connection = auto.serve_connection_with_upgrades(io, service);
-                drive(connection, &stop, peer, metrics).await;
+                drive(connection, &stop, peer).await
             }
+        };
+        if let Some(rejection) =
+            outcome.and_then(|err| rejection(&err, requests.load(Ordering::Relaxed)))
+        {
+            metrics.reject(rejection);
         }
     }
 }

@@ -92,7 +92,7 @@ pub struct Serving {
     /// Its modes, policy and forward-proxy client.
     pub context: ListenerContext,
     /// Its HTTP protocol settings.
-    pub builder: conn::HttpBuilder,
+    pub builder: Arc<conn::HttpBuilder>,
     /// Its TLS termination, when configured.
     pub tls: Option<TlsListener>,
 }
@@ -101,7 +101,7 @@ impl Serving {
     /// The state for `config` served by `proxy`, with certificates already loaded.
     pub fn new(proxy: Arc<Proxy>, config: ListenerConfig, tls: Option<TlsListener>) -> Serving {
         let context = proxy.listener_context(&config, tls.is_some());
-        let builder = conn::http_builder(&proxy.config, &config);
+        let builder = Arc::new(conn::http_builder(&proxy.config, &config));
         Serving { proxy, config, context, builder, tls }
     }
 }
@@ -128,6 +128,10 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
                 Ok(permit) => permit,
                 Err(_) => break,
             },
+            () = certificate_check.tick() => {
+                certificate_check.run(&live.load());
+                continue;
+            }
             () = stop.cancelled() => break,
         };
         let accepted = tokio::select! {
@@ -164,7 +168,7 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
         let connection = conn::Connection {
             peer,
             live: live.clone(),
-            serving: serving.clone(),
+            settings: conn::ConnectionSettings::of(&serving),
             hold: Arc::new(hold),
             stop: stop.clone(),
         };
