@@ -105,12 +105,19 @@ where
 
 /// Drives `connection` to completion, asking it to finish gracefully once `stop` fires
 /// (shutdown, or its listener removed by a reload); returns the error it ended with, if any.
-async fn drive<C, E>(connection: C, stop: &CancellationToken, peer: SocketAddr) -> Option<BoxError>
+///
+/// The connection arrives boxed: hyper's connection state is several KiB, and inline it would
+/// make every connection's task that large for the connection's whole life (the task's
+/// memory is all written when the future moves in), idle or not.
+async fn drive<C, E>(
+    mut connection: Pin<Box<C>>,
+    stop: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<BoxError>
 where
     C: Graceful<Output = Result<(), E>>,
     E: Into<BoxError>,
 {
-    tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
         () = stop.cancelled() => {
@@ -195,7 +202,8 @@ impl Connection {
     /// Completes the TLS handshake, bounded by the request-head timeout, then serves.
     pub async fn serve_tls(self, stream: TcpStream, acceptor: tokio_rustls::TlsAcceptor) {
         let timeout = self.settings.request_header;
-        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        // Boxed for the same reason as the HTTP connection (see `drive`).
+        match tokio::time::timeout(timeout, Box::pin(acceptor.accept(stream))).await {
             Ok(Ok(tls)) => {
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 let max_head = self.settings.max_head;
@@ -258,11 +266,11 @@ impl Connection {
         let metrics = &settings.metrics;
         let outcome = match &*settings.builder {
             HttpBuilder::Http1(http1) => {
-                let connection = http1.serve_connection(io, service).with_upgrades();
+                let connection = Box::pin(http1.serve_connection(io, service).with_upgrades());
                 drive(connection, &stop, peer).await
             }
             HttpBuilder::Auto(auto) => {
-                let connection = auto.serve_connection_with_upgrades(io, service);
+                let connection = Box::pin(auto.serve_connection_with_upgrades(io, service));
                 drive(connection, &stop, peer).await
             }
         };
