@@ -12,9 +12,12 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::observe::metrics::{Metrics, Rejection};
 
 /// Longest chunk-size line (size, extensions, CRLF) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -58,6 +61,9 @@ pub struct WireGuard<I> {
     received: usize,
     /// Request heads completed so far.
     heads: u64,
+    /// Where a missed first-request deadline is counted. hyper reports the read error of a
+    /// connection that never sent a byte as a clean close, so only the guard can count it.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<I> WireGuard<I> {
@@ -72,6 +78,7 @@ impl<I> WireGuard<I> {
             first_request: Some(Box::pin(tokio::time::sleep(first_request))),
             received: 0,
             heads: 0,
+            metrics: None,
         }
     }
 
@@ -86,7 +93,14 @@ impl<I> WireGuard<I> {
             first_request: Some(Box::pin(tokio::time::sleep(first_request))),
             received: 0,
             heads: 0,
+            metrics: None,
         }
+    }
+
+    /// Counts a missed first-request deadline into `metrics`.
+    pub fn counting_into(mut self, metrics: Arc<Metrics>) -> WireGuard<I> {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The wrapped connection, once no more HTTP is read from it (a tunnel took it over).
@@ -367,6 +381,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for WireGuard<I> {
                     && deadline.as_mut().poll(cx).is_ready()
                 {
                     tracing::debug!(limit = "request_header", "no request before the deadline");
+                    // Counted once, however often the failed read is retried.
+                    if let Some(metrics) = self.metrics.take() {
+                        metrics.reject(Rejection::RequestHeadTimeout);
+                    }
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::TimedOut,
                         "no request received in time",
@@ -423,6 +441,7 @@ mod tests {
             first_request: None,
             received: 0,
             heads: 0,
+            metrics: None,
         };
         let mut data = input.to_vec();
         for (n, piece) in data.chunks_mut(step).enumerate() {

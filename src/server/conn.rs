@@ -131,22 +131,17 @@ where
     Some(err)
 }
 
-/// The refusal behind the error a connection ended with, when hyper or the wire guard refused
-/// a request head. A head timeout after `served` requests is an idle keep-alive connection
-/// expiring, which is normal, not a refusal.
-fn rejection(err: &BoxError, served: u64) -> Option<Rejection> {
-    let timed_out = |err: &hyper::Error| {
-        err.is_timeout()
-            || std::error::Error::source(err)
-                .and_then(|e| e.downcast_ref::<std::io::Error>())
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-    };
+/// The refusal behind the error a connection ended with, when hyper refused a request head.
+/// (A missed first-request deadline is counted by the wire guard, and an idle keep-alive
+/// connection expiring is a clean close, not an error.)
+fn rejection(err: &BoxError) -> Option<Rejection> {
     let hyper_err = err.downcast_ref::<hyper::Error>()?;
     if hyper_err.is_parse_too_large() {
         Some(Rejection::RequestHeadTooLarge)
     } else if hyper_err.is_parse() {
         Some(Rejection::MalformedRequest)
-    } else if timed_out(hyper_err) && served == 0 {
+    } else if hyper_err.is_timeout() {
+        // hyper's header timer fired with part of a head received.
         Some(Rejection::RequestHeadTimeout)
     } else {
         None
@@ -212,6 +207,7 @@ impl Connection {
                 } else {
                     WireGuard::new(tls, max_head, timeout)
                 };
+                let io = io.counting_into(self.settings.metrics.clone());
                 self.serve(io).await
             }
             Ok(Err(err)) => {
@@ -233,7 +229,6 @@ impl Connection {
         let Connection { peer, live, settings, hold, stop } = self;
         let max_requests = settings.max_requests;
         let served = Arc::new(AtomicU64::new(0));
-        let requests = served.clone();
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let current = live.load_full();
             let served = served.clone();
@@ -274,9 +269,7 @@ impl Connection {
                 drive(connection, &stop, peer).await
             }
         };
-        if let Some(rejection) =
-            outcome.and_then(|err| rejection(&err, requests.load(Ordering::Relaxed)))
-        {
+        if let Some(rejection) = outcome.and_then(|err| rejection(&err)) {
             metrics.reject(rejection);
         }
     }

@@ -175,10 +175,14 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
         let max_head = limits.max_request_head_bytes;
         let first_request = serving.proxy.config.timeouts.request_header;
         let tls = serving.tls.as_ref().map(|tls| tls.acceptor.clone());
+        let metrics = metrics.clone();
         serving.proxy.shutdown.spawn(async move {
             match tls {
                 Some(acceptor) => connection.serve_tls(stream, acceptor).await,
-                None => connection.serve(WireGuard::new(stream, max_head, first_request)).await,
+                None => {
+                    let io = WireGuard::new(stream, max_head, first_request).counting_into(metrics);
+                    connection.serve(io).await
+                }
             }
         });
     }
