@@ -65,7 +65,7 @@ pub async fn run(
     let hangups = hangup_signals();
     let tracker = Shutdown::new();
     let metrics = Arc::new(Metrics::new());
-    let reloader = Reloader::start(source, config, bound.listeners, tracker.clone(), metrics)?;
+    let (reloader, admin) = Reloader::start(source, config, bound, tracker.clone(), metrics)?;
     let shown = reloader.config().await;
     for listener in &shown.listeners {
         tracing::info!(address = %listener.address, modes = %listener.modes, "listening");
@@ -74,7 +74,7 @@ pub async fn run(
         tracing::info!("{line}");
     }
     // Not tracked: the admin listener answers (readiness 503) until the drain is over.
-    let admin = bound.admin.map(|admin| tokio::spawn(admin::serve(admin, reloader.clone())));
+    let admin = admin.map(|admin| tokio::spawn(admin::serve(admin, reloader.clone())));
     #[cfg(unix)]
     tracker.spawn(reload_on_sighup(hangups, reloader.clone()));
     shutdown.await;

@@ -99,8 +99,9 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let stop = shutdown_signal();
         let bound = sluice::server::bind(&config).await?;
-        match sluice::run(source, config, bound, shutdown_signal()).await? {
+        match sluice::run(source, config, bound, stop).await? {
             Drained::Complete | Drained::GraceExpired => Ok(()),
         }
     })
@@ -116,27 +117,37 @@ fn init_tracing() {
         .init();
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves on SIGINT or SIGTERM. Both are caught from the moment this is called (not from
+/// its first poll), so a signal during start-up still drains instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(err) => {
-                    tracing::warn!("cannot watch SIGTERM: {err}");
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                (interrupt, terminate) => {
+                    tracing::warn!(
+                        "cannot watch SIGINT/SIGTERM ({:?}, {:?}); stop with SIGKILL",
+                        interrupt.err(),
+                        terminate.err()
+                    );
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async move {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

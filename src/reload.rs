@@ -22,12 +22,13 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::source::ConfigSource;
-use crate::config::{Config, ConfigError, Modes};
+use crate::config::{Config, ConfigError, ListenerConfig, Modes};
 use crate::dispatch::{BuildError, Proxy};
 use crate::observe::metrics::{Metrics, ReloadResult};
 use crate::server::listener::{self, Live, Serving};
 use crate::server::shutdown::Shutdown;
-use crate::server::{BindError, BoundListener};
+use crate::server::{BindError, Bound, BoundListener};
+use tokio::net::TcpListener;
 
 /// Why a reload was refused; the running configuration is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -92,17 +93,22 @@ pub struct Reloader {
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
     state: Mutex<State>,
+    /// The admin listener's bound address, shown by [`Reloader::config`].
+    admin: Option<SocketAddr>,
 }
 
 impl Reloader {
-    /// Starts serving `config` on the already-bound `listeners`; reloads read `source`.
+    /// Starts serving `config` on the already-bound listeners; reloads read `source`. Returns
+    /// the admin socket for the caller to serve.
     pub fn start(
         source: ConfigSource,
         config: Config,
-        listeners: Vec<BoundListener>,
+        bound: Bound,
         shutdown: Shutdown,
         metrics: Arc<Metrics>,
-    ) -> Result<Arc<Reloader>, BuildError> {
+    ) -> Result<(Arc<Reloader>, Option<TcpListener>), BuildError> {
+        let admin = bound.admin.as_ref().and_then(|socket| socket.local_addr().ok());
+        let listeners = bound.listeners;
         let proxy = Arc::new(Proxy::new(config.clone(), shutdown.clone(), metrics.clone())?);
         let mut running = Vec::with_capacity(listeners.len());
         for bound in listeners {
@@ -112,7 +118,8 @@ impl Reloader {
             running.push(launch(&shutdown, bound.socket, serving, configured, address));
         }
         let state = Mutex::new(State { config, listeners: running });
-        Ok(Arc::new(Reloader { source, shutdown, metrics, state }))
+        let reloader = Arc::new(Reloader { source, shutdown, metrics, state, admin });
+        Ok((reloader, bound.admin))
     }
 
     /// The process-wide metrics.
@@ -131,6 +138,9 @@ impl Reloader {
         let mut config = state.config.clone();
         for (listener, running) in config.listeners.iter_mut().zip(&state.listeners) {
             listener.address = running.bound;
+        }
+        if let (Some(admin), Some(bound)) = (config.admin.as_mut(), self.admin) {
+            admin.address = bound;
         }
         config
     }
@@ -170,17 +180,7 @@ impl Reloader {
         let proxy =
             Arc::new(Proxy::new(config.clone(), self.shutdown.clone(), self.metrics.clone())?);
         // Build everything before touching anything, so a failure leaves all as it was.
-        let mut matched: Vec<Option<usize>> = Vec::with_capacity(config.listeners.len());
-        let mut taken = vec![false; state.listeners.len()];
-        for wanted in &config.listeners {
-            let found = find(&state.listeners, &taken, wanted.address);
-            if let Some(index) = found
-                && let Some(slot) = taken.get_mut(index)
-            {
-                *slot = true;
-            }
-            matched.push(found);
-        }
+        let matched = match_listeners(&state.listeners, &config.listeners);
         let mut plan = Vec::with_capacity(config.listeners.len());
         for (wanted, existing) in config.listeners.iter().zip(&matched) {
             let step = match existing {
@@ -246,14 +246,31 @@ enum Step {
     Open(Box<BoundListener>),
 }
 
-/// The running listener a configured address refers to: the one bound there, else the one
-/// configured with that address (port 0 in tests), each listener used at most once.
-fn find(running: &[Running], taken: &[bool], address: SocketAddr) -> Option<usize> {
-    let free = |i: &usize| !taken.get(*i).copied().unwrap_or(true);
-    let by_bound = running.iter().position(|r| r.bound == address).filter(free);
-    by_bound.or_else(|| {
-        running.iter().enumerate().find(|(i, r)| r.configured == address && free(i)).map(|(i, _)| i)
-    })
+/// Which running listener (by index) each wanted listener keeps, if any: first every wanted
+/// address that names a bound address, then the rest by configured address (port 0 in tests),
+/// each running listener used at most once. Two passes, so a new `:0` listener listed first
+/// cannot claim a listener that a later entry names by its bound address.
+fn match_listeners(running: &[Running], wanted: &[ListenerConfig]) -> Vec<Option<usize>> {
+    let mut taken = vec![false; running.len()];
+    let mut matched = vec![None; wanted.len()];
+    let passes: [fn(&Running) -> SocketAddr; 2] = [|r| r.bound, |r| r.configured];
+    for address_of in passes {
+        for (slot, listener) in matched.iter_mut().zip(wanted) {
+            if slot.is_some() {
+                continue;
+            }
+            let free = running.iter().enumerate().find(|(i, r)| {
+                address_of(r) == listener.address && !taken.get(*i).copied().unwrap_or(true)
+            });
+            if let Some((index, _)) = free {
+                if let Some(flag) = taken.get_mut(index) {
+                    *flag = true;
+                }
+                *slot = Some(index);
+            }
+        }
+    }
+    matched
 }
 
 /// Spawns the accept loop for a listener.

@@ -111,6 +111,7 @@ async fn serves_logs_its_listener_and_exits_cleanly_on_sigterm() {
     assert_eq!(response.status(), 200);
     assert_eq!(origin.only_request().headers["via"], "1.1 sluice");
 
+    wait_until_catches(child.id().unwrap(), SIGTERM).await;
     let pid = child.id().unwrap().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status = within(child.wait()).await.unwrap();
@@ -142,4 +143,252 @@ fn check_shows_the_effective_security_defaults_of_each_listener() {
     );
     assert!(stdout.contains("users    alice"), "{stdout}");
     assert!(!stdout.contains("not-shown-anywhere"), "the password never appears: {stdout}");
+}
+
+/// Waits until process `pid` has installed a handler for signal `number` (the `SigCgt` mask in
+/// `/proc/PID/status`), so that signal is caught and not fatal: sluice starts watching SIGTERM
+/// only when `run` first awaits its shutdown future, just after the start-up lines are logged.
+async fn wait_until_catches(pid: u32, number: u32) {
+    within(async {
+        loop {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+            let mask = status.lines().find_map(|line| line.strip_prefix("SigCgt:")).unwrap();
+            let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
+            if mask & (1 << (number - 1)) != 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+const SIGHUP: u32 = 1;
+const SIGTERM: u32 = 15;
+
+/// The `sluice` binary serving a config file, with its standard error read line by line.
+struct Running {
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
+    /// Every line logged up to the admin listener's start.
+    startup: Vec<String>,
+    /// The proxy listener's bound address.
+    addr: std::net::SocketAddr,
+    /// The admin listener's bound address.
+    admin: std::net::SocketAddr,
+}
+
+impl Running {
+    /// Starts `sluice --config path` and reads its log until both listeners are bound.
+    async fn start(path: &std::path::Path) -> Running {
+        let mut child = tokio::process::Command::new(SLUICE)
+            .arg("--config")
+            .arg(path)
+            .args(["--workers", "1"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = |line: &str| -> std::net::SocketAddr {
+            let field = line.split_whitespace().find_map(|f| f.strip_prefix("address="));
+            field.unwrap().parse().unwrap()
+        };
+        let (mut addr, mut admin, mut startup) = (None, None, Vec::new());
+        within(async {
+            while addr.is_none() || admin.is_none() {
+                let line = lines.next_line().await.unwrap().expect("sluice exited early");
+                if line.contains(" admin listening address=") {
+                    admin = Some(address(&line));
+                } else if line.contains(" listening address=") {
+                    addr = Some(address(&line));
+                }
+                startup.push(line);
+            }
+        })
+        .await;
+        Running { child, lines, startup, addr: addr.unwrap(), admin: admin.unwrap() }
+    }
+
+    /// Reads the log until a line contains `text`, and returns it.
+    async fn line_containing(&mut self, text: &str) -> String {
+        within(async {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("sluice exited early");
+                if line.contains(text) {
+                    return line;
+                }
+            }
+        })
+        .await
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`) once the process catches `number`.
+    async fn signal(&self, signal: &str, number: u32) {
+        let pid = self.child.id().unwrap();
+        wait_until_catches(pid, number).await;
+        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+        assert!(status.unwrap().success());
+    }
+
+    /// SIGTERM, and the exit status must be success.
+    async fn terminate(mut self) {
+        self.signal("TERM", SIGTERM).await;
+        let status = within(self.child.wait()).await.unwrap();
+        assert!(status.success(), "exit status {status:?}");
+    }
+}
+
+/// A config file with one listener at `address` serving route `/v1` to `upstream`, no access
+/// log, and the admin listener on an ephemeral port.
+fn reverse_file(address: &str, upstream: &str) -> String {
+    format!(
+        "[[listener]]\naddress = \"{address}\"\nreverse = true\n\n\
+         [[route]]\nname = \"models\"\nprefix = \"/v1\"\nupstream = \"{upstream}\"\n\n\
+         [access_log]\nenabled = false\n\n[admin]\naddress = \"127.0.0.1:0\"\n"
+    )
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_file_and_sigterm_exits_cleanly() {
+    use support::upstream::full;
+    let a =
+        Origin::start(|_request: http::Request<hyper::body::Incoming>| async { full("A") }).await;
+    let b =
+        Origin::start(|_request: http::Request<hyper::body::Incoming>| async { full("B") }).await;
+    let dir = support::tls::test_dir("cli-sighup");
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, reverse_file("127.0.0.1:0", &a.url(""))).unwrap();
+    let mut sluice = Running::start(&path).await;
+    let addr = sluice.addr;
+    let client = support::client::direct();
+    let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
+    assert_eq!(within(within(get("/v1/before")).await.unwrap().text()).await.unwrap(), "A");
+
+    support::tls::write_atomically(&path, reverse_file(&addr.to_string(), &b.url("")).as_bytes());
+    sluice.signal("HUP", SIGHUP).await;
+    let line = sluice.line_containing("reloaded:").await;
+    assert!(
+        line.ends_with(&format!("reloaded: 1 routes; listening on {addr} (forward+reverse)")),
+        "{line}"
+    );
+    assert_eq!(within(within(get("/v1/after")).await.unwrap().text()).await.unwrap(), "B");
+    assert_eq!(a.only_request().uri, "/before");
+    assert_eq!(b.only_request().uri, "/after");
+
+    // The admin listener reports the same reload.
+    let metrics = support::observe::scrape(&format!("http://{}/metrics", sluice.admin)).await;
+    let applied =
+        support::observe::sample(&metrics, "sluice_config_reloads_total{result=\"applied\"}");
+    assert_eq!(applied, 1.0);
+    sluice.terminate().await;
+}
+
+#[tokio::test]
+async fn startup_log_shows_the_listener_and_route_tables_with_bound_addresses() {
+    let dir = support::tls::test_dir("cli-startup-table");
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, reverse_file("127.0.0.1:0", "http://127.0.0.1:9/base")).unwrap();
+    let sluice = Running::start(&path).await;
+    let logged: Vec<&str> = sluice
+        .startup
+        .iter()
+        .filter_map(|line| line.split_once(" INFO sluice: "))
+        .map(|(_, m)| m)
+        .collect();
+    let expected = [
+        format!("{:<24} {:<16} PROTOCOL", "LISTENER", "MODES"),
+        format!("{:<24} {:<16} http (http/1.1)", sluice.addr.to_string(), "forward+reverse"),
+        format!("{:<20} {:<24} {:<40} OPTIONS", "ROUTE", "MATCH", "UPSTREAM"),
+        format!(
+            "{:<20} {:<24} {:<40} strip_prefix upgrades=websocket",
+            "models", "/v1", "http://127.0.0.1:9/base"
+        ),
+    ];
+    for line in &expected {
+        assert!(logged.contains(&line.as_str()), "missing {line:?} in {:#?}", sluice.startup);
+    }
+    sluice.terminate().await;
+}
+
+#[test]
+fn check_prints_the_tables_and_the_access_log_admin_and_request_id_settings() {
+    let dir = support::tls::test_dir("cli-check-sections");
+    let path = dir.join("ops.toml");
+    std::fs::write(
+        &path,
+        "[[listener]]\naddress = \"127.0.0.1:8080\"\nreverse = true\n\n\
+         [[route]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9000\"\n\n\
+         [access_log]\nformat = \"json\"\npath = \"logs/access.log\"\ndrop_query = true\n\
+         headers = [\"user-agent\"]\n\n\
+         [admin]\naddress = \"127.0.0.1:9901\"\n\n\
+         [request_id]\nheader = \"x-trace-id\"\ntrust_incoming = true\n",
+    )
+    .unwrap();
+    let out = Command::new(SLUICE).arg("check").arg("--config").arg(&path).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let expected = [
+        format!("{}: OK\n", path.display()),
+        format!(
+            "\n{:<24} {:<16} PROTOCOL\n{:<24} {:<16} http (http/1.1)\n",
+            "LISTENER", "MODES", "127.0.0.1:8080", "forward+reverse"
+        ),
+        format!(
+            "\n{:<20} {:<24} {:<40} OPTIONS\n{:<20} {:<24} {:<40} strip_prefix upgrades=websocket\n",
+            "ROUTE", "MATCH", "UPSTREAM", "api", "/api", "http://127.0.0.1:9000"
+        ),
+        format!(
+            "\naccess_log:\n  json to {}, query strings dropped, headers user-agent\n",
+            dir.join("logs/access.log").display()
+        ),
+        "\nadmin: 127.0.0.1:9901\nrequest_id: header x-trace-id, client ids trusted\n".to_owned(),
+    ];
+    for text in &expected {
+        assert!(stdout.contains(text.as_str()), "missing {text:?} in:\n{stdout}");
+    }
+
+    // The defaults: stdout text log, no admin listener, generated ids.
+    let plain = write_config("defaults.toml", "[[listener]]\naddress = \"127.0.0.1:8080\"\n");
+    let out = Command::new(SLUICE).arg("check").arg("--config").arg(&plain).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains(
+            "\naccess_log:\n  text to stdout\n\nadmin: off\n\
+             request_id: header x-request-id, always generated\n"
+        ),
+        "{stdout}"
+    );
+}
+
+/// `admin.allow_remote` guards the config file's admin address; `--admin` cannot bypass it.
+#[tokio::test]
+async fn admin_flag_with_a_non_loopback_address_is_refused() {
+    let mut child = tokio::process::Command::new(SLUICE)
+        .args(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut stderr = String::new();
+    within(async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            assert!(!line.contains("admin listening"), "bound on every interface: {line}");
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+    })
+    .await;
+    let status = within(child.wait()).await.unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(
+        stderr.contains("\n  command line: --admin: 0.0.0.0:0 is not a loopback address; "),
+        "{stderr}"
+    );
 }

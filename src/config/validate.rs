@@ -776,7 +776,9 @@ impl Checker<'_> {
         for (i, later) in listeners.iter().enumerate() {
             let earlier = listeners.iter().take(i).position(|l| {
                 let same = parse_address(l.address.get_ref());
-                same.is_some() && same == parse_address(later.address.get_ref())
+                // Port 0 asks the system for a free port: two such listeners never collide.
+                same.is_some_and(|a| a.port() != 0)
+                    && same == parse_address(later.address.get_ref())
             });
             if let Some(first) = earlier {
                 self.report(
