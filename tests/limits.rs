@@ -631,3 +631,76 @@ async fn busy_tunnel_is_closed_at_its_max_lifetime() {
     within(tunnel.read_exact(&mut answer)).await.unwrap();
     assert_eq!(&answer, b"next");
 }
+
+/// Polls the admin `/metrics` until `series` has `value`, bounded by the suite's wait.
+async fn await_sample(proxy: &TestProxy, series: &str, value: f64) {
+    let url = proxy.admin_url("/metrics");
+    within(async {
+        loop {
+            let samples = support::observe::scrape(&url).await;
+            if support::observe::sample(&samples, series) == value {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connection_is_parked_and_serves_its_next_request() {
+    let origin = Origin::echo().await;
+    let proxy = forward_proxy("[admin]\naddress = \"127.0.0.1:0\"\n").await;
+    let target = origin.addr;
+    let keep_alive =
+        |path: &str| format!("GET http://{target}{path} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    // Waiting for its first request, the connection holds only its socket.
+    await_sample(&proxy, "sluice_connections_parked", 1.0).await;
+    client.write_all(keep_alive("/first").as_bytes()).await.unwrap();
+    let (head, _) = within(read_response(&mut client)).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    // Idle after its response, it is parked again ...
+    await_sample(&proxy, "sluice_connections_parked", 1.0).await;
+    // ... and the same connection serves the next request, a request sent in two pieces
+    // included (the second piece reaches a freshly built HTTP session).
+    let second = keep_alive("/second");
+    let (start, rest) = second.split_at(10);
+    client.write_all(start.as_bytes()).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    client.write_all(rest.as_bytes()).await.unwrap();
+    let (head, _) = within(read_response(&mut client)).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    let paths: Vec<String> = origin.seen().iter().map(|seen| seen.uri.to_string()).collect();
+    assert_eq!(paths, ["/first", "/second"]);
+    // A parked connection the client closes is gone at once.
+    await_sample(&proxy, "sluice_connections_parked", 1.0).await;
+    drop(client);
+    await_sample(&proxy, "sluice_connections_active", 0.0).await;
+    await_sample(&proxy, "sluice_connections_parked", 0.0).await;
+}
+
+#[tokio::test]
+async fn tunnel_from_a_parked_connection_still_relays() {
+    let echo = tcp_echo().await;
+    let proxy = forward_proxy("[admin]\naddress = \"127.0.0.1:0\"\n").await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    await_sample(&proxy, "sluice_connections_parked", 1.0).await;
+    client
+        .write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = within(support::client::read_response_head(&mut client)).await;
+    assert_eq!(status_of(&head), 200, "{head}");
+    let data = payload(300_000, 7);
+    let (mut read, mut write) = client.into_split();
+    let sender = tokio::spawn(async move {
+        write.write_all(&data).await.unwrap();
+        write.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    within(read.read_to_end(&mut back)).await.unwrap();
+    sender.await.unwrap();
+    assert_eq!(sha256(&back), sha256(&payload(300_000, 7)));
+}

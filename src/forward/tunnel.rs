@@ -14,8 +14,8 @@ use crate::context::RequestContext;
 use crate::dispatch::{ListenerContext, Proxy, UpstreamAddr};
 use crate::error::ProxyError;
 use crate::observe::{Mode, SessionLog};
-use crate::policy::wire::WireGuard;
-use crate::relay::{RelayLimits, Relayed, relay};
+use crate::relay::{RelayEnd, RelayLimits, Relayed, relay};
+use crate::server::conn::PlainIo;
 
 /// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
 /// or slow destination gets a 502 or 504 instead of a 200 followed by a closed socket.
@@ -69,11 +69,15 @@ pub async fn open(
 /// (an HTTP/1 listener without TLS), through user-space buffers otherwise.
 async fn relay_tunnel(downstream: Upgraded, upstream: TcpStream, limits: RelayLimits) -> Relayed {
     #[cfg(target_os = "linux")]
-    let downstream = match downstream.downcast::<TokioIo<WireGuard<TcpStream>>>() {
-        Ok(parts) => {
-            let client = parts.io.into_inner().into_inner();
-            return crate::relay::splice::relay(client, parts.read_buf, upstream, limits).await;
-        }
+    let downstream = match downstream.downcast::<PlainIo>() {
+        Ok(parts) => match parts.io.into_inner().into_inner() {
+            Some(guard) => {
+                let client = guard.into_inner();
+                return crate::relay::splice::relay(client, parts.read_buf, upstream, limits).await;
+            }
+            // Cannot happen: a connection being upgraded is not being parked.
+            None => return Relayed { to_upstream: 0, to_downstream: 0, end: RelayEnd::Error },
+        },
         Err(other) => other,
     };
     relay(TokioIo::new(downstream), upstream, limits).await

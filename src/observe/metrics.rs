@@ -143,6 +143,7 @@ pub struct Metrics {
     received: Family<RouteLabels, Counter>,
     sent: Family<RouteLabels, Counter>,
     connections: Gauge,
+    parked: Gauge,
     tunnels: Gauge,
     websockets: Gauge,
     upstream_errors: Family<KindLabel, Counter>,
@@ -172,6 +173,7 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let (connections, tunnels, websockets) =
             (Gauge::default(), Gauge::default(), Gauge::default());
+        let parked = Gauge::default();
         let tls_handshake_failures = Counter::default();
         let access_log_dropped = Counter::default();
         registry.register(
@@ -204,6 +206,11 @@ impl Metrics {
             sent.clone(),
         );
         registry.register("connections_active", "Open client connections", connections.clone());
+        registry.register(
+            "connections_parked",
+            "Client connections waiting for their next request outside the HTTP stack, holding only their socket",
+            parked.clone(),
+        );
         registry.register("tunnels_active", "Open CONNECT tunnels", tunnels.clone());
         registry.register("websockets_active", "Open WebSocket sessions", websockets.clone());
         registry.register(
@@ -245,6 +252,7 @@ impl Metrics {
             received,
             sent,
             connections,
+            parked,
             tunnels,
             websockets,
             upstream_errors,
@@ -312,6 +320,11 @@ impl Metrics {
     /// Counts an open client connection until the returned guard is dropped.
     pub fn connection_opened(&self) -> Active {
         Active::new(&self.connections)
+    }
+
+    /// Counts a parked connection until the returned guard is dropped.
+    pub fn connection_parked(&self) -> Active {
+        Active::new(&self.parked)
     }
 
     /// Counts an open tunnel (or WebSocket session) until the returned guard is dropped.

@@ -13,6 +13,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -64,6 +65,9 @@ pub struct WireGuard<I> {
     /// Where a missed first-request deadline is counted. hyper reports the read error of a
     /// connection that never sent a byte as a clean close, so only the guard can count it.
     metrics: Option<Arc<Metrics>>,
+    /// Told after every read whether everything read so far ends on a message boundary (the
+    /// connection may then be parked outside hyper, see `server::park`).
+    boundary: Option<Arc<AtomicBool>>,
 }
 
 impl<I> WireGuard<I> {
@@ -79,6 +83,7 @@ impl<I> WireGuard<I> {
             received: 0,
             heads: 0,
             metrics: None,
+            boundary: None,
         }
     }
 
@@ -94,6 +99,7 @@ impl<I> WireGuard<I> {
             received: 0,
             heads: 0,
             metrics: None,
+            boundary: None,
         }
     }
 
@@ -101,6 +107,18 @@ impl<I> WireGuard<I> {
     pub fn counting_into(mut self, metrics: Arc<Metrics>) -> WireGuard<I> {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Reports into `flag`, after every read, whether the bytes read so far end exactly at a
+    /// message boundary.
+    pub fn reporting_boundary(mut self, flag: Arc<AtomicBool>) -> WireGuard<I> {
+        self.boundary = Some(flag);
+        self
+    }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &I {
+        &self.inner
     }
 
     /// The wrapped connection, once no more HTTP is read from it (a tunnel took it over).
@@ -375,6 +393,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for WireGuard<I> {
                         self.first_request = None;
                     }
                 }
+                if let Some(flag) = &self.boundary {
+                    let at_boundary = matches!(self.state, State::Head) && self.line.is_empty();
+                    flag.store(at_boundary, Ordering::Relaxed);
+                }
             }
             Poll::Pending => {
                 if let Some(deadline) = self.first_request.as_mut()
@@ -442,6 +464,7 @@ mod tests {
             received: 0,
             heads: 0,
             metrics: None,
+            boundary: None,
         };
         let mut data = input.to_vec();
         for (n, piece) in data.chunks_mut(step).enumerate() {

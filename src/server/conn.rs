@@ -20,6 +20,7 @@ use hyper::server::conn::http1;
 use tokio_util::sync::CancellationToken;
 
 use super::listener::{ConnectionHold, Live, Serving};
+use super::park::{self, Idleness, InFlight, Parkable};
 use crate::body::BoxError;
 use crate::config::{Config, ListenerConfig};
 use crate::dispatch;
@@ -113,16 +114,45 @@ async fn drive<C, E>(
     mut connection: Pin<Box<C>>,
     stop: &CancellationToken,
     peer: SocketAddr,
+    parking: Option<&Arc<Idleness>>,
 ) -> Option<BoxError>
 where
     C: Graceful<Output = Result<(), E>>,
     E: Into<BoxError>,
 {
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut checks = parking.map(|_| {
+        let start = tokio::time::Instant::now() + park::PARK_AFTER;
+        let mut checks = tokio::time::interval_at(start, park::PARK_AFTER);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checks
+    });
+    let mut seen = u64::MAX;
+    let result = loop {
+        let check = async {
+            match checks.as_mut() {
+                Some(checks) => {
+                    checks.tick().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = check => {
+                if let Some(idleness) = parking
+                    && idleness.idle_since(&mut seen)
+                {
+                    // Idle at a message boundary: hyper closes the idle connection, and the
+                    // socket comes back to be parked.
+                    idleness.park();
+                    connection.as_mut().graceful_shutdown();
+                    break connection.await;
+                }
+            }
+            () = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
         }
     };
     let err = result.err()?.into();
@@ -222,18 +252,29 @@ impl Connection {
     }
 
     /// Serves requests until the client closes, or until shutdown lets in-flight ones finish.
-    pub async fn serve<I>(self, io: I)
+    ///
+    /// A plain HTTP/1 connection is parked outside hyper whenever it has been idle for
+    /// [`park::PARK_AFTER`], and before its first request: while parked it holds only its
+    /// socket (see [`park`]).
+    pub async fn serve<I>(self, io: WireGuard<I>)
     where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        I: Readiness + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let Connection { peer, live, settings, hold, stop } = self;
         let max_requests = settings.max_requests;
         let served = Arc::new(AtomicU64::new(0));
+        let parking = match &*settings.builder {
+            HttpBuilder::Http1(_) if I::PARKABLE => Some(Idleness::new()),
+            _ => None,
+        };
+        let in_flight = parking.clone();
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let current = live.load_full();
             let served = served.clone();
             let hold = hold.clone();
+            let in_flight = in_flight.as_ref().map(InFlight::start);
             async move {
+                let _in_flight = in_flight;
                 let http1 = request.version() < http::Version::HTTP_2;
                 let connect = http1 && request.method() == http::Method::CONNECT;
                 let upgrade = http1 && request.headers().contains_key(http::header::UPGRADE);
@@ -257,20 +298,106 @@ impl Connection {
                 Ok::<_, Infallible>(response)
             }
         });
-        let io = TokioIo::new(io);
         let metrics = &settings.metrics;
-        let outcome = match &*settings.builder {
-            HttpBuilder::Http1(http1) => {
-                let connection = Box::pin(http1.serve_connection(io, service).with_upgrades());
-                drive(connection, &stop, peer).await
+        let outcome = match (&*settings.builder, parking) {
+            (HttpBuilder::Http1(http1), Some(idleness)) => {
+                let io = io.reporting_boundary(idleness.boundary.clone());
+                serve_parking(io, http1, service, &idleness, &settings, &stop, peer).await
             }
-            HttpBuilder::Auto(auto) => {
+            (HttpBuilder::Http1(http1), None) => {
+                let io = TokioIo::new(io);
+                let connection = Box::pin(http1.serve_connection(io, service).with_upgrades());
+                drive(connection, &stop, peer, None).await
+            }
+            (HttpBuilder::Auto(auto), _) => {
+                let io = TokioIo::new(io);
                 let connection = Box::pin(auto.serve_connection_with_upgrades(io, service));
-                drive(connection, &stop, peer).await
+                drive(connection, &stop, peer, None).await
             }
         };
         if let Some(rejection) = outcome.and_then(|err| rejection(&err)) {
             metrics.reject(rejection);
+        }
+    }
+}
+
+/// A client connection's transport, as far as parking needs to know it.
+pub trait Readiness {
+    /// Whether the connection can wait outside hyper with only its socket: true for plain
+    /// TCP; false for TLS, whose session may hold decrypted bytes the socket does not show.
+    const PARKABLE: bool;
+    /// Resolves when the socket has bytes (or EOF) to read.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readiness for TcpStream {
+    const PARKABLE: bool = true;
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
+    const PARKABLE: bool = false;
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::pending()
+    }
+}
+
+/// The I/O hyper serves on a plain HTTP/1 connection.
+pub type PlainIo = TokioIo<Parkable<WireGuard<TcpStream>>>;
+
+/// Serves `io` with hyper in sessions: waits outside hyper (parked) until the client sends,
+/// serves until the connection has been idle for [`park::PARK_AFTER`], takes the socket back
+/// and parks again. Returns the error the last session ended with, if any.
+async fn serve_parking<I, S>(
+    mut io: WireGuard<I>,
+    http1: &http1::Builder,
+    service: S,
+    idleness: &Arc<Idleness>,
+    settings: &ConnectionSettings,
+    stop: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<BoxError>
+where
+    I: Readiness + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Clone,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<BoxError>,
+    http1::UpgradeableConnection<TokioIo<Parkable<WireGuard<I>>>, S>:
+        Graceful<Output = Result<(), hyper::Error>>,
+{
+    let returned = Arc::new(std::sync::Mutex::new(None));
+    let mut first = true;
+    let mut parked = Some(settings.metrics.connection_parked());
+    loop {
+        // Parked: only the socket is held until the client sends again (or, before the first
+        // request, until the first-request deadline; after one, the keep-alive idle timeout).
+        tokio::select! {
+            ready = io.get_ref().readable() => if ready.is_err() { return None },
+            () = tokio::time::sleep(settings.request_header) => {
+                if first {
+                    settings.metrics.reject(Rejection::RequestHeadTimeout);
+                }
+                return None;
+            }
+            () = stop.cancelled() => return None,
+        }
+        first = false;
+        drop(parked.take());
+        idleness.unpark();
+        let parkable = Parkable::new(io, idleness.clone(), returned.clone());
+        let connection = Box::pin(
+            http1.serve_connection(TokioIo::new(parkable), service.clone()).with_upgrades(),
+        );
+        let outcome = drive(connection, stop, peer, Some(idleness)).await;
+        let back = returned.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match back {
+            Some(back) if outcome.is_none() => {
+                io = back;
+                parked = Some(settings.metrics.connection_parked());
+            }
+            _ => return outcome,
         }
     }
 }

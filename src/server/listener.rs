@@ -174,17 +174,17 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
         };
         let max_head = limits.max_request_head_bytes;
         let first_request = serving.proxy.config.timeouts.request_header;
-        let tls = serving.tls.as_ref().map(|tls| tls.acceptor.clone());
-        let metrics = metrics.clone();
-        serving.proxy.shutdown.spawn(async move {
-            match tls {
-                Some(acceptor) => connection.serve_tls(stream, acceptor).await,
-                None => {
-                    let io = WireGuard::new(stream, max_head, first_request).counting_into(metrics);
-                    connection.serve(io).await
-                }
+        // Each kind of connection is spawned as its own future, so a plain connection's task
+        // is not as large as a TLS one's (a task's memory is all written when it starts).
+        let tasks = &serving.proxy.shutdown;
+        match serving.tls.as_ref() {
+            Some(tls) => tasks.spawn(connection.serve_tls(stream, tls.acceptor.clone())),
+            None => {
+                let io =
+                    WireGuard::new(stream, max_head, first_request).counting_into(metrics.clone());
+                tasks.spawn(connection.serve(io))
             }
-        });
+        }
     }
     tracing::info!(?address, "listener closed");
 }

@@ -6,6 +6,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod park;
 pub mod shutdown;
 
 use std::io;
