@@ -92,11 +92,20 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
     };
     let config = source.load()?;
     init_tracing();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let workers = config
+        .workers
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, NonZeroUsize::get);
+    // One worker means one thread: the current-thread scheduler runs every task where the
+    // I/O driver wakes it, with no cross-thread hand-offs (and no idle second thread).
+    let mut runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        runtime.worker_threads(workers);
+        runtime
+    };
     runtime.enable_all();
-    if let Some(workers) = config.workers {
-        runtime.worker_threads(workers.get());
-    }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let stop = shutdown_signal();

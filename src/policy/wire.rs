@@ -116,6 +116,11 @@ impl<I> WireGuard<I> {
         self
     }
 
+    /// Request heads completed so far.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// The wrapped connection.
     pub fn get_ref(&self) -> &I {
         &self.inner

@@ -12,8 +12,9 @@
 //! - `connrate addr=A target=T conns=N secs=S`: CONNECT tunnels set up (and closed) per second.
 //! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50/p99 in µs).
 //! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p99.
-//! - `idle addr=A mode=http|connect [target=T] conns=N hold=S`: opens N idle connections (one
-//!   request each, or one tunnel each), prints `READY ok=..`, holds them `hold` seconds.
+//! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
+//!   connections (one request each, or one tunnel each), leaves them idle for `settle` ms
+//!   (default 2500), prints `READY ok=..`, holds them `hold` seconds.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -494,6 +495,7 @@ async fn idle(args: &Args) -> Res<()> {
     let uri = args.str("uri", "/");
     let conns = args.num("conns", 1000) as usize;
     let hold = args.num("hold", 20).min(60);
+    let settle = args.num("settle", 2500).min(10_000);
     let mut held = Vec::with_capacity(conns);
     let mut errors = 0u64;
     let open_deadline = Instant::now() + Duration::from_secs(30);
@@ -512,8 +514,9 @@ async fn idle(args: &Args) -> Res<()> {
             None => break,
         }
     }
-    // Let the proxy settle (pooled upstream connections, deferred frees).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Idle means idle for a while, as keep-alive connections are between a client's bursts:
+    // let the proxy settle (pooled upstream connections, deferred frees, idle-time parking).
+    tokio::time::sleep(Duration::from_millis(settle)).await;
     println!("READY ok={} errors={errors}", held.len());
     let mut stdin = tokio::io::stdin();
     let mut one = [0u8; 1];
