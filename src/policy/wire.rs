@@ -116,9 +116,10 @@ impl<I> WireGuard<I> {
         self
     }
 
-    /// Request heads completed so far.
-    pub fn heads(&self) -> u64 {
-        self.heads
+    /// When the first request head is due, until the client has shown it is talking (a
+    /// complete head, or enough bytes to tell its protocol); `None` after that.
+    pub fn first_request_deadline(&self) -> Option<tokio::time::Instant> {
+        self.first_request.as_ref().map(|sleep| sleep.deadline())
     }
 
     /// The wrapped connection.

@@ -368,20 +368,16 @@ where
         Graceful<Output = Result<(), hyper::Error>>,
 {
     let returned = Arc::new(std::sync::Mutex::new(None));
-    // The first request's deadline runs from the accept, across sessions: a client whose
-    // socket woke us without completing a head (a partial head, a spurious wake-up) is
-    // still held to it.
-    let first_deadline = tokio::time::Instant::now() + settings.request_header;
     let mut parked = Some(settings.metrics.connection_parked());
     loop {
         // Parked: only the socket is held until the client sends again (or, before the first
-        // request, until the first-request deadline; after one, the keep-alive idle timeout).
-        let first = io.heads() == 0;
-        let deadline = if first {
-            first_deadline
-        } else {
-            tokio::time::Instant::now() + settings.request_header
-        };
+        // request, until the guard's first-request deadline, which runs from the accept across
+        // sessions, so a wake-up without a request does not restart it; after one, the
+        // keep-alive idle timeout).
+        let first_request = io.first_request_deadline();
+        let first = first_request.is_some();
+        let deadline =
+            first_request.unwrap_or_else(|| tokio::time::Instant::now() + settings.request_header);
         tokio::select! {
             ready = io.get_ref().readable() => if ready.is_err() { return None },
             () = tokio::time::sleep_until(deadline) => {
