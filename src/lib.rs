@@ -15,6 +15,7 @@
 //! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
 //! - [`observe`] writes the access log and keeps the metrics; [`admin`] serves them, health
 //!   and the effective config; [`reload`] applies a new configuration live;
+//! - [`memory`] gives heap freed after a burst back to the system;
 //! - [`config`] loads and validates the configuration; [`body`] and [`context`] are the types
 //!   passed along the way.
 
@@ -27,6 +28,7 @@ pub mod error;
 pub mod exchange;
 pub mod forward;
 pub mod headers;
+pub mod memory;
 pub mod observe;
 pub mod policy;
 pub mod relay;

@@ -109,6 +109,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let stop = shutdown_signal();
+        tokio::spawn(sluice::memory::release_freed_heap());
         let bound = sluice::server::bind(&config).await?;
         match sluice::run(source, config, bound, stop).await? {
             Drained::Complete | Drained::GraceExpired => Ok(()),
