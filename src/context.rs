@@ -8,13 +8,33 @@ use std::sync::{Arc, OnceLock};
 use crate::observe::RequestId;
 use crate::server::listener::ConnectionHold;
 
+/// The client end of a connection: its address, and its IP already in header form for
+/// `X-Forwarded-For`, rendered once per connection instead of once per forwarded request.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The client's IP address as a header value.
+    pub ip_header: HeaderValue,
+}
+
+impl Downstream {
+    /// The downstream end for a client connected from `addr`.
+    pub fn new(addr: SocketAddr) -> Downstream {
+        // An IP address's text form is always a valid header value.
+        let ip_header = HeaderValue::from_str(&addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Downstream { addr, ip_header }
+    }
+}
+
 /// What is known about one request as it moves through sluice.
 #[derive(Debug)]
 pub struct RequestContext {
     /// The request id: logged, passed upstream on reverse routes, returned to the client.
     pub id: RequestId,
     /// The downstream peer that sent the request.
-    pub peer: SocketAddr,
+    pub peer: Downstream,
     /// `https` when the client reached sluice over TLS, else `http`.
     pub scheme: &'static str,
     /// The client connection's place under the connection limits, kept by tunnels.
@@ -28,18 +48,18 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// Starts the context for request `id` just received from `peer` over `scheme` on the
-    /// connection holding `hold`; `has_body` asks for a byte count of the request body.
+    /// Starts the context for request `id` just received from `downstream` over `scheme` on
+    /// the connection holding `hold`; `has_body` asks for a byte count of the request body.
     pub fn new(
         id: RequestId,
-        peer: SocketAddr,
+        downstream: Downstream,
         scheme: &'static str,
         hold: Arc<ConnectionHold>,
         has_body: bool,
     ) -> RequestContext {
         RequestContext {
             id,
-            peer,
+            peer: downstream,
             scheme,
             hold,
             route: OnceLock::new(),

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpInfo;
 
 use crate::body::Body;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
-use crate::context::RequestContext;
+use crate::context::{Downstream, RequestContext};
 use crate::error::{self, NotServed, ProxyError};
 use crate::forward::{self, target};
 use crate::observe::metrics::{Metrics, RouteLabel};
@@ -149,13 +149,13 @@ pub fn classify<B>(request: &Request<B>, modes: Modes, router: &Router) -> Reque
     }
 }
 
-/// Serves one request from `peer` on `listener`; never fails. The response body finishes the
+/// Serves one request from `downstream` on `listener`; never fails. The response body finishes the
 /// request's access-log entry and metrics when it ends (a tunnel or upgrade finishes them when
 /// the session closes).
 pub async fn handle(
     request: Request<Incoming>,
     proxy: &Proxy,
-    peer: SocketAddr,
+    downstream: Downstream,
     listener: &ListenerContext,
     hold: Arc<ConnectionHold>,
 ) -> Response<ObservedBody> {
@@ -166,9 +166,9 @@ pub async fn handle(
         RequestKind::Absolute => Mode::Forward,
         RequestKind::Origin => Mode::Reverse,
     };
-    let mut entry = Entry::start(&proxy.observer, &request, peer, id.clone(), mode);
+    let mut entry = Entry::start(&proxy.observer, &request, downstream.addr, id.clone(), mode);
     let has_body = !request.body().is_end_stream();
-    let ctx = RequestContext::new(id, peer, listener.scheme, hold, has_body);
+    let ctx = RequestContext::new(id, downstream, listener.scheme, hold, has_body);
     let mut response = match route(request, kind, &ctx, proxy, listener).await {
         Ok(response) => response,
         Err(err) => {

@@ -13,11 +13,12 @@
 mod header_lines;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{ForwardMode, HeaderSettings};
+use sluice::context::Downstream;
 use sluice::headers::forwarded::{Hop, apply_forwarding};
 
 fuzz_target!(|data: &[u8]| {
@@ -52,7 +53,9 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = header_lines::map(incoming);
     let before = header_lines::grouped(&headers);
 
-    apply_forwarding(&mut headers, Hop { client, proto, host: host.as_ref() }, &settings);
+    let downstream = Downstream::new(SocketAddr::new(client, 40000));
+    let hop = Hop { client: &downstream, proto, host: host.as_ref() };
+    apply_forwarding(&mut headers, hop, &settings);
 
     let mut after = header_lines::grouped(&headers);
     let mut expected = before.clone();

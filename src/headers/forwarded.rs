@@ -4,6 +4,8 @@
 use http::header::VIA;
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
+use crate::context::Downstream;
+
 /// The name sluice gives itself in `Via` (the `received-by` pseudonym).
 pub const VIA_PSEUDONYM: &str = "sluice";
 
@@ -39,8 +41,8 @@ mod tests {
 /// What a reverse-proxy hop knows about the request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct Hop<'a> {
-    /// The downstream client's address.
-    pub client: std::net::IpAddr,
+    /// The downstream client.
+    pub client: &'a Downstream,
     /// `http` or `https`: the protocol the client used to reach sluice.
     pub proto: &'a str,
     /// The `Host` the client asked for, if any.
@@ -72,7 +74,7 @@ pub fn apply_forwarding(
     }
 
     if settings.x_forwarded_for != ForwardMode::Off {
-        write(headers, XFF, settings.x_forwarded_for, ip_value(hop.client));
+        write(headers, XFF, settings.x_forwarded_for, hop.client.ip_header.clone());
     }
     if settings.x_forwarded_proto != ForwardMode::Off {
         write(headers, XFP, settings.x_forwarded_proto, proto_value(hop.proto));
@@ -89,11 +91,6 @@ pub fn apply_forwarding(
     }
 }
 
-fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
-    // An IP address's text form is always a valid header value.
-    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
 fn proto_value(proto: &str) -> HeaderValue {
     if proto == "https" {
         HeaderValue::from_static("https")
@@ -105,7 +102,7 @@ fn proto_value(proto: &str) -> HeaderValue {
 /// One RFC 7239 forwarded-element: `for=...;host=...;proto=...` (§4, §5.2 and §6 for the
 /// quoting of IPv6 addresses and of values that are not tokens).
 fn forwarded_element(hop: Hop<'_>) -> String {
-    let node = match hop.client {
+    let node = match hop.client.addr.ip() {
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
     };
@@ -168,7 +165,8 @@ mod forwarding_tests {
     #[test]
     fn append_replace_and_off() {
         let host = HeaderValue::from_static("gw.example:8080");
-        let hop = Hop { client: "192.0.2.7".parse().unwrap(), proto: "http", host: Some(&host) };
+        let client = Downstream::new("192.0.2.7:40000".parse().unwrap());
+        let hop = Hop { client: &client, proto: "http", host: Some(&host) };
 
         let mut headers = incoming();
         apply_forwarding(&mut headers, hop, &settings(ForwardMode::Append));
@@ -192,7 +190,8 @@ mod forwarding_tests {
 
     #[test]
     fn ipv6_clients_are_quoted_in_forwarded() {
-        let hop = Hop { client: "::1".parse().unwrap(), proto: "https", host: None };
+        let client = Downstream::new("[::1]:40000".parse().unwrap());
+        let hop = Hop { client: &client, proto: "https", host: None };
         assert_eq!(forwarded_element(hop), "for=\"[::1]\";proto=https");
     }
 }

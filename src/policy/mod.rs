@@ -78,7 +78,7 @@ impl Policy {
 
     /// Steps 1 to 4, for every request.
     pub fn admit<B>(&self, request: &Request<B>, ctx: &RequestContext) -> Result<(), ProxyError> {
-        let client = ctx.peer.ip();
+        let client = ctx.peer.addr.ip();
         if !self.access.permits(client) {
             return Err(ProxyError::Denied(Denied::ClientAddress));
         }

@@ -54,7 +54,7 @@ pub async fn proxy(
     };
     let settings = &proxy.config.headers;
     exchange::prepare(&mut parts, uri, host, pending.as_ref(), settings.via);
-    let hop = Hop { client: ctx.peer.ip(), proto: ctx.scheme, host: client_host.as_ref() };
+    let hop = Hop { client: &ctx.peer, proto: ctx.scheme, host: client_host.as_ref() };
     forwarded::apply_forwarding(&mut parts.headers, hop, settings);
     // The id replaces whatever the client sent (unless trusted, when it is the client's).
     parts.headers.insert(proxy.config.request_id.header.clone(), ctx.id_header());

@@ -23,6 +23,7 @@ use super::listener::{ConnectionHold, Live, Serving};
 use super::park::{self, Idleness, InFlight, Parkable};
 use crate::body::BoxError;
 use crate::config::{Config, ListenerConfig};
+use crate::context::Downstream;
 use crate::dispatch;
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::policy::wire::WireGuard;
@@ -268,10 +269,12 @@ impl Connection {
             _ => None,
         };
         let in_flight = parking.clone();
+        let downstream = Downstream::new(peer);
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let current = live.load_full();
             let served = served.clone();
             let hold = hold.clone();
+            let downstream = downstream.clone();
             let in_flight = in_flight.as_ref().map(InFlight::start);
             async move {
                 let _in_flight = in_flight;
@@ -279,7 +282,8 @@ impl Connection {
                 let connect = http1 && request.method() == http::Method::CONNECT;
                 let upgrade = http1 && request.headers().contains_key(http::header::UPGRADE);
                 let (proxy, listener) = (&current.proxy, &current.context);
-                let mut response = dispatch::handle(request, proxy, peer, listener, hold).await;
+                let mut response =
+                    dispatch::handle(request, proxy, downstream, listener, hold).await;
                 let status = response.status();
                 // The wire guard stops reading a connection once it asks to switch protocols;
                 // if the switch does not happen, the connection must not carry more requests.
