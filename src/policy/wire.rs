@@ -172,19 +172,28 @@ impl<I> WireGuard<I> {
                     }
                 }
                 State::Head => {
-                    let seen = &mut self.line;
                     // Empty lines between messages are ignored, as RFC 9112 §2.2 allows; they
                     // frame nothing, so their line endings cannot be ambiguous.
-                    if seen.is_empty() && (byte == b'\r' || byte == b'\n') {
+                    if self.line.is_empty() && (byte == b'\r' || byte == b'\n') {
                         Verdict::Continue
                     } else {
-                        seen.push(byte);
+                        // Take the rest of the line in one step (up to and including its LF):
+                        // only line ends need a decision, so the bytes between them are copied,
+                        // not looked at one by one.
+                        let rest = bytes.get(i..).unwrap_or_default();
+                        let (taken, ends_line) = match memchr::memchr(b'\n', rest) {
+                            Some(lf) => (lf + 1, true),
+                            None => (rest.len(), false),
+                        };
+                        self.line.extend_from_slice(rest.get(..taken).unwrap_or_default());
+                        // The verdict below is about the last byte taken.
+                        i += taken.saturating_sub(1);
+                        let seen = &self.line;
                         if seen.len() > self.max_head {
                             Verdict::GiveUp
-                        } else if byte == b'\n'
-                            && seen.len() >= 2
-                            && seen.get(seen.len() - 2) != Some(&b'\r')
-                        {
+                        } else if !ends_line {
+                            Verdict::Continue
+                        } else if seen.get(seen.len().wrapping_sub(2)) != Some(&b'\r') {
                             Verdict::Refuse
                         } else if seen.ends_with(b"\r\n\r\n") {
                             match framing_of(seen) {
@@ -294,12 +303,12 @@ fn framing_of(head: &[u8]) -> Framing {
     }
     let (mut lengths, mut length, mut encodings, mut upgrade) = (0u32, None, 0u32, false);
     for line in lines {
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        let Some(colon) = memchr::memchr(b':', line) else { continue };
         let (name, value) = line.split_at(colon);
-        let value = String::from_utf8_lossy(value.get(1..).unwrap_or_default()).trim().to_owned();
         if name.eq_ignore_ascii_case(b"content-length") {
             lengths += 1;
-            length = value.parse::<u64>().ok();
+            let value = String::from_utf8_lossy(value.get(1..).unwrap_or_default());
+            length = value.trim().parse::<u64>().ok();
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             encodings += 1;
         } else if name.eq_ignore_ascii_case(b"upgrade") {
