@@ -12,9 +12,9 @@ use http::header::{self, HeaderName};
 /// Fields that only ever describe one connection, removed whether or not `Connection` names
 /// them. RFC 9110 §7.6.1 lists Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade;
 /// the proxy credentials and challenges are for this proxy alone (RFC 9110 §11.7.1, §11.7.2).
-/// `Trailer` is deliberately absent: RFC 9110 §6.6.2 makes it end-to-end (it is in RFC 2616's
+/// `Connection` comes first: `strip` relies on it. `Trailer` is deliberately absent: RFC 9110 §6.6.2 makes it end-to-end (it is in RFC 2616's
 /// old list only by confusion with TE's `trailers` value), and dropping it would lose trailers.
-const ALWAYS: [HeaderName; 8] = [
+const ALWAYS: [HeaderName; ALWAYS_COUNT] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
     header::PROXY_AUTHORIZATION,
@@ -25,14 +25,29 @@ const ALWAYS: [HeaderName; 8] = [
     HeaderName::from_static("proxy-connection"),
 ];
 
+/// How many fields [`ALWAYS`] holds.
+const ALWAYS_COUNT: usize = 8;
+
 /// Removes every hop-by-hop field from `headers`: the fixed set and every field any
 /// `Connection` line names.
 pub fn strip(headers: &mut HeaderMap) {
-    let named = connection_options(headers);
-    for name in named {
-        headers.remove(name);
+    // One pass over the names present first: most messages carry few or none of the fixed
+    // set, and comparing names is cheaper than a hashed removal of each of the eight. Fields a
+    // `Connection` line names can only be there when `Connection` itself is.
+    let mut present = [false; ALWAYS_COUNT];
+    for name in headers.keys() {
+        if let Some(at) = ALWAYS.iter().position(|always| always == name)
+            && let Some(flag) = present.get_mut(at)
+        {
+            *flag = true;
+        }
     }
-    for name in &ALWAYS {
+    if present.first() == Some(&true) {
+        for name in connection_options(headers) {
+            headers.remove(name);
+        }
+    }
+    for (name, _) in ALWAYS.iter().zip(present).filter(|(_, present)| *present) {
         headers.remove(name);
     }
 }
