@@ -97,7 +97,7 @@ pub enum ProxyError {
         target: Authority,
         /// The client's error; its own cause says what happened.
         #[source]
-        source: hyper_util::client::legacy::Error,
+        source: crate::body::BoxError,
     },
 }
 
@@ -299,7 +299,7 @@ impl ProxyError {
             ProxyError::NotServed(NotServed::NoRoute) => ErrorKind::DestinationNotFound,
             ProxyError::Connect { source, .. } => source.kind(),
             ProxyError::ResponseTimeout { .. } => ErrorKind::HttpResponseTimeout,
-            ProxyError::Upstream { source, .. } => upstream_kind(source),
+            ProxyError::Upstream { source, .. } => upstream_kind(&**source),
             ProxyError::UpstreamTls { reason: rustls::Error::InvalidCertificate(_), .. } => {
                 ErrorKind::TlsCertificateError
             }
@@ -323,16 +323,16 @@ fn tls_message(target: &Authority, reason: &rustls::Error) -> String {
 }
 
 /// Finds the most specific kind in an upstream client error's cause chain.
-fn upstream_kind(err: &hyper_util::client::legacy::Error) -> ErrorKind {
+fn upstream_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
     // Our own body limit sits below hyper's "user body" error: look for it first.
-    let mut cause: Option<&(dyn StdError + 'static)> = err.source();
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
         if current.downcast_ref::<crate::body::BodyTooLarge>().is_some() {
             return ErrorKind::BodyTooLarge;
         }
         cause = current.source();
     }
-    let mut cause: Option<&(dyn StdError + 'static)> = err.source();
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
         if let Some(connect) = current.downcast_ref::<ConnectError>() {
             return connect.kind();

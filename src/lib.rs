@@ -11,7 +11,8 @@
 //! - [`headers`] removes hop-by-hop fields, adds `Via` and forwarding headers, applies rules;
 //! - [`policy`] decides who may do what (access, auth, limits, destinations, smuggling);
 //! - [`upgrade`] passes WebSocket (and allowed) upgrades through; [`tls`] configures rustls;
-//! - [`upstream`] dials and pools upstream connections, with typed connect errors;
+//! - [`upstream`] dials and pools upstream connections, with typed connect errors; a route
+//!   whose upstream speaks only HTTP/1.1 has its own pool ([`upstream::route_pool`]);
 //! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
 //! - [`observe`] writes the access log and keeps the metrics; [`admin`] serves them, health
 //!   and the effective config; [`reload`] applies a new configuration live;

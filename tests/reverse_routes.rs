@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use sluice::config::Config;
 use support::client::{direct, raw_body, raw_exchange, raw_get, raw_header_values, status_of};
 use support::proxy::TestProxy;
-use support::upstream::{Origin, black_hole, full};
+use support::upstream::{Origin, black_hole, full, raw_server, read_head};
 use support::within;
 
 /// A reverse-only listener on 127.0.0.1:0 followed by `rest` (routes and other tables).
@@ -717,4 +717,46 @@ async fn absolute_form_authority_is_the_host_for_host_routes() {
     assert_eq!(status_of(&response), 200, "{response}");
     assert_eq!(for_a.only_request().uri, "/x");
     assert!(any.seen().is_empty(), "{:?}", any.seen());
+}
+
+#[tokio::test]
+async fn route_upstream_connections_are_reused() {
+    let origin = Origin::echo().await;
+    let proxy = TestProxy::start(&reverse_config(&route("/", &origin.url(""), ""))).await;
+    let client = direct();
+    for i in 0..5 {
+        let url = format!("http://{}/r{i}", proxy.addr);
+        let response = within(client.post(url).body(format!("body {i}")).send()).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(within(response.text()).await.unwrap(), format!("body {i}"));
+    }
+    let paths: Vec<String> = origin.seen().iter().map(|seen| seen.uri.to_string()).collect();
+    assert_eq!(paths, ["/r0", "/r1", "/r2", "/r3", "/r4"], "origin-form targets, in order");
+    assert_eq!(origin.connections(), 1, "sequential requests reuse one upstream connection");
+}
+
+#[tokio::test]
+async fn upstream_closing_an_idle_connection_loses_no_request() {
+    // Answers one request per connection without announcing `Connection: close`, then closes:
+    // the route's pooled connection is dead by the time the next request is sent on it.
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let upstream = raw_server(move |mut stream| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            use tokio::io::AsyncWriteExt;
+            read_head(&mut stream).await;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+            let _ = stream.shutdown().await;
+        }
+    })
+    .await;
+    let upstream_url = format!("http://{upstream}");
+    let proxy = TestProxy::start(&reverse_config(&route("/", &upstream_url, ""))).await;
+    for i in 0..3 {
+        let response = raw_get(proxy.addr, &format!("/again{i}"), "front.test", "").await;
+        assert_eq!(status_of(&response), 200, "request {i}: {response}");
+        assert_eq!(raw_body(&response), "ok");
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }

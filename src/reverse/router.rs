@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderValue, Uri};
 
 use rustls::pki_types::ServerName;
 
-use crate::config::{RouteConfig, UpstreamTls};
+use crate::config::{RouteConfig, UpstreamProtocol, UpstreamTls};
 use crate::policy::rate::RateLimiter;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
@@ -97,9 +97,25 @@ impl Router {
                 continue;
             };
             let connector = Connector::new(settings.connect, hosts.clone(), None);
+            let mut upstream =
+                Upstream::new(settings, tls, config.protocol, server_name, connector);
+            // An upstream that speaks only HTTP/1.1 gets a pool of its own (see
+            // `upstream::route_pool`); one that may speak HTTP/2 stays on the general client.
+            let http1_only = config.protocol == UpstreamProtocol::Http1
+                || (config.protocol == UpstreamProtocol::Auto
+                    && config.upstream.scheme == http::uri::Scheme::HTTP);
+            if http1_only
+                && let Ok(origin) = Uri::builder()
+                    .scheme(config.upstream.scheme.clone())
+                    .authority(config.upstream.authority.clone())
+                    .path_and_query("/")
+                    .build()
+            {
+                upstream = upstream.with_route_pool(origin);
+            }
             routes.push(Route {
                 config: config.clone(),
-                upstream: Upstream::new(settings, tls, config.protocol, server_name, connector),
+                upstream,
                 upstream_host,
                 limiter: config.rate_limit.map(RateLimiter::new),
                 name: Arc::from(config.name.as_str()),

@@ -1,5 +1,6 @@
 //! The upstream side both proxy modes share: a [`Connector`] that resolves and dials with a
-//! deadline, and the pooled [`Upstream`] client that sends requests over it.
+//! deadline, and the pooled [`Upstream`] client that sends requests over it. A route whose
+//! upstream speaks only HTTP/1.1 sends its plain requests through its own [`route_pool`].
 //!
 //! Connect failures are typed ([`ConnectError`]) so the error renderer can tell a refused
 //! connection (502) from a timeout (504) without inspecting message strings.
@@ -25,6 +26,10 @@ use crate::body::Body;
 use crate::config::{Config, UpstreamProtocol};
 use crate::error::{ErrorKind, ProxyError};
 use crate::policy::destination::DestinationGuard;
+
+pub mod route_pool;
+
+use route_pool::RoutePool;
 
 /// Why a TCP connection to an upstream could not be made.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -254,6 +259,10 @@ pub struct Upstream {
     /// An HTTP/1.1-only client for upgrade requests, when `client` may speak HTTP/2 (an
     /// HTTP/1.1 `Upgrade` cannot travel over an HTTP/2 connection).
     upgrade_client: Option<Client<HandshakeDeadline, Body>>,
+    /// The route's own HTTP/1.1 pool, for requests that are not upgrades, when the upstream
+    /// speaks only HTTP/1.1.
+    route_pool: Option<RoutePool>,
+    https: HandshakeDeadline,
     connector: Connector,
     settings: UpstreamSettings,
 }
@@ -268,11 +277,27 @@ impl Upstream {
         server_name: Option<ServerName<'static>>,
         connector: Connector,
     ) -> Upstream {
-        let client = build_client(&settings, &tls, protocol, server_name.clone(), &connector);
+        let https = https_connector(&settings, &tls, protocol, server_name.clone(), &connector);
+        let client = build_client(&settings, https.clone(), protocol);
         let upgrade_client = (protocol != UpstreamProtocol::Http1).then(|| {
-            build_client(&settings, &tls, UpstreamProtocol::Http1, server_name, &connector)
+            let http1 =
+                https_connector(&settings, &tls, UpstreamProtocol::Http1, server_name, &connector);
+            build_client(&settings, http1, UpstreamProtocol::Http1)
         });
-        Upstream { client, upgrade_client, connector, settings }
+        Upstream { client, upgrade_client, route_pool: None, https, connector, settings }
+    }
+
+    /// Gives this client a pool of its own for the one upstream at `origin`
+    /// (`scheme://authority`), used for every request but upgrades. Only for an upstream that
+    /// speaks HTTP/1.1 alone: a plain `http://` one, or `protocol = "http1"`.
+    pub fn with_route_pool(mut self, origin: Uri) -> Upstream {
+        self.route_pool = Some(RoutePool::new(
+            self.https.clone(),
+            origin,
+            self.settings.max_idle_per_host,
+            self.settings.pool_idle,
+        ));
+        self
     }
 
     /// This client's settings.
@@ -294,11 +319,12 @@ impl Upstream {
         upgrade: bool,
     ) -> Result<Response<Incoming>, ProxyError> {
         let after = self.settings.response_header;
-        let client = match (&self.upgrade_client, upgrade) {
-            (Some(http1), true) => http1,
-            _ => &self.client,
+        let sent = match (&self.route_pool, &self.upgrade_client, upgrade) {
+            (Some(pool), _, false) => tokio::time::timeout(after, pool.send(request)).await,
+            (_, Some(http1), true) => tokio::time::timeout(after, send_via(http1, request)).await,
+            _ => tokio::time::timeout(after, send_via(&self.client, request)).await,
         };
-        match tokio::time::timeout(after, client.request(request)).await {
+        match sent {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(classify(source, target)),
             Err(_) => Err(ProxyError::ResponseTimeout { target: target.clone(), after }),
@@ -306,13 +332,22 @@ impl Upstream {
     }
 }
 
-fn build_client(
+async fn send_via(
+    client: &Client<HandshakeDeadline, Body>,
+    request: Request<Body>,
+) -> Result<Response<Incoming>, crate::body::BoxError> {
+    client.request(request).await.map_err(Into::into)
+}
+
+/// The connector a client dials through: TCP by `connector`, then TLS for `https` upstreams,
+/// offering the ALPN protocols `protocol` allows, all within the connect timeout.
+fn https_connector(
     settings: &UpstreamSettings,
     tls: &Arc<rustls::ClientConfig>,
     protocol: UpstreamProtocol,
     server_name: Option<ServerName<'static>>,
     connector: &Connector,
-) -> Client<HandshakeDeadline, Body> {
+) -> HandshakeDeadline {
     let mut builder =
         hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((**tls).clone()).https_or_http();
     if let Some(name) = server_name {
@@ -324,7 +359,14 @@ fn build_client(
         UpstreamProtocol::Auto => builder.enable_all_versions().wrap_connector(connector.clone()),
         UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(connector.clone()),
     };
-    let https = HandshakeDeadline { inner: https, after: settings.connect };
+    HandshakeDeadline { inner: https, after: settings.connect }
+}
+
+fn build_client(
+    settings: &UpstreamSettings,
+    https: HandshakeDeadline,
+    protocol: UpstreamProtocol,
+) -> Client<HandshakeDeadline, Body> {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
@@ -335,20 +377,20 @@ fn build_client(
         .build(https)
 }
 
-/// Turns a pooled-client failure into the error the client is told about.
-fn classify(source: hyper_util::client::legacy::Error, target: &Authority) -> ProxyError {
-    if let Some(connect) = find_connect_error(&source) {
+/// Turns a failed exchange (from either pool) into the error the client is told about.
+fn classify(source: crate::body::BoxError, target: &Authority) -> ProxyError {
+    if let Some(connect) = find_connect_error(&*source) {
         return ProxyError::Connect { target: target.clone(), source: connect };
     }
-    if let Some(reason) = find_tls_error(&source) {
+    if let Some(reason) = find_tls_error(&*source) {
         return ProxyError::UpstreamTls { target: target.clone(), reason };
     }
     ProxyError::Upstream { target: target.clone(), source }
 }
 
 /// The rustls error behind a failed upstream handshake, if that is what failed.
-fn find_tls_error(err: &hyper_util::client::legacy::Error) -> Option<rustls::Error> {
-    let mut cause = std::error::Error::source(err);
+fn find_tls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut cause = Some(err);
     while let Some(current) = cause {
         if let Some(tls) = rustls_error_in(current) {
             return Some(tls.clone());
@@ -368,12 +410,14 @@ fn rustls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a
     rustls_error_in(inner)
 }
 
-/// The connector's own error, when the pooled client failed while connecting.
-fn find_connect_error(err: &hyper_util::client::legacy::Error) -> Option<ConnectError> {
-    if !err.is_connect() {
+/// The connector's own error, when the exchange failed while connecting.
+fn find_connect_error(err: &(dyn std::error::Error + 'static)) -> Option<ConnectError> {
+    if let Some(legacy) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+        && !legacy.is_connect()
+    {
         return None;
     }
-    let mut cause = std::error::Error::source(err);
+    let mut cause = Some(err);
     while let Some(current) = cause {
         if let Some(connect) = current.downcast_ref::<ConnectError>() {
             return Some(connect.clone());
