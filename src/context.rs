@@ -6,6 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use crate::observe::RequestId;
+use crate::observe::metrics::RouteSeries;
 use crate::server::listener::ConnectionHold;
 
 /// The client end of a connection: its address, and its IP already in header form for
@@ -41,6 +42,8 @@ pub struct RequestContext {
     pub hold: Arc<ConnectionHold>,
     /// The route the request matched, once the router has chosen one.
     pub route: OnceLock<Arc<str>>,
+    /// The matched route's metric handles.
+    pub series: OnceLock<Arc<RouteSeries>>,
     /// Request body bytes received so far, when the request has a body.
     pub received: Option<Arc<AtomicU64>>,
     /// The id as a header value, made once for the upstream request and the response.
@@ -63,6 +66,7 @@ impl RequestContext {
             scheme,
             hold,
             route: OnceLock::new(),
+            series: OnceLock::new(),
             received: has_body.then(|| Arc::new(AtomicU64::new(0))),
             id_header: OnceLock::new(),
         }

@@ -20,7 +20,7 @@ use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProto
 use crate::context::{Downstream, RequestContext};
 use crate::error::{self, NotServed, ProxyError};
 use crate::forward::{self, target};
-use crate::observe::metrics::{Metrics, RouteLabel};
+use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
 use crate::observe::{Entry, Failure, Mode, ObservedBody, Observer, RequestId, SessionLog};
 use crate::policy::Policy;
 use crate::policy::destination::DestinationGuard;
@@ -83,6 +83,7 @@ impl Proxy {
             policy: listener.policy.clone(),
             guard,
             forward,
+            forward_series: Arc::new(RouteSeries::new(Mode::Forward, RouteLabel::default())),
         }
     }
 }
@@ -111,6 +112,8 @@ pub struct ListenerContext {
     pub guard: Arc<DestinationGuard>,
     /// Its forward-proxy upstream client.
     pub forward: Upstream,
+    /// The metric handles of its forward-proxy requests.
+    pub forward_series: Arc<RouteSeries>,
 }
 
 /// The kind of request, decided from its method and request-target form (RFC 9112 §3.2).
@@ -194,6 +197,9 @@ pub async fn handle(
             response.headers_mut().insert(header.clone(), ctx.id_header());
         }
         entry.route = RouteLabel(Some(route.clone()));
+        entry.series = ctx.series.get().cloned();
+    } else if kind == RequestKind::Absolute {
+        entry.series = Some(listener.forward_series.clone());
     }
     match response.extensions_mut().remove::<SessionLog>() {
         Some(session) => {

@@ -5,7 +5,7 @@
 //! enums, and `route` is a configured route name (empty for forward-proxy traffic). Raw paths
 //! and hosts never become labels, so the number of series stays bounded.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::Method;
@@ -110,6 +110,44 @@ pub enum ReloadResult {
     Refused,
 }
 
+/// The `method` label values, in the order [`method_index`] numbers them.
+const METHODS: [&str; 10] =
+    ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"];
+
+/// The `status` label values, in the order [`status_index`] numbers them.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The series one (mode, route) pair writes to, kept by the route (or listener) that serves
+/// it. Looking a labelled series up in its family hashes every label on every request; these
+/// handles are looked up once, on first use, and then updated directly.
+#[derive(Debug)]
+pub struct RouteSeries {
+    mode: Mode,
+    route: RouteLabel,
+    duration: OnceLock<Histogram>,
+    upstream_ttfb: OnceLock<Histogram>,
+    received: OnceLock<Counter>,
+    sent: OnceLock<Counter>,
+    /// `requests` by method, then status class.
+    requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
+}
+
+impl RouteSeries {
+    /// The handles for traffic of `mode` on `route`; a series is created in its family the
+    /// first time it is written, exactly as it would be without the handles.
+    pub fn new(mode: Mode, route: RouteLabel) -> RouteSeries {
+        RouteSeries {
+            mode,
+            route,
+            duration: OnceLock::new(),
+            upstream_ttfb: OnceLock::new(),
+            received: OnceLock::new(),
+            sent: OnceLock::new(),
+            requests: Default::default(),
+        }
+    }
+}
+
 /// What one finished request, tunnel or WebSocket session contributes to the metrics.
 #[derive(Debug, Clone)]
 pub struct Completed<'a> {
@@ -131,6 +169,8 @@ pub struct Completed<'a> {
     pub sent: u64,
     /// The failure, when it failed.
     pub error: Option<crate::error::ErrorKind>,
+    /// The handles of its (mode, route) pair, when the route or listener keeps them.
+    pub series: Option<&'a RouteSeries>,
 }
 
 /// Every metric sluice keeps.
@@ -265,6 +305,59 @@ impl Metrics {
 
     /// Records one finished request, tunnel or WebSocket session.
     pub fn complete(&self, done: &Completed<'_>) {
+        match done.series {
+            Some(series) if series.mode == done.mode && series.route == *done.route => {
+                self.complete_on(series, done);
+            }
+            _ => self.complete_by_labels(done),
+        }
+        match done.error {
+            Some(kind) if kind.is_upstream() => {
+                self.upstream_errors.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
+            }
+            Some(kind) => self.reject(Rejection::Request(kind)),
+            None => {}
+        }
+    }
+
+    /// Records a finished request through the handles its route keeps.
+    fn complete_on(&self, series: &RouteSeries, done: &Completed<'_>) {
+        let labels = || RouteLabels { mode: series.mode.as_str(), route: series.route.clone() };
+        let (method, status) = (method_index(done.method), status_index(done.status));
+        if let Some(requests) = series.requests.get(method).and_then(|row| row.get(status)) {
+            let counter = requests.get_or_init(|| {
+                let labels = RequestLabels {
+                    mode: series.mode.as_str(),
+                    route: series.route.clone(),
+                    method: method_label(done.method),
+                    status: status_class(done.status),
+                };
+                self.requests.get_or_create(&labels).clone()
+            });
+            counter.inc();
+        }
+        let duration =
+            series.duration.get_or_init(|| self.duration.get_or_create(&labels()).clone());
+        duration.observe(done.duration.as_secs_f64());
+        if let Some(ttfb) = done.upstream_ttfb {
+            let histogram = series
+                .upstream_ttfb
+                .get_or_init(|| self.upstream_ttfb.get_or_create(&labels()).clone());
+            histogram.observe(ttfb.as_secs_f64());
+        }
+        if done.received > 0 {
+            let counter =
+                series.received.get_or_init(|| self.received.get_or_create(&labels()).clone());
+            counter.inc_by(done.received);
+        }
+        if done.sent > 0 {
+            let counter = series.sent.get_or_init(|| self.sent.get_or_create(&labels()).clone());
+            counter.inc_by(done.sent);
+        }
+    }
+
+    /// Records a finished request by looking its series up by label.
+    fn complete_by_labels(&self, done: &Completed<'_>) {
         let route = RouteLabels { mode: done.mode.as_str(), route: done.route.clone() };
         self.requests
             .get_or_create(&RequestLabels {
@@ -283,13 +376,6 @@ impl Metrics {
         }
         if done.sent > 0 {
             self.sent.get_or_create(&route).inc_by(done.sent);
-        }
-        match done.error {
-            Some(kind) if kind.is_upstream() => {
-                self.upstream_errors.get_or_create(&KindLabel { kind: kind.as_str() }).inc();
-            }
-            Some(kind) => self.reject(Rejection::Request(kind)),
-            None => {}
         }
     }
 
@@ -360,28 +446,38 @@ impl Drop for Active {
 
 /// The `method` label: the standard methods by name, anything else as `OTHER`.
 fn method_label(method: &Method) -> &'static str {
+    METHODS.get(method_index(method)).copied().unwrap_or("OTHER")
+}
+
+/// The position of `method`'s label in [`METHODS`].
+fn method_index(method: &Method) -> usize {
     match *method {
-        Method::GET => "GET",
-        Method::HEAD => "HEAD",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::DELETE => "DELETE",
-        Method::CONNECT => "CONNECT",
-        Method::OPTIONS => "OPTIONS",
-        Method::TRACE => "TRACE",
-        Method::PATCH => "PATCH",
-        _ => "OTHER",
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::DELETE => 4,
+        Method::CONNECT => 5,
+        Method::OPTIONS => 6,
+        Method::TRACE => 7,
+        Method::PATCH => 8,
+        _ => 9,
     }
 }
 
 /// The `status` label: `2xx`, `4xx`, ...
 fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES.get(status_index(status)).copied().unwrap_or("5xx")
+}
+
+/// The position of `status`'s class in [`STATUS_CLASSES`].
+fn status_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
@@ -404,6 +500,7 @@ mod tests {
             received: 0,
             sent: 10,
             error: Some(ErrorKind::ConnectionRefused),
+            series: None,
         });
         let text = metrics.encode();
         assert!(text.contains(
@@ -411,6 +508,54 @@ mod tests {
         ));
         assert!(text.contains("sluice_upstream_errors_total{kind=\"connection_refused\"} 1"));
         assert!(text.contains("sluice_sent_bytes_total{mode=\"reverse\",route=\"api\"} 10"));
+    }
+
+    #[test]
+    fn route_handles_record_exactly_what_label_lookups_record() {
+        let route = RouteLabel(Some(Arc::from("api")));
+        let series = RouteSeries::new(Mode::Reverse, route.clone());
+        let other_route = RouteLabel(Some(Arc::from("other")));
+        let (by_handles, by_labels) = (Metrics::new(), Metrics::new());
+        let methods = [Method::GET, Method::POST, Method::from_bytes(b"PROPFIND").unwrap()];
+        for (i, method) in methods.iter().enumerate() {
+            for status in [101, 200, 304, 404, 502] {
+                for (mode, route) in [
+                    (Mode::Reverse, &route),
+                    // A WebSocket session, or another route: the handles must not be used.
+                    (Mode::WebSocket, &route),
+                    (Mode::Reverse, &other_route),
+                ] {
+                    let done = |series| Completed {
+                        mode,
+                        route,
+                        method,
+                        status,
+                        duration: Duration::from_millis(status.into()),
+                        upstream_ttfb: (i > 0).then(|| Duration::from_micros(300)),
+                        received: i as u64 * 7,
+                        sent: u64::from(status),
+                        error: (status == 502).then_some(ErrorKind::ConnectionRefused),
+                        series,
+                    };
+                    by_handles.complete(&done(Some(&series)));
+                    by_labels.complete(&done(None));
+                }
+            }
+        }
+        let text = by_handles.encode();
+        assert!(text.contains(
+            "sluice_requests_total{mode=\"reverse\",route=\"api\",method=\"POST\",status=\"4xx\"} 1"
+        ));
+        assert!(text.contains(
+            "sluice_requests_total{mode=\"websocket\",route=\"api\",method=\"GET\",status=\"1xx\"} 1"
+        ));
+        // Series order in the output follows hash-map order, so compare sorted lines.
+        let sorted = |text: String| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(text), sorted(by_labels.encode()));
     }
 
     #[test]

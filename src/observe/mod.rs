@@ -23,7 +23,7 @@ pub use completion::{ObservedBody, SessionLog};
 use crate::config::{Config, MAX_REQUEST_ID_BYTES, RequestIdConfig};
 use crate::error::ErrorKind;
 use access_log::{AccessLog, AccessLogError};
-use metrics::{Completed, Metrics, RouteLabel};
+use metrics::{Completed, Metrics, RouteLabel, RouteSeries};
 
 /// What kind of traffic an entry describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -186,6 +186,7 @@ impl Observer {
                 Some(Failure::Proxy(kind)) => Some(kind),
                 _ => None,
             },
+            series: entry.series.as_deref(),
         });
         if let Some(log) = &self.log {
             log.write(entry, duration, received);
@@ -213,6 +214,8 @@ pub struct Entry {
     pub version: Version,
     /// The route it matched, if any.
     pub route: RouteLabel,
+    /// The metric handles of its route (or listener), when it has them.
+    pub series: Option<Arc<RouteSeries>>,
     /// The status sent to the client.
     pub status: u16,
     /// Request body bytes, counted while the body streams upstream.
@@ -257,6 +260,7 @@ impl Entry {
             target: head.uri().clone(),
             version: head.version(),
             route: RouteLabel::default(),
+            series: None,
             status: 0,
             received_meter: None,
             relayed_in: 0,

@@ -8,6 +8,8 @@ use http::{HeaderValue, Uri};
 use rustls::pki_types::ServerName;
 
 use crate::config::{RouteConfig, UpstreamProtocol, UpstreamTls};
+use crate::observe::Mode;
+use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::policy::rate::RateLimiter;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
@@ -26,6 +28,8 @@ pub struct Route {
     pub limiter: Option<RateLimiter<()>>,
     /// The route's name, shared with log entries and metric labels.
     pub name: Arc<str>,
+    /// The route's metric handles for plain (not upgraded) requests.
+    pub series: Arc<RouteSeries>,
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -113,12 +117,14 @@ impl Router {
             {
                 upstream = upstream.with_route_pool(origin);
             }
+            let name: Arc<str> = Arc::from(config.name.as_str());
             routes.push(Route {
                 config: config.clone(),
                 upstream,
                 upstream_host,
                 limiter: config.rate_limit.map(RateLimiter::new),
-                name: Arc::from(config.name.as_str()),
+                name: name.clone(),
+                series: Arc::new(RouteSeries::new(Mode::Reverse, RouteLabel(Some(name)))),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.
