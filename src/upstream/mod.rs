@@ -320,7 +320,12 @@ impl Upstream {
     ) -> Result<Response<Incoming>, ProxyError> {
         let after = self.settings.response_header;
         let sent = match (&self.route_pool, &self.upgrade_client, upgrade) {
-            (Some(pool), _, false) => tokio::time::timeout(after, pool.send(request)).await,
+            // Boxed, like the general client's response future: inline, this future would
+            // make every connection's in-flight request slot (allocated by hyper at the size of
+            // the whole request future, and kept by a tunnelling connection) larger.
+            (Some(pool), _, false) => {
+                tokio::time::timeout(after, Box::pin(pool.send(request))).await
+            }
             (_, Some(http1), true) => tokio::time::timeout(after, send_via(http1, request)).await,
             _ => tokio::time::timeout(after, send_via(&self.client, request)).await,
         };
