@@ -470,11 +470,16 @@ mod tests {
 
     /// Feeds `input` in pieces of `step` bytes; returns where the guard poisoned it, if it did.
     fn poisoned_at(input: &[u8], step: usize) -> Option<usize> {
+        poisoned_with_limit(input, step, 64 * 1024)
+    }
+
+    /// [`poisoned_at`] with heads limited to `max_head` bytes.
+    fn poisoned_with_limit(input: &[u8], step: usize, max_head: usize) -> Option<usize> {
         let mut guard = WireGuard {
             inner: (),
             state: State::Head,
             line: Vec::new(),
-            max_head: 64 * 1024,
+            max_head,
             first_request: None,
             received: 0,
             heads: 0,
@@ -538,6 +543,43 @@ mod tests {
             "11111111111111111\r\n",
         ] {
             assert!(refused(&format!("{chunked}{body}")), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn the_offending_byte_is_the_one_poisoned_however_the_bytes_arrive() {
+        let both_lengths =
+            "POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        // (input, index of the byte that must be poisoned)
+        let cases = [
+            // A bare LF ending the request line.
+            ("GET / HTTP/1.1\nHost: a\r\n\r\n", 14),
+            // A bare LF in the second head of a keep-alive connection.
+            ("GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: a\n\r\n", 41),
+            // Both lengths: the LF that completes the head.
+            (both_lengths, both_lengths.len() - 1),
+            // After empty lines between messages, a bare LF ending the request line.
+            ("\r\n\r\nGET / HTTP/1.1\n\r\n", 18),
+        ];
+        for (input, at) in cases {
+            assert_eq!(input.as_bytes().get(at), Some(&b'\n'), "{input:?}");
+            for step in 1..=input.len() {
+                assert_eq!(poisoned_at(input.as_bytes(), step), Some(at), "{input:?} in {step}s");
+            }
+        }
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_left_to_hyper_and_heads_at_it_are_guarded() {
+        let head = "GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+        let bare = "GET / HTTP/1.1\r\nHost: a\n\r\n";
+        let lf = bare.find("a\n").unwrap() + 1;
+        for step in 1..=head.len() {
+            assert_eq!(poisoned_with_limit(head.as_bytes(), step, head.len()), None);
+            // With the bare LF as the limit's last byte the head is still guarded...
+            assert_eq!(poisoned_with_limit(bare.as_bytes(), step, lf + 1), Some(lf));
+            // ...one byte over, the guard gives up (hyper answers 431 on its own limit).
+            assert_eq!(poisoned_with_limit(bare.as_bytes(), step, lf), None);
         }
     }
 }

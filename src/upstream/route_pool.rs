@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::header::HOST;
+use http::uri::Scheme;
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::MaybeHttpsStream;
@@ -36,6 +38,9 @@ struct PoolInner {
     connector: HandshakeDeadline,
     /// `scheme://authority` of the upstream: what the connector dials.
     origin: Uri,
+    /// `Host` for a request that has none (a rule removed it): the upstream's authority, its
+    /// port left out when it is the scheme's default, as the general client does.
+    host: Option<HeaderValue>,
     max_idle: usize,
     idle_timeout: Duration,
     /// Whether a task is evicting connections idle for longer than `idle_timeout`.
@@ -59,11 +64,20 @@ impl RoutePool {
         max_idle: usize,
         idle_timeout: Duration,
     ) -> RoutePool {
+        let host = origin.host().and_then(|host| {
+            let default_port = if origin.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
+            let value = match origin.port_u16() {
+                Some(port) if port != default_port => format!("{host}:{port}"),
+                _ => host.to_owned(),
+            };
+            HeaderValue::from_str(&value).ok()
+        });
         RoutePool {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(Vec::new()),
                 connector,
                 origin,
+                host,
                 max_idle,
                 idle_timeout,
                 sweeping: AtomicBool::new(false),
@@ -79,9 +93,16 @@ impl RoutePool {
     /// attempts are bounded by the idle connections there were.
     pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
         // An HTTP/1.1 origin server is sent the origin form of the target (RFC 9112 §3.2.1).
-        let origin_form = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        if let Ok(uri) = origin_form.parse::<Uri>() {
-            *request.uri_mut() = uri;
+        let origin_form = match request.uri().path_and_query() {
+            Some(path_and_query) => Uri::from(path_and_query.clone()),
+            None => Uri::from_static("/"),
+        };
+        *request.uri_mut() = origin_form;
+        // HTTP/1.1 requires `Host` (RFC 9112 §3.2).
+        if let Some(host) = &self.inner.host
+            && !request.headers().contains_key(HOST)
+        {
+            request.headers_mut().insert(HOST, host.clone());
         }
         loop {
             let (mut sender, addr, reused) = match self.checkout() {
@@ -141,6 +162,9 @@ impl RoutePool {
     /// Returns `sender` to the idle stack once its connection can take another request (an
     /// HTTP/1.1 connection is busy until the response body has been read to its end).
     fn release_when_ready(&self, mut sender: SendRequest<Body>, addr: Option<SocketAddr>) {
+        if self.inner.max_idle == 0 {
+            return;
+        }
         if sender.is_ready() {
             self.inner.put(Idle { sender, since: Instant::now(), addr });
             return;
@@ -188,5 +212,109 @@ async fn sweep(pool: Weak<PoolInner>) {
             pool.sweeping.store(false, Ordering::Release);
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamProtocol;
+    use crate::upstream::{Connector, UpstreamSettings, https_connector};
+    use http_body_util::BodyExt;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Poll;
+
+    /// An upstream on 127.0.0.1:0 that answers every request with `fresh`; counts connections.
+    async fn upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|_request| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"fresh"),
+                    )))
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+                );
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn pool_for(addr: SocketAddr) -> RoutePool {
+        let settings = UpstreamSettings {
+            connect: Duration::from_secs(5),
+            response_header: Duration::from_secs(5),
+            body_idle: Duration::from_secs(5),
+            pool_idle: Duration::from_secs(90),
+            max_idle_per_host: 8,
+        };
+        let connector = Connector::new(settings.connect, Arc::default(), None);
+        let tls = crate::tls::client::default_client_config();
+        let https = https_connector(&settings, &tls, UpstreamProtocol::Http1, None, &connector);
+        let origin: Uri = format!("http://{addr}/").parse().unwrap();
+        RoutePool::new(https, origin, settings.max_idle_per_host, settings.pool_idle)
+    }
+
+    #[tokio::test]
+    async fn a_request_never_written_on_a_dead_pooled_connection_is_sent_on_a_new_one() {
+        let (addr, accepted) = upstream().await;
+        let pool = pool_for(addr);
+
+        // A pooled connection whose upstream has gone: ready when it was put back, closed by
+        // the time it is used. Its connection task runs only once `send` has queued the
+        // request on it, so it finds the close before it writes anything.
+        let (client_io, server_io) = tokio::io::duplex(1024);
+        let (sender, connection) =
+            http1::handshake::<_, Body>(hyper_util::rt::TokioIo::new(client_io)).await.unwrap();
+        let mut connection = Box::pin(connection);
+        std::future::poll_fn(|cx| {
+            assert!(connection.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        assert!(sender.is_ready());
+        drop(server_io);
+        pool.inner.put(Idle { sender, since: Instant::now(), addr: None });
+        tokio::spawn(connection);
+
+        let request = Request::get(format!("http://{addr}/again")).body(Body::empty()).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), pool.send(request))
+            .await
+            .expect("the request is answered in time")
+            .expect("the unsent request went out on a new connection");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "fresh");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_without_host_gets_the_upstreams_authority() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = pool_for(addr);
+        let seen = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap() == 1 {
+                head.extend_from_slice(&byte);
+            }
+            stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        let request = Request::get(format!("http://{addr}/p?q=1")).body(Body::empty()).unwrap();
+        let response = pool.send(request).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
+        let head = seen.await.unwrap();
+        assert!(head.starts_with("GET /p?q=1 HTTP/1.1\r\n"), "{head}");
+        assert!(head.to_ascii_lowercase().contains(&format!("host: {addr}\r\n")), "{head}");
     }
 }
