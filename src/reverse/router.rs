@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
-use http::{HeaderValue, Uri};
+use http::HeaderValue;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::{RouteConfig, UpstreamProtocol, UpstreamTls};
+use crate::config::{RouteConfig, UpstreamTls};
 use crate::observe::Mode;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::policy::rate::RateLimiter;
@@ -101,22 +101,8 @@ impl Router {
                 continue;
             };
             let connector = Connector::new(settings.connect, hosts.clone(), None);
-            let mut upstream =
-                Upstream::new(settings, tls, config.protocol, server_name, connector);
-            // An upstream that speaks only HTTP/1.1 gets a pool of its own (see
-            // `upstream::route_pool`); one that may speak HTTP/2 stays on the general client.
-            let http1_only = config.protocol == UpstreamProtocol::Http1
-                || (config.protocol == UpstreamProtocol::Auto
-                    && config.upstream.scheme == http::uri::Scheme::HTTP);
-            if http1_only
-                && let Ok(origin) = Uri::builder()
-                    .scheme(config.upstream.scheme.clone())
-                    .authority(config.upstream.authority.clone())
-                    .path_and_query("/")
-                    .build()
-            {
-                upstream = upstream.with_route_pool(origin);
-            }
+            let upstream = Upstream::new(settings, tls, config.protocol, server_name, connector)
+                .with_route_pool(&config.upstream, upstream_host.clone());
             let name: Arc<str> = Arc::from(config.name.as_str());
             routes.push(Route {
                 config: config.clone(),

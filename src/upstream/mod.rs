@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -23,7 +23,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
-use crate::config::{Config, UpstreamProtocol};
+use crate::config::{Config, UpstreamProtocol, UpstreamUrl};
 use crate::error::{ErrorKind, ProxyError};
 use crate::policy::destination::DestinationGuard;
 
@@ -262,7 +262,9 @@ pub struct Upstream {
     /// The route's own HTTP/1.1 pool, for requests that are not upgrades, when the upstream
     /// speaks only HTTP/1.1.
     route_pool: Option<RoutePool>,
+    /// What `client` dials through, kept to dial for a route pool too.
     https: HandshakeDeadline,
+    protocol: UpstreamProtocol,
     connector: Connector,
     settings: UpstreamSettings,
 }
@@ -284,19 +286,35 @@ impl Upstream {
                 https_connector(&settings, &tls, UpstreamProtocol::Http1, server_name, &connector);
             build_client(&settings, http1, UpstreamProtocol::Http1)
         });
-        Upstream { client, upgrade_client, route_pool: None, https, connector, settings }
+        let route_pool = None;
+        Upstream { client, upgrade_client, route_pool, https, protocol, connector, settings }
     }
 
-    /// Gives this client a pool of its own for the one upstream at `origin`
-    /// (`scheme://authority`), used for every request but upgrades. Only for an upstream that
-    /// speaks HTTP/1.1 alone: a plain `http://` one, or `protocol = "http1"`.
-    pub fn with_route_pool(mut self, origin: Uri) -> Upstream {
-        self.route_pool = Some(RoutePool::new(
-            self.https.clone(),
-            origin,
-            self.settings.max_idle_per_host,
-            self.settings.pool_idle,
-        ));
+    /// Makes this a route's client for its one upstream `url`, whose `Host` is `host`: when
+    /// that upstream speaks only HTTP/1.1 (a plain `http://` one with `protocol = "auto"`, or
+    /// any with `protocol = "http1"`), every request but upgrades goes through a pool of the
+    /// route's own ([`route_pool`]). An upstream that may speak HTTP/2 (by ALPN, or `http2`)
+    /// stays on the general client.
+    pub fn with_route_pool(mut self, url: &UpstreamUrl, host: HeaderValue) -> Upstream {
+        let http1_only = match self.protocol {
+            UpstreamProtocol::Http1 => true,
+            UpstreamProtocol::Auto => url.scheme == http::uri::Scheme::HTTP,
+            UpstreamProtocol::Http2 => false,
+        };
+        let origin = Uri::builder()
+            .scheme(url.scheme.clone())
+            .authority(url.authority.clone())
+            .path_and_query("/")
+            .build();
+        if let (true, Ok(origin)) = (http1_only, origin) {
+            self.route_pool = Some(RoutePool::new(
+                self.https.clone(),
+                origin,
+                host,
+                self.settings.max_idle_per_host,
+                self.settings.pool_idle,
+            ));
+        }
         self
     }
 

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::header::HOST;
-use http::uri::Scheme;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
@@ -38,9 +37,9 @@ struct PoolInner {
     connector: HandshakeDeadline,
     /// `scheme://authority` of the upstream: what the connector dials.
     origin: Uri,
-    /// `Host` for a request that has none (a rule removed it): the upstream's authority, its
-    /// port left out when it is the scheme's default, as the general client does.
-    host: Option<HeaderValue>,
+    /// `Host` for a request that has none (a rule removed it), as the general client adds
+    /// one: the route's upstream `Host` (`reverse::router::Route::upstream_host`).
+    host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,
     /// Whether a task is evicting connections idle for longer than `idle_timeout`.
@@ -56,22 +55,16 @@ struct Idle {
 }
 
 impl RoutePool {
-    /// A pool dialling `origin` through `connector`, keeping at most `max_idle` idle
-    /// connections, each for at most `idle_timeout`.
+    /// A pool dialling `origin` (`scheme://authority/`) through `connector`, keeping at most
+    /// `max_idle` idle connections, each for at most `idle_timeout`; `host` is sent when a
+    /// request has no `Host`.
     pub fn new(
         connector: HandshakeDeadline,
         origin: Uri,
+        host: HeaderValue,
         max_idle: usize,
         idle_timeout: Duration,
     ) -> RoutePool {
-        let host = origin.host().and_then(|host| {
-            let default_port = if origin.scheme() == Some(&Scheme::HTTPS) { 443 } else { 80 };
-            let value = match origin.port_u16() {
-                Some(port) if port != default_port => format!("{host}:{port}"),
-                _ => host.to_owned(),
-            };
-            HeaderValue::from_str(&value).ok()
-        });
         RoutePool {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(Vec::new()),
@@ -99,10 +92,8 @@ impl RoutePool {
         };
         *request.uri_mut() = origin_form;
         // HTTP/1.1 requires `Host` (RFC 9112 §3.2).
-        if let Some(host) = &self.inner.host
-            && !request.headers().contains_key(HOST)
-        {
-            request.headers_mut().insert(HOST, host.clone());
+        if !request.headers().contains_key(HOST) {
+            request.headers_mut().insert(HOST, self.inner.host.clone());
         }
         loop {
             let (mut sender, addr, reused) = match self.checkout() {
@@ -259,7 +250,8 @@ mod tests {
         let tls = crate::tls::client::default_client_config();
         let https = https_connector(&settings, &tls, UpstreamProtocol::Http1, None, &connector);
         let origin: Uri = format!("http://{addr}/").parse().unwrap();
-        RoutePool::new(https, origin, settings.max_idle_per_host, settings.pool_idle)
+        let host = HeaderValue::from_str(&addr.to_string()).unwrap();
+        RoutePool::new(https, origin, host, settings.max_idle_per_host, settings.pool_idle)
     }
 
     #[tokio::test]
@@ -289,8 +281,8 @@ mod tests {
             .await
             .expect("the request is answered in time")
             .expect("the unsent request went out on a new connection");
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(body, "fresh");
+        let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect());
+        assert_eq!(body.await.unwrap().unwrap().to_bytes(), "fresh");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
@@ -311,9 +303,9 @@ mod tests {
             String::from_utf8(head).unwrap()
         });
         let request = Request::get(format!("http://{addr}/p?q=1")).body(Body::empty()).unwrap();
-        let response = pool.send(request).await.unwrap();
-        assert_eq!(response.status(), http::StatusCode::NO_CONTENT);
-        let head = seen.await.unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), pool.send(request));
+        assert_eq!(response.await.unwrap().unwrap().status(), http::StatusCode::NO_CONTENT);
+        let head = tokio::time::timeout(Duration::from_secs(5), seen).await.unwrap().unwrap();
         assert!(head.starts_with("GET /p?q=1 HTTP/1.1\r\n"), "{head}");
         assert!(head.to_ascii_lowercase().contains(&format!("host: {addr}\r\n")), "{head}");
     }
