@@ -40,10 +40,9 @@ pub struct RequestContext {
     pub scheme: &'static str,
     /// The client connection's place under the connection limits, kept by tunnels.
     pub hold: Arc<ConnectionHold>,
-    /// The route the request matched, once the router has chosen one.
-    pub route: OnceLock<Arc<str>>,
-    /// The matched route's metric handles.
-    pub series: OnceLock<Arc<RouteSeries>>,
+    /// The route the request matched, once the router has chosen one: its name and its metric
+    /// handles.
+    pub route: OnceLock<Arc<RouteSeries>>,
     /// Request body bytes received so far, when the request has a body.
     pub received: Option<Arc<AtomicU64>>,
     /// The id as a header value, made once for the upstream request and the response.
@@ -66,7 +65,6 @@ impl RequestContext {
             scheme,
             hold,
             route: OnceLock::new(),
-            series: OnceLock::new(),
             received: has_body.then(|| Arc::new(AtomicU64::new(0))),
             id_header: OnceLock::new(),
         }

@@ -196,8 +196,8 @@ pub async fn handle(
         if !response.headers().contains_key(header) {
             response.headers_mut().insert(header.clone(), ctx.id_header());
         }
-        entry.route = RouteLabel(Some(route.clone()));
-        entry.series = ctx.series.get().cloned();
+        entry.route = route.route().clone();
+        entry.series = Some(route.clone());
     } else if kind == RequestKind::Absolute {
         entry.series = Some(listener.forward_series.clone());
     }

@@ -146,6 +146,11 @@ impl RouteSeries {
             requests: Default::default(),
         }
     }
+
+    /// The route these handles are for.
+    pub fn route(&self) -> &RouteLabel {
+        &self.route
+    }
 }
 
 /// What one finished request, tunnel or WebSocket session contributes to the metrics.

@@ -36,8 +36,7 @@ pub async fn proxy(
         .router
         .find(host_name, request.uri().path())
         .ok_or(ProxyError::NotServed(NotServed::NoRoute))?;
-    let _ = ctx.route.set(route.name.clone());
-    let _ = ctx.series.set(route.series.clone());
+    let _ = ctx.route.set(route.series.clone());
     let uri = rewrite::upstream_uri(&route.config, request.uri())?;
     if let Some(limiter) = &route.limiter {
         limiter.acquire(()).map_err(|retry_after| ProxyError::RateLimited { retry_after })?;

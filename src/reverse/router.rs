@@ -26,9 +26,8 @@ pub struct Route {
     pub upstream_host: HeaderValue,
     /// The route's request rate limit, shared by all clients.
     pub limiter: Option<RateLimiter<()>>,
-    /// The route's name, shared with log entries and metric labels.
-    pub name: Arc<str>,
-    /// The route's metric handles for plain (not upgraded) requests.
+    /// The route's name, shared with log entries and metric labels, with its metric handles
+    /// for plain (not upgraded) requests.
     pub series: Arc<RouteSeries>,
 }
 
@@ -103,14 +102,13 @@ impl Router {
             let connector = Connector::new(settings.connect, hosts.clone(), None);
             let upstream = Upstream::new(settings, tls, config.protocol, server_name, connector)
                 .with_route_pool(&config.upstream, upstream_host.clone());
-            let name: Arc<str> = Arc::from(config.name.as_str());
+            let name = RouteLabel(Some(Arc::from(config.name.as_str())));
             routes.push(Route {
                 config: config.clone(),
                 upstream,
                 upstream_host,
                 limiter: config.rate_limit.map(RateLimiter::new),
-                name: name.clone(),
-                series: Arc::new(RouteSeries::new(Mode::Reverse, RouteLabel(Some(name)))),
+                series: Arc::new(RouteSeries::new(Mode::Reverse, name)),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.
