@@ -12,8 +12,9 @@ use http::header::{self, HeaderName};
 /// Fields that only ever describe one connection, removed whether or not `Connection` names
 /// them. RFC 9110 §7.6.1 lists Proxy-Connection, Keep-Alive, TE, Transfer-Encoding and Upgrade;
 /// the proxy credentials and challenges are for this proxy alone (RFC 9110 §11.7.1, §11.7.2).
-/// `Connection` comes first: `strip` relies on it. `Trailer` is deliberately absent: RFC 9110 §6.6.2 makes it end-to-end (it is in RFC 2616's
+/// `Trailer` is deliberately absent: RFC 9110 §6.6.2 makes it end-to-end (it is in RFC 2616's
 /// old list only by confusion with TE's `trailers` value), and dropping it would lose trailers.
+/// `Connection` comes first: `strip` reads its presence from that position.
 const ALWAYS: [HeaderName; ALWAYS_COUNT] = [
     header::CONNECTION,
     header::PROXY_AUTHENTICATE,
