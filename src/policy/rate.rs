@@ -12,6 +12,17 @@ use crate::config::RateLimit;
 /// Buckets kept before idle (full) ones are dropped, bounding memory per limiter.
 const MAX_TRACKED_KEYS: usize = 65_536;
 
+/// Longest wait a refusal reports. Validation keeps rates where waits are far shorter; this
+/// keeps the float-to-`Duration` conversion, and the `Retry-After` arithmetic after it, total
+/// for any rate at all.
+const LONGEST_WAIT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `seconds` as a wait, at most [`LONGEST_WAIT`]; `Duration::from_secs_f64` would panic on an
+/// infinite or huge value (a tiny rate), or a negative one.
+fn wait(seconds: f64) -> Duration {
+    Duration::try_from_secs_f64(seconds).map_or(LONGEST_WAIT, |wait| wait.min(LONGEST_WAIT))
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
@@ -42,7 +53,7 @@ impl<K: Eq + Hash + Copy> RateLimiter<K> {
             buckets.retain(|_, b| now.duration_since(b.updated).as_secs_f64() < full_after);
             if buckets.len() >= MAX_TRACKED_KEYS {
                 // Still full: every tracked client is active. Refuse newcomers rather than grow.
-                return Err(Duration::from_secs_f64(full_after.max(1.0)));
+                return Err(wait(full_after.max(1.0)));
             }
         }
         let bucket = buckets.entry(key).or_insert(Bucket { tokens: burst, updated: now });
@@ -53,7 +64,7 @@ impl<K: Eq + Hash + Copy> RateLimiter<K> {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / self.limit.rate))
+            Err(wait((1.0 - bucket.tokens) / self.limit.rate))
         }
     }
 }
@@ -74,5 +85,21 @@ mod tests {
         tokio::time::advance(Duration::from_millis(500)).await;
         assert!(limiter.acquire(1).is_ok());
         assert!(limiter.acquire(1).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_rate_waits_long_instead_of_panicking() {
+        // 1 / 1e-20 seconds does not fit in a `Duration`.
+        let limiter = RateLimiter::new(RateLimit { rate: 1e-20, burst: 1 });
+        assert!(limiter.acquire(1).is_ok());
+        assert_eq!(limiter.acquire(1), Err(LONGEST_WAIT));
+    }
+
+    #[test]
+    fn waits_are_clamped() {
+        assert_eq!(wait(0.5), Duration::from_millis(500));
+        for bad in [f64::INFINITY, f64::NAN, 1e30, -1.0] {
+            assert!(wait(bad) <= LONGEST_WAIT, "{bad}");
+        }
     }
 }
