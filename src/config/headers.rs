@@ -120,6 +120,57 @@ impl Default for HeaderSettings {
     }
 }
 
+/// Which messages a set of header rules edits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Requests sent upstream.
+    Request,
+    /// Responses returned to the client.
+    Response,
+}
+
+/// Why sluice keeps a field to itself.
+const FRAMING: &str = "frames the message (RFC 9112 §6), which sluice writes itself";
+const HOP_BY_HOP: &str = "is hop-by-hop (RFC 9110 §7.6.1): it describes one connection, and \
+                          sluice manages each of its connections itself";
+const PROXY_AUTH: &str = "is proxy authentication between a client and sluice \
+                          (RFC 9110 §11.7), never sent on";
+
+/// Fields that header rules may not set, append or remove, and why. sluice writes the framing
+/// of every message it forwards and removes the hop-by-hop fields, so a rule on one of these
+/// would either be undone or make the message lie about itself: `Content-Length: 5` on a
+/// 42-byte body truncates it at the origin and desynchronises the connection. `Trailer` is
+/// end-to-end, but it announces the trailer section, which belongs to the framing too.
+const MANAGED_FIELDS: [(&str, &str); 11] = [
+    ("content-length", FRAMING),
+    ("transfer-encoding", FRAMING),
+    (
+        "trailer",
+        "announces the trailer section (RFC 9110 §6.6.2), part of the framing sluice writes itself",
+    ),
+    ("connection", HOP_BY_HOP),
+    ("keep-alive", HOP_BY_HOP),
+    ("proxy-connection", HOP_BY_HOP),
+    ("te", HOP_BY_HOP),
+    ("upgrade", HOP_BY_HOP),
+    ("http2-settings", HOP_BY_HOP),
+    ("proxy-authenticate", PROXY_AUTH),
+    ("proxy-authorization", PROXY_AUTH),
+];
+
+/// `Host` names the request's target (RFC 9110 §7.2), which the route decides (its upstream,
+/// or the client's with `preserve_host`); in a response it means nothing and may be edited.
+const HOST: &str = "names the request's target (RFC 9110 §7.2), which the route decides; use \
+                    `preserve_host` to send the client's";
+
+/// Why header rules for `direction` may not touch `name`, if they may not.
+pub fn managed_field(name: &HeaderName, direction: Direction) -> Option<&'static str> {
+    if *name == http::header::HOST {
+        return (direction == Direction::Request).then_some(HOST);
+    }
+    MANAGED_FIELDS.iter().find(|(field, _)| name == field).map(|(_, why)| *why)
+}
+
 /// The `[headers]` table.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,8 +229,8 @@ impl Checker<'_> {
                 d.x_forwarded_host,
             ),
             forwarded: self.mode("headers.forwarded", file.forwarded, d.forwarded),
-            request: self.rules("headers.request", &file.request),
-            response: self.rules("headers.response", &file.response),
+            request: self.rules("headers.request", &file.request, Direction::Request),
+            response: self.rules("headers.response", &file.response, Direction::Response),
         }
     }
 
@@ -201,10 +252,18 @@ impl Checker<'_> {
     }
 
     /// Rules for one direction, global (`headers.request`) or per route.
-    pub(super) fn rules(&mut self, key: &str, file: &FileHeaderRules) -> HeaderRules {
+    pub(super) fn rules(
+        &mut self,
+        key: &str,
+        file: &FileHeaderRules,
+        direction: Direction,
+    ) -> HeaderRules {
         let mut rules = HeaderRules::default();
         for name in &file.remove {
-            if let Some(parsed) = self.header_name(&format!("{key}.remove"), name) {
+            let remove_key = format!("{key}.remove");
+            if let Some(parsed) = self.header_name(&remove_key, name)
+                && self.editable(&remove_key, name.span(), &parsed, direction)
+            {
                 rules.remove.push(parsed);
             }
         }
@@ -219,6 +278,9 @@ impl Checker<'_> {
                     );
                     continue;
                 };
+                if !self.editable(&rule_key, template.span(), &parsed, direction) {
+                    continue;
+                }
                 if let Some(value) = self.header_value(&rule_key, template) {
                     let rule =
                         HeaderRule { name: parsed, value, template: template.get_ref().clone() };
@@ -231,6 +293,23 @@ impl Checker<'_> {
             }
         }
         rules
+    }
+
+    /// Whether rules for `direction` may edit `name`; reported at `key` when not.
+    fn editable(
+        &mut self,
+        key: &str,
+        span: std::ops::Range<usize>,
+        name: &HeaderName,
+        direction: Direction,
+    ) -> bool {
+        let Some(why) = managed_field(name, direction) else { return true };
+        self.report(
+            span,
+            key,
+            format!("`{name}` {why}; header rules may not set, append or remove it"),
+        );
+        false
     }
 
     /// A header field name, reported at `key` when it is not one.
@@ -299,5 +378,86 @@ pub(super) fn write_rules(out: &mut String, label: &str, rules: &HeaderRules) {
     }
     for rule in &rules.append {
         let _ = writeln!(out, "{label} append {rule}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate::{parse_and_validate, refused};
+    use super::*;
+
+    #[test]
+    fn rules_may_not_touch_framing_hop_by_hop_or_proxy_fields() {
+        let names = [
+            "content-length",
+            "Transfer-Encoding",
+            "trailer",
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "upgrade",
+            "http2-settings",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ];
+        for table in [
+            "headers.request",
+            "headers.response",
+            "route.headers.request",
+            "route.headers.response",
+        ] {
+            for name in names {
+                for (op, rule) in [
+                    ("set", format!("set = {{ {name:?} = \"5\" }}")),
+                    ("append", format!("append = {{ {name:?} = \"5\" }}")),
+                    ("remove", format!("remove = [{name:?}]")),
+                ] {
+                    let route = if table.starts_with("route") {
+                        "[[route]]\nprefix = \"/\"\nupstream = \"http://h\"\n"
+                    } else {
+                        ""
+                    };
+                    let toml = format!("{route}[{table}]\n{rule}\n");
+                    let found = refused(&toml);
+                    let key = table.replace("route.", "route[0].");
+                    let expected = match op {
+                        "remove" => format!("{key}.remove"),
+                        _ => format!("{key}.{op}.{name}"),
+                    };
+                    assert_eq!(found.len(), 1, "{toml}: {found:?}");
+                    assert_eq!(found[0].key, expected, "{toml}");
+                    assert_eq!(found[0].line, Some(toml.lines().count()), "{toml}");
+                    let lower = name.to_ascii_lowercase();
+                    assert!(
+                        found[0].message.starts_with(&format!("`{lower}` ")),
+                        "{toml}: {found:?}"
+                    );
+                    assert!(
+                        found[0].message.ends_with("header rules may not set, append or remove it")
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn host_is_refused_on_requests_only() {
+        let found = refused("[headers.request]\nset = { host = \"evil.example\" }\n");
+        assert_eq!(found[0].key, "headers.request.set.host");
+        assert!(found[0].message.contains("preserve_host"), "{}", found[0].message);
+        let config =
+            parse_and_validate("[headers.response]\nremove = [\"host\"]\n", &|_| None).unwrap();
+        assert_eq!(config.headers.response.remove, ["host"]);
+    }
+
+    #[test]
+    fn ordinary_fields_stay_editable() {
+        for name in ["authorization", "cookie", "x-forwarded-for", "via", "server", "date"] {
+            for direction in [Direction::Request, Direction::Response] {
+                let parsed = HeaderName::from_static(name);
+                assert_eq!(managed_field(&parsed, direction), None, "{name}");
+            }
+        }
     }
 }

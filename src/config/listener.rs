@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::hostname::server_name_problem;
 use super::validate::Checker;
 use super::{AccessRules, ListenerPolicy};
 use crate::tls::server::{ListenerTls, SniCertificate};
@@ -20,6 +21,8 @@ use crate::tls::server::{ListenerTls, SniCertificate};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// How often TLS certificate files are checked for changes.
 pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest `tls.reload_interval` accepted.
+pub const MAX_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// One listening address and the modes it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +42,7 @@ pub struct ListenerConfig {
 impl ListenerConfig {
     /// A plain listener on `address` serving `modes`, with the default policy for its address.
     pub fn plain(address: SocketAddr, modes: Modes, users_configured: bool) -> ListenerConfig {
-        let policy = ListenerPolicy::defaults_for(address, users_configured);
+        let policy = ListenerPolicy::defaults_for(address, modes, users_configured);
         ListenerConfig { address, modes, h2c: false, tls: None, policy }
     }
 
@@ -206,7 +209,7 @@ impl Checker<'_> {
         }
         let tls = listener.tls.as_ref().and_then(|tls| self.listener_tls(&key, tls));
         let address = address?;
-        let policy = self.listener_policy(&key, listener, address, users_configured);
+        let policy = self.listener_policy(&key, listener, address, modes, users_configured);
         Some(ListenerConfig { address, modes, h2c: listener.h2c.unwrap_or(false), tls, policy })
     }
 
@@ -223,8 +226,20 @@ impl Checker<'_> {
                     "needs at least one server name".to_owned(),
                 );
             }
-            let names =
-                entry.names.iter().map(|n| n.get_ref().trim().to_ascii_lowercase()).collect();
+            let mut names = Vec::new();
+            for name in &entry.names {
+                // Clients send names without the root's trailing dot (RFC 6066 §3).
+                let text = name.get_ref().trim().to_ascii_lowercase();
+                let text = text.strip_suffix('.').unwrap_or(&text).to_owned();
+                match server_name_problem(&text) {
+                    None => names.push(text),
+                    Some(problem) => self.report(
+                        name.span(),
+                        &format!("{entry_key}.names"),
+                        format!("`{}` {problem}", name.get_ref()),
+                    ),
+                }
+            }
             if let Some(files) = self.certificate_files(&entry_key, &entry.certificate, &entry.key)
             {
                 sni.push(SniCertificate { names, files });
@@ -234,6 +249,7 @@ impl Checker<'_> {
             &format!("{tls_key}.reload_interval"),
             tls.reload_interval.clone(),
             DEFAULT_TLS_RELOAD_INTERVAL,
+            MAX_TLS_RELOAD_INTERVAL,
         );
         Some(ListenerTls { default: default?, sni, reload_interval })
     }

@@ -14,6 +14,7 @@
 
 pub mod file;
 pub mod headers;
+mod hostname;
 pub mod listener;
 pub mod observe;
 pub mod route;
@@ -36,7 +37,9 @@ pub use crate::tls::client::UpstreamTls;
 pub use crate::tls::files::CertificateFiles;
 pub use crate::tls::server::{ListenerTls, SniCertificate};
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
-pub use listener::{DEFAULT_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL, ListenerConfig, Modes};
+pub use listener::{
+    DEFAULT_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL, ListenerConfig, MAX_TLS_RELOAD_INTERVAL, Modes,
+};
 pub use route::{RouteConfig, RouteTimeouts};
 pub use upstream::{UpstreamProtocol, UpstreamUrl};
 
@@ -45,40 +48,87 @@ use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
+// Every timeout and limit has a default and an upper bound. The bounds are far above anything
+// a deployment needs; they exist so that no value `sluice check` accepts can overflow a timer
+// (`Instant + Duration` panics on overflow), a semaphore (tokio's `MAX_PERMITS`) or an
+// allocation sized from the config (hyper allocates `max_request_headers` slots per parse).
+
+/// A day, the unit of the longer bounds.
+const DAY: Duration = Duration::from_secs(24 * 3600);
+/// A year of 365.25 days, as durations are written (`"1y"`) and shown (`1year`).
+const YEAR: Duration = Duration::from_secs(31_557_600);
+
+/// Most runtime worker threads; more only add memory and contention.
+pub const MAX_WORKERS: usize = 1024;
 /// Upstream connect timeout, DNS resolution included.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `timeouts.connect` (and route `timeouts.connect`) accepted.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Time allowed for an upstream to send its response head; generous for slow model servers.
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest `timeouts.response_header` (and route `timeouts.response_header`) accepted.
+pub const MAX_RESPONSE_HEADER_TIMEOUT: Duration = DAY;
 /// Time a client has to send a complete request head (slowloris defence).
 pub const DEFAULT_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest `timeouts.request_header` accepted.
+pub const MAX_REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(3600);
 /// A tunnel with no bytes in either direction for this long is closed.
 pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest `timeouts.tunnel_idle` accepted.
+pub const MAX_TUNNEL_IDLE_TIMEOUT: Duration = YEAR;
 /// An idle pooled upstream connection is closed after this long.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Longest `timeouts.upstream_idle` accepted.
+pub const MAX_UPSTREAM_IDLE_TIMEOUT: Duration = DAY;
 /// How long in-flight requests and tunnels may run on after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Longest `timeouts.shutdown_grace` accepted.
+pub const MAX_SHUTDOWN_GRACE: Duration = DAY;
 /// Largest request head (request line and header fields) accepted; larger gets 431.
 pub const DEFAULT_MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// Largest `limits.max_request_head_bytes` accepted.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 1024 * 1024;
 /// Most header fields accepted in one request head; more gets 431.
 pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
+/// Largest `limits.max_request_headers` accepted: the HTTP/1 parser allocates this many
+/// slots each time it parses a head.
+pub const MAX_REQUEST_HEADERS: usize = 10_000;
 /// Most concurrent client connections per listener; further accepts wait for a free slot.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Largest `limits.max_connections` accepted (each connection needs a file descriptor).
+pub const MAX_CONNECTIONS: usize = 1_000_000;
 /// Most idle pooled connections kept per upstream origin.
 pub const DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST: usize = 64;
+/// Largest `limits.max_idle_upstream_per_host` accepted.
+pub const MAX_IDLE_UPSTREAM_PER_HOST: usize = 10_000;
 /// Longest gap allowed between two chunks of an upstream response body.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest `timeouts.body_idle` (and route `timeouts.body_idle`) accepted.
+pub const MAX_BODY_IDLE_TIMEOUT: Duration = DAY;
 /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest `timeouts.websocket_idle` accepted.
+pub const MAX_WEBSOCKET_IDLE_TIMEOUT: Duration = YEAR;
 /// Longest request line (method, target, version) accepted; longer gets 414.
 pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 16 * 1024;
+/// Largest `limits.max_request_line_bytes` accepted.
+pub const MAX_REQUEST_LINE_BYTES: usize = 1024 * 1024;
 /// Largest request body accepted; larger gets 413 (checked while streaming).
 pub const DEFAULT_MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024 * 1024;
+/// Largest `limits.max_request_body_bytes` (and route `max_body_bytes`) accepted: 1 TiB.
+pub const MAX_REQUEST_BODY_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
 /// Requests served on one client connection before sluice closes it.
 pub const DEFAULT_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
+/// Largest `limits.max_requests_per_connection` accepted.
+pub const MAX_REQUESTS_PER_CONNECTION: u64 = 1_000_000_000;
 /// Longest life of a CONNECT tunnel, however busy.
-pub const DEFAULT_TUNNEL_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TUNNEL_MAX_LIFETIME: Duration = DAY;
+/// Longest `timeouts.tunnel_max_lifetime` accepted.
+pub const MAX_TUNNEL_MAX_LIFETIME: Duration = YEAR;
 /// Longest life of an upgraded (WebSocket) connection, however busy.
-pub const DEFAULT_WEBSOCKET_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_WEBSOCKET_MAX_LIFETIME: Duration = DAY;
+/// Longest `timeouts.websocket_max_lifetime` accepted.
+pub const MAX_WEBSOCKET_MAX_LIFETIME: Duration = YEAR;
 /// Smallest head limit the HTTP/1 parser supports.
 pub const MIN_REQUEST_HEAD_BYTES: usize = 8 * 1024;
 
@@ -308,4 +358,75 @@ fn render_issues(origin: &str, issues: &[ConfigIssue]) -> String {
         out.push_str(&format!(": {}: {}", issue.key, issue.message));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate::{no_env, parse_and_validate};
+    use super::*;
+
+    #[test]
+    fn values_at_their_bounds_are_accepted() {
+        let config = parse_and_validate(
+            &format!(
+                "workers = {MAX_WORKERS}\n[timeouts]\nconnect = \"1h\"\nresponse_header = \"24h\"\n\
+                 request_header = \"1h\"\ntunnel_idle = \"1y\"\nupstream_idle = \"24h\"\n\
+                 shutdown_grace = \"24h\"\nbody_idle = \"24h\"\nwebsocket_idle = \"1y\"\n\
+                 tunnel_max_lifetime = \"1y\"\nwebsocket_max_lifetime = \"1y\"\n[limits]\n\
+                 max_request_head_bytes = {MAX_REQUEST_HEAD_BYTES}\n\
+                 max_request_headers = {MAX_REQUEST_HEADERS}\nmax_connections = {MAX_CONNECTIONS}\n\
+                 max_idle_upstream_per_host = {MAX_IDLE_UPSTREAM_PER_HOST}\n\
+                 max_request_line_bytes = {MAX_REQUEST_LINE_BYTES}\n\
+                 max_request_body_bytes = {MAX_REQUEST_BODY_BYTES}\n\
+                 max_requests_per_connection = {MAX_REQUESTS_PER_CONNECTION}\n"
+            ),
+            &no_env,
+        )
+        .unwrap();
+        let t = &config.timeouts;
+        let most = [
+            (t.connect, MAX_CONNECT_TIMEOUT),
+            (t.response_header, MAX_RESPONSE_HEADER_TIMEOUT),
+            (t.request_header, MAX_REQUEST_HEADER_TIMEOUT),
+            (t.tunnel_idle, MAX_TUNNEL_IDLE_TIMEOUT),
+            (t.upstream_idle, MAX_UPSTREAM_IDLE_TIMEOUT),
+            (t.shutdown_grace, MAX_SHUTDOWN_GRACE),
+            (t.body_idle, MAX_BODY_IDLE_TIMEOUT),
+            (t.websocket_idle, MAX_WEBSOCKET_IDLE_TIMEOUT),
+            (t.tunnel_max_lifetime, MAX_TUNNEL_MAX_LIFETIME),
+            (t.websocket_max_lifetime, MAX_WEBSOCKET_MAX_LIFETIME),
+        ];
+        for (value, bound) in most {
+            assert_eq!(value, bound);
+        }
+        assert_eq!(config.workers, NonZeroUsize::new(MAX_WORKERS));
+        assert_eq!(config.limits.max_connections, MAX_CONNECTIONS);
+        assert_eq!(config.limits.max_request_body_bytes, MAX_REQUEST_BODY_BYTES);
+    }
+
+    #[test]
+    fn every_bound_fits_what_the_runtime_does_with_it() {
+        // The listener's permit pool is a tokio semaphore, which panics above MAX_PERMITS.
+        const { assert!(MAX_CONNECTIONS <= tokio::sync::Semaphore::MAX_PERMITS) };
+        const { assert!(security::MAX_CONNECTIONS_PER_IP <= MAX_CONNECTIONS) };
+        // HTTP/2 advertises the head limit as a u32 SETTINGS value.
+        assert!(u32::try_from(MAX_REQUEST_HEAD_BYTES).is_ok());
+        // Timers add durations to `Instant::now()`, which panics on overflow.
+        let now = tokio::time::Instant::now();
+        for bound in [
+            MAX_CONNECT_TIMEOUT,
+            MAX_RESPONSE_HEADER_TIMEOUT,
+            MAX_REQUEST_HEADER_TIMEOUT,
+            MAX_TUNNEL_IDLE_TIMEOUT,
+            MAX_UPSTREAM_IDLE_TIMEOUT,
+            MAX_SHUTDOWN_GRACE,
+            MAX_BODY_IDLE_TIMEOUT,
+            MAX_WEBSOCKET_IDLE_TIMEOUT,
+            MAX_TUNNEL_MAX_LIFETIME,
+            MAX_WEBSOCKET_MAX_LIFETIME,
+            MAX_TLS_RELOAD_INTERVAL,
+        ] {
+            assert!(now.checked_add(bound.saturating_mul(2)).is_some(), "{bound:?}");
+        }
+    }
 }

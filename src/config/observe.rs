@@ -11,6 +11,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Config;
+use super::headers::{Direction, managed_field};
 use super::listener::parse_address;
 use super::summary::list;
 use super::validate::Checker;
@@ -221,12 +222,26 @@ impl Checker<'_> {
 
     pub(super) fn request_id(&mut self, file: &FileRequestId) -> RequestIdConfig {
         let defaults = RequestIdConfig::default();
+        let header = file.header.as_ref().and_then(|name| {
+            let parsed = self.header_name("request_id.header", name)?;
+            // The id is written into requests sent upstream and into responses, so the field
+            // must be one a header rule could edit in both.
+            let why = managed_field(&parsed, Direction::Request)
+                .or_else(|| managed_field(&parsed, Direction::Response));
+            match why {
+                Some(why) => {
+                    self.report(
+                        name.span(),
+                        "request_id.header",
+                        format!("`{parsed}` {why}; it cannot carry the request id"),
+                    );
+                    None
+                }
+                None => Some(parsed),
+            }
+        });
         RequestIdConfig {
-            header: file
-                .header
-                .as_ref()
-                .and_then(|name| self.header_name("request_id.header", name))
-                .unwrap_or(defaults.header),
+            header: header.unwrap_or(defaults.header),
             trust_incoming: file.trust_incoming.unwrap_or(defaults.trust_incoming),
         }
     }
@@ -261,4 +276,24 @@ pub(super) fn write_summary(out: &mut String, config: &Config) {
         config.request_id.header,
         if config.request_id.trust_incoming { "client ids trusted" } else { "always generated" },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate::{parse_and_validate, refused};
+
+    #[test]
+    fn the_request_id_may_not_ride_in_a_managed_field() {
+        for name in ["content-length", "Transfer-Encoding", "host", "connection", "te"] {
+            let toml = format!("[request_id]\nheader = {name:?}\n");
+            let found = refused(&toml);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert_eq!(found[0].key, "request_id.header");
+            assert_eq!(found[0].line, Some(2));
+            assert!(found[0].message.ends_with("it cannot carry the request id"), "{found:?}");
+        }
+        let config =
+            parse_and_validate("[request_id]\nheader = \"x-trace-id\"\n", &|_| None).unwrap();
+        assert_eq!(config.request_id.header, "x-trace-id");
+    }
 }

@@ -8,11 +8,14 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::headers::{FileHeaderRules, HeaderRules, write_rules};
+use super::headers::{Direction, FileHeaderRules, HeaderRules, write_rules};
 use super::security::FileRate;
 use super::upstream::{FileRouteTls, UpstreamProtocol, UpstreamUrl, parse_upstream_url};
 use super::validate::{Checker, line_of};
-use super::{ConfigIssue, Limits, Timeouts};
+use super::{
+    ConfigIssue, Limits, MAX_BODY_IDLE_TIMEOUT, MAX_CONNECT_TIMEOUT, MAX_REQUEST_BODY_BYTES,
+    MAX_RESPONSE_HEADER_TIMEOUT, Timeouts,
+};
 use crate::tls::client::UpstreamTls;
 
 /// One validated `[[route]]`.
@@ -67,8 +70,20 @@ pub fn normalize_prefix(text: &str) -> Result<String, String> {
     if text.contains(['?', '#']) || text.chars().any(|c| c.is_ascii_control() || c == ' ') {
         return Err(format!("`{text}` must be a plain path (no query, fragment or spaces)"));
     }
+    if text.split('/').any(is_dot_segment) {
+        return Err(format!(
+            "`{text}` has a `.` or `..` segment; request paths with one are refused (400), so \
+             this prefix could never match"
+        ));
+    }
     let trimmed = text.trim_end_matches('/');
     Ok(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() })
+}
+
+/// `.` or `..`, written plainly or percent-encoded (`%2e`, `.%2E`, ...).
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
 }
 
 impl RouteConfig {
@@ -234,21 +249,31 @@ impl Checker<'_> {
                 &format!("{key}.timeouts.connect"),
                 file.timeouts.connect.clone(),
                 defaults.connect,
+                MAX_CONNECT_TIMEOUT,
             ),
             response_header: self.duration(
                 &format!("{key}.timeouts.response_header"),
                 file.timeouts.response_header.clone(),
                 defaults.response_header,
+                MAX_RESPONSE_HEADER_TIMEOUT,
             ),
             body_idle: self.duration(
                 &format!("{key}.timeouts.body_idle"),
                 file.timeouts.body_idle.clone(),
                 defaults.body_idle,
+                MAX_BODY_IDLE_TIMEOUT,
             ),
         };
-        let request_headers = self.rules(&format!("{key}.headers.request"), &file.headers.request);
-        let response_headers =
-            self.rules(&format!("{key}.headers.response"), &file.headers.response);
+        let request_headers = self.rules(
+            &format!("{key}.headers.request"),
+            &file.headers.request,
+            Direction::Request,
+        );
+        let response_headers = self.rules(
+            &format!("{key}.headers.response"),
+            &file.headers.response,
+            Direction::Response,
+        );
         let protocol = match &file.protocol {
             None => UpstreamProtocol::Auto,
             Some(text) => UpstreamProtocol::parse(text.get_ref()).unwrap_or_else(|| {
@@ -264,9 +289,9 @@ impl Checker<'_> {
         let max_body_bytes = self.count(
             &format!("{key}.max_body_bytes"),
             file.max_body_bytes.clone(),
-            usize::try_from(limits.max_request_body_bytes).unwrap_or(usize::MAX),
-            1,
-        ) as u64;
+            limits.max_request_body_bytes,
+            1..=MAX_REQUEST_BODY_BYTES,
+        );
         let rate_limit =
             file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
         let prefix = prefix?;
@@ -366,6 +391,14 @@ mod tests {
         assert_eq!(normalize_prefix("/a/b").unwrap(), "/a/b");
         assert!(normalize_prefix("api").is_err());
         assert!(normalize_prefix("/a?b").is_err());
+        // A routed path with a dot segment is refused, so such a prefix could never match.
+        for dotted in ["/a/../b", "/a/./b", "/..", "/a/.", "/a/%2e%2E/b", "/a/.%2e", "/%2E/"] {
+            let err = normalize_prefix(dotted).unwrap_err();
+            assert!(err.contains("`.` or `..` segment"), "{dotted}: {err}");
+        }
+        for plain in ["/a.b", "/.well-known", "/a/...", "/v1.2/x", "/%2e%2e%2e"] {
+            assert!(normalize_prefix(plain).is_ok(), "{plain}");
+        }
     }
 
     #[test]
@@ -375,6 +408,8 @@ mod tests {
         assert_eq!(route.prefix, "/defm");
         assert_eq!(route.upstream.authority, "api.example.com");
         assert!(RouteConfig::from_cli("/defm", &Default::default()).is_err());
+        let err = RouteConfig::from_cli("/a=http://127.0.0.1:99999", &Default::default());
+        assert!(err.unwrap_err().contains("has port `99999`"));
     }
 
     use super::super::validate::parse_and_validate;

@@ -5,12 +5,14 @@
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::Config;
+use super::hostname::host_pattern_problem;
 use super::listener::{FileListener, Modes};
 use super::summary::list;
 use super::validate::{Checker, expand_env};
@@ -136,26 +138,48 @@ pub struct ListenerPolicy {
     pub connect_ports: Vec<u16>,
     /// The forward proxy may reach loopback, private, link-local and similar addresses.
     pub allow_private_destinations: bool,
-    /// Most concurrent connections from one client address.
-    pub max_connections_per_ip: usize,
+    /// Most concurrent connections from one client address; `None` for no cap.
+    pub max_connections_per_ip: Option<NonZeroUsize>,
 }
 
-/// Most concurrent connections from one client address, by default.
-pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// Most concurrent connections from one client address on a forward-only listener on a
+/// non-loopback address, by default. Browsers open at most 32 connections to a proxy, so 128
+/// busy browsers behind one NAT fit, while one client still cannot take every slot of
+/// `limits.max_connections`. Loopback listeners and listeners that serve routes have no cap by
+/// default: their clients share one address (local tools, a load test, a load balancer).
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: NonZeroUsize = match NonZeroUsize::new(4096) {
+    Some(cap) => cap,
+    None => NonZeroUsize::MIN,
+};
+/// Largest `max_connections_per_ip` accepted (no more than a listener's connections).
+pub const MAX_CONNECTIONS_PER_IP: usize = super::MAX_CONNECTIONS;
+/// Slowest rate a token bucket accepts: one request per 11.6 days.
+pub const MIN_RATE: f64 = 0.000_001;
+/// Fastest rate a token bucket accepts, in requests per second.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Largest bucket a token bucket accepts.
+pub const MAX_BURST: u32 = 1_000_000;
 
 impl ListenerPolicy {
-    /// The defaults for a listener on `address`: a loopback listener serves its local user,
-    /// who is trusted (any CONNECT port, private destinations allowed); anything else gets the
-    /// hardened defaults (CONNECT to 443 only, private destinations refused). Authentication is
-    /// required whenever users are configured.
-    pub fn defaults_for(address: SocketAddr, users_configured: bool) -> ListenerPolicy {
+    /// The defaults for a listener on `address` serving `modes`: a loopback listener serves
+    /// its local user, who is trusted (any CONNECT port, private destinations allowed, no cap
+    /// per client address); anything else gets the hardened defaults (CONNECT to 443 only,
+    /// private destinations refused), and a cap per client address only when it is a forward
+    /// proxy alone, since a listener serving routes may sit behind a load balancer whose few
+    /// addresses carry every client. Authentication is required whenever users are configured.
+    pub fn defaults_for(
+        address: SocketAddr,
+        modes: Modes,
+        users_configured: bool,
+    ) -> ListenerPolicy {
         let local = address.ip().is_loopback();
         ListenerPolicy {
             auth_required: users_configured,
             open: false,
             connect_ports: if local { Vec::new() } else { vec![443] },
             allow_private_destinations: local,
-            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_connections_per_ip: (!local && !modes.reverse)
+                .then_some(DEFAULT_MAX_CONNECTIONS_PER_IP),
         }
     }
 }
@@ -305,7 +329,23 @@ impl Checker<'_> {
             deny_hosts: file
                 .deny_hosts
                 .iter()
-                .map(|h| h.get_ref().trim().trim_end_matches('.').to_ascii_lowercase())
+                .filter_map(|pattern| {
+                    let text = pattern.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+                    // Targets are matched without brackets, so `[::1]` means `::1`.
+                    let text = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                        Some(v6) => v6.to_owned(),
+                        None => text,
+                    };
+                    let problem = host_pattern_problem(&text);
+                    if let Some(problem) = &problem {
+                        self.report(
+                            pattern.span(),
+                            "destinations.deny_hosts",
+                            format!("`{}` {problem}", pattern.get_ref()),
+                        );
+                    }
+                    problem.is_none().then_some(text)
+                })
                 .collect(),
             deny_networks: self.networks("destinations.deny_networks", &file.deny_networks),
         }
@@ -335,7 +375,6 @@ impl Checker<'_> {
 
     pub(super) fn rate(&mut self, key: &str, file: &FileRate) -> Option<RateLimit> {
         let rate = *file.rate.get_ref();
-        let burst = u32::try_from(*file.burst.get_ref()).ok().filter(|b| *b >= 1);
         if !(rate.is_finite() && rate > 0.0) {
             self.report(
                 file.rate.span(),
@@ -344,15 +383,16 @@ impl Checker<'_> {
             );
             return None;
         }
-        let Some(burst) = burst else {
+        if !(MIN_RATE..=MAX_RATE).contains(&rate) {
             self.report(
-                file.burst.span(),
-                &format!("{key}.burst"),
-                "must be at least 1".to_owned(),
+                file.rate.span(),
+                &format!("{key}.rate"),
+                format!("must be from {MIN_RATE} to {MAX_RATE} requests per second, got {rate:?}"),
             );
             return None;
-        };
-        Some(RateLimit { rate, burst })
+        }
+        let burst = self.count(&format!("{key}.burst"), Some(file.burst.clone()), 0, 1..=MAX_BURST);
+        (burst >= 1).then_some(RateLimit { rate, burst })
     }
 
     /// The policy of the listener at `key`, starting from the defaults for its address.
@@ -361,9 +401,10 @@ impl Checker<'_> {
         key: &str,
         listener: &FileListener,
         address: SocketAddr,
+        modes: Modes,
         users_configured: bool,
     ) -> ListenerPolicy {
-        let defaults = ListenerPolicy::defaults_for(address, users_configured);
+        let defaults = ListenerPolicy::defaults_for(address, modes, users_configured);
         let connect_ports = match &listener.connect_ports {
             None => defaults.connect_ports,
             Some(ports) => ports
@@ -388,12 +429,16 @@ impl Checker<'_> {
             allow_private_destinations: listener
                 .allow_private_destinations
                 .unwrap_or(defaults.allow_private_destinations),
-            max_connections_per_ip: self.count(
-                &format!("{key}.max_connections_per_ip"),
-                listener.max_connections_per_ip.clone(),
-                defaults.max_connections_per_ip,
-                1,
-            ),
+            max_connections_per_ip: match &listener.max_connections_per_ip {
+                None => defaults.max_connections_per_ip,
+                // 0 means no cap, as `client_max_body_size 0` does in nginx.
+                Some(cap) => NonZeroUsize::new(self.count(
+                    &format!("{key}.max_connections_per_ip"),
+                    Some(cap.clone()),
+                    0,
+                    0..=MAX_CONNECTIONS_PER_IP,
+                )),
+            },
         };
         if policy.auth_required && !users_configured {
             self.report(
@@ -422,8 +467,11 @@ pub(super) fn write_listener_policy(out: &mut String, policy: &ListenerPolicy, m
             if policy.open { ", open = true" } else { "" },
         );
     }
-    let _ =
-        writeln!(out, "    max connections per client address {}", policy.max_connections_per_ip);
+    let _ = writeln!(
+        out,
+        "    max connections per client address {}",
+        policy.max_connections_per_ip.map_or("unlimited".to_owned(), |cap| cap.to_string())
+    );
 }
 
 /// The `access:` part of the effective configuration: users, client and destination rules,
@@ -475,10 +523,65 @@ mod tests {
 
     #[test]
     fn loopback_listeners_are_trusted_others_hardened() {
-        let local = ListenerPolicy::defaults_for("127.0.0.1:8080".parse().unwrap(), false);
+        let local =
+            ListenerPolicy::defaults_for("127.0.0.1:8080".parse().unwrap(), Modes::FORWARD, false);
         assert!(local.connect_ports.is_empty() && local.allow_private_destinations);
-        let public = ListenerPolicy::defaults_for("0.0.0.0:3128".parse().unwrap(), true);
+        let public =
+            ListenerPolicy::defaults_for("0.0.0.0:3128".parse().unwrap(), Modes::FORWARD, true);
         assert_eq!(public.connect_ports, [443]);
         assert!(!public.allow_private_destinations && public.auth_required);
+    }
+
+    #[test]
+    fn rates_outside_their_bounds_are_refused() {
+        use super::super::validate::refused;
+        let cases = [
+            // 1e-20 once aborted the process on the first request over the burst.
+            ("1e-20", "1", "rate", "must be from 0.000001 to 1000000 requests per second"),
+            ("2e6", "1", "rate", "must be from 0.000001 to 1000000 requests per second"),
+            ("0", "1", "rate", "must be a positive number of requests per second"),
+            ("nan", "1", "rate", "must be a positive number of requests per second"),
+            ("1", "0", "burst", "must be at least 1, got 0"),
+            ("1", "1000001", "burst", "must be at most 1000000, got 1000001"),
+        ];
+        for (rate, burst, field, message) in cases {
+            let toml = format!("[rate_limit.per_ip]\nrate = {rate}\nburst = {burst}\n");
+            let found = refused(&toml);
+            assert_eq!(found.len(), 1, "{toml}: {found:?}");
+            assert_eq!(found[0].key, format!("rate_limit.per_ip.{field}"), "{toml}");
+            assert_eq!(found[0].line, Some(if field == "rate" { 2 } else { 3 }), "{toml}");
+            assert!(found[0].message.starts_with(message), "{toml}: {}", found[0].message);
+        }
+        for (rate, burst) in [(MIN_RATE, MAX_BURST), (MAX_RATE, 1)] {
+            let toml = format!("[rate_limit.per_ip]\nrate = {rate:?}\nburst = {burst}\n");
+            let config = super::super::validate::parse_and_validate(&toml, &|_| None).unwrap();
+            assert_eq!(config.rate_limit_per_ip, Some(RateLimit { rate, burst }));
+        }
+    }
+
+    #[test]
+    fn per_address_caps_depend_on_the_listener_kind() {
+        use super::super::validate::{parse_and_validate, refused};
+        let cap = |listener: &str| {
+            let toml = format!("[[listener]]\n{listener}\n");
+            let config = parse_and_validate(&toml, &|_| None).unwrap();
+            config.listeners[0].policy.max_connections_per_ip.map(NonZeroUsize::get)
+        };
+        // Loopback: local tools and load tests share one address.
+        assert_eq!(cap("address = \"127.0.0.1:0\""), None);
+        assert_eq!(cap("address = \"[::1]:0\"\nforward = false\nreverse = true"), None);
+        // Routes may sit behind a load balancer whose few addresses carry every client.
+        assert_eq!(cap("address = \"0.0.0.0:0\"\nforward = false\nreverse = true"), None);
+        assert_eq!(cap("address = \"0.0.0.0:0\"\nreverse = true\nopen = true"), None);
+        // An exposed forward proxy alone keeps a cap.
+        assert_eq!(cap("address = \"0.0.0.0:0\"\nopen = true"), Some(4096));
+        // Explicit values win; 0 means no cap.
+        assert_eq!(cap("address = \"0.0.0.0:0\"\nopen = true\nmax_connections_per_ip = 0"), None);
+        assert_eq!(cap("address = \"127.0.0.1:0\"\nmax_connections_per_ip = 64"), Some(64));
+        let found =
+            refused("[[listener]]\naddress = \"127.0.0.1:0\"\nmax_connections_per_ip = 1000001\n");
+        assert_eq!(found[0].key, "listener[0].max_connections_per_ip");
+        assert_eq!(found[0].line, Some(3));
+        assert_eq!(found[0].message, "must be at most 1000000, got 1000001");
     }
 }

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-use super::{AdminConfig, Config, ConfigError, ConfigIssue, ListenerConfig, Modes, RouteConfig};
+use super::{
+    AdminConfig, Config, ConfigError, ConfigIssue, ListenerConfig, MAX_WORKERS, Modes, RouteConfig,
+};
 
 /// Settings given on the command line, applied over the file on every load.
 #[derive(Debug, Clone, Default)]
@@ -103,8 +105,16 @@ impl Overrides {
                 .map(|&address| ListenerConfig::plain(address, modes, users))
                 .collect();
         }
-        if self.workers.is_some() {
-            config.workers = self.workers;
+        if let Some(workers) = self.workers {
+            if workers.get() > MAX_WORKERS {
+                let message = format!("must be at most {MAX_WORKERS}, got {workers}");
+                let issue = ConfigIssue { line: None, key: "--workers".to_owned(), message };
+                return Err(ConfigError::Invalid {
+                    origin: "command line".to_owned(),
+                    issues: vec![issue],
+                });
+            }
+            config.workers = Some(workers);
         }
         if let Some(address) = self.admin {
             if !address.ip().is_loopback() {
@@ -121,5 +131,21 @@ impl Overrides {
             config.admin = Some(AdminConfig { address });
         }
         config.check_assembled()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_on_the_command_line_have_the_file_bound() {
+        let too_many = Overrides { workers: NonZeroUsize::new(100_000_000), ..Default::default() };
+        let err = too_many.apply(&mut Config::default(), false).unwrap_err().to_string();
+        assert!(err.contains("--workers: must be at most 1024, got 100000000"), "{err}");
+        let most = Overrides { workers: NonZeroUsize::new(MAX_WORKERS), ..Default::default() };
+        let mut config = Config::default();
+        most.apply(&mut config, false).unwrap();
+        assert_eq!(config.workers, NonZeroUsize::new(MAX_WORKERS));
     }
 }

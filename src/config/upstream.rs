@@ -76,6 +76,17 @@ pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     if authority.as_str().contains('@') {
         return Err(format!("`{text}` must not contain credentials; use a header rule"));
     }
+    // `Uri` accepts any port text and `port_u16` then says `None`, which would silently mean
+    // the scheme's default port: `:99999` would send to port 80.
+    let port = authority.as_str().get(authority.host().len()..).unwrap_or_default();
+    if let Some(port) = port.strip_prefix(':') {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|port| port != 0);
+        if !valid {
+            return Err(format!("`{text}` has port `{port}`; a port is a number from 1 to 65535"));
+        }
+    }
     // `Uri` parsing drops a fragment silently, so look at the text itself.
     if uri.query().is_some() || text.contains('#') {
         return Err(format!("`{text}` must not have a query string or fragment"));
@@ -159,6 +170,10 @@ mod tests {
         assert_eq!(url.authority, "api.example.com");
         assert_eq!(url.base_path, "/v1");
         assert_eq!(parse_upstream_url("http://h:81").unwrap().base_path, "");
+        assert_eq!(
+            parse_upstream_url("http://[::1]:65535").unwrap().authority.port_u16(),
+            Some(65535)
+        );
         assert_eq!(url.to_string(), "https://api.example.com/v1");
         for bad in [
             "ftp://h/",
@@ -168,6 +183,14 @@ mod tests {
             "http://h/?q=1",
             "http://h/#f",
             "nope",
+            // Ports `Uri` accepts but that would have become the default port, or odd text in
+            // the Host header.
+            "http://127.0.0.1:99999",
+            "http://[::1]:65536/x",
+            "http://h:0",
+            "http://h:",
+            "http://h:+80",
+            "http://h:1x",
         ] {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }

@@ -4,14 +4,23 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
 
 use super::file::{FileConfig, FileDns, FileLimits, FileTimeouts};
-use super::{Config, ConfigIssue, Limits, MIN_REQUEST_HEAD_BYTES, Timeouts};
+use super::hostname::dns_name_problem;
+use super::{
+    Config, ConfigIssue, Limits, MAX_BODY_IDLE_TIMEOUT, MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS,
+    MAX_IDLE_UPSTREAM_PER_HOST, MAX_REQUEST_BODY_BYTES, MAX_REQUEST_HEAD_BYTES,
+    MAX_REQUEST_HEADER_TIMEOUT, MAX_REQUEST_HEADERS, MAX_REQUEST_LINE_BYTES,
+    MAX_REQUESTS_PER_CONNECTION, MAX_RESPONSE_HEADER_TIMEOUT, MAX_SHUTDOWN_GRACE,
+    MAX_TUNNEL_IDLE_TIMEOUT, MAX_TUNNEL_MAX_LIFETIME, MAX_UPSTREAM_IDLE_TIMEOUT,
+    MAX_WEBSOCKET_IDLE_TIMEOUT, MAX_WEBSOCKET_MAX_LIFETIME, MAX_WORKERS, MIN_REQUEST_HEAD_BYTES,
+    Timeouts,
+};
 use crate::tls::files::CertificateFiles;
 
 /// Looks up an environment variable for `${VAR}` expansion.
@@ -96,13 +105,8 @@ impl Checker<'_> {
         let users = !auth.users.is_empty();
         let listeners = self.listeners(&file.listeners, &access, users);
         let workers = file.workers.and_then(|w| {
-            let span = w.span();
-            let value = w.into_inner();
-            let workers = usize::try_from(value).ok().and_then(NonZeroUsize::new);
-            if workers.is_none() {
-                self.report(span, "workers", format!("must be at least 1, got {value}"));
-            }
-            workers
+            let value = self.count("workers", Some(w), 0, 1..=MAX_WORKERS);
+            NonZeroUsize::new(value)
         });
         let timeouts = self.timeouts(file.timeouts);
         let limits = self.limits(file.limits);
@@ -147,7 +151,18 @@ impl Checker<'_> {
                     ip
                 })
                 .collect();
-            dns_hosts.insert(name.trim_end_matches('.').to_ascii_lowercase(), parsed);
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(problem) = dns_name_problem(&name) {
+                // The table's keys carry no position; point at its first address, if any.
+                let line = addresses.first().map(|a| line_of(self.source, a.span().start));
+                self.issues.push(ConfigIssue {
+                    line,
+                    key: format!("dns.hosts.{name}"),
+                    message: format!("`{name}` is not a host name: it {problem}"),
+                });
+                continue;
+            }
+            dns_hosts.insert(name, parsed);
         }
         dns_hosts
     }
@@ -178,61 +193,97 @@ impl Checker<'_> {
     fn timeouts(&mut self, file: FileTimeouts) -> Timeouts {
         let d = Timeouts::default();
         Timeouts {
-            connect: self.duration("timeouts.connect", file.connect, d.connect),
+            connect: self.duration(
+                "timeouts.connect",
+                file.connect,
+                d.connect,
+                MAX_CONNECT_TIMEOUT,
+            ),
             response_header: self.duration(
                 "timeouts.response_header",
                 file.response_header,
                 d.response_header,
+                MAX_RESPONSE_HEADER_TIMEOUT,
             ),
             request_header: self.duration(
                 "timeouts.request_header",
                 file.request_header,
                 d.request_header,
+                MAX_REQUEST_HEADER_TIMEOUT,
             ),
-            tunnel_idle: self.duration("timeouts.tunnel_idle", file.tunnel_idle, d.tunnel_idle),
+            tunnel_idle: self.duration(
+                "timeouts.tunnel_idle",
+                file.tunnel_idle,
+                d.tunnel_idle,
+                MAX_TUNNEL_IDLE_TIMEOUT,
+            ),
             upstream_idle: self.duration(
                 "timeouts.upstream_idle",
                 file.upstream_idle,
                 d.upstream_idle,
+                MAX_UPSTREAM_IDLE_TIMEOUT,
             ),
             shutdown_grace: self.duration(
                 "timeouts.shutdown_grace",
                 file.shutdown_grace,
                 d.shutdown_grace,
+                MAX_SHUTDOWN_GRACE,
             ),
-            body_idle: self.duration("timeouts.body_idle", file.body_idle, d.body_idle),
+            body_idle: self.duration(
+                "timeouts.body_idle",
+                file.body_idle,
+                d.body_idle,
+                MAX_BODY_IDLE_TIMEOUT,
+            ),
             websocket_idle: self.duration(
                 "timeouts.websocket_idle",
                 file.websocket_idle,
                 d.websocket_idle,
+                MAX_WEBSOCKET_IDLE_TIMEOUT,
             ),
             tunnel_max_lifetime: self.duration(
                 "timeouts.tunnel_max_lifetime",
                 file.tunnel_max_lifetime,
                 d.tunnel_max_lifetime,
+                MAX_TUNNEL_MAX_LIFETIME,
             ),
             websocket_max_lifetime: self.duration(
                 "timeouts.websocket_max_lifetime",
                 file.websocket_max_lifetime,
                 d.websocket_max_lifetime,
+                MAX_WEBSOCKET_MAX_LIFETIME,
             ),
         }
     }
 
-    /// A duration such as `"10s"`, longer than zero; `default` when absent or invalid.
+    /// A duration such as `"10s"`, longer than zero and at most `max`; `default` when absent
+    /// or invalid.
     pub(super) fn duration(
         &mut self,
         key: &str,
         value: Option<Spanned<String>>,
         default: Duration,
+        max: Duration,
     ) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value.get_ref()) {
-            Ok(parsed) if !parsed.is_zero() => parsed,
-            Ok(_) => {
+            Ok(parsed) if parsed.is_zero() => {
                 self.report(value.span(), key, "must be longer than zero".to_owned());
                 default
             }
+            Ok(parsed) if parsed > max => {
+                self.report(
+                    value.span(),
+                    key,
+                    format!(
+                        "must be at most {}, got `{}`",
+                        humantime::format_duration(max),
+                        value.get_ref()
+                    ),
+                );
+                default
+            }
+            Ok(parsed) => parsed,
             Err(err) => {
                 self.report(
                     value.span(),
@@ -254,67 +305,69 @@ impl Checker<'_> {
                 "limits.max_request_head_bytes",
                 file.max_request_head_bytes,
                 d.max_request_head_bytes,
-                MIN_REQUEST_HEAD_BYTES,
+                MIN_REQUEST_HEAD_BYTES..=MAX_REQUEST_HEAD_BYTES,
             ),
             max_request_headers: self.count(
                 "limits.max_request_headers",
                 file.max_request_headers,
                 d.max_request_headers,
-                1,
+                1..=MAX_REQUEST_HEADERS,
             ),
             max_connections: self.count(
                 "limits.max_connections",
                 file.max_connections,
                 d.max_connections,
-                1,
+                1..=MAX_CONNECTIONS,
             ),
             max_idle_upstream_per_host: self.count(
                 "limits.max_idle_upstream_per_host",
                 file.max_idle_upstream_per_host,
                 d.max_idle_upstream_per_host,
-                0,
+                0..=MAX_IDLE_UPSTREAM_PER_HOST,
             ),
             max_request_line_bytes: self.count(
                 "limits.max_request_line_bytes",
                 file.max_request_line_bytes,
                 d.max_request_line_bytes,
-                64,
+                64..=MAX_REQUEST_LINE_BYTES,
             ),
             max_request_body_bytes: self.count(
                 "limits.max_request_body_bytes",
                 file.max_request_body_bytes,
-                usize::try_from(d.max_request_body_bytes).unwrap_or(usize::MAX),
-                1,
-            ) as u64,
+                d.max_request_body_bytes,
+                1..=MAX_REQUEST_BODY_BYTES,
+            ),
             max_requests_per_connection: self.count(
                 "limits.max_requests_per_connection",
                 file.max_requests_per_connection,
-                usize::try_from(d.max_requests_per_connection).unwrap_or(usize::MAX),
-                1,
-            ) as u64,
+                d.max_requests_per_connection,
+                1..=MAX_REQUESTS_PER_CONNECTION,
+            ),
         }
     }
 
-    /// A whole number of at least `min`; `default` when absent or invalid.
-    pub(super) fn count(
+    /// A whole number within `bounds`; `default` when absent or out of bounds.
+    pub(super) fn count<T>(
         &mut self,
         key: &str,
         value: Option<Spanned<i64>>,
-        default: usize,
-        min: usize,
-    ) -> usize {
+        default: T,
+        bounds: RangeInclusive<T>,
+    ) -> T
+    where
+        T: TryFrom<i64> + PartialOrd + Copy + std::fmt::Display,
+    {
         let Some(value) = value else { return default };
-        match usize::try_from(*value.get_ref()) {
-            Ok(n) if n >= min => n,
-            _ => {
-                self.report(
-                    value.span(),
-                    key,
-                    format!("must be at least {min}, got {}", value.get_ref()),
-                );
-                default
+        let written = *value.get_ref();
+        let message = match T::try_from(written) {
+            Ok(n) if bounds.contains(&n) => return n,
+            Ok(n) if n > *bounds.end() => {
+                format!("must be at most {}, got {written}", bounds.end())
             }
-        }
+            _ => format!("must be at least {}, got {written}", bounds.start()),
+        };
+        self.report(value.span(), key, message);
+        default
     }
 }
 
@@ -436,5 +489,76 @@ mod tests {
         assert!(expand_env("${API_KEY", &env).is_err());
         assert!(expand_env("${}", &env).is_err());
         assert!(expand_env("${A-B}", &env).is_err());
+    }
+
+    #[test]
+    fn values_past_their_bounds_are_refused_naming_key_and_line() {
+        // The first three crashed or exhausted the process before they had bounds: a tokio
+        // semaphore larger than MAX_PERMITS, a header-slot allocation that overflowed, and a
+        // hundred million threads.
+        let cases = [
+            (
+                "[limits]\nmax_connections = 9223372036854775807\n",
+                "limits.max_connections",
+                "1000000",
+            ),
+            (
+                "[limits]\nmax_request_headers = 4611686018427387904\n",
+                "limits.max_request_headers",
+                "10000",
+            ),
+            ("workers = 100000000\n", "workers", "1024"),
+            (
+                "[limits]\nmax_request_head_bytes = 1048577\n",
+                "limits.max_request_head_bytes",
+                "1048576",
+            ),
+            (
+                "[limits]\nmax_idle_upstream_per_host = 10001\n",
+                "limits.max_idle_upstream_per_host",
+                "10000",
+            ),
+            (
+                "[limits]\nmax_request_line_bytes = 1048577\n",
+                "limits.max_request_line_bytes",
+                "1048576",
+            ),
+            (
+                "[limits]\nmax_request_body_bytes = 1099511627777\n",
+                "limits.max_request_body_bytes",
+                "1099511627776",
+            ),
+            (
+                "[limits]\nmax_requests_per_connection = 1000000001\n",
+                "limits.max_requests_per_connection",
+                "1000000000",
+            ),
+            ("[timeouts]\nconnect = \"61m\"\n", "timeouts.connect", "1h"),
+            ("[timeouts]\nresponse_header = \"25h\"\n", "timeouts.response_header", "1day"),
+            ("[timeouts]\nrequest_header = \"2h\"\n", "timeouts.request_header", "1h"),
+            ("[timeouts]\ntunnel_idle = \"366d\"\n", "timeouts.tunnel_idle", "1year"),
+            ("[timeouts]\nupstream_idle = \"25h\"\n", "timeouts.upstream_idle", "1day"),
+            ("[timeouts]\nshutdown_grace = \"25h\"\n", "timeouts.shutdown_grace", "1day"),
+            ("[timeouts]\nbody_idle = \"25h\"\n", "timeouts.body_idle", "1day"),
+            ("[timeouts]\nwebsocket_idle = \"366d\"\n", "timeouts.websocket_idle", "1year"),
+            (
+                "[timeouts]\ntunnel_max_lifetime = \"366d\"\n",
+                "timeouts.tunnel_max_lifetime",
+                "1year",
+            ),
+            (
+                "[timeouts]\nwebsocket_max_lifetime = \"366d\"\n",
+                "timeouts.websocket_max_lifetime",
+                "1year",
+            ),
+        ];
+        for (toml, key, bound) in cases {
+            let found = refused(toml);
+            assert_eq!(found.len(), 1, "{toml}: {found:?}");
+            assert_eq!(found[0].key, key, "{toml}");
+            assert_eq!(found[0].line, Some(toml.lines().count()), "{toml}");
+            let expected = format!("must be at most {bound}, got ");
+            assert!(found[0].message.starts_with(&expected), "{toml}: {}", found[0].message);
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -57,10 +58,10 @@ struct AddressSlot {
 }
 
 impl PerAddress {
-    fn try_take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+    fn try_take(self: &Arc<Self>, ip: IpAddr, cap: Option<NonZeroUsize>) -> Option<AddressSlot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let count = open.entry(ip).or_insert(0);
-        if *count >= cap {
+        if cap.is_some_and(|cap| *count >= cap.get()) {
             return None;
         }
         *count += 1;
