@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use sluice::config::{AdminConfig, Config};
-use sluice::server::shutdown::Drained;
+use sluice::shutdown::Drained;
 use support::client::{direct, http1_conn};
 use support::observe::{sample, scrape};
 use support::proxy::TestProxy;

@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Uri, header};
 
-use super::Entry;
-use super::metrics::Metrics;
 use crate::config::{ACCESS_LOG_QUEUE_LINES, Config, HeaderRules, LogDestination, LogFormat};
+use crate::observe::event::Event;
+use crate::observe::metrics::Metrics;
 
 /// Largest batch of lines written with one `write` call.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -88,8 +88,9 @@ impl AccessLog {
         &self.headers
     }
 
-    /// Formats `entry` and queues the line.
-    pub fn write(&self, entry: &Entry, duration: Duration, received: u64) {
+    /// Formats `entry` (which lasted `duration`) and queues the line.
+    pub fn write(&self, entry: &Event<'_>, duration: Duration) {
+        let received = entry.received;
         let now = SystemTime::now();
         let time = now.checked_sub(duration).unwrap_or(now);
         let line = match self.format {
@@ -101,7 +102,13 @@ impl AccessLog {
         }
     }
 
-    fn text(&self, entry: &Entry, time: SystemTime, duration: Duration, received: u64) -> String {
+    fn text(
+        &self,
+        entry: &Event<'_>,
+        time: SystemTime,
+        duration: Duration,
+        received: u64,
+    ) -> String {
         let mut line = String::with_capacity(256);
         let _ = write!(
             line,
@@ -111,7 +118,7 @@ impl AccessLog {
             entry.method,
         );
         // A target may hold `"` or raw UTF-8; escaped so the quoted field stays parseable.
-        escape_text(&mut line, self.target(&entry.target).as_bytes());
+        escape_text(&mut line, self.target(entry.target).as_bytes());
         let _ = write!(
             line,
             " {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
@@ -142,7 +149,7 @@ impl AccessLog {
         if let Some(close) = entry.close {
             let _ = write!(line, " close={close}");
         }
-        for (name, value) in &entry.headers {
+        for (name, value) in entry.headers {
             let _ = write!(line, " {name}=\"");
             if self.secret.contains(name) {
                 line.push_str("***");
@@ -155,7 +162,13 @@ impl AccessLog {
         line
     }
 
-    fn json(&self, entry: &Entry, time: SystemTime, duration: Duration, received: u64) -> String {
+    fn json(
+        &self,
+        entry: &Event<'_>,
+        time: SystemTime,
+        duration: Duration,
+        received: u64,
+    ) -> String {
         let headers: serde_json::Map<String, serde_json::Value> = entry
             .headers
             .iter()
@@ -174,7 +187,7 @@ impl AccessLog {
             request_id: entry.id.to_string(),
             mode: entry.mode.as_str(),
             method: entry.method.as_str(),
-            target: self.target(&entry.target),
+            target: self.target(entry.target),
             version: format!("{:?}", entry.version),
             route: entry.route.0.as_deref(),
             status: entry.status,
