@@ -37,7 +37,7 @@ struct PoolInner {
     /// `scheme://authority` of the upstream: what the connector dials.
     origin: Uri,
     /// `Host` for a request that has none (a rule removed it), as the general client adds
-    /// one: the route's upstream `Host` (`reverse::router::Route::upstream_host`).
+    /// one: the route's upstream `Host` (`proxy::router::Route::upstream_host`).
     host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,
