@@ -1,16 +1,26 @@
 //! Runtime configuration: parsed, validated types the proxy uses without re-checking.
 //!
-//! Loading is two-stage (see `docs/CONFIG.md` for every key): [`file`] mirrors the TOML with
-//! `deny_unknown_fields`, then [`validate`] turns it into a [`Config`] of parsed values, reporting
-//! *every* problem at once with its line and key path. The hot path never parses config strings.
+//! Loading is two-stage (see `docs/CONFIG.md` for every key): the file types mirror the TOML
+//! with `deny_unknown_fields`, then validation turns them into a [`Config`] of parsed values,
+//! reporting *every* problem at once with its line and key path. The hot path never parses
+//! config strings.
+//!
+//! Each section keeps its file types, runtime types, validation and `sluice check` view
+//! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`].
+//! What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
+//! `[limits]`, `[dns]`), `validate` (parsing, the scalar readers and the top-level
+//! assembly), [`summary`] (the views) and this module (the top-level types and errors).
+//! TLS types come from [`crate::tls`], which never imports this module.
 
 pub mod file;
 pub mod headers;
+pub mod listener;
 pub mod observe;
 pub mod route;
 pub mod security;
 pub mod source;
 pub mod summary;
+pub mod upstream;
 mod validate;
 
 pub use security::{
@@ -22,19 +32,19 @@ pub use observe::{
     MAX_REQUEST_ID_BYTES, RequestIdConfig,
 };
 
+pub use crate::tls::client::UpstreamTls;
+pub use crate::tls::files::CertificateFiles;
+pub use crate::tls::server::{ListenerTls, SniCertificate};
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
-pub use route::{
-    CertificateFiles, RouteConfig, RouteTimeouts, UpstreamProtocol, UpstreamTls, UpstreamUrl,
-};
+pub use listener::{DEFAULT_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL, ListenerConfig, Modes};
+pub use route::{RouteConfig, RouteTimeouts};
+pub use upstream::{UpstreamProtocol, UpstreamUrl};
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::time::Duration;
 
-/// Address the proxy listens on when neither the file nor the CLI names one.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Upstream connect timeout, DNS resolution included.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time allowed for an upstream to send its response head; generous for slow model servers.
@@ -59,8 +69,6 @@ pub const DEFAULT_MAX_IDLE_UPSTREAM_PER_HOST: usize = 64;
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// An upgraded (WebSocket) connection with no bytes either way for this long is closed.
 pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-/// How often TLS certificate files are checked for changes.
-pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest request line (method, target, version) accepted; longer gets 414.
 pub const DEFAULT_MAX_REQUEST_LINE_BYTES: usize = 16 * 1024;
 /// Largest request body accepted; larger gets 413 (checked while streaming).
@@ -105,90 +113,6 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Request ids.
     pub request_id: RequestIdConfig,
-}
-
-/// One listening address and the modes it serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerConfig {
-    /// Address to bind.
-    pub address: SocketAddr,
-    /// Which kinds of request this listener accepts.
-    pub modes: Modes,
-    /// Accept HTTP/2 with prior knowledge on a plain listener.
-    pub h2c: bool,
-    /// TLS termination, if any.
-    pub tls: Option<ListenerTls>,
-    /// Access policy for forward-proxy traffic.
-    pub policy: ListenerPolicy,
-}
-
-impl ListenerConfig {
-    /// A plain listener on `address` serving `modes`, with the default policy for its address.
-    pub fn plain(address: SocketAddr, modes: Modes, users_configured: bool) -> ListenerConfig {
-        let policy = ListenerPolicy::defaults_for(address, users_configured);
-        ListenerConfig { address, modes, h2c: false, tls: None, policy }
-    }
-
-    /// Why this listener would be an open forward proxy, if it would be: forward mode on a
-    /// non-loopback address with neither authentication nor a client allow list, and no
-    /// explicit `open = true`.
-    pub fn open_proxy_problem(&self, access: &AccessRules) -> Option<String> {
-        let exposed = !self.address.ip().is_loopback();
-        let unguarded = !self.policy.auth_required && access.allow.is_empty();
-        (self.modes.forward && exposed && unguarded && !self.policy.open).then(|| {
-            format!(
-                "a forward proxy on {} would be open to anyone who can reach it; add users \
-                 under [auth], restrict clients with [access] allow = [\"10.0.0.0/8\", ...], \
-                 or set `open = true` on this listener if that is really intended",
-                self.address
-            )
-        })
-    }
-}
-
-/// Certificates a TLS listener serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerTls {
-    /// Served when the client sends no SNI or no entry matches.
-    pub default: CertificateFiles,
-    /// Certificates chosen by server name, first match wins.
-    pub sni: Vec<SniCertificate>,
-    /// How often the files are checked for changes.
-    pub reload_interval: Duration,
-}
-
-/// A certificate and the server names that select it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SniCertificate {
-    /// Lower-case names; `*.example` matches one label.
-    pub names: Vec<String>,
-    /// The certificate files.
-    pub files: CertificateFiles,
-}
-
-/// The proxy modes a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Modes {
-    /// Absolute-form requests and CONNECT tunnels.
-    pub forward: bool,
-    /// Origin-form requests matched against the routes.
-    pub reverse: bool,
-}
-
-impl Modes {
-    /// A plain forward proxy, the default for a listener with no modes given.
-    pub const FORWARD: Modes = Modes { forward: true, reverse: false };
-}
-
-impl fmt::Display for Modes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.forward, self.reverse) {
-            (true, true) => f.write_str("forward+reverse"),
-            (true, false) => f.write_str("forward"),
-            (false, true) => f.write_str("reverse"),
-            (false, false) => f.write_str("none"),
-        }
-    }
 }
 
 /// Every timeout the proxy enforces.
@@ -320,7 +244,7 @@ impl Config {
     /// Checks a configuration assembled outside a file (CLI routes and listeners): duplicate
     /// prefixes and accidental open proxies.
     pub fn check_assembled(&self) -> Result<(), ConfigError> {
-        let mut issues = validate::duplicate_routes(&self.routes);
+        let mut issues = route::duplicate_routes(&self.routes);
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Some(message) = listener.open_proxy_problem(&self.access) {
                 issues.push(ConfigIssue { line: None, key: format!("listener[{i}]"), message });
@@ -337,7 +261,7 @@ impl Config {
 /// Parses a listen address as the config file does: `ip:port`, `[v6]:port` or
 /// `localhost:port` (meaning 127.0.0.1).
 pub fn parse_listen_address(text: &str) -> Option<SocketAddr> {
-    validate::parse_address(text)
+    listener::parse_address(text)
 }
 
 /// Why a configuration could not be loaded.

@@ -1,9 +1,19 @@
-//! Runtime settings for operating sluice: the access log, the admin listener and request ids.
+//! Settings for operating sluice: the access log (`[access_log]`), the admin listener
+//! (`[admin]`) and request ids (`[request_id]`), as written in the file, as validated, and as
+//! `sluice check` shows them.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use http::HeaderName;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Config;
+use super::listener::parse_address;
+use super::summary::list;
+use super::validate::Checker;
 
 /// Header carrying the request id when the config names none.
 pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
@@ -99,4 +109,156 @@ impl Default for RequestIdConfig {
             trust_incoming: false,
         }
     }
+}
+
+/// `[access_log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    /// Write access-log events at all (default true).
+    pub enabled: Option<bool>,
+    /// `text` or `json`.
+    pub format: Option<Spanned<String>>,
+    /// `-` for standard output, else a file appended to.
+    pub path: Option<Spanned<String>>,
+    /// Leave query strings out of logged targets.
+    pub drop_query: Option<bool>,
+    /// Request header fields to log.
+    #[serde(default)]
+    pub headers: Vec<Spanned<String>>,
+}
+
+/// `[admin]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// Address to bind.
+    pub address: Spanned<String>,
+    /// Allow a non-loopback address.
+    pub allow_remote: Option<bool>,
+}
+
+/// `[request_id]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRequestId {
+    /// Header name.
+    pub header: Option<Spanned<String>>,
+    /// Keep a client's id.
+    pub trust_incoming: Option<bool>,
+}
+
+impl Checker<'_> {
+    pub(super) fn access_log(&mut self, file: &FileAccessLog) -> AccessLogConfig {
+        let defaults = AccessLogConfig::default();
+        let format = match &file.format {
+            None => defaults.format,
+            Some(format) => match format.get_ref().as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    self.report(
+                        format.span(),
+                        "access_log.format",
+                        format!("`{other}` is not a format; use \"text\" or \"json\""),
+                    );
+                    defaults.format
+                }
+            },
+        };
+        let destination = match &file.path {
+            None => defaults.destination,
+            Some(path) if path.get_ref() == "-" => LogDestination::Stdout,
+            Some(path) if path.get_ref().is_empty() => {
+                self.report(
+                    path.span(),
+                    "access_log.path",
+                    "is empty; use \"-\" for standard output".to_owned(),
+                );
+                defaults.destination
+            }
+            Some(path) => LogDestination::File(self.path(path)),
+        };
+        let headers = file
+            .headers
+            .iter()
+            .filter_map(|name| self.header_name("access_log.headers", name))
+            .collect();
+        AccessLogConfig {
+            enabled: file.enabled.unwrap_or(defaults.enabled),
+            format,
+            destination,
+            drop_query: file.drop_query.unwrap_or(defaults.drop_query),
+            headers,
+        }
+    }
+
+    pub(super) fn admin(&mut self, file: &FileAdmin) -> Option<AdminConfig> {
+        let Some(address) = parse_address(file.address.get_ref()) else {
+            self.report(
+                file.address.span(),
+                "admin.address",
+                format!(
+                    "`{}` is not an IP address and port such as \"127.0.0.1:9901\"",
+                    file.address.get_ref()
+                ),
+            );
+            return None;
+        };
+        if !address.ip().is_loopback() && !file.allow_remote.unwrap_or(false) {
+            self.report(
+                file.address.span(),
+                "admin.address",
+                format!(
+                    "{address} is not a loopback address; the admin listener can reload the \
+                     config and shows its routes, so expose it only with `allow_remote = true` \
+                     behind a firewall"
+                ),
+            );
+        }
+        Some(AdminConfig { address })
+    }
+
+    pub(super) fn request_id(&mut self, file: &FileRequestId) -> RequestIdConfig {
+        let defaults = RequestIdConfig::default();
+        RequestIdConfig {
+            header: file
+                .header
+                .as_ref()
+                .and_then(|name| self.header_name("request_id.header", name))
+                .unwrap_or(defaults.header),
+            trust_incoming: file.trust_incoming.unwrap_or(defaults.trust_incoming),
+        }
+    }
+}
+
+/// The `access_log:`, `admin:` and `request_id:` parts of the effective configuration.
+pub(super) fn write_summary(out: &mut String, config: &Config) {
+    let log = &config.access_log;
+    let _ = writeln!(
+        out,
+        "\naccess_log:\n  {}",
+        if log.enabled {
+            format!(
+                "{} to {}{}{}",
+                log.format.as_str(),
+                log.destination,
+                if log.drop_query { ", query strings dropped" } else { "" },
+                if log.headers.is_empty() {
+                    String::new()
+                } else {
+                    format!(", headers {}", list(log.headers.iter()))
+                },
+            )
+        } else {
+            "off".to_owned()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "\nadmin: {}\nrequest_id: header {}, {}",
+        config.admin.map_or("off".to_owned(), |admin| admin.address.to_string()),
+        config.request_id.header,
+        if config.request_id.trust_incoming { "client ids trusted" } else { "always generated" },
+    );
 }

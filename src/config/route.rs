@@ -1,10 +1,19 @@
-//! Runtime route configuration for the reverse proxy.
+//! `[[route]]`: the reverse proxy's routes, as written in the file, as validated (each route
+//! alone, then duplicates across routes), and as `sluice check` shows them. Where a route
+//! sends its requests is in [`super::upstream`].
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
-use http::uri::{Authority, Scheme};
+use serde::Deserialize;
+use toml::Spanned;
 
-use super::headers::HeaderRules;
+use super::headers::{FileHeaderRules, HeaderRules, write_rules};
+use super::security::FileRate;
+use super::upstream::{FileRouteTls, UpstreamProtocol, UpstreamUrl, parse_upstream_url};
+use super::validate::{Checker, line_of};
+use super::{ConfigIssue, Limits, Timeouts};
+use crate::tls::client::UpstreamTls;
 
 /// One validated `[[route]]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,78 +48,6 @@ pub struct RouteConfig {
     pub rate_limit: Option<super::RateLimit>,
 }
 
-/// Which HTTP version sluice speaks to an upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UpstreamProtocol {
-    /// HTTP/1.1 to http upstreams; for https, HTTP/2 when ALPN selects it, else HTTP/1.1.
-    #[default]
-    Auto,
-    /// Always HTTP/1.1.
-    Http1,
-    /// Always HTTP/2: ALPN `h2` for https, prior knowledge (h2c) for http.
-    Http2,
-}
-
-impl UpstreamProtocol {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamProtocol::Auto => "auto",
-            UpstreamProtocol::Http1 => "http1",
-            UpstreamProtocol::Http2 => "http2",
-        }
-    }
-
-    /// Parses the config spelling.
-    pub fn parse(text: &str) -> Option<UpstreamProtocol> {
-        match text {
-            "auto" => Some(UpstreamProtocol::Auto),
-            "http1" => Some(UpstreamProtocol::Http1),
-            "http2" => Some(UpstreamProtocol::Http2),
-            _ => None,
-        }
-    }
-}
-
-/// A certificate chain and its private key, as PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertificateFiles {
-    /// PEM certificate chain, leaf first.
-    pub certificate: std::path::PathBuf,
-    /// PEM private key.
-    pub key: std::path::PathBuf,
-}
-
-/// TLS towards one upstream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamTls {
-    /// PEM CA files trusted in addition to the webpki roots.
-    pub extra_roots: Vec<std::path::PathBuf>,
-    /// Client certificate for mutual TLS.
-    pub client_certificate: Option<CertificateFiles>,
-    /// SNI and verification name instead of the URL's host.
-    pub server_name: Option<String>,
-    /// Skip certificate verification entirely.
-    pub insecure_skip_verify: bool,
-}
-
-/// A parsed upstream base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamUrl {
-    /// `http` or `https`.
-    pub scheme: Scheme,
-    /// `host[:port]`.
-    pub authority: Authority,
-    /// Base path without a trailing `/` (empty for the root).
-    pub base_path: String,
-}
-
-impl std::fmt::Display for UpstreamUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
-    }
-}
-
 /// Upstream timeouts of one route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteTimeouts {
@@ -134,35 +71,9 @@ pub fn normalize_prefix(text: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() })
 }
 
-/// Parses an upstream base URL: `http` or `https`, a host, an optional port and base path.
-pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
-    let uri: http::Uri = text.parse().map_err(|err| format!("`{text}` is not a URL ({err})"))?;
-    let scheme = match uri.scheme() {
-        Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
-        Some(scheme) => {
-            return Err(format!("scheme `{scheme}` is not supported; use http or https"));
-        }
-        None => return Err(format!("`{text}` needs a scheme: http://... or https://...")),
-    };
-    let authority = uri
-        .authority()
-        .filter(|a| !a.host().is_empty())
-        .cloned()
-        .ok_or_else(|| format!("`{text}` has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!("`{text}` must not contain credentials; use a header rule"));
-    }
-    // `Uri` parsing drops a fragment silently, so look at the text itself.
-    if uri.query().is_some() || text.contains('#') {
-        return Err(format!("`{text}` must not have a query string or fragment"));
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok(UpstreamUrl { scheme, authority, base_path })
-}
-
 impl RouteConfig {
     /// A route from the command line (`PREFIX=URL`) with every other setting at its default.
-    pub fn from_cli(spec: &str, timeouts: &super::Timeouts) -> Result<RouteConfig, String> {
+    pub fn from_cli(spec: &str, timeouts: &Timeouts) -> Result<RouteConfig, String> {
         let (prefix, url) = spec.split_once('=').ok_or_else(|| {
             format!("`{spec}` is not PREFIX=URL (e.g. /api=http://127.0.0.1:9000)")
         })?;
@@ -190,6 +101,259 @@ impl RouteConfig {
     }
 }
 
+/// One `[[route]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// Name for logs; defaults to the prefix.
+    pub name: Option<Spanned<String>>,
+    /// Path prefix matched on whole segments.
+    pub prefix: Spanned<String>,
+    /// Upstream base URL.
+    pub upstream: Spanned<String>,
+    /// Remove the prefix before joining with the upstream base path.
+    pub strip_prefix: Option<bool>,
+    /// Send the client's Host instead of the upstream's authority.
+    pub preserve_host: Option<bool>,
+    /// Only match requests for this host name.
+    pub host: Option<Spanned<String>>,
+    /// Upgrade protocols allowed through.
+    pub allow_upgrades: Option<Vec<Spanned<String>>>,
+    /// Per-route timeouts.
+    #[serde(default)]
+    pub timeouts: FileRouteTimeouts,
+    /// Per-route header rules.
+    #[serde(default)]
+    pub headers: FileRouteHeaders,
+    /// HTTP version to the upstream: auto, http1 or http2.
+    pub protocol: Option<Spanned<String>>,
+    /// TLS to an https upstream.
+    #[serde(default)]
+    pub tls: FileRouteTls,
+    /// Request body limit for this route.
+    pub max_body_bytes: Option<Spanned<i64>>,
+    /// Request rate limit for this route, across all clients.
+    pub rate_limit: Option<FileRate>,
+}
+
+/// `[route.timeouts]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteTimeouts {
+    /// Upstream connect.
+    pub connect: Option<Spanned<String>>,
+    /// Upstream response head.
+    pub response_header: Option<Spanned<String>>,
+    /// Gap between response body chunks.
+    pub body_idle: Option<Spanned<String>>,
+}
+
+/// `[route.headers]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteHeaders {
+    /// Rules for requests sent upstream.
+    #[serde(default)]
+    pub request: FileHeaderRules,
+    /// Rules for responses.
+    #[serde(default)]
+    pub response: FileHeaderRules,
+}
+
+impl Checker<'_> {
+    /// Every route of the file, then the routes that duplicate an earlier one.
+    pub(super) fn routes(
+        &mut self,
+        file: &[FileRoute],
+        timeouts: &Timeouts,
+        limits: &Limits,
+    ) -> Vec<RouteConfig> {
+        let routes: Vec<RouteConfig> = file
+            .iter()
+            .enumerate()
+            .filter_map(|(i, route)| self.route(i, route, timeouts, limits))
+            .collect();
+        for issue in duplicate_routes(&routes) {
+            // Point at the later duplicate's prefix line.
+            let line = issue
+                .key
+                .strip_prefix("route[")
+                .and_then(|rest| rest.split(']').next())
+                .and_then(|index| index.parse::<usize>().ok())
+                .and_then(|index| file.get(index))
+                .map(|route| line_of(self.source, route.prefix.span().start));
+            self.issues.push(ConfigIssue { line, ..issue });
+        }
+        routes
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        file: &FileRoute,
+        defaults: &Timeouts,
+        limits: &Limits,
+    ) -> Option<RouteConfig> {
+        let key = format!("route[{index}]");
+        let prefix = normalize_prefix(file.prefix.get_ref())
+            .map_err(|message| self.report(file.prefix.span(), &format!("{key}.prefix"), message))
+            .ok();
+        let upstream = parse_upstream_url(file.upstream.get_ref())
+            .map_err(|message| {
+                self.report(file.upstream.span(), &format!("{key}.upstream"), message)
+            })
+            .ok();
+        let host = file.host.as_ref().and_then(|host| {
+            let text = host.get_ref().trim().to_ascii_lowercase();
+            let valid = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+                Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+                None => {
+                    !text.is_empty()
+                        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+                }
+            };
+            if !valid {
+                self.report(
+                    host.span(),
+                    &format!("{key}.host"),
+                    format!(
+                        "`{}` is not a host name (give it without a port: the port is ignored \
+                         when matching)",
+                        host.get_ref()
+                    ),
+                );
+            }
+            valid.then_some(text)
+        });
+        let allow_upgrades = match &file.allow_upgrades {
+            None => vec!["websocket".to_owned()],
+            Some(list) => list.iter().map(|p| p.get_ref().trim().to_ascii_lowercase()).collect(),
+        };
+        let timeouts = RouteTimeouts {
+            connect: self.duration(
+                &format!("{key}.timeouts.connect"),
+                file.timeouts.connect.clone(),
+                defaults.connect,
+            ),
+            response_header: self.duration(
+                &format!("{key}.timeouts.response_header"),
+                file.timeouts.response_header.clone(),
+                defaults.response_header,
+            ),
+            body_idle: self.duration(
+                &format!("{key}.timeouts.body_idle"),
+                file.timeouts.body_idle.clone(),
+                defaults.body_idle,
+            ),
+        };
+        let request_headers = self.rules(&format!("{key}.headers.request"), &file.headers.request);
+        let response_headers =
+            self.rules(&format!("{key}.headers.response"), &file.headers.response);
+        let protocol = match &file.protocol {
+            None => UpstreamProtocol::Auto,
+            Some(text) => UpstreamProtocol::parse(text.get_ref()).unwrap_or_else(|| {
+                self.report(
+                    text.span(),
+                    &format!("{key}.protocol"),
+                    format!("`{}` is not one of \"auto\", \"http1\", \"http2\"", text.get_ref()),
+                );
+                UpstreamProtocol::Auto
+            }),
+        };
+        let tls = self.upstream_tls(&key, &file.tls);
+        let max_body_bytes = self.count(
+            &format!("{key}.max_body_bytes"),
+            file.max_body_bytes.clone(),
+            usize::try_from(limits.max_request_body_bytes).unwrap_or(usize::MAX),
+            1,
+        ) as u64;
+        let rate_limit =
+            file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
+        let prefix = prefix?;
+        Some(RouteConfig {
+            protocol,
+            tls,
+            max_body_bytes,
+            rate_limit,
+            name: file.name.as_ref().map_or_else(|| prefix.clone(), |n| n.get_ref().clone()),
+            prefix,
+            host,
+            upstream: upstream?,
+            strip_prefix: file.strip_prefix.unwrap_or(true),
+            preserve_host: file.preserve_host.unwrap_or(false),
+            allow_upgrades,
+            timeouts,
+            request_headers,
+            response_headers,
+        })
+    }
+}
+
+/// Every pair of routes with the same host and prefix, reported against the later one.
+pub(super) fn duplicate_routes(routes: &[RouteConfig]) -> Vec<ConfigIssue> {
+    let mut issues = Vec::new();
+    for (i, later) in routes.iter().enumerate() {
+        let earlier =
+            routes.iter().take(i).position(|r| r.prefix == later.prefix && r.host == later.host);
+        if let Some(first) = earlier {
+            issues.push(ConfigIssue {
+                line: None,
+                key: format!("route[{i}].prefix"),
+                message: format!(
+                    "`{}`{} duplicates route[{first}]",
+                    later.prefix,
+                    later.host.as_ref().map_or(String::new(), |h| format!(" for host {h}"))
+                ),
+            });
+        }
+    }
+    issues
+}
+
+/// The `routes:` part of the effective configuration.
+pub(super) fn write_summary(out: &mut String, routes: &[RouteConfig]) {
+    if !routes.is_empty() {
+        let _ = writeln!(out, "\nroutes:");
+    }
+    for route in routes {
+        let _ = writeln!(
+            out,
+            "  {:<20} {}{} -> {}  (strip_prefix={}, preserve_host={}, upgrades=[{}])",
+            route.name,
+            route.host.as_ref().map_or(String::new(), |h| format!("{h} ")),
+            route.prefix,
+            route.upstream,
+            route.strip_prefix,
+            route.preserve_host,
+            route.allow_upgrades.join(", "),
+        );
+        let _ = writeln!(
+            out,
+            "    protocol {}, max body {} bytes, rate {}",
+            route.protocol.as_str(),
+            route.max_body_bytes,
+            route
+                .rate_limit
+                .map_or("unlimited".to_owned(), |r| format!("{}/s, burst {}", r.rate, r.burst)),
+        );
+        let tls = &route.tls;
+        for ca in &tls.extra_roots {
+            let _ = writeln!(out, "    tls ca {}", ca.display());
+        }
+        if let Some(client) = &tls.client_certificate {
+            let _ = writeln!(out, "    tls client certificate {}", client.certificate.display());
+        }
+        if let Some(name) = &tls.server_name {
+            let _ = writeln!(out, "    tls server name {name}");
+        }
+        if tls.insecure_skip_verify {
+            let _ = writeln!(out, "    tls VERIFICATION DISABLED (insecure_skip_verify)");
+        }
+        write_rules(out, "    request", &route.request_headers);
+        write_rules(out, "    response", &route.response_headers);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,32 +369,81 @@ mod tests {
     }
 
     #[test]
-    fn upstream_urls_are_parsed() {
-        let url = parse_upstream_url("https://api.example.com/v1/").unwrap();
-        assert_eq!(url.scheme, Scheme::HTTPS);
-        assert_eq!(url.authority, "api.example.com");
-        assert_eq!(url.base_path, "/v1");
-        assert_eq!(parse_upstream_url("http://h:81").unwrap().base_path, "");
-        assert_eq!(url.to_string(), "https://api.example.com/v1");
-        for bad in [
-            "ftp://h/",
-            "h:80",
-            "http:///x",
-            "http://u:p@h/",
-            "http://h/?q=1",
-            "http://h/#f",
-            "nope",
-        ] {
-            assert!(parse_upstream_url(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
     fn cli_routes() {
         let route =
             RouteConfig::from_cli("/defm/=https://api.example.com", &Default::default()).unwrap();
         assert_eq!(route.prefix, "/defm");
         assert_eq!(route.upstream.authority, "api.example.com");
         assert!(RouteConfig::from_cli("/defm", &Default::default()).is_err());
+    }
+
+    use super::super::validate::parse_and_validate;
+    use crate::config::ForwardMode;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "API_KEY").then(|| "sk-123".to_owned())
+    }
+
+    #[test]
+    fn routes_and_rules_are_parsed_with_secrets_expanded() {
+        let config = parse_and_validate(
+            "[[route]]\nprefix = \"/defm/\"\nupstream = \"https://api.example.com/v1\"\n\
+             host = \"GW.Example\"\nallow_upgrades = []\n\
+             [route.timeouts]\nresponse_header = \"5m\"\n\
+             [route.headers.request]\nset = { authorization = \"Bearer ${API_KEY}\" }\n\
+             remove = [\"cookie\"]\n\
+             [headers]\nx_forwarded_for = \"replace\"\n[headers.response]\nappend = { x-a = \"1\" }\n",
+            &env,
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        assert_eq!(route.prefix, "/defm");
+        assert_eq!(route.name, "/defm");
+        assert_eq!(route.host.as_deref(), Some("gw.example"));
+        assert!(route.allow_upgrades.is_empty());
+        assert_eq!(route.timeouts.response_header, Duration::from_secs(300));
+        assert_eq!(route.timeouts.connect, Timeouts::default().connect);
+        let rule = &route.request_headers.set[0];
+        assert_eq!(rule.value, "Bearer sk-123");
+        assert!(rule.value.is_sensitive());
+        assert!(!format!("{rule:?} {rule}").contains("sk-123"));
+        assert_eq!(route.request_headers.remove, ["cookie"]);
+        assert_eq!(config.headers.x_forwarded_for, ForwardMode::Replace);
+        assert_eq!(config.headers.response.append[0].value, "1");
+        assert!(!config.headers.response.append[0].value.is_sensitive());
+    }
+
+    #[test]
+    fn unset_variable_is_named() {
+        let found = parse_and_validate(
+            "[[route]]\nprefix = \"/a\"\nupstream = \"http://h\"\n\
+             [route.headers.request]\nset = { authorization = \"Bearer ${MISSING_KEY}\" }\n",
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(found[0].key, "route[0].headers.request.set.authorization");
+        assert_eq!(found[0].line, Some(5));
+        assert!(found[0].message.contains("MISSING_KEY is not set"), "{}", found[0].message);
+    }
+
+    #[test]
+    fn duplicate_and_bad_routes_are_reported() {
+        let found = parse_and_validate(
+            "[[route]]\nprefix = \"/a\"\nupstream = \"http://h\"\n\
+             [[route]]\nprefix = \"/a/\"\nupstream = \"http://h2\"\n\
+             [[route]]\nprefix = \"b\"\nupstream = \"ftp://h\"\n\
+             [[route]]\nprefix = \"/a\"\nhost = \"x.test\"\nupstream = \"http://h\"\n",
+            &env,
+        )
+        .unwrap_err();
+        let keys: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("route[2].prefix", Some(8)),
+                ("route[2].upstream", Some(9)),
+                ("route[1].prefix", Some(5)),
+            ]
+        );
     }
 }

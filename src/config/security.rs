@@ -1,10 +1,19 @@
-//! Runtime security settings: proxy users, client address rules, destination rules, rate
-//! limits, and each listener's policy.
+//! Security settings: proxy users (`[auth]`), client address rules (`[access]`), destination
+//! rules (`[destinations]`), rate limits (`[rate_limit]` and per route) and each listener's
+//! policy, as written in the file, as validated, and as `sluice check` shows them.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Config;
+use super::listener::{FileListener, Modes};
+use super::summary::list;
+use super::validate::{Checker, expand_env};
 
 /// A secret string (password, key): `Debug` and `Display` print `***`, so it can reach a
 /// comparison or a header but never a log line, an error body or `sluice check`.
@@ -149,6 +158,295 @@ impl ListenerPolicy {
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
         }
     }
+}
+
+/// `[auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    /// Realm named in `Proxy-Authenticate`.
+    pub realm: Option<Spanned<String>>,
+    /// `[[auth.user]]` entries.
+    #[serde(default, rename = "user")]
+    pub users: Vec<FileUser>,
+}
+
+/// One `[[auth.user]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUser {
+    /// User name.
+    pub name: Spanned<String>,
+    /// Plain password, usually `${ENV_VAR}`.
+    pub password: Option<Spanned<String>>,
+    /// Argon2 (PHC string) or bcrypt hash.
+    pub password_hash: Option<Spanned<String>>,
+}
+
+/// `[access]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccess {
+    /// Client networks allowed (empty: all).
+    #[serde(default)]
+    pub allow: Vec<Spanned<String>>,
+    /// Client networks refused (checked first).
+    #[serde(default)]
+    pub deny: Vec<Spanned<String>>,
+}
+
+/// `[destinations]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDestinations {
+    /// Host name patterns the forward proxy refuses (`*.example` matches subdomains).
+    #[serde(default)]
+    pub deny_hosts: Vec<Spanned<String>>,
+    /// Networks the forward proxy refuses to connect to.
+    #[serde(default)]
+    pub deny_networks: Vec<Spanned<String>>,
+}
+
+/// A token bucket: `rate` requests per second on average, bursts of up to `burst`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRate {
+    /// Sustained requests per second.
+    pub rate: Spanned<f64>,
+    /// Bucket size.
+    pub burst: Spanned<i64>,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimits {
+    /// Per client IP address, across all listeners.
+    pub per_ip: Option<FileRate>,
+}
+
+impl Checker<'_> {
+    pub(super) fn auth(&mut self, file: &FileAuth) -> AuthConfig {
+        let mut auth = AuthConfig::default();
+        if let Some(realm) = &file.realm {
+            if realm.get_ref().contains(['"', '\\'])
+                || realm.get_ref().chars().any(|c| c.is_control())
+            {
+                self.report(
+                    realm.span(),
+                    "auth.realm",
+                    "must not contain quotes, backslashes or control characters".to_owned(),
+                );
+            } else {
+                auth.realm = realm.get_ref().clone();
+            }
+        }
+        for (i, user) in file.users.iter().enumerate() {
+            let key = format!("auth.user[{i}]");
+            let name = user.name.get_ref();
+            if name.is_empty() || name.contains(':') {
+                self.report(
+                    user.name.span(),
+                    &format!("{key}.name"),
+                    "must be non-empty and contain no `:`".to_owned(),
+                );
+                continue;
+            }
+            let credential = match (&user.password, &user.password_hash) {
+                (Some(password), None) => match expand_env(password.get_ref(), self.env) {
+                    Ok((value, _)) => Credential::Password(Secret::new(value)),
+                    Err(message) => {
+                        self.report(password.span(), &format!("{key}.password"), message);
+                        continue;
+                    }
+                },
+                (None, Some(hash)) => {
+                    let text = hash.get_ref().trim();
+                    if text.starts_with("$argon2") && argon2::PasswordHash::new(text).is_ok() {
+                        Credential::Argon2(text.to_owned())
+                    } else if text.starts_with("$2") && text.len() == 60 {
+                        Credential::Bcrypt(text.to_owned())
+                    } else {
+                        self.report(hash.span(), &format!("{key}.password_hash"), "is neither an Argon2 PHC string ($argon2id$...) nor a bcrypt hash ($2b$...)".to_owned());
+                        continue;
+                    }
+                }
+                _ => {
+                    self.report(
+                        user.name.span(),
+                        &key,
+                        "needs exactly one of `password` or `password_hash`".to_owned(),
+                    );
+                    continue;
+                }
+            };
+            if auth.users.iter().any(|u: &User| u.name == *name) {
+                self.report(
+                    user.name.span(),
+                    &format!("{key}.name"),
+                    format!("user `{name}` is defined twice"),
+                );
+                continue;
+            }
+            auth.users.push(User { name: name.clone(), credential });
+        }
+        auth
+    }
+
+    pub(super) fn access(&mut self, file: &FileAccess) -> AccessRules {
+        AccessRules {
+            allow: self.networks("access.allow", &file.allow),
+            deny: self.networks("access.deny", &file.deny),
+        }
+    }
+
+    pub(super) fn destinations(&mut self, file: &FileDestinations) -> DestinationRules {
+        DestinationRules {
+            deny_hosts: file
+                .deny_hosts
+                .iter()
+                .map(|h| h.get_ref().trim().trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            deny_networks: self.networks("destinations.deny_networks", &file.deny_networks),
+        }
+    }
+
+    fn networks(&mut self, key: &str, values: &[Spanned<String>]) -> Vec<IpNet> {
+        values
+            .iter()
+            .filter_map(|value| {
+                let text = value.get_ref().trim();
+                // A bare address means just that address.
+                let parsed = text
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                if parsed.is_none() {
+                    self.report(
+                        value.span(),
+                        key,
+                        format!("`{text}` is not a network (\"10.0.0.0/8\") or address"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    }
+
+    pub(super) fn rate(&mut self, key: &str, file: &FileRate) -> Option<RateLimit> {
+        let rate = *file.rate.get_ref();
+        let burst = u32::try_from(*file.burst.get_ref()).ok().filter(|b| *b >= 1);
+        if !(rate.is_finite() && rate > 0.0) {
+            self.report(
+                file.rate.span(),
+                &format!("{key}.rate"),
+                "must be a positive number of requests per second".to_owned(),
+            );
+            return None;
+        }
+        let Some(burst) = burst else {
+            self.report(
+                file.burst.span(),
+                &format!("{key}.burst"),
+                "must be at least 1".to_owned(),
+            );
+            return None;
+        };
+        Some(RateLimit { rate, burst })
+    }
+
+    /// The policy of the listener at `key`, starting from the defaults for its address.
+    pub(super) fn listener_policy(
+        &mut self,
+        key: &str,
+        listener: &FileListener,
+        address: SocketAddr,
+        users_configured: bool,
+    ) -> ListenerPolicy {
+        let defaults = ListenerPolicy::defaults_for(address, users_configured);
+        let connect_ports = match &listener.connect_ports {
+            None => defaults.connect_ports,
+            Some(ports) => ports
+                .iter()
+                .filter_map(|port| {
+                    let parsed = u16::try_from(*port.get_ref()).ok().filter(|p| *p != 0);
+                    if parsed.is_none() {
+                        self.report(
+                            port.span(),
+                            &format!("{key}.connect_ports"),
+                            format!("{} is not a port (1-65535)", port.get_ref()),
+                        );
+                    }
+                    parsed
+                })
+                .collect(),
+        };
+        let policy = ListenerPolicy {
+            auth_required: listener.auth.unwrap_or(defaults.auth_required),
+            open: listener.open.unwrap_or(false),
+            connect_ports,
+            allow_private_destinations: listener
+                .allow_private_destinations
+                .unwrap_or(defaults.allow_private_destinations),
+            max_connections_per_ip: self.count(
+                &format!("{key}.max_connections_per_ip"),
+                listener.max_connections_per_ip.clone(),
+                defaults.max_connections_per_ip,
+                1,
+            ),
+        };
+        if policy.auth_required && !users_configured {
+            self.report(
+                listener.address.span(),
+                &format!("{key}.auth"),
+                "requires authentication but [auth] has no users".to_owned(),
+            );
+        }
+        policy
+    }
+}
+
+/// A listener's policy lines in the effective configuration.
+pub(super) fn write_listener_policy(out: &mut String, policy: &ListenerPolicy, modes: Modes) {
+    if modes.forward {
+        let ports = if policy.connect_ports.is_empty() {
+            "any".to_owned()
+        } else {
+            policy.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "    forward: auth {}, CONNECT ports {ports}, private destinations {}{}",
+            if policy.auth_required { "required" } else { "off" },
+            if policy.allow_private_destinations { "allowed" } else { "refused" },
+            if policy.open { ", open = true" } else { "" },
+        );
+    }
+    let _ =
+        writeln!(out, "    max connections per client address {}", policy.max_connections_per_ip);
+}
+
+/// The `access:` part of the effective configuration: users, client and destination rules,
+/// and the rate per client.
+pub(super) fn write_summary(out: &mut String, config: &Config) {
+    let _ = writeln!(
+        out,
+        "\naccess:\n  realm    {}\n  users    {}\n  allow    {}\n  deny     {}\n  deny_hosts     {}\n  \
+         deny_networks  {}\n  rate per client {}",
+        config.auth.realm,
+        if config.auth.users.is_empty() {
+            "(none)".to_owned()
+        } else {
+            config.auth.users.iter().map(|u| u.name.as_str()).collect::<Vec<_>>().join(", ")
+        },
+        list(config.access.allow.iter()),
+        list(config.access.deny.iter()),
+        list(config.destinations.deny_hosts.iter()),
+        list(config.destinations.deny_networks.iter()),
+        config
+            .rate_limit_per_ip
+            .map_or("unlimited".to_owned(), |r| format!("{}/s, burst {}", r.rate, r.burst)),
+    );
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! TLS to upstreams: webpki roots plus per-route CA files, optional client certificates
 //! (mutual TLS), and an explicit opt-out of verification.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -8,8 +9,22 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::files::{TlsFileError, certificates, certified_key, private_key, provider};
-use crate::config::UpstreamTls;
+use super::files::{
+    CertificateFiles, TlsFileError, certificates, certified_key, private_key, provider,
+};
+
+/// TLS towards one upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM CA files trusted in addition to the webpki roots.
+    pub extra_roots: Vec<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub client_certificate: Option<CertificateFiles>,
+    /// SNI and verification name instead of the URL's host.
+    pub server_name: Option<String>,
+    /// Skip certificate verification entirely.
+    pub insecure_skip_verify: bool,
+}
 
 /// The configuration for upstreams with no TLS settings of their own: TLS 1.2 and 1.3, ring,
 /// Mozilla's root store (webpki-roots), so behaviour does not depend on the host's CA bundle.

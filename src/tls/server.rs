@@ -7,15 +7,34 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
-use super::files::{TlsFileError, certified_key, provider};
-use crate::config::ListenerTls;
+use super::files::{CertificateFiles, TlsFileError, certified_key, provider};
+
+/// Certificates a TLS listener serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Served when the client sends no SNI or no entry matches.
+    pub default: CertificateFiles,
+    /// Certificates chosen by server name, first match wins.
+    pub sni: Vec<SniCertificate>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Duration,
+}
+
+/// A certificate and the server names that select it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniCertificate {
+    /// Lower-case names; `*.example` matches one label.
+    pub names: Vec<String>,
+    /// The certificate files.
+    pub files: CertificateFiles,
+}
 
 /// The loaded certificates of one listener.
 #[derive(Debug)]
@@ -110,7 +129,7 @@ impl CertResolver {
     }
 
     /// How often the files should be checked.
-    pub fn reload_interval(&self) -> std::time::Duration {
+    pub fn reload_interval(&self) -> Duration {
         self.tls.reload_interval
     }
 }

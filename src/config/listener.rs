@@ -1,0 +1,320 @@
+//! `[[listener]]`: the addresses sluice binds, the modes each serves and its TLS termination,
+//! as written in the file, as validated, and as `sluice check` shows them.
+//!
+//! A listener's access policy (authentication, CONNECT ports, private destinations, the cap
+//! per client address) is part of the security section: see [`super::security`].
+
+use std::fmt;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::validate::Checker;
+use super::{AccessRules, ListenerPolicy};
+use crate::tls::server::{ListenerTls, SniCertificate};
+
+/// Address the proxy listens on when neither the file nor the CLI names one.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// How often TLS certificate files are checked for changes.
+pub const DEFAULT_TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One listening address and the modes it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Which kinds of request this listener accepts.
+    pub modes: Modes,
+    /// Accept HTTP/2 with prior knowledge on a plain listener.
+    pub h2c: bool,
+    /// TLS termination, if any.
+    pub tls: Option<ListenerTls>,
+    /// Access policy for forward-proxy traffic.
+    pub policy: ListenerPolicy,
+}
+
+impl ListenerConfig {
+    /// A plain listener on `address` serving `modes`, with the default policy for its address.
+    pub fn plain(address: SocketAddr, modes: Modes, users_configured: bool) -> ListenerConfig {
+        let policy = ListenerPolicy::defaults_for(address, users_configured);
+        ListenerConfig { address, modes, h2c: false, tls: None, policy }
+    }
+
+    /// Why this listener would be an open forward proxy, if it would be: forward mode on a
+    /// non-loopback address with neither authentication nor a client allow list, and no
+    /// explicit `open = true`.
+    pub fn open_proxy_problem(&self, access: &AccessRules) -> Option<String> {
+        let exposed = !self.address.ip().is_loopback();
+        let unguarded = !self.policy.auth_required && access.allow.is_empty();
+        (self.modes.forward && exposed && unguarded && !self.policy.open).then(|| {
+            format!(
+                "a forward proxy on {} would be open to anyone who can reach it; add users \
+                 under [auth], restrict clients with [access] allow = [\"10.0.0.0/8\", ...], \
+                 or set `open = true` on this listener if that is really intended",
+                self.address
+            )
+        })
+    }
+
+    /// The protocols it speaks, as the summaries show them.
+    pub(super) fn protocol_label(&self) -> &'static str {
+        match (&self.tls, self.h2c) {
+            (Some(_), _) => "https (h2, http/1.1)",
+            (None, true) => "http (http/1.1, h2c)",
+            (None, false) => "http (http/1.1)",
+        }
+    }
+}
+
+/// The proxy modes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Modes {
+    /// Absolute-form requests and CONNECT tunnels.
+    pub forward: bool,
+    /// Origin-form requests matched against the routes.
+    pub reverse: bool,
+}
+
+impl Modes {
+    /// A plain forward proxy, the default for a listener with no modes given.
+    pub const FORWARD: Modes = Modes { forward: true, reverse: false };
+}
+
+impl fmt::Display for Modes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.forward, self.reverse) {
+            (true, true) => f.write_str("forward+reverse"),
+            (true, false) => f.write_str("forward"),
+            (false, true) => f.write_str("reverse"),
+            (false, false) => f.write_str("none"),
+        }
+    }
+}
+
+/// One `[[listener]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    /// `host:port` to bind.
+    pub address: Spanned<String>,
+    /// Serve absolute-form requests and CONNECT.
+    pub forward: Option<bool>,
+    /// Serve origin-form requests through the routes.
+    pub reverse: Option<bool>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
+    pub h2c: Option<bool>,
+    /// Terminate TLS on this listener.
+    pub tls: Option<FileListenerTls>,
+    /// Require proxy authentication for forward requests.
+    pub auth: Option<bool>,
+    /// Allow a forward proxy on a non-loopback address with neither auth nor an allow list.
+    pub open: Option<bool>,
+    /// Ports CONNECT may reach (empty: any).
+    pub connect_ports: Option<Vec<Spanned<i64>>>,
+    /// Let the forward proxy reach loopback, private and link-local addresses.
+    pub allow_private_destinations: Option<bool>,
+    /// Most concurrent connections from one client address.
+    pub max_connections_per_ip: Option<Spanned<i64>>,
+}
+
+/// `[listener.tls]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListenerTls {
+    /// PEM certificate chain served when no SNI entry matches.
+    pub certificate: Spanned<String>,
+    /// PEM private key of `certificate`.
+    pub key: Spanned<String>,
+    /// Further certificates chosen by SNI.
+    #[serde(default)]
+    pub sni: Vec<FileSniCertificate>,
+    /// How often the files are checked for changes.
+    pub reload_interval: Option<Spanned<String>>,
+}
+
+/// One `[[listener.tls.sni]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSniCertificate {
+    /// Server names (`a.example`, `*.example`) that select this certificate.
+    pub names: Vec<Spanned<String>>,
+    /// PEM certificate chain.
+    pub certificate: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
+}
+
+impl Checker<'_> {
+    /// Every listener of the file, or the default one when there are none; then the checks
+    /// across listeners (open proxies, duplicate addresses).
+    pub(super) fn listeners(
+        &mut self,
+        file: &[FileListener],
+        access: &AccessRules,
+        users_configured: bool,
+    ) -> Vec<ListenerConfig> {
+        let listeners: Vec<ListenerConfig> = if file.is_empty() {
+            super::Config::default().listeners
+        } else {
+            file.iter()
+                .enumerate()
+                .filter_map(|(i, l)| self.listener(i, l, users_configured))
+                .collect()
+        };
+        for (i, listener) in listeners.iter().enumerate() {
+            if let Some(message) = listener.open_proxy_problem(access)
+                && let Some(file_listener) = file.get(i)
+            {
+                self.report(file_listener.address.span(), &format!("listener[{i}]"), message);
+            }
+        }
+        self.duplicate_addresses(file);
+        listeners
+    }
+
+    fn listener(
+        &mut self,
+        index: usize,
+        listener: &FileListener,
+        users_configured: bool,
+    ) -> Option<ListenerConfig> {
+        let key = format!("listener[{index}]");
+        let modes = Modes {
+            forward: listener.forward.unwrap_or(true),
+            reverse: listener.reverse.unwrap_or(false),
+        };
+        if !modes.forward && !modes.reverse {
+            self.report(
+                listener.address.span(),
+                &key,
+                "serves nothing: set `forward = true` or `reverse = true`".to_owned(),
+            );
+        }
+        let address = parse_address(listener.address.get_ref());
+        if address.is_none() {
+            self.report(
+                listener.address.span(),
+                &format!("{key}.address"),
+                format!(
+                    "`{}` is not an IP address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+                    listener.address.get_ref()
+                ),
+            );
+        }
+        let tls = listener.tls.as_ref().and_then(|tls| self.listener_tls(&key, tls));
+        let address = address?;
+        let policy = self.listener_policy(&key, listener, address, users_configured);
+        Some(ListenerConfig { address, modes, h2c: listener.h2c.unwrap_or(false), tls, policy })
+    }
+
+    fn listener_tls(&mut self, key: &str, tls: &FileListenerTls) -> Option<ListenerTls> {
+        let tls_key = format!("{key}.tls");
+        let default = self.certificate_files(&tls_key, &tls.certificate, &tls.key);
+        let mut sni = Vec::new();
+        for (i, entry) in tls.sni.iter().enumerate() {
+            let entry_key = format!("{tls_key}.sni[{i}]");
+            if entry.names.is_empty() {
+                self.report(
+                    entry.certificate.span(),
+                    &format!("{entry_key}.names"),
+                    "needs at least one server name".to_owned(),
+                );
+            }
+            let names =
+                entry.names.iter().map(|n| n.get_ref().trim().to_ascii_lowercase()).collect();
+            if let Some(files) = self.certificate_files(&entry_key, &entry.certificate, &entry.key)
+            {
+                sni.push(SniCertificate { names, files });
+            }
+        }
+        let reload_interval = self.duration(
+            &format!("{tls_key}.reload_interval"),
+            tls.reload_interval.clone(),
+            DEFAULT_TLS_RELOAD_INTERVAL,
+        );
+        Some(ListenerTls { default: default?, sni, reload_interval })
+    }
+
+    fn duplicate_addresses(&mut self, listeners: &[FileListener]) {
+        for (i, later) in listeners.iter().enumerate() {
+            let earlier = listeners.iter().take(i).position(|l| {
+                let same = parse_address(l.address.get_ref());
+                // Port 0 asks the system for a free port: two such listeners never collide.
+                same.is_some_and(|a| a.port() != 0)
+                    && same == parse_address(later.address.get_ref())
+            });
+            if let Some(first) = earlier {
+                self.report(
+                    later.address.span(),
+                    &format!("listener[{i}].address"),
+                    format!("duplicates listener[{first}].address"),
+                );
+            }
+        }
+    }
+}
+
+/// Accepts `ip:port`, plus `localhost:port` as the loopback address users expect it to mean.
+pub(super) fn parse_address(text: &str) -> Option<SocketAddr> {
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    let port = text.strip_prefix("localhost:")?.parse::<u16>().ok()?;
+    Some(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// The `listeners:` part of the effective configuration.
+pub(super) fn write_summary(out: &mut String, listeners: &[ListenerConfig]) {
+    for listener in listeners {
+        let protocol = listener.protocol_label();
+        let _ = writeln!(
+            out,
+            "  {:<24} {:<16} {protocol}",
+            listener.address.to_string(),
+            listener.modes.to_string()
+        );
+        super::security::write_listener_policy(out, &listener.policy, listener.modes);
+        if let Some(tls) = &listener.tls {
+            let _ = writeln!(
+                out,
+                "    certificate {} (key {}), checked every {}",
+                tls.default.certificate.display(),
+                tls.default.key.display(),
+                humantime::format_duration(tls.reload_interval)
+            );
+            for sni in &tls.sni {
+                let _ = writeln!(
+                    out,
+                    "    sni {} -> {}",
+                    sni.names.join(", "),
+                    sni.files.certificate.display()
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::validate::refused;
+    use super::*;
+
+    #[test]
+    fn duplicate_listener_and_empty_modes_are_refused() {
+        let found = refused(
+            "[[listener]]\naddress = \"127.0.0.1:1\"\n[[listener]]\naddress = \"127.0.0.1:1\"\n\
+             forward = false\n",
+        );
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, vec!["listener[1]", "listener[1].address"]);
+    }
+
+    #[test]
+    fn localhost_means_loopback() {
+        assert_eq!(parse_address("localhost:80"), Some("127.0.0.1:80".parse().unwrap()));
+        assert_eq!(parse_address("example.com:80"), None);
+    }
+}
