@@ -1,6 +1,6 @@
 //! Criterion micro-benchmarks of sluice's per-request hot paths: route selection
 //! (`Router::find`), hop-by-hop header stripping (`hop_by_hop::strip`) and the reverse-proxy
-//! path rewrite (`rewrite::upstream_uri`). Run with `cargo bench --bench micro`.
+//! path rewrite (`path::upstream_uri`). Run with `cargo bench --bench micro`.
 
 use std::hint::black_box;
 
@@ -8,9 +8,9 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use sluice::config::Config;
 use sluice::headers::hop_by_hop;
-use sluice::reverse::rewrite;
-use sluice::reverse::router::Router;
-use sluice::upstream::UpstreamSettings;
+use sluice::proxy::router::Router;
+use sluice::upstream::client::UpstreamSettings;
+use sluice::uri::path;
 
 /// A gateway-sized configuration: a catch-all, 30 API prefixes and a host-bound route.
 fn config() -> Option<Config> {
@@ -114,10 +114,10 @@ fn rewrite(c: &mut Criterion) {
     let plain = Uri::from_static("/index.html");
     let mut group = c.benchmark_group("rewrite_upstream_uri");
     group.bench_function("strip_prefix_with_query", |b| {
-        b.iter(|| rewrite::upstream_uri(black_box(route), black_box(&deep)).is_ok())
+        b.iter(|| path::upstream_uri(black_box(route), black_box(&deep)).is_ok())
     });
     group.bench_function("root_route", |b| {
-        b.iter(|| rewrite::upstream_uri(black_box(root), black_box(&plain)).is_ok())
+        b.iter(|| path::upstream_uri(black_box(root), black_box(&plain)).is_ok())
     });
     group.finish();
 }

@@ -47,14 +47,14 @@ impl Body {
         request: http::Request<Incoming>,
         limit: u64,
         meter: Option<Arc<AtomicU64>>,
-    ) -> Result<http::Request<Body>, crate::error::ProxyError> {
+    ) -> Result<http::Request<Body>, BodyTooLarge> {
         let declared = request
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit) {
-            return Err(crate::error::ProxyError::BodyTooLarge { limit });
+            return Err(BodyTooLarge(limit));
         }
         Ok(request.map(|body| Body::Limited(LimitedBody::new(body, limit, meter))))
     }

@@ -12,18 +12,27 @@ use std::time::Duration;
 use http::uri::Authority;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::body::Body;
-use crate::upstream::ConnectError;
+use crate::body::{Body, BodyTooLarge};
+use crate::policy::auth::AuthError;
+use crate::policy::framing::FramingError;
+use crate::policy::{CredentialsRequired, Denied, HostError, RateLimited, RequestLineTooLong};
+use crate::upstream::client::UpstreamError;
+use crate::upstream::connect::ConnectError;
+use crate::uri::path::RewriteError;
+use crate::uri::target::TargetError;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     /// The request target is not something this proxy can forward.
     #[error("bad request target")]
-    BadTarget(#[from] crate::forward::target::TargetError),
+    BadTarget(#[from] TargetError),
+    /// The `Host` header is missing, repeated or invalid.
+    #[error("bad request target")]
+    BadHost(#[from] HostError),
     /// The request path cannot be routed safely.
     #[error("bad request path")]
-    BadPath(#[from] crate::reverse::rewrite::RewriteError),
+    BadPath(#[from] RewriteError),
     /// The upstream answered 101 to a request that asked for no upgrade.
     #[error("{target} switched protocols without being asked")]
     UnexpectedUpgrade {
@@ -37,13 +46,13 @@ pub enum ProxyError {
     #[error("{reason}")]
     AuthRequired {
         /// What was wrong with the credentials.
-        reason: crate::policy::auth::AuthError,
+        reason: AuthError,
         /// The `Proxy-Authenticate` challenge to send.
         challenge: HeaderValue,
     },
     /// Ambiguous message framing (request smuggling defence).
     #[error("ambiguous message framing")]
-    Framing(#[source] crate::policy::framing::FramingError),
+    Framing(#[from] FramingError),
     /// The request line is longer than allowed.
     #[error("the request line is longer than {limit} bytes")]
     UriTooLong {
@@ -65,63 +74,56 @@ pub enum ProxyError {
     /// The listener does not serve this kind of request.
     #[error("{0}")]
     NotServed(NotServed),
-    /// The upstream could not be reached.
-    #[error("cannot connect to {target}")]
-    Connect {
-        /// `host:port` that was dialled.
-        target: Authority,
-        /// What went wrong while connecting.
-        #[source]
-        source: ConnectError,
-    },
-    /// The upstream accepted the request but sent no response head in time.
-    #[error("{target} sent no response within {}", humantime::format_duration(*after))]
-    ResponseTimeout {
-        /// `host:port` of the upstream.
-        target: Authority,
-        /// The configured timeout that fired.
-        after: Duration,
-    },
-    /// The TLS handshake with the upstream failed.
-    #[error("{}", tls_message(target, reason))]
-    UpstreamTls {
-        /// `host:port` of the upstream.
-        target: Authority,
-        /// rustls's reason.
-        reason: rustls::Error,
-    },
-    /// The exchange with the upstream failed after connecting (closed early, invalid response).
-    #[error("request to {target} failed")]
-    Upstream {
-        /// `host:port` of the upstream.
-        target: Authority,
-        /// The client's error; its own cause says what happened.
-        #[source]
-        source: crate::body::BoxError,
-    },
+    /// sluice is at a limit that protects everyone else's share (503).
+    #[error("{0}")]
+    Overloaded(Overload),
+    /// Reaching or hearing from the upstream failed.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
-/// What configuration refused.
+impl From<Denied> for ProxyError {
+    fn from(denied: Denied) -> ProxyError {
+        ProxyError::Denied(denied)
+    }
+}
+
+impl From<CredentialsRequired> for ProxyError {
+    fn from(refused: CredentialsRequired) -> ProxyError {
+        ProxyError::AuthRequired { reason: refused.reason, challenge: refused.challenge }
+    }
+}
+
+impl From<RequestLineTooLong> for ProxyError {
+    fn from(refused: RequestLineTooLong) -> ProxyError {
+        ProxyError::UriTooLong { limit: refused.limit }
+    }
+}
+
+impl From<RateLimited> for ProxyError {
+    fn from(refused: RateLimited) -> ProxyError {
+        ProxyError::RateLimited { retry_after: refused.retry_after }
+    }
+}
+
+impl From<BodyTooLarge> for ProxyError {
+    fn from(refused: BodyTooLarge) -> ProxyError {
+        ProxyError::BodyTooLarge { limit: refused.0 }
+    }
+}
+
+/// Which protective limit turned a client away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    /// The client's address is not allowed by `[access]`.
-    ClientAddress,
-    /// CONNECT to a port not in the listener's `connect_ports`.
-    ConnectPort(u16),
-    /// The destination host matches `[destinations] deny_hosts`.
-    Host,
-    /// The requested protocol upgrade is not allowed on this route.
-    Upgrade,
+pub enum Overload {
+    /// The client's address already holds the listener's `max_connections_per_ip`.
+    ConnectionsFromAddress,
 }
 
-impl std::fmt::Display for Denied {
+impl std::fmt::Display for Overload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Denied::ClientAddress => f.write_str("your address may not use this proxy"),
-            Denied::ConnectPort(port) => write!(f, "CONNECT to port {port} is not allowed"),
-            Denied::Host => f.write_str("this destination is not allowed"),
-            Denied::Upgrade => f.write_str("this protocol upgrade is not allowed here"),
-        }
+        f.write_str(match self {
+            Overload::ConnectionsFromAddress => "too many connections from your address",
+        })
     }
 }
 
@@ -191,11 +193,13 @@ pub enum ErrorKind {
     BodyTooLarge,
     /// The client or route exceeded its request rate.
     RateLimited,
+    /// sluice turned the client away at a protective limit.
+    Overloaded,
 }
 
 impl ErrorKind {
     /// Every kind, for metrics that list them all from the start.
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::HttpRequestError,
         ErrorKind::HttpRequestDenied,
         ErrorKind::DestinationNotFound,
@@ -213,6 +217,7 @@ impl ErrorKind {
         ErrorKind::UriTooLong,
         ErrorKind::BodyTooLarge,
         ErrorKind::RateLimited,
+        ErrorKind::Overloaded,
     ];
 
     /// The RFC 9209 error type name, also used as the log field and metric label.
@@ -235,6 +240,7 @@ impl ErrorKind {
             ErrorKind::UriTooLong => "uri_too_long",
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::RateLimited => "rate_limited",
+            ErrorKind::Overloaded => "overloaded",
         }
     }
 
@@ -266,6 +272,7 @@ impl ErrorKind {
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::DestinationNotFound => StatusCode::NOT_FOUND,
             ErrorKind::ConnectionTimeout | ErrorKind::HttpResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -285,25 +292,21 @@ impl ProxyError {
     /// Classifies this error, looking through the cause chain where the variant alone cannot say.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ProxyError::BadTarget(_) | ProxyError::BadPath(_) | ProxyError::Framing(_) => {
-                ErrorKind::HttpRequestError
-            }
+            ProxyError::BadTarget(_)
+            | ProxyError::BadHost(_)
+            | ProxyError::BadPath(_)
+            | ProxyError::Framing(_) => ErrorKind::HttpRequestError,
             ProxyError::Denied(_) => ErrorKind::HttpRequestDenied,
             ProxyError::AuthRequired { .. } => ErrorKind::ProxyAuthRequired,
             ProxyError::UriTooLong { .. } => ErrorKind::UriTooLong,
             ProxyError::BodyTooLarge { .. } => ErrorKind::BodyTooLarge,
             ProxyError::RateLimited { .. } => ErrorKind::RateLimited,
+            ProxyError::Overloaded(_) => ErrorKind::Overloaded,
             ProxyError::UnexpectedUpgrade { .. } => ErrorKind::HttpProtocolError,
             ProxyError::NotServed(NotServed::ForwardDisabled) => ErrorKind::HttpRequestDenied,
             ProxyError::NotServed(NotServed::ReverseDisabled) => ErrorKind::HttpRequestError,
             ProxyError::NotServed(NotServed::NoRoute) => ErrorKind::DestinationNotFound,
-            ProxyError::Connect { source, .. } => source.kind(),
-            ProxyError::ResponseTimeout { .. } => ErrorKind::HttpResponseTimeout,
-            ProxyError::Upstream { source, .. } => upstream_kind(&**source),
-            ProxyError::UpstreamTls { reason: rustls::Error::InvalidCertificate(_), .. } => {
-                ErrorKind::TlsCertificateError
-            }
-            ProxyError::UpstreamTls { .. } => ErrorKind::TlsProtocolError,
+            ProxyError::Upstream(failure) => upstream_failure_kind(failure),
         }
     }
 
@@ -313,12 +316,27 @@ impl ProxyError {
     }
 }
 
-fn tls_message(target: &Authority, reason: &rustls::Error) -> String {
-    match reason {
-        rustls::Error::InvalidCertificate(why) => {
-            format!("the TLS certificate of {target} did not verify ({why:?})")
+/// The kind of a failed exchange with an upstream.
+fn upstream_failure_kind(failure: &UpstreamError) -> ErrorKind {
+    match failure {
+        UpstreamError::Connect { source, .. } => connect_kind(source),
+        UpstreamError::ResponseTimeout { .. } => ErrorKind::HttpResponseTimeout,
+        UpstreamError::Tls { reason: rustls::Error::InvalidCertificate(_), .. } => {
+            ErrorKind::TlsCertificateError
         }
-        other => format!("TLS handshake with {target} failed: {other}"),
+        UpstreamError::Tls { .. } => ErrorKind::TlsProtocolError,
+        UpstreamError::Exchange { source, .. } => upstream_kind(&**source),
+    }
+}
+
+/// The failure kind a connect error represents.
+pub fn connect_kind(err: &ConnectError) -> ErrorKind {
+    match err {
+        ConnectError::Dns { .. } | ConnectError::NoAddresses { .. } => ErrorKind::DnsError,
+        ConnectError::Refused { .. } => ErrorKind::ConnectionRefused,
+        ConnectError::Timeout { .. } => ErrorKind::ConnectionTimeout,
+        ConnectError::Io { .. } | ConnectError::MissingHost => ErrorKind::DestinationUnavailable,
+        ConnectError::Prohibited { .. } => ErrorKind::DestinationIpProhibited,
     }
 }
 
@@ -327,7 +345,7 @@ fn upstream_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
     // Our own body limit sits below hyper's "user body" error: look for it first.
     let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
-        if current.downcast_ref::<crate::body::BodyTooLarge>().is_some() {
+        if current.downcast_ref::<BodyTooLarge>().is_some() {
             return ErrorKind::BodyTooLarge;
         }
         cause = current.source();
@@ -335,9 +353,9 @@ fn upstream_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(current) = cause {
         if let Some(connect) = current.downcast_ref::<ConnectError>() {
-            return connect.kind();
+            return connect_kind(connect);
         }
-        if current.downcast_ref::<crate::body::BodyTooLarge>().is_some() {
+        if current.downcast_ref::<BodyTooLarge>().is_some() {
             return ErrorKind::BodyTooLarge;
         }
         if let Some(hyper_err) = current.downcast_ref::<hyper::Error>() {
@@ -390,6 +408,41 @@ pub fn describe(err: &ProxyError) -> String {
 
 /// Renders an error as the response the client receives, and logs it.
 pub fn render(err: &ProxyError) -> Response<Body> {
+    let (status, headers, body) = rendered(err);
+    let mut response = Response::new(Body::message(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Renders an error as a complete HTTP/1.1 response with `Connection: close`, for a refusal
+/// written straight to a socket before any request was read (a client over its per-address
+/// connection cap), where there is no HTTP connection to hand a [`Response`] to.
+pub fn render_http1(err: &ProxyError) -> Vec<u8> {
+    let (status, headers, body) = rendered(err);
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Error").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &headers {
+        if name == header::CONNECTION {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    out.extend_from_slice(b"connection: close\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// The status, header fields and body text an error becomes; logs it on the way.
+fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
     let kind = err.kind();
     let status = kind.status();
     let details = describe(err);
@@ -403,9 +456,7 @@ pub fn render(err: &ProxyError) -> Response<Body> {
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error")
     );
-    let mut response = Response::new(Body::message(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
+    let mut headers = http::HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     if let Ok(value) = HeaderValue::from_str(&proxy_status(kind, &details)) {
         headers.insert("proxy-status", value);
@@ -418,20 +469,25 @@ pub fn render(err: &ProxyError) -> Response<Body> {
             headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
+        ProxyError::Overloaded(_) => {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         // After a framing error the rest of the connection cannot be trusted (RFC 9112 §6.3).
-        ProxyError::Framing(_) | ProxyError::BadTarget(_) => {
+        ProxyError::Framing(_) | ProxyError::BadTarget(_) | ProxyError::BadHost(_) => {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         _ => {}
     }
-    response
+    (status, headers, body)
 }
 
 /// A `Proxy-Status` field value (RFC 9209 §2): `sluice; error=<type>; details="<text>"`, with
 /// sluice's own kinds mapped onto the registered error types.
 fn proxy_status(kind: ErrorKind, details: &str) -> String {
     let error_type = match kind {
-        ErrorKind::ProxyAuthRequired | ErrorKind::RateLimited => "http_request_denied",
+        ErrorKind::ProxyAuthRequired | ErrorKind::RateLimited | ErrorKind::Overloaded => {
+            "http_request_denied"
+        }
         ErrorKind::UriTooLong | ErrorKind::BodyTooLarge => "http_request_error",
         other => other.as_str(),
     };

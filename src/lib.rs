@@ -1,55 +1,55 @@
 //! sluice: an HTTP proxy that is a forward proxy and a reverse proxy on the same listener.
 //!
-//! The life of a request, module by module (see `docs/ARCHITECTURE.md` for the long form):
+//! The life of a request, module by module (`docs/ARCHITECTURE.md` has the long form):
 //!
 //! - [`server`] binds listeners, accepts connections and serves them with hyper;
-//! - [`dispatch`] classifies each request (CONNECT, absolute-form, origin-form) and renders any
-//!   error through [`error`] exactly once;
-//! - [`forward`] handles absolute-form requests and CONNECT tunnels;
-//! - [`reverse`] matches routes and rewrites paths for origin-form requests;
-//! - [`exchange`] is what both share once the target is known: head rewrite, send, response;
-//! - [`headers`] removes hop-by-hop fields, adds `Via` and forwarding headers, applies rules;
-//! - [`policy`] decides who may do what (access, auth, limits, destinations, smuggling);
-//! - [`upgrade`] passes WebSocket (and allowed) upgrades through; [`tls`] configures rustls;
-//! - [`upstream`] dials and pools upstream connections, with typed connect errors; a route
-//!   whose upstream speaks only HTTP/1.1 has its own pool ([`upstream::route_pool`]);
-//! - [`relay`] copies tunnel bytes both ways with half-close and an idle timeout;
+//! - [`downstream`] is the client side of a connection: the framing guard in front of hyper,
+//!   parking idle connections, the connection's place under the limits;
+//! - [`proxy`] is the request path, phase by phase (admit, classify, route, pick upstream,
+//!   prepare, send, respond, log) over one per-request context, rendering any error through
+//!   [`error`] exactly once;
+//! - [`upstream`] resolves, dials and pools upstream connections, with typed errors;
+//! - [`policy`] holds the checks of who may do what; [`headers`] and [`uri`] are pure
+//!   functions on header maps and request targets; [`relay`] copies tunnel bytes both ways;
 //! - [`observe`] writes the access log and keeps the metrics; [`admin`] serves them, health
-//!   and the effective config; [`reload`] applies a new configuration live;
-//! - [`memory`] gives heap freed after a burst back to the system;
-//! - [`config`] loads and validates the configuration; [`body`] and [`context`] are the types
-//!   passed along the way.
+//!   and the effective config; [`reload`] applies a new configuration live; [`shutdown`]
+//!   drains connections with a deadline;
+//! - [`config`] loads and validates the configuration; [`tls`] configures rustls; [`body`] is
+//!   the one body type; [`memory`] gives heap freed after a burst back to the system.
+//!
+//! The layers form a DAG: the leaves (`body`, `config`, `error`, `headers`, `observe`,
+//! `policy`, `relay`, `shutdown`, `tls`, `uri`) never import the request path, `upstream`
+//! never imports `proxy`, and `proxy` reaches the client connection only through
+//! `downstream`.
 
 pub mod admin;
 pub mod body;
 pub mod config;
-pub mod context;
-pub mod dispatch;
+pub mod downstream;
 pub mod error;
-pub mod exchange;
-pub mod forward;
 pub mod headers;
 pub mod memory;
 pub mod observe;
 pub mod policy;
+pub mod proxy;
 pub mod relay;
 pub mod reload;
-pub mod reverse;
 pub mod server;
+pub mod shutdown;
 pub mod tls;
-pub mod upgrade;
 pub mod upstream;
+pub mod uri;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::Config;
 use crate::config::source::ConfigSource;
-use crate::dispatch::BuildError;
 use crate::observe::metrics::Metrics;
+use crate::proxy::state::BuildError;
 use crate::reload::Reloader;
 use crate::server::Bound;
-use crate::server::shutdown::{Drained, Shutdown};
+use crate::shutdown::{Drained, Shutdown};
 
 /// Serves `config` on the sockets in `bound` until `shutdown` resolves, then stops accepting
 /// and lets in-flight requests and tunnels finish for up to `timeouts.shutdown_grace`.

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use sluice::config::Config;
 use sluice::config::source::{ConfigSource, Overrides};
-use sluice::server::shutdown::Drained;
+use sluice::shutdown::Drained;
 
 /// A fast, safe HTTP proxy: forward proxy and reverse proxy on one listener.
 ///

@@ -23,11 +23,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::source::ConfigSource;
 use crate::config::{Config, ConfigError, ListenerConfig, Modes};
-use crate::dispatch::{BuildError, Proxy};
 use crate::observe::metrics::{Metrics, ReloadResult};
-use crate::server::listener::{self, Live, Serving};
-use crate::server::shutdown::Shutdown;
+use crate::proxy::state::{BuildError, Proxy};
+use crate::server::listener;
+use crate::server::serving::{Live, Serving};
 use crate::server::{BindError, Bound, BoundListener};
+use crate::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 /// Why a reload was refused; the running configuration is unchanged.

@@ -13,23 +13,20 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use sluice::config::{AdminConfig, Config};
-use sluice::server::shutdown::Drained;
+use sluice::shutdown::Drained;
 use support::client::{direct, http1_conn};
+use support::config::{ADMIN, reverse_config, route};
 use support::observe::{sample, scrape};
 use support::proxy::TestProxy;
 use support::upstream::{Origin, channel_response};
 use support::within;
 
-const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"\n";
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// A reverse-only listener on 127.0.0.1:0, one route `/s` to `upstream`, and the admin listener.
 fn reverse_with_admin(upstream: &str) -> String {
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\n\
-         [[route]]\nprefix = \"/s\"\nupstream = \"{upstream}\"\n\n{ADMIN}"
-    )
+    format!("{}{ADMIN}", reverse_config(&route("/s", upstream, "")))
 }
 
 /// A forward proxy with the admin listener.

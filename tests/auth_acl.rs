@@ -5,19 +5,16 @@
 
 mod support;
 
-use support::client::raw_exchange_from;
-
-use support::client::assert_still_serves;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 
 use base64::Engine as _;
 use http::StatusCode;
 use sluice::config::Config;
 use support::client::{
-    connect_tunnel, raw_header_values, read_response_head, status_of, via_proxy,
+    assert_still_serves, connect_tunnel, forward_get, raw_exchange_from, raw_header_values,
+    read_response_head, status_of, via_proxy,
 };
+use support::config::{BOTH, listener, route};
 use support::proxy::TestProxy;
 use support::upstream::{Origin, tcp_echo};
 use support::within;
@@ -80,11 +77,6 @@ async fn head_of(proxy: SocketAddr, request: &str) -> String {
     let mut stream = within(TcpStream::connect(proxy)).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     within(read_response_head(&mut stream)).await
-}
-
-/// An absolute-form GET for `origin` + `path` that closes the connection afterwards.
-fn forward_get(origin: SocketAddr, path: &str) -> String {
-    format!("GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n")
 }
 
 /// An origin-form GET for a reverse route that closes the connection afterwards.
@@ -211,12 +203,7 @@ async fn missing_wrong_or_malformed_credentials_get_407_with_the_basic_challenge
 /// A listener serving both modes, with `/api` routed to `origin`, and `access` as the
 /// `[access]` table body.
 fn both_modes_with_access(origin: &Origin, access: &str) -> String {
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = true\nreverse = true\n\n\
-         [access]\n{access}\n\n\
-         [[route]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
-        origin.url("")
-    )
+    format!("{}[access]\n{access}\n\n{}", listener(BOTH, ""), route("/api", &origin.url(""), ""))
 }
 
 /// Asserts that a client at `client` is refused with 403 in forward, CONNECT and reverse mode.
@@ -372,7 +359,7 @@ async fn denied_networks_are_403_with_destination_ip_prohibited() {
         "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = true\nreverse = true\n\n\
          [destinations]\ndeny_networks = [\"127.0.0.0/8\"]\n\n\
          [dns.hosts]\n\"named.test\" = [\"127.0.0.1\"]\n\n{}",
-        api_route(&origin)
+        route("/api", &origin.url(""), "")
     ))
     .await;
     for target in [format!("127.0.0.1:{port}"), format!("named.test:{port}")] {
@@ -398,11 +385,6 @@ async fn denied_networks_are_403_with_destination_ip_prohibited() {
     }
     assert_eq!(origin.connections(), 0, "a denied network was connected to");
     assert_route_still_serves(&proxy, &origin).await;
-}
-
-/// `[[route]]` sending `/api` to `origin`.
-fn api_route(origin: &Origin) -> String {
-    format!("[[route]]\nprefix = \"/api\"\nupstream = \"{}\"\n", origin.url(""))
 }
 
 /// The destination rules are for the forward proxy only: the operator's own route to the same
@@ -478,7 +460,7 @@ async fn private_destination_guard_refuses_loopback_even_behind_a_name() {
     let proxy = TestProxy::start(&format!(
         "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = true\nreverse = true\n\
          allow_private_destinations = false\n\n{REBIND_DNS}\n{}",
-        api_route(&origin)
+        route("/api", &origin.url(""), "")
     ))
     .await;
     for (what, status, proxy_status) in guarded_requests(&proxy, origin.addr.port()).await {
@@ -540,14 +522,7 @@ fn exposed_listener_gets_hardened_defaults_and_loopback_stays_trusted() {
 
 #[tokio::test]
 async fn binary_refuses_to_start_an_open_proxy_from_the_command_line() {
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--listen", "0.0.0.0:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let child = support::process::command("info").args(["--listen", "0.0.0.0:0"]).spawn().unwrap();
     // If it started serving instead, this wait fails (and the child is killed on drop).
     let out = within(child.wait_with_output()).await.unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -3,20 +3,15 @@
 
 mod support;
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
+use support::config::write_config;
+use support::process::{SIGHUP, SLUICE, Sluice, address_field};
 use support::upstream::Origin;
 use support::within;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
-
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn version_and_help() {
@@ -79,43 +74,18 @@ fn bad_config_stops_startup_before_binding() {
 #[tokio::test]
 async fn serves_logs_its_listener_and_exits_cleanly_on_sigterm() {
     let origin = Origin::echo().await;
-    let mut child = tokio::process::Command::new(SLUICE)
-        .args(["--listen", "127.0.0.1:0", "--workers", "1"])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = within(async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("sluice exited early");
-            if line.contains("listening") {
-                return line;
-            }
-        }
-    })
-    .await;
+    let mut command = support::process::command("info");
+    command.args(["--listen", "127.0.0.1:0", "--workers", "1"]);
+    let sluice = Sluice::spawn(command).await;
+    let line = &sluice.listening_line;
     assert!(line.contains("INFO") && line.contains("modes=forward"), "{line}");
-    let addr = line
-        .split_whitespace()
-        .find_map(|field| field.strip_prefix("address="))
-        .unwrap()
-        .to_owned();
 
-    let response =
-        within(support::client::via_proxy(addr.parse().unwrap()).get(origin.url("/cli")).send())
-            .await
-            .unwrap();
+    let response = within(support::client::via_proxy(sluice.addr).get(origin.url("/cli")).send())
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(origin.only_request().headers["via"], "1.1 sluice");
-
-    wait_until_catches(child.id().unwrap(), SIGTERM).await;
-    let pid = child.id().unwrap().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = within(child.wait()).await.unwrap();
-    assert!(status.success(), "exit status {status:?}");
+    sluice.stop().await;
 }
 
 #[test]
@@ -145,101 +115,19 @@ fn check_shows_the_effective_security_defaults_of_each_listener() {
     assert!(!stdout.contains("not-shown-anywhere"), "the password never appears: {stdout}");
 }
 
-/// Waits until process `pid` has installed a handler for signal `number` (the `SigCgt` mask in
-/// `/proc/PID/status`), so that signal is caught and not fatal: sluice starts watching SIGTERM
-/// only when `run` first awaits its shutdown future, just after the start-up lines are logged.
-async fn wait_until_catches(pid: u32, number: u32) {
-    within(async {
-        loop {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-            let mask = status.lines().find_map(|line| line.strip_prefix("SigCgt:")).unwrap();
-            let mask = u64::from_str_radix(mask.trim(), 16).unwrap();
-            if mask & (1 << (number - 1)) != 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-}
-
-const SIGHUP: u32 = 1;
-const SIGTERM: u32 = 15;
-
-/// The `sluice` binary serving a config file, with its standard error read line by line.
-struct Running {
-    child: tokio::process::Child,
-    lines: tokio::io::Lines<BufReader<tokio::process::ChildStderr>>,
-    /// Every line logged up to the admin listener's start.
-    startup: Vec<String>,
-    /// The proxy listener's bound address.
-    addr: std::net::SocketAddr,
-    /// The admin listener's bound address.
-    admin: std::net::SocketAddr,
-}
-
-impl Running {
-    /// Starts `sluice --config path` and reads its log until both listeners are bound.
-    async fn start(path: &std::path::Path) -> Running {
-        let mut child = tokio::process::Command::new(SLUICE)
-            .arg("--config")
-            .arg(path)
-            .args(["--workers", "1"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let address = |line: &str| -> std::net::SocketAddr {
-            let field = line.split_whitespace().find_map(|f| f.strip_prefix("address="));
-            field.unwrap().parse().unwrap()
-        };
-        let (mut addr, mut admin, mut startup) = (None, None, Vec::new());
-        within(async {
-            while addr.is_none() || admin.is_none() {
-                let line = lines.next_line().await.unwrap().expect("sluice exited early");
-                if line.contains(" admin listening address=") {
-                    admin = Some(address(&line));
-                } else if line.contains(" listening address=") {
-                    addr = Some(address(&line));
-                }
-                startup.push(line);
-            }
-        })
-        .await;
-        Running { child, lines, startup, addr: addr.unwrap(), admin: admin.unwrap() }
-    }
-
-    /// Reads the log until a line contains `text`, and returns it.
-    async fn line_containing(&mut self, text: &str) -> String {
-        within(async {
-            loop {
-                let line = self.lines.next_line().await.unwrap().expect("sluice exited early");
-                if line.contains(text) {
-                    return line;
-                }
-            }
-        })
-        .await
-    }
-
-    /// Sends `signal` (a `kill` name such as `HUP`) once the process catches `number`.
-    async fn signal(&self, signal: &str, number: u32) {
-        let pid = self.child.id().unwrap();
-        wait_until_catches(pid, number).await;
-        let status = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
-        assert!(status.unwrap().success());
-    }
-
-    /// SIGTERM, and the exit status must be success.
-    async fn terminate(mut self) {
-        self.signal("TERM", SIGTERM).await;
-        let status = within(self.child.wait()).await.unwrap();
-        assert!(status.success(), "exit status {status:?}");
-    }
+/// `sluice --config path --workers 1`, read until both its listeners are bound: the process
+/// and the admin listener's address.
+async fn start(path: &Path) -> (Sluice, SocketAddr) {
+    const ADMIN_LINE: &str = " admin listening address=";
+    let mut command = support::process::command("info");
+    command.arg("--config").arg(path).args(["--workers", "1"]);
+    let mut sluice = Sluice::spawn(command).await;
+    let line = match sluice.log.iter().find(|line| line.contains(ADMIN_LINE)) {
+        Some(line) => line.clone(),
+        None => sluice.line_containing(ADMIN_LINE).await,
+    };
+    let admin = address_field(&line).unwrap();
+    (sluice, admin)
 }
 
 /// A config file with one listener at `address` serving route `/v1` to `upstream`, no access
@@ -262,7 +150,7 @@ async fn sighup_reloads_the_config_file_and_sigterm_exits_cleanly() {
     let dir = support::tls::test_dir("cli-sighup");
     let path = dir.join("sluice.toml");
     std::fs::write(&path, reverse_file("127.0.0.1:0", &a.url(""))).unwrap();
-    let mut sluice = Running::start(&path).await;
+    let (mut sluice, admin) = start(&path).await;
     let addr = sluice.addr;
     let client = support::client::direct();
     let get = |path: &str| client.get(format!("http://{addr}{path}")).send();
@@ -280,11 +168,11 @@ async fn sighup_reloads_the_config_file_and_sigterm_exits_cleanly() {
     assert_eq!(b.only_request().uri, "/after");
 
     // The admin listener reports the same reload.
-    let metrics = support::observe::scrape(&format!("http://{}/metrics", sluice.admin)).await;
+    let metrics = support::observe::scrape(&format!("http://{admin}/metrics")).await;
     let applied =
         support::observe::sample(&metrics, "sluice_config_reloads_total{result=\"applied\"}");
     assert_eq!(applied, 1.0);
-    sluice.terminate().await;
+    sluice.stop().await;
 }
 
 #[tokio::test]
@@ -292,9 +180,9 @@ async fn startup_log_shows_the_listener_and_route_tables_with_bound_addresses() 
     let dir = support::tls::test_dir("cli-startup-table");
     let path = dir.join("sluice.toml");
     std::fs::write(&path, reverse_file("127.0.0.1:0", "http://127.0.0.1:9/base")).unwrap();
-    let sluice = Running::start(&path).await;
+    let (sluice, _admin) = start(&path).await;
     let logged: Vec<&str> = sluice
-        .startup
+        .log
         .iter()
         .filter_map(|line| line.split_once(" INFO sluice: "))
         .map(|(_, m)| m)
@@ -309,9 +197,9 @@ async fn startup_log_shows_the_listener_and_route_tables_with_bound_addresses() 
         ),
     ];
     for line in &expected {
-        assert!(logged.contains(&line.as_str()), "missing {line:?} in {:#?}", sluice.startup);
+        assert!(logged.contains(&line.as_str()), "missing {line:?} in {:#?}", sluice.log);
     }
-    sluice.terminate().await;
+    sluice.stop().await;
 }
 
 #[test]
@@ -367,12 +255,8 @@ fn check_prints_the_tables_and_the_access_log_admin_and_request_id_settings() {
 /// `admin.allow_remote` guards the config file's admin address; `--admin` cannot bypass it.
 #[tokio::test]
 async fn admin_flag_with_a_non_loopback_address_is_refused() {
-    let mut child = tokio::process::Command::new(SLUICE)
+    let mut child = support::process::command("info")
         .args(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();

@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,20 +16,14 @@ use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use support::client::{direct, raw_get, status_of};
-use support::upstream::{Origin, channel_response, full};
+use support::config::write_config;
+use support::process::{SLUICE, Sluice};
+use support::sse::Events;
+use support::upstream::{Origin, full};
 use support::within;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::mpsc;
 
-const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 const KEY: &str = "sk-test-123";
-
-fn write_config(name: &str, text: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// The gateway config: one reverse-only listener and an `/defm` route that sets the key.
 fn gateway_config(upstream: SocketAddr) -> String {
@@ -48,70 +41,15 @@ fn gateway_config(upstream: SocketAddr) -> String {
     )
 }
 
-/// The sluice binary running as a child; its stderr is collected in the background.
-struct Sluice {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    listening_line: String,
-    stderr: JoinHandle<Vec<String>>,
-}
-
-impl Sluice {
-    async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Sluice {
-        let mut command = tokio::process::Command::new(SLUICE);
-        command
-            .args(args)
-            .env_remove("OPENAI_API_KEY")
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (line_tx, line_rx) = oneshot::channel::<String>();
-        let stderr = tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            let mut line_tx = Some(line_tx);
-            let mut all = Vec::new();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("listening")
-                    && line.contains("address=")
-                    && let Some(tx) = line_tx.take()
-                {
-                    let _ = tx.send(line.clone());
-                }
-                all.push(line);
-            }
-            all
-        });
-        let listening_line = match within(line_rx).await {
-            Ok(line) => line,
-            Err(_) => {
-                let lines = within(stderr).await.unwrap();
-                panic!("sluice exited before listening:\n{}", lines.join("\n"));
-            }
-        };
-        let addr = listening_line
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("address="))
-            .unwrap()
-            .parse()
-            .unwrap();
-        Sluice { child, addr, listening_line, stderr }
+/// The sluice binary running as a child with `args`, logging at debug level, with
+/// `OPENAI_API_KEY` only when `env` sets it.
+async fn spawn(args: &[&str], env: &[(&str, &str)]) -> Sluice {
+    let mut command = support::process::command("debug");
+    command.args(args).env_remove("OPENAI_API_KEY");
+    for (name, value) in env {
+        command.env(name, value);
     }
-
-    /// Sends SIGTERM, waits for a clean exit and returns everything written to stderr.
-    async fn stop(mut self) -> String {
-        let pid = self.child.id().unwrap().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let status = within(self.child.wait()).await.unwrap();
-        assert!(status.success(), "exit status {status:?}");
-        within(self.stderr).await.unwrap().join("\n")
-    }
+    Sluice::spawn(command).await
 }
 
 const COMPLETION_PIECES: [&str; 5] = ["Hel", "lo", ", wor", "ld", "!"];
@@ -167,10 +105,7 @@ impl FakeOpenAi {
                     }
                     let body = request.into_body().collect().await.unwrap().to_bytes();
                     bodies.lock().unwrap().push(body);
-                    let (mut sender, mut response) = channel_response(1);
-                    response
-                        .headers_mut()
-                        .insert("content-type", "text/event-stream".parse().unwrap());
+                    let (mut sender, response) = support::sse::response();
                     tokio::spawn(async move {
                         let mut ack_rx = ack_rx.lock().await;
                         for index in 0..COMPLETION_PIECES.len() {
@@ -207,13 +142,12 @@ async fn gateway_injects_the_key_and_streams_completions_event_by_event() {
     assert_eq!(unauthenticated.status(), StatusCode::UNAUTHORIZED);
 
     let config = write_config("gateway-stream.toml", &gateway_config(fake.origin.addr));
-    let sluice =
-        Sluice::spawn(&["--config", config.to_str().unwrap()], &[("OPENAI_API_KEY", KEY)]).await;
+    let sluice = spawn(&["--config", config.to_str().unwrap()], &[("OPENAI_API_KEY", KEY)]).await;
     assert!(sluice.listening_line.contains("modes=reverse"), "{}", sluice.listening_line);
 
     let request_body =
         r#"{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
-    let mut response = within(
+    let response = within(
         direct()
             .post(format!("http://{}/defm/chat/completions", sluice.addr))
             .header("content-type", "application/json")
@@ -226,24 +160,20 @@ async fn gateway_injects_the_key_and_streams_completions_event_by_event() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
 
-    let mut buffer = Vec::new();
+    let mut received = Events::new(response);
     let mut events = Vec::new();
-    while let Some(chunk) = within(response.chunk()).await.unwrap() {
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let event = String::from_utf8(buffer.drain(..end + 2).collect()).unwrap();
-            if event != "data: [DONE]\n\n" {
-                // The server has produced exactly this event and no later one.
-                assert_eq!(
-                    fake.produced.load(Ordering::SeqCst),
-                    events.len() + 1,
-                    "event {} arrived out of step",
-                    events.len()
-                );
-                fake.acks.send(()).unwrap();
-            }
-            events.push(event);
+    while let Some(event) = received.next().await {
+        if event != "data: [DONE]\n\n" {
+            // The server has produced exactly this event and no later one.
+            assert_eq!(
+                fake.produced.load(Ordering::SeqCst),
+                events.len() + 1,
+                "event {} arrived out of step",
+                events.len()
+            );
+            fake.acks.send(()).unwrap();
         }
+        events.push(event);
     }
     let mut expected: Vec<String> = (0..COMPLETION_PIECES.len()).map(completion_event).collect();
     expected.push("data: [DONE]\n\n".to_owned());
@@ -270,8 +200,7 @@ async fn gateway_injects_the_key_and_streams_completions_event_by_event() {
 async fn client_supplied_authorization_is_replaced_by_the_key() {
     let fake = FakeOpenAi::start().await;
     let config = write_config("gateway-replace.toml", &gateway_config(fake.origin.addr));
-    let sluice =
-        Sluice::spawn(&["--config", config.to_str().unwrap()], &[("OPENAI_API_KEY", KEY)]).await;
+    let sluice = spawn(&["--config", config.to_str().unwrap()], &[("OPENAI_API_KEY", KEY)]).await;
     // A wrong path on the fake answers 404 after the key check, without streaming.
     let response = within(
         direct()
@@ -346,7 +275,7 @@ async fn cli_route_flag_serves_the_route_and_does_not_forward() {
     let origin = Origin::echo().await;
     let forward_target = Origin::echo().await;
     let route = format!("/defm/={}", origin.url(""));
-    let sluice = Sluice::spawn(&["--listen", "127.0.0.1:0", "--route", &route], &[]).await;
+    let sluice = spawn(&["--listen", "127.0.0.1:0", "--route", &route], &[]).await;
     assert!(sluice.listening_line.contains("modes=reverse"), "{}", sluice.listening_line);
 
     let response =

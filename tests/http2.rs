@@ -13,23 +13,17 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use support::client::{direct, h2c_conn, h2c_direct};
+use support::config::{REVERSE, listener, route};
 use support::proxy::TestProxy;
-use support::upstream::{Origin, channel_response, tcp_echo};
+use support::sse::Events;
+use support::upstream::{Origin, tcp_echo};
 use support::{payload, sha256, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Barrier, mpsc};
 
 /// A plain reverse-only listener with h2c (HTTP/2 prior knowledge) enabled, then `rest`.
 fn h2c_reverse(rest: &str) -> String {
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\nh2c = true\n\n\
-         {rest}"
-    )
-}
-
-/// One `[[route]]` table.
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
+    format!("{}{rest}", listener(REVERSE, "h2c = true\n"))
 }
 
 const STREAMS: usize = 100;
@@ -74,7 +68,7 @@ async fn hundred_concurrent_streams_on_one_connection_each_get_their_own_body() 
 const SSE_EVENTS: usize = 20;
 
 fn sse_event(index: usize) -> String {
-    format!("id: {index}\ndata: {{\"n\":{index},\"pad\":\"{}\"}}\n\n", "y".repeat(index))
+    support::sse::numbered_event(index, index)
 }
 
 #[tokio::test]
@@ -87,8 +81,7 @@ async fn sse_over_h2_arrives_event_by_event() {
         let ack_rx = ack_rx.clone();
         async move {
             let mut acks = ack_rx.lock().await.take().expect("one SSE request");
-            let (mut sender, mut response) = channel_response(1);
-            response.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+            let (mut sender, response) = support::sse::response();
             tokio::spawn(async move {
                 for index in 0..SSE_EVENTS {
                     if index > 0 {
@@ -104,7 +97,7 @@ async fn sse_over_h2_arrives_event_by_event() {
     })
     .await;
     let proxy = TestProxy::start(&h2c_reverse(&route("/sse", &origin.url(""), ""))).await;
-    let mut response = within(
+    let response = within(
         h2c_direct()
             .get(format!("http://{}/sse/events", proxy.addr))
             .header("accept", "text/event-stream")
@@ -116,17 +109,13 @@ async fn sse_over_h2_arrives_event_by_event() {
     assert_eq!(response.version(), Version::HTTP_2);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
 
-    let mut buffer = Vec::new();
+    let mut received = Events::new(response);
     let mut events = Vec::new();
-    while let Some(chunk) = within(response.chunk()).await.unwrap() {
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buffer.drain(..end + 2).collect();
-            events.push(String::from_utf8(event).unwrap());
-            let _ = ack_tx.send(events.len() - 1);
-        }
+    while let Some(event) = received.next().await {
+        events.push(event);
+        let _ = ack_tx.send(events.len() - 1);
     }
-    assert!(buffer.is_empty(), "trailing partial event: {buffer:?}");
+    received.assert_no_partial_event();
     let expected: Vec<String> = (0..SSE_EVENTS).map(sse_event).collect();
     assert_eq!(events, expected, "every event intact and in order");
 }

@@ -4,84 +4,26 @@
 
 mod support;
 
-use support::client::raw_exchange_from;
-
-use support::client::assert_still_serves;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use support::client::{connect_tunnel, raw_exchange, raw_header_values, status_of};
+use support::client::{
+    assert_still_serves, connect_tunnel, exchange_until_closed, forward_get, http1_over,
+    raw_exchange, raw_exchange_from, raw_header_values, status_of,
+};
+use support::config::{reverse_config, route};
+use support::observe::{sample, scrape_until};
 use support::proxy::TestProxy;
-use support::upstream::{Origin, full, tcp_echo};
+use support::upstream::{Collector, Origin, full, tcp_echo};
 use support::{payload, sha256, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A second loopback address, for a second client address.
 const OTHER_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-
-/// An origin that reads each request body to the end before answering `200` with
-/// `<length> <sha256>`; it records the bodies it received completely.
-struct Collector {
-    origin: Origin,
-    complete: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl Collector {
-    async fn start() -> Collector {
-        let complete = Arc::new(Mutex::new(Vec::new()));
-        let record = complete.clone();
-        let origin = Origin::start(move |request: Request<Incoming>| {
-            let record = record.clone();
-            async move {
-                match request.into_body().collect().await {
-                    Ok(body) => {
-                        let body = body.to_bytes().to_vec();
-                        let answer = format!("{} {}", body.len(), sha256(&body));
-                        record.lock().unwrap().push(body);
-                        full(answer)
-                    }
-                    Err(_) => {
-                        let mut response = full("incomplete body");
-                        *response.status_mut() = StatusCode::BAD_REQUEST;
-                        response
-                    }
-                }
-            }
-        })
-        .await;
-        Collector { origin, complete }
-    }
-
-    fn complete_bodies(&self) -> usize {
-        self.complete.lock().unwrap().len()
-    }
-}
-
-/// Sends `bytes`, then reads until the proxy closes; a reset counts as a close. Returns what
-/// arrived before it.
-async fn exchange_tolerating_reset(proxy: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = within(TcpStream::connect(proxy)).await.unwrap();
-    // The proxy may answer and close before reading everything.
-    let _ = stream.write_all(bytes).await;
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 8192];
-    within(async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 /// Reads one HTTP/1.1 response (head and a Content-Length or chunked body) from `stream`.
 async fn read_response(stream: &mut TcpStream) -> (String, Vec<u8>) {
@@ -124,21 +66,17 @@ async fn forward_proxy(rest: &str) -> TestProxy {
     TestProxy::start(&format!("[[listener]]\naddress = \"127.0.0.1:0\"\n{rest}")).await
 }
 
-fn get(origin: SocketAddr, path: &str) -> String {
-    format!("GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n")
-}
-
 #[tokio::test]
 async fn request_line_over_the_limit_is_414() {
     let origin = Origin::echo().await;
     let proxy = forward_proxy("[limits]\nmax_request_line_bytes = 1024\n").await;
     let long = format!("/{}", "a".repeat(2000));
-    let response = raw_exchange(proxy.addr, get(origin.addr, &long).as_bytes()).await;
+    let response = raw_exchange(proxy.addr, forward_get(origin.addr, &long).as_bytes()).await;
     assert_eq!(status_of(&response), 414, "{response}");
     assert!(origin.seen().is_empty(), "the long request reached the origin");
     // Just under the limit is served.
     let fits = format!("/{}", "a".repeat(900));
-    let response = raw_exchange(proxy.addr, get(origin.addr, &fits).as_bytes()).await;
+    let response = raw_exchange(proxy.addr, forward_get(origin.addr, &fits).as_bytes()).await;
     assert_eq!(status_of(&response), 200, "{response}");
     assert_eq!(origin.only_request().uri.path(), fits);
     assert_still_serves(proxy.addr).await;
@@ -154,12 +92,12 @@ async fn head_over_the_byte_or_field_limit_is_431() {
         "GET http://{o}/big HTTP/1.1\r\nHost: {o}\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
         "b".repeat(10_000)
     );
-    let response = exchange_tolerating_reset(proxy.addr, big.as_bytes()).await;
+    let response = exchange_until_closed(proxy.addr, big.as_bytes()).await;
     assert_eq!(status_of(&response), 431, "head bytes: {response}");
     let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
     let request =
         format!("GET http://{o}/many HTTP/1.1\r\nHost: {o}\r\n{many}Connection: close\r\n\r\n");
-    let response = exchange_tolerating_reset(proxy.addr, request.as_bytes()).await;
+    let response = exchange_until_closed(proxy.addr, request.as_bytes()).await;
     assert_eq!(status_of(&response), 431, "header count: {response}");
     assert!(origin.seen().is_empty(), "an oversized head reached the origin");
     // Within both limits is served.
@@ -202,7 +140,7 @@ fn post_chunked(target: &str, host: &str, body: &[u8]) -> Vec<u8> {
 async fn assert_length_limit(proxy: &TestProxy, collector: &Collector, target: &str, host: &str) {
     let too_big = payload(2000, 1);
     let response =
-        exchange_tolerating_reset(proxy.addr, &post_with_length(target, host, &too_big)).await;
+        exchange_until_closed(proxy.addr, &post_with_length(target, host, &too_big)).await;
     assert_eq!(status_of(&response), 413, "Content-Length over the limit: {response}");
     assert!(collector.origin.seen().is_empty(), "the 413 request reached the origin");
 
@@ -213,8 +151,7 @@ async fn assert_length_limit(proxy: &TestProxy, collector: &Collector, target: &
         let response = raw_exchange(proxy.addr, &body).await;
         assert_eq!(status_of(&response), 200, "{framing} body at the limit: {response}");
     }
-    let complete = collector.complete.lock().unwrap().clone();
-    assert_eq!(complete, [payload(1000, 3), payload(1000, 4)]);
+    assert_eq!(collector.bodies(), [payload(1000, 3), payload(1000, 4)]);
 }
 
 /// Asserts the body limit of 1000 bytes on `target` for a chunked body of 5000 bytes: the
@@ -222,9 +159,8 @@ async fn assert_length_limit(proxy: &TestProxy, collector: &Collector, target: &
 /// aborted response, never a 200.
 async fn assert_streamed_limit(proxy: &TestProxy, collector: &Collector, target: &str, host: &str) {
     let streamed = payload(5000, 2);
-    let response =
-        exchange_tolerating_reset(proxy.addr, &post_chunked(target, host, &streamed)).await;
-    assert_eq!(collector.complete_bodies(), 0, "an over-limit body arrived whole");
+    let response = exchange_until_closed(proxy.addr, &post_chunked(target, host, &streamed)).await;
+    assert_eq!(collector.complete().len(), 0, "an over-limit body arrived whole");
     if !response.is_empty() {
         assert_ne!(status_of(&response), 200, "chunked body over the limit: {response}");
         assert_eq!(status_of(&response), 413, "chunked body over the limit: {response}");
@@ -233,13 +169,12 @@ async fn assert_streamed_limit(proxy: &TestProxy, collector: &Collector, target:
 
 /// A reverse listener with `/api` routed to `collector`, limited to 1000-byte bodies.
 async fn limited_route(collector: &Collector) -> TestProxy {
-    TestProxy::start(&format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\n\
-         [[route]]\nprefix = \"/api\"\nupstream = \"{}\"\nmax_body_bytes = 1000\n\n\
-         [[route]]\nprefix = \"/echo\"\nupstream = \"{}\"\n",
-        collector.origin.url(""),
-        collector.origin.url("")
-    ))
+    let upstream = collector.origin.url("");
+    TestProxy::start(&reverse_config(&format!(
+        "{}{}",
+        route("/api", &upstream, "max_body_bytes = 1000"),
+        route("/echo", &upstream, "")
+    )))
     .await
 }
 
@@ -300,7 +235,7 @@ fn retry_after(response: &str) -> u64 {
 async fn per_ip_rate_limit_answers_429_with_retry_after_after_the_burst() {
     let origin = Origin::echo().await;
     let proxy = forward_proxy("[rate_limit]\nper_ip = { rate = 1.0, burst = 3 }\n").await;
-    let request = get(origin.addr, "/r");
+    let request = forward_get(origin.addr, "/r");
     for i in 0..3 {
         let response = raw_exchange(proxy.addr, request.as_bytes()).await;
         assert_eq!(status_of(&response), 200, "request {i} is within the burst: {response}");
@@ -354,20 +289,6 @@ async fn per_route_rate_limit_is_shared_by_all_clients_and_spares_other_routes()
     assert_eq!(free.seen().len(), 5);
 }
 
-/// Connects to `addr` and completes an HTTP/1.1 handshake with hyper over that connection.
-async fn hyper_conn(
-    stream: TcpStream,
-) -> (hyper::client::conn::http1::SendRequest<String>, tokio::task::JoinHandle<()>) {
-    let (sender, connection) =
-        within(hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)))
-            .await
-            .unwrap();
-    let task = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    (sender, task)
-}
-
 /// Sends `GET uri` on `sender` and returns the status.
 async fn send_get(
     sender: &mut hyper::client::conn::http1::SendRequest<String>,
@@ -390,7 +311,8 @@ async fn send_get(
 async fn served_again(proxy: SocketAddr, origin: SocketAddr) {
     within(async {
         loop {
-            let response = exchange_tolerating_reset(proxy, get(origin, "/again").as_bytes()).await;
+            let response =
+                exchange_until_closed(proxy, forward_get(origin, "/again").as_bytes()).await;
             if !response.is_empty() && status_of(&response) == 200 {
                 return;
             }
@@ -422,19 +344,21 @@ async fn sixth_connection_from_one_address_gets_503_until_one_closes() {
     // The five held connections are being served.
     let mut senders = Vec::new();
     for stream in held {
-        let (mut sender, task) = hyper_conn(stream).await;
+        let (mut sender, task) = http1_over::<String>(stream).await;
         assert_eq!(send_get(&mut sender, &origin.url("/held"), false).await, StatusCode::OK);
         senders.push((sender, task));
     }
     assert_eq!(origin.seen().len(), 5);
     // Still full: another one is refused.
-    let response = exchange_tolerating_reset(proxy.addr, get(origin.addr, "/x").as_bytes()).await;
+    let response =
+        exchange_until_closed(proxy.addr, forward_get(origin.addr, "/x").as_bytes()).await;
     assert_eq!(status_of(&response), 503, "{response}");
 
     // One closes (the proxy closes it after `Connection: close`): a new connection is served.
     let (mut sender, task) = senders.pop().unwrap();
     assert_eq!(send_get(&mut sender, &origin.url("/bye"), true).await, StatusCode::OK);
-    within(task).await.unwrap();
+    // The connection's own outcome does not matter here, only that it ended.
+    let _ = within(task).await.unwrap();
     served_again(proxy.addr, origin.addr).await;
     drop(senders);
 }
@@ -478,7 +402,7 @@ async fn thousand_connections_from_one_address_hold_exactly_the_per_ip_cap() {
                     }
                     _ = go_rx.wait_for(|go| *go) => {}
                 }
-                stream.write_all(get(origin, "/held").as_bytes()).await.unwrap();
+                stream.write_all(forward_get(origin, "/held").as_bytes()).await.unwrap();
                 let mut response = Vec::new();
                 let _ = stream.read_to_end(&mut response).await;
                 Outcome::Served(String::from_utf8_lossy(&response).into_owned())
@@ -544,7 +468,7 @@ async fn slowloris_client_is_disconnected_while_others_are_served() {
     let others_started = Instant::now();
     let addr = proxy.addr;
     let others = (0..50).map(|i| {
-        let request = get(o, &format!("/other/{i}"));
+        let request = forward_get(o, &format!("/other/{i}"));
         async move { raw_exchange(addr, request.as_bytes()).await }
     });
     let responses = within(futures_util::future::join_all(others)).await;
@@ -592,7 +516,7 @@ async fn response_reaching_max_requests_per_connection_closes_the_connection() {
     assert!(rest.is_empty(), "answered after the limit: {}", String::from_utf8_lossy(&rest));
     assert_eq!(origin.seen().len(), 3);
     // A new connection is served.
-    let response = raw_exchange(proxy.addr, get(o, "/new").as_bytes()).await;
+    let response = raw_exchange(proxy.addr, forward_get(o, "/new").as_bytes()).await;
     assert_eq!(status_of(&response), 200, "{response}");
 }
 
@@ -634,17 +558,7 @@ async fn busy_tunnel_is_closed_at_its_max_lifetime() {
 
 /// Polls the admin `/metrics` until `series` has `value`, bounded by the suite's wait.
 async fn await_sample(proxy: &TestProxy, series: &str, value: f64) {
-    let url = proxy.admin_url("/metrics");
-    within(async {
-        loop {
-            let samples = support::observe::scrape(&url).await;
-            if support::observe::sample(&samples, series) == value {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
+    scrape_until(&proxy.admin_url("/metrics"), |samples| sample(samples, series) == value).await;
 }
 
 #[tokio::test]

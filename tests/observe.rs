@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,19 +17,17 @@ use sluice::config::Config;
 use support::client::{
     connect_tunnel, direct, http1_conn, https_direct, raw_exchange, status_of, via_proxy,
 };
-use support::observe::{log_lines, request_line, sample, scrape, text_fields};
+use support::config::{ADMIN, BOTH, REVERSE, listener, named_route, tls_listener};
+use support::observe::{log_lines, request_line, sample, scrape, scrape_until, text_fields};
 use support::proxy::TestProxy;
 use support::tls::{TestCa, test_dir, toml_path};
-use support::upstream::{Origin, TestBody, WsOrigin, black_hole, full, tcp_echo};
+use support::upstream::{Origin, TestBody, WsOrigin, black_hole, closed_port, full, tcp_echo};
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// What the answering origin sends for every request: a fixed, known-length body.
 const ANSWER: &str = "answer from the origin\n";
-
-/// `[admin]` on an ephemeral loopback port.
-const ADMIN: &str = "[admin]\naddress = \"127.0.0.1:0\"\n";
 
 /// A fresh access-log path for test `name`.
 fn log_path(name: &str) -> PathBuf {
@@ -42,18 +39,6 @@ fn access_log(path: &Path, extra: &str) -> String {
     format!("[access_log]\npath = {}\n{extra}\n", toml_path(path))
 }
 
-/// A listener on 127.0.0.1:0 serving both modes, with extra keys `extra`.
-fn listener(extra: &str) -> String {
-    format!("[[listener]]\naddress = \"127.0.0.1:0\"\nforward = true\nreverse = true\n{extra}\n")
-}
-
-/// One `[[route]]` table named `name`.
-fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
-    format!(
-        "[[route]]\nname = \"{name}\"\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n"
-    )
-}
-
 /// An origin that reads the whole request body and answers [`ANSWER`].
 async fn answering_origin() -> Origin {
     Origin::start(|request: Request<Incoming>| async move {
@@ -61,12 +46,6 @@ async fn answering_origin() -> Origin {
         full(ANSWER)
     })
     .await
-}
-
-/// An address nothing listens on (bound, then released).
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// The whole access log as text.
@@ -96,25 +75,6 @@ fn header<'a>(response: &'a reqwest::Response, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} in {:?}", response.headers()))
         .to_str()
         .unwrap()
-}
-
-/// Scrapes `/metrics` until `done` holds for the samples (entries are recorded when a
-/// response ends, which can be just after the client has read it), and returns them.
-async fn scrape_until(
-    proxy: &TestProxy,
-    done: impl Fn(&BTreeMap<String, f64>) -> bool,
-) -> BTreeMap<String, f64> {
-    let url = proxy.admin_url("/metrics");
-    within(async {
-        loop {
-            let samples = scrape(&url).await;
-            if done(&samples) {
-                return samples;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
 }
 
 /// Every non-zero sample of metric family `name` (series starting `name{`, or exactly
@@ -150,8 +110,8 @@ async fn reverse_request_is_logged_with_id_bytes_upstream_and_hidden_secrets() {
     let proxy = TestProxy::start(&format!(
         "{}{}{}",
         access_log(&path, "headers = [\"authorization\", \"cookie\", \"user-agent\"]"),
-        listener(""),
-        route("api", "/api", &origin.url(""), ""),
+        listener(BOTH, ""),
+        named_route("api", "/api", &origin.url(""), ""),
     ))
     .await;
     let body = "twenty-one bytes long";
@@ -216,8 +176,8 @@ async fn header_set_from_the_environment_is_logged_as_stars() {
     let text = format!(
         "{}{}{}[route.headers.request.set]\n\"x-api-key\" = \"${{SLUICE_OBSERVE_TEST_KEY}}\"\n",
         access_log(&path, "headers = [\"x-api-key\", \"x-plain\"]"),
-        listener(""),
-        route("keyed", "/keyed", &origin.url(""), ""),
+        listener(BOTH, ""),
+        named_route("keyed", "/keyed", &origin.url(""), ""),
     );
     let env = |name: &str| {
         (name == "SLUICE_OBSERVE_TEST_KEY").then(|| "key-from-the-environment".to_owned())
@@ -254,7 +214,7 @@ async fn forward_request_is_a_json_line_with_null_route_and_absolute_target() {
     let proxy = TestProxy::start(&format!(
         "{}{}",
         access_log(&path, "format = \"json\"\nheaders = [\"user-agent\"]"),
-        listener("")
+        listener(BOTH, "")
     ))
     .await;
     let target = origin.url("/page?x=1");
@@ -299,7 +259,7 @@ async fn forward_request_is_a_json_line_with_null_route_and_absolute_target() {
 async fn tunnel_is_logged_once_when_it_closes_with_bytes_each_way() {
     let echo = tcp_echo().await;
     let path = log_path("tunnel");
-    let proxy = TestProxy::start(&format!("{}{}", access_log(&path, ""), listener(""))).await;
+    let proxy = TestProxy::start(&format!("{}{}", access_log(&path, ""), listener(BOTH, ""))).await;
     let mut tunnel = connect_tunnel(proxy.addr, &echo.to_string()).await;
     const N: usize = 12_345;
     let data = support::payload(N, 7);
@@ -340,8 +300,13 @@ async fn websocket_session_is_logged_once_with_frame_bytes_each_way() {
     let proxy = TestProxy::start(&format!(
         "{}{}{}",
         access_log(&path, ""),
-        listener(""),
-        route("ws", "/ws", &format!("http://{}", origin.addr), "allow_upgrades = [\"websocket\"]"),
+        listener(BOTH, ""),
+        named_route(
+            "ws",
+            "/ws",
+            &format!("http://{}", origin.addr),
+            "allow_upgrades = [\"websocket\"]"
+        ),
     ))
     .await;
     let (mut ws, response) =
@@ -394,8 +359,8 @@ async fn refused_upstream_is_logged_as_connection_refused_without_an_upstream() 
     let proxy = TestProxy::start(&format!(
         "{}{}{}",
         access_log(&path, ""),
-        listener(""),
-        route("dead", "/dead", &format!("http://{dead}"), ""),
+        listener(BOTH, ""),
+        named_route("dead", "/dead", &format!("http://{dead}"), ""),
     ))
     .await;
     let response = within(direct().get(format!("{}/dead/x", proxy.url())).send()).await.unwrap();
@@ -424,7 +389,7 @@ async fn silent_forward_upstream_is_logged_as_http_response_timeout() {
     let proxy = TestProxy::start(&format!(
         "{}{}[timeouts]\nresponse_header = \"200ms\"\n",
         access_log(&path, ""),
-        listener("")
+        listener(BOTH, "")
     ))
     .await;
     let target = format!("http://{silent}/slow");
@@ -451,8 +416,8 @@ async fn drop_query_leaves_query_strings_out_of_the_log() {
     let proxy = TestProxy::start(&format!(
         "{}{}{}",
         access_log(&path, "drop_query = true"),
-        listener(""),
-        route("api", "/api", &origin.url(""), ""),
+        listener(BOTH, ""),
+        named_route("api", "/api", &origin.url(""), ""),
     ))
     .await;
     let reverse = format!("{}/api/search?token=reverse-secret-1&q=a", proxy.url());
@@ -483,8 +448,8 @@ async fn upstream_dying_mid_body_is_logged_and_counted_as_connection_terminated(
     let proxy = TestProxy::start(&format!(
         "{ADMIN}{}{}{}",
         access_log(&path, ""),
-        listener(""),
-        route("dying", "/dying", &format!("http://{dying}"), ""),
+        listener(BOTH, ""),
+        named_route("dying", "/dying", &format!("http://{dying}"), ""),
     ))
     .await;
     let response = within(direct().get(format!("{}/dying/x", proxy.url())).send()).await.unwrap();
@@ -497,7 +462,10 @@ async fn upstream_dying_mid_body_is_logged_and_counted_as_connection_terminated(
     assert_eq!(fields["error"], "connection_terminated");
     assert_eq!(fields["out"], "1000");
     assert_eq!(fields["upstream"], dying.to_string());
-    let samples = scrape_until(&proxy, |s| family_total(s, "sluice_requests_total") == 1.0).await;
+    let samples = scrape_until(&proxy.admin_url("/metrics"), |s| {
+        family_total(s, "sluice_requests_total") == 1.0
+    })
+    .await;
     assert_eq!(
         family(&samples, "sluice_upstream_errors_total"),
         expected(&[("sluice_upstream_errors_total{kind=\"connection_terminated\"}", 1.0)])
@@ -513,7 +481,7 @@ async fn upstream_dying_mid_body_is_logged_and_counted_as_connection_terminated(
 async fn userinfo_in_a_forward_target_is_hidden_in_the_log() {
     let origin = answering_origin().await;
     let path = log_path("userinfo");
-    let proxy = TestProxy::start(&format!("{}{}", access_log(&path, ""), listener(""))).await;
+    let proxy = TestProxy::start(&format!("{}{}", access_log(&path, ""), listener(BOTH, ""))).await;
     let target = format!("http://bob:hunter2-pw@{}/private", origin.addr);
     let response = raw_exchange(
         proxy.addr,
@@ -537,7 +505,7 @@ async fn logged_header_values_cannot_forge_fields_or_lines() {
     let proxy = TestProxy::start(&format!(
         "{}{}",
         access_log(&path, "headers = [\"user-agent\"]"),
-        listener("")
+        listener(BOTH, "")
     ))
     .await;
     let mut request =
@@ -577,8 +545,8 @@ async fn client_leaving_mid_response_is_logged_as_client_closed() {
     let proxy = TestProxy::start(&format!(
         "{}{}{}",
         access_log(&path, ""),
-        listener(""),
-        route("stream", "/stream", &origin.url(""), ""),
+        listener(BOTH, ""),
+        named_route("stream", "/stream", &origin.url(""), ""),
     ))
     .await;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
@@ -608,8 +576,8 @@ async fn id_proxy(origin: &Origin, path: &Path, ids: &str) -> TestProxy {
     TestProxy::start(&format!(
         "{}[request_id]\n{ids}\n{}{}",
         access_log(path, ""),
-        listener(""),
-        route("api", "/api", &origin.url(""), ""),
+        listener(BOTH, ""),
+        named_route("api", "/api", &origin.url(""), ""),
     ))
     .await
 }
@@ -707,9 +675,9 @@ async fn metrics_count_a_known_mix_of_requests_exactly() {
     let dead = closed_port();
     let proxy = TestProxy::start(&format!(
         "{ADMIN}{}{}{}",
-        listener(""),
-        route("api", "/api", &origin.url(""), ""),
-        route("dead", "/dead", &format!("http://{dead}"), ""),
+        listener(BOTH, ""),
+        named_route("api", "/api", &origin.url(""), ""),
+        named_route("dead", "/dead", &format!("http://{dead}"), ""),
     ))
     .await;
     let client = direct();
@@ -744,7 +712,10 @@ async fn metrics_count_a_known_mix_of_requests_exactly() {
     assert_eq!(sent_forward, 2 * ANSWER.len());
     assert!(sent_not_found > 0 && sent_dead > 0, "error responses have bodies");
 
-    let samples = scrape_until(&proxy, |s| family_total(s, "sluice_requests_total") >= 8.0).await;
+    let samples = scrape_until(&proxy.admin_url("/metrics"), |s| {
+        family_total(s, "sluice_requests_total") >= 8.0
+    })
+    .await;
     assert_eq!(
         family(&samples, "sluice_requests_total"),
         expected(&[
@@ -823,10 +794,11 @@ async fn metrics_count_a_known_mix_of_requests_exactly() {
 #[tokio::test]
 async fn metrics_endpoint_speaks_openmetrics() {
     let origin = answering_origin().await;
-    let proxy = TestProxy::start(&format!("{ADMIN}{}", listener(""))).await;
+    let proxy = TestProxy::start(&format!("{ADMIN}{}", listener(BOTH, ""))).await;
     let response = within(via_proxy(proxy.addr).get(origin.url("/")).send()).await.unwrap();
     within(response.text()).await.unwrap();
-    scrape_until(&proxy, |s| family_total(s, "sluice_requests_total") == 1.0).await;
+    scrape_until(&proxy.admin_url("/metrics"), |s| family_total(s, "sluice_requests_total") == 1.0)
+        .await;
     let response = within(reqwest::get(proxy.admin_url("/metrics"))).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
@@ -852,7 +824,7 @@ async fn metrics_endpoint_speaks_openmetrics() {
 #[tokio::test]
 async fn tunnel_gauge_is_one_while_open_and_zero_after() {
     let echo = tcp_echo().await;
-    let proxy = TestProxy::start(&format!("{ADMIN}{}", listener(""))).await;
+    let proxy = TestProxy::start(&format!("{ADMIN}{}", listener(BOTH, ""))).await;
     let mut tunnel = connect_tunnel(proxy.addr, &echo.to_string()).await;
     within(tunnel.write_all(b"ping")).await.unwrap();
     let mut back = [0u8; 4];
@@ -865,7 +837,7 @@ async fn tunnel_gauge_is_one_while_open_and_zero_after() {
     assert_eq!(sample(&samples, "sluice_connections_active"), 1.0);
 
     drop(tunnel);
-    let samples = scrape_until(&proxy, |s| {
+    let samples = scrape_until(&proxy.admin_url("/metrics"), |s| {
         sample(s, "sluice_tunnels_active") == 0.0 && sample(s, "sluice_connections_active") == 0.0
     })
     .await;
@@ -884,8 +856,8 @@ async fn websocket_gauge_is_one_while_open_and_zero_after() {
     let origin = WsOrigin::start().await;
     let proxy = TestProxy::start(&format!(
         "{ADMIN}{}{}",
-        listener(""),
-        route("ws", "/ws", &format!("http://{}", origin.addr), ""),
+        listener(BOTH, ""),
+        named_route("ws", "/ws", &format!("http://{}", origin.addr), ""),
     ))
     .await;
     let (mut ws, _) =
@@ -904,7 +876,7 @@ async fn websocket_gauge_is_one_while_open_and_zero_after() {
         }
     }
     drop(ws);
-    let samples = scrape_until(&proxy, |s| {
+    let samples = scrape_until(&proxy.admin_url("/metrics"), |s| {
         sample(s, "sluice_websockets_active") == 0.0
             && sample(s, "sluice_connections_active") == 0.0
     })
@@ -922,7 +894,10 @@ async fn websocket_gauge_is_one_while_open_and_zero_after() {
 /// Waits until some rejection is counted and returns the whole `sluice_rejections_total`
 /// family.
 async fn rejections(proxy: &TestProxy) -> BTreeMap<String, f64> {
-    let samples = scrape_until(proxy, |s| family_total(s, "sluice_rejections_total") > 0.0).await;
+    let samples = scrape_until(&proxy.admin_url("/metrics"), |s| {
+        family_total(s, "sluice_rejections_total") > 0.0
+    })
+    .await;
     family(&samples, "sluice_rejections_total")
 }
 
@@ -930,7 +905,7 @@ async fn rejections(proxy: &TestProxy) -> BTreeMap<String, f64> {
 async fn connection_over_the_per_ip_cap_is_counted_as_too_many_connections() {
     let origin = answering_origin().await;
     let proxy =
-        TestProxy::start(&format!("{ADMIN}{}", listener("max_connections_per_ip = 1"))).await;
+        TestProxy::start(&format!("{ADMIN}{}", listener(BOTH, "max_connections_per_ip = 1"))).await;
     // The first connection is served and kept open.
     let mut first = http1_conn::<http_body_util::Empty<bytes::Bytes>>(proxy.addr).await;
     let request = Request::get(origin.url("/first"))
@@ -959,7 +934,7 @@ async fn connection_over_the_per_ip_cap_is_counted_as_too_many_connections() {
 async fn oversized_request_head_is_counted_as_request_head_too_large() {
     let proxy = TestProxy::start(&format!(
         "{ADMIN}{}[limits]\nmax_request_head_bytes = 8192\n",
-        listener("")
+        listener(BOTH, "")
     ))
     .await;
     let request = format!(
@@ -979,7 +954,7 @@ async fn missing_proxy_credentials_are_counted_as_proxy_auth_required() {
     let origin = answering_origin().await;
     let text = format!(
         "{ADMIN}{}[auth]\n[[auth.user]]\nname = \"alice\"\npassword = \"${{OBSERVE_ALICE}}\"\n",
-        listener("")
+        listener(BOTH, "")
     );
     let env = |name: &str| (name == "OBSERVE_ALICE").then(|| "alice secret".to_owned());
     let proxy =
@@ -997,9 +972,11 @@ async fn missing_proxy_credentials_are_counted_as_proxy_auth_required() {
 #[tokio::test]
 async fn denied_client_is_counted_as_http_request_denied() {
     let origin = answering_origin().await;
-    let proxy =
-        TestProxy::start(&format!("{ADMIN}{}[access]\ndeny = [\"127.0.0.0/8\"]\n", listener("")))
-            .await;
+    let proxy = TestProxy::start(&format!(
+        "{ADMIN}{}[access]\ndeny = [\"127.0.0.0/8\"]\n",
+        listener(BOTH, "")
+    ))
+    .await;
     let response = within(via_proxy(proxy.addr).get(origin.url("/")).send()).await.unwrap();
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     within(response.text()).await.unwrap();
@@ -1012,7 +989,7 @@ async fn denied_client_is_counted_as_http_request_denied() {
 
 #[tokio::test]
 async fn bare_lf_request_head_is_counted_as_malformed_request() {
-    let proxy = TestProxy::start(&format!("{ADMIN}{}", listener(""))).await;
+    let proxy = TestProxy::start(&format!("{ADMIN}{}", listener(BOTH, ""))).await;
     let response =
         raw_exchange(proxy.addr, b"GET http://127.0.0.1:1/ HTTP/1.1\nHost: 127.0.0.1:1\n\n").await;
     assert_eq!(status_of(&response), 400, "{response}");
@@ -1039,8 +1016,11 @@ async fn settled_rejections(proxy: &TestProxy) -> BTreeMap<String, f64> {
 
 /// A proxy whose clients have 300 ms to send a request head.
 async fn impatient_proxy() -> TestProxy {
-    TestProxy::start(&format!("{ADMIN}{}[timeouts]\nrequest_header = \"300ms\"\n", listener("")))
-        .await
+    TestProxy::start(&format!(
+        "{ADMIN}{}[timeouts]\nrequest_header = \"300ms\"\n",
+        listener(BOTH, "")
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -1087,11 +1067,9 @@ async fn failed_tls_handshake_is_counted_and_good_ones_are_not() {
     let leaf = ca.leaf_pem(&["127.0.0.1"]).write(&dir, "server");
     let origin = answering_origin().await;
     let proxy = TestProxy::start(&format!(
-        "{ADMIN}[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\
-         [listener.tls]\ncertificate = {}\nkey = {}\n\n{}",
-        toml_path(&leaf.cert),
-        toml_path(&leaf.key),
-        route("api", "/api", &origin.url(""), ""),
+        "{ADMIN}{}{}",
+        tls_listener(&leaf, REVERSE, ""),
+        named_route("api", "/api", &origin.url(""), ""),
     ))
     .await;
     // A good handshake and request first.
@@ -1104,8 +1082,10 @@ async fn failed_tls_handshake_is_counted_and_good_ones_are_not() {
 
     // Plain HTTP to a TLS listener is not a ClientHello.
     raw_exchange(proxy.addr, b"GET /api/ok HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    let samples =
-        scrape_until(&proxy, |s| sample(s, "sluice_tls_handshake_failures_total") > 0.0).await;
+    let samples = scrape_until(&proxy.admin_url("/metrics"), |s| {
+        sample(s, "sluice_tls_handshake_failures_total") > 0.0
+    })
+    .await;
     assert_eq!(sample(&samples, "sluice_tls_handshake_failures_total"), 1.0);
     assert_eq!(family_total(&samples, "sluice_requests_total"), 1.0);
 }

@@ -9,10 +9,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use proptest::prelude::*;
-use sluice::forward::target;
 use sluice::headers::hop_by_hop;
-use sluice::reverse::rewrite::join;
-use sluice::reverse::router::segment_prefix;
+use sluice::uri::path::join;
+use sluice::uri::path::segment_prefix;
+use sluice::uri::target;
 
 /// `join` as its doc comment describes it: the base without its trailing `/`, then the rest,
 /// with a single `/` when both are empty ("never a doubled or missing slash, never empty").

@@ -9,18 +9,16 @@ mod support;
 use bytes::Bytes;
 use http_body_util::Empty;
 use support::client::{h2c_conn, raw_exchange, status_of};
+use support::config::{REVERSE, listener, route};
 use support::proxy::TestProxy;
 use support::upstream::Origin;
 use support::within;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// A reverse-only listener with further keys `extra` and route `/api` to `origin`.
 fn reverse(origin: &Origin, extra: &str) -> String {
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n{extra}\n\
-         [[route]]\nprefix = \"/api\"\nupstream = \"http://{}\"\n",
-        origin.addr
-    )
+    format!("{}{}", listener(REVERSE, extra), route("/api", &origin.url(""), ""))
 }
 
 #[tokio::test]

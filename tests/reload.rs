@@ -15,11 +15,12 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use support::client::{connect_tunnel, direct, http1_conn};
+use support::client::{connect_tunnel, direct, http1_conn, http1_over};
+use support::config::route;
 use support::observe::{log_lines, request_line, sample, scrape};
 use support::proxy::TestProxy;
 use support::tls::{test_dir, toml_path, write_atomically};
-use support::upstream::{Origin, WsOrigin, channel_response, full, tcp_echo};
+use support::upstream::{Origin, WsOrigin, full, tcp_echo};
 use support::{payload, sha256, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -31,11 +32,6 @@ type Streams = mpsc::UnboundedReceiver<http_body_util::channel::Sender<Bytes>>;
 /// One `[[listener]]` table at `address` (`forward` and `reverse` as given).
 fn listener(address: &str, forward: bool) -> String {
     format!("[[listener]]\naddress = \"{address}\"\nforward = {forward}\nreverse = true\n\n")
-}
-
-/// One `[[route]]` table.
-fn route(prefix: &str, upstream: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n\n")
 }
 
 /// A whole config file: `body` (listeners and routes), the access log in `dir`, and the admin
@@ -81,8 +77,7 @@ async fn named_origin(name: &'static str) -> (Origin, Streams) {
         let senders = senders.clone();
         async move {
             if request.uri().path().ends_with("/stream") {
-                let (sender, mut response) = channel_response(1);
-                response.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+                let (sender, response) = support::sse::response();
                 senders.send(sender).unwrap();
                 response
             } else {
@@ -124,7 +119,7 @@ async fn read_until(response: &mut reqwest::Response, buffer: &mut Vec<u8>, expe
 }
 
 fn sse_event(index: usize) -> String {
-    format!("id: {index}\ndata: {{\"n\":{index},\"pad\":\"{}\"}}\n\n", "x".repeat(index * 7))
+    support::sse::numbered_event(index, index * 7)
 }
 
 #[tokio::test]
@@ -135,8 +130,9 @@ async fn reload_under_traffic_moves_new_requests_and_keeps_streams_tunnels_and_w
     let ws_origin = WsOrigin::start().await;
     let echo = tcp_echo().await;
     let ws_upstream = format!("http://{}", ws_origin.addr);
-    let routes =
-        |v1: &Origin| format!("{}{}", route("/v1", &v1.url("")), route("/ws", &ws_upstream));
+    let routes = |v1: &Origin| {
+        format!("{}{}", route("/v1", &v1.url(""), ""), route("/ws", &ws_upstream, ""))
+    };
     let proxy = start(
         &path,
         &config_file(&dir, &format!("{}{}", listener("127.0.0.1:0", true), routes(&a))),
@@ -234,7 +230,7 @@ async fn invalid_reload_keeps_the_old_config_and_says_why() {
         &path,
         &config_file(
             &dir,
-            &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &a.url(""))),
+            &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &a.url(""), "")),
         ),
     )
     .await;
@@ -246,7 +242,7 @@ async fn invalid_reload_keeps_the_old_config_and_says_why() {
         &format!(
             "{}{}[timeouts]\nconnect = \"soon\"\n\n",
             listener(&addr.to_string(), false),
-            route("/v1", &b.url(""))
+            route("/v1", &b.url(""), "")
         ),
     );
     let line = broken.lines().position(|line| line == "connect = \"soon\"").unwrap() + 1;
@@ -267,7 +263,7 @@ async fn invalid_reload_keeps_the_old_config_and_says_why() {
 
     let fixed = config_file(
         &dir,
-        &format!("{}{}", listener(&addr.to_string(), false), route("/v1", &b.url(""))),
+        &format!("{}{}", listener(&addr.to_string(), false), route("/v1", &b.url(""), "")),
     );
     let (status, body) = reload_with(&proxy, &path, &fixed).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -286,7 +282,7 @@ async fn reload_with_an_unknown_key_is_refused_with_file_line_and_key() {
     let (a, _) = named_origin("from A").await;
     let text = config_file(
         &dir,
-        &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &a.url(""))),
+        &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &a.url(""), "")),
     );
     let proxy = start(&path, &text).await;
     let typo = format!("{text}\n[limits]\nmax_conections = 5\n");
@@ -309,7 +305,7 @@ async fn reload_that_cannot_bind_changes_nothing() {
         &path,
         &config_file(
             &dir,
-            &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &a.url(""))),
+            &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &a.url(""), "")),
         ),
     )
     .await;
@@ -322,7 +318,7 @@ async fn reload_that_cannot_bind_changes_nothing() {
             "{}{}{}",
             listener(&addr.to_string(), false),
             listener(&taken.to_string(), false),
-            route("/v1", &b.url(""))
+            route("/v1", &b.url(""), "")
         ),
     );
     let (status, body) = reload_with(&proxy, &path, &text).await;
@@ -343,19 +339,14 @@ async fn reload_that_cannot_bind_changes_nothing() {
 async fn watched_conn(
     addr: SocketAddr,
 ) -> (SendRequest<Empty<Bytes>>, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
-    let stream = within(tokio::net::TcpStream::connect(addr)).await.unwrap();
-    let (sender, connection) =
-        within(hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)))
-            .await
-            .unwrap();
-    (sender, tokio::spawn(connection))
+    http1_over(within(tokio::net::TcpStream::connect(addr)).await.unwrap()).await
 }
 
 #[tokio::test]
 async fn listeners_added_and_removed_by_reload() {
     let (dir, path) = config_path("listeners");
     let (origin, mut streams) = named_origin("hello").await;
-    let routes = route("/v1", &origin.url(""));
+    let routes = route("/v1", &origin.url(""), "");
     let proxy =
         start(&path, &config_file(&dir, &format!("{}{routes}", listener("127.0.0.1:0", false))))
             .await;
@@ -441,8 +432,8 @@ async fn routes_removed_by_reload_are_404_and_added_ones_are_served() {
             &format!(
                 "{}{}{}",
                 listener("127.0.0.1:0", false),
-                route("/a", &a.url("")),
-                route("/b", &b.url(""))
+                route("/a", &a.url(""), ""),
+                route("/b", &b.url(""), "")
             ),
         ),
     )
@@ -456,8 +447,8 @@ async fn routes_removed_by_reload_are_404_and_added_ones_are_served() {
         &format!(
             "{}{}{}",
             listener(&addr.to_string(), false),
-            route("/a", &a.url("")),
-            route("/c", &c.url(""))
+            route("/a", &a.url(""), ""),
+            route("/c", &c.url(""), "")
         ),
     );
     let (status, body) = reload_with(&proxy, &path, &text).await;
@@ -482,7 +473,7 @@ async fn reload_reopens_the_access_log_so_it_can_be_rotated() {
         &path,
         &config_file(
             &dir,
-            &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &origin.url(""))),
+            &format!("{}{}", listener("127.0.0.1:0", false), route("/v1", &origin.url(""), "")),
         ),
     )
     .await;
@@ -517,7 +508,7 @@ async fn reload_reopens_the_access_log_so_it_can_be_rotated() {
 async fn listener_kept_by_bound_address_regardless_of_its_position() {
     let (dir, path) = config_path("kept-by-bound");
     let (origin, _) = named_origin("hello").await;
-    let routes = route("/v1", &origin.url(""));
+    let routes = route("/v1", &origin.url(""), "");
     let proxy =
         start(&path, &config_file(&dir, &format!("{}{routes}", listener("127.0.0.1:0", false))))
             .await;

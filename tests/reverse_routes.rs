@@ -4,25 +4,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use sluice::config::Config;
 use support::client::{direct, raw_body, raw_exchange, raw_get, raw_header_values, status_of};
+use support::config::{reverse_config, route};
 use support::proxy::TestProxy;
-use support::upstream::{Origin, black_hole, full, raw_server, read_head};
+use support::upstream::{Origin, black_hole, closed_port, full, raw_server, read_head};
 use support::within;
-
-/// A reverse-only listener on 127.0.0.1:0 followed by `rest` (routes and other tables).
-fn reverse_config(rest: &str) -> String {
-    format!("[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\n{rest}")
-}
-
-/// One `[[route]]` table.
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
-}
 
 /// Sends `GET target` raw (so nothing normalises the path), expects 200, and returns the
 /// request-target the origin saw for it.
@@ -33,11 +22,6 @@ async fn target_seen_by(origin: &Origin, proxy: &TestProxy, target: &str) -> Str
     let seen = origin.seen();
     assert_eq!(seen.len(), before + 1, "{target} reached the origin once");
     seen.last().unwrap().uri.to_string()
-}
-
-/// A port nothing listens on.
-fn closed_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// A normal request through a route still succeeds (the proxy was not harmed by a failure).

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use http::Request;
 use hyper::body::Incoming;
-use sluice::server::shutdown::Drained;
+use sluice::shutdown::Drained;
 use support::client::{connect_tunnel, via_proxy};
 use support::proxy::TestProxy;
 use support::upstream::{Origin, full, tcp_echo};

@@ -7,83 +7,30 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use support::client::{h2c_conn, via_proxy};
+use support::client::{exchange_until_closed, h2c_conn, via_proxy};
+use support::h2;
 use support::proxy::TestProxy;
-use support::upstream::{Origin, full};
-use support::{WAIT, within};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::upstream::{Collector, Complete};
+use support::within;
 
-/// One request an origin received completely: its path and its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Complete {
-    path: String,
-    body: Vec<u8>,
+/// No request, not even a head, reached the origin.
+fn assert_untouched(counting: &Collector, vector: &str) {
+    let seen = counting.origin.seen();
+    assert!(seen.is_empty(), "{vector}: the origin saw {seen:?}");
 }
 
-/// An origin (hyper, so it parses requests properly) that reads each body to the end before
-/// answering `ok`, and records every request it received completely. `origin.seen()` also
-/// lists requests whose body never finished.
-struct Counting {
-    origin: Origin,
-    complete: Arc<Mutex<Vec<Complete>>>,
-}
-
-impl Counting {
-    async fn start() -> Counting {
-        let complete = Arc::new(Mutex::new(Vec::new()));
-        let record = complete.clone();
-        let origin = Origin::start(move |request: Request<Incoming>| {
-            let record = record.clone();
-            async move {
-                let path = request.uri().path().to_owned();
-                match request.into_body().collect().await {
-                    Ok(body) => {
-                        let body = body.to_bytes().to_vec();
-                        record.lock().unwrap().push(Complete { path, body });
-                        full("ok")
-                    }
-                    Err(_) => {
-                        let mut response = full("incomplete body");
-                        *response.status_mut() = StatusCode::BAD_REQUEST;
-                        response
-                    }
-                }
-            }
-        })
-        .await;
-        Counting { origin, complete }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.origin.addr
-    }
-
-    fn complete(&self) -> Vec<Complete> {
-        self.complete.lock().unwrap().clone()
-    }
-
-    /// No request, not even a head, reached the origin.
-    fn assert_untouched(&self, vector: &str) {
-        let seen = self.origin.seen();
-        assert!(seen.is_empty(), "{vector}: the origin saw {seen:?}");
-    }
-
-    /// At most one request head reached the origin, no request to `/smuggled` did, and no
-    /// request arrived complete (the body was cut when the bad framing was found).
-    fn assert_no_complete_request(&self, vector: &str) {
-        let seen = self.origin.seen();
-        assert!(seen.len() <= 1, "{vector}: the origin saw {seen:?}");
-        assert!(seen.iter().all(|s| s.uri.path() != "/smuggled"), "{vector}: smuggled: {seen:?}");
-        let complete = self.complete();
-        assert!(complete.is_empty(), "{vector}: the origin received {complete:?}");
-    }
+/// At most one request head reached the origin, no request to `/smuggled` did, and no
+/// request arrived complete (the body was cut when the bad framing was found).
+fn assert_no_complete_request(counting: &Collector, vector: &str) {
+    let seen = counting.origin.seen();
+    assert!(seen.len() <= 1, "{vector}: the origin saw {seen:?}");
+    assert!(seen.iter().all(|s| s.uri.path() != "/smuggled"), "{vector}: smuggled: {seen:?}");
+    let complete = counting.complete();
+    assert!(complete.is_empty(), "{vector}: the origin received {complete:?}");
 }
 
 /// The request a smuggler hides inside another one's body.
@@ -96,32 +43,10 @@ async fn proxy() -> TestProxy {
     TestProxy::start("[[listener]]\naddress = \"127.0.0.1:0\"\nh2c = true\n").await
 }
 
-/// Sends `bytes` on a fresh connection and reads until the proxy closes it (a reset counts as
-/// a close); fails if it is still open after the suite's bound. Returns what arrived.
-async fn send_until_closed(proxy: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = within(TcpStream::connect(proxy)).await.unwrap();
-    // The proxy may refuse and close before reading everything.
-    let _ = stream.write_all(bytes).await;
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-            }
-        }
-    })
-    .await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert!(closed.is_ok(), "the proxy left the connection open after sending {text:?}");
-    text
-}
-
 /// Sends the vector and asserts the proxy answered 400 (or closed without answering), sent
 /// no other response, and closed the connection.
 async fn assert_refused(proxy: &TestProxy, vector: &str, bytes: &[u8]) {
-    let response = send_until_closed(proxy.addr, bytes).await;
+    let response = exchange_until_closed(proxy.addr, bytes).await;
     let responses = response.matches("HTTP/1.1 ").count();
     assert!(responses <= 1, "{vector}: {responses} responses: {response}");
     if !response.is_empty() {
@@ -131,7 +56,7 @@ async fn assert_refused(proxy: &TestProxy, vector: &str, bytes: &[u8]) {
 }
 
 /// A normal request on a new connection still succeeds and reaches the origin intact.
-async fn still_serves(proxy: &TestProxy, counting: &Counting) {
+async fn still_serves(proxy: &TestProxy, counting: &Collector) {
     let before = counting.complete().len();
     let response =
         within(via_proxy(proxy.addr).post(counting.origin.url("/normal")).body("fine").send())
@@ -148,11 +73,11 @@ async fn still_serves(proxy: &TestProxy, counting: &Counting) {
 
 /// A head-level vector: refused, the origin untouched, the proxy still serving.
 async fn head_vector(vector: &str, build: impl FnOnce(SocketAddr) -> String) {
-    let counting = Counting::start().await;
+    let counting = Collector::start().await;
     let proxy = proxy().await;
     let request = build(counting.addr());
     assert_refused(&proxy, vector, request.as_bytes()).await;
-    counting.assert_untouched(vector);
+    assert_untouched(&counting, vector);
     still_serves(&proxy, &counting).await;
 }
 
@@ -295,11 +220,11 @@ async fn nul_in_a_header_value_is_refused() {
 /// A body-level vector (the head is valid, the chunked body is not): refused or cut, the
 /// connection closed, nothing reaching the origin whole, the smuggled request never.
 async fn body_vector(vector: &str, build: impl FnOnce(SocketAddr) -> String) {
-    let counting = Counting::start().await;
+    let counting = Collector::start().await;
     let proxy = proxy().await;
     let request = build(counting.addr());
     assert_refused(&proxy, vector, request.as_bytes()).await;
-    counting.assert_no_complete_request(vector);
+    assert_no_complete_request(&counting, vector);
     still_serves(&proxy, &counting).await;
 }
 
@@ -331,7 +256,7 @@ async fn invalid_chunk_extension_is_refused() {
 
 #[tokio::test]
 async fn cl_0_body_of_a_get_is_forwarded_as_its_body_not_as_a_request() {
-    let counting = Counting::start().await;
+    let counting = Collector::start().await;
     let proxy = proxy().await;
     let o = counting.addr();
     let body = smuggled(o);
@@ -342,7 +267,7 @@ async fn cl_0_body_of_a_get_is_forwarded_as_its_body_not_as_a_request() {
          GET http://{o}/last HTTP/1.1\r\nHost: {o}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let response = send_until_closed(proxy.addr, request.as_bytes()).await;
+    let response = exchange_until_closed(proxy.addr, request.as_bytes()).await;
     let seen: Vec<String> =
         counting.origin.seen().iter().map(|s| s.uri.path().to_owned()).collect();
     assert!(!seen.contains(&"/smuggled".to_owned()), "smuggled: {seen:?}\n{response}");
@@ -364,7 +289,7 @@ async fn cl_0_body_of_a_get_is_forwarded_as_its_body_not_as_a_request() {
 
 #[tokio::test]
 async fn h2_cl_mismatch_never_smuggles_a_request() {
-    let counting = Counting::start().await;
+    let counting = Collector::start().await;
     let proxy = proxy().await;
     let o = counting.addr();
     let mut sender = h2c_conn::<Full<Bytes>>(proxy.addr).await;
@@ -397,7 +322,7 @@ async fn h2_cl_mismatch_never_smuggles_a_request() {
     // The same, frame by frame, so the DATA frame certainly goes out (hyper's client might
     // trim a body that contradicts its content-length).
     let authority = o.to_string();
-    let answer = h2_raw::request(
+    let answer = h2::request(
         proxy.addr,
         &[
             (":method", "POST"),
@@ -426,123 +351,14 @@ async fn h2_cl_mismatch_never_smuggles_a_request() {
     still_serves(&proxy, &counting).await;
 }
 
-/// Raw HTTP/2 (RFC 9113) for what hyper's client will not send: it strips connection-specific
-/// fields such as `transfer-encoding` from HTTP/2 requests, so an H2.TE request has to be
-/// written frame by frame.
-mod h2_raw {
-    use super::*;
-
-    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    const DATA: u8 = 0x0;
-    const HEADERS: u8 = 0x1;
-    const RST_STREAM: u8 = 0x3;
-    const SETTINGS: u8 = 0x4;
-    const GOAWAY: u8 = 0x7;
-    const END_STREAM: u8 = 0x1;
-    const END_HEADERS: u8 = 0x4;
-    const ACK: u8 = 0x1;
-
-    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(payload.len()).unwrap();
-        let mut out = len.to_be_bytes()[1..].to_vec();
-        out.push(kind);
-        out.push(flags);
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
-
-    /// HPACK "literal header field without indexing, new name", no Huffman coding.
-    pub fn header_block(fields: &[(&str, &str)]) -> Vec<u8> {
-        let mut block = Vec::new();
-        for (name, value) in fields {
-            assert!(name.len() < 127 && value.len() < 127, "short fields only");
-            block.push(0x00);
-            block.push(name.len() as u8);
-            block.extend_from_slice(name.as_bytes());
-            block.push(value.len() as u8);
-            block.extend_from_slice(value.as_bytes());
-        }
-        block
-    }
-
-    /// How the server answered stream 1.
-    #[derive(Debug, PartialEq, Eq)]
-    pub enum Answer {
-        /// A response head; `Some(code)` when the status was a static-table entry.
-        Status(Option<u16>),
-        /// RST_STREAM with this error code.
-        Reset(u32),
-        /// GOAWAY with this error code.
-        GoAway(u32),
-        /// The connection closed first.
-        Closed,
-    }
-
-    /// Sends one request as stream 1 (`fields` as the header block, `body` as one DATA frame
-    /// ending the stream) and reads frames until the server answers it.
-    pub async fn request(addr: SocketAddr, fields: &[(&str, &str)], body: &[u8]) -> Answer {
-        let mut stream = within(TcpStream::connect(addr)).await.unwrap();
-        let mut out = PREFACE.to_vec();
-        out.extend(frame(SETTINGS, 0, 0, &[]));
-        out.extend(frame(HEADERS, END_HEADERS, 1, &header_block(fields)));
-        out.extend(frame(DATA, END_STREAM, 1, body));
-        stream.write_all(&out).await.unwrap();
-        within(async {
-            loop {
-                let mut head = [0u8; 9];
-                if stream.read_exact(&mut head).await.is_err() {
-                    return Answer::Closed;
-                }
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                let (kind, flags) = (head[3], head[4]);
-                let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-                let mut payload = vec![0u8; len];
-                if stream.read_exact(&mut payload).await.is_err() {
-                    return Answer::Closed;
-                }
-                match kind {
-                    SETTINGS if flags & ACK == 0 => {
-                        let _ = stream.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
-                    }
-                    HEADERS if id == 1 => {
-                        // Indexed static entries 8..=14 are :status 200 204 206 304 400 404 500.
-                        let status = match payload.first() {
-                            Some(0x88) => Some(200),
-                            Some(0x89) => Some(204),
-                            Some(0x8a) => Some(206),
-                            Some(0x8b) => Some(304),
-                            Some(0x8c) => Some(400),
-                            Some(0x8d) => Some(404),
-                            Some(0x8e) => Some(500),
-                            _ => None,
-                        };
-                        return Answer::Status(status);
-                    }
-                    RST_STREAM if id == 1 => {
-                        return Answer::Reset(u32::from_be_bytes(payload[..4].try_into().unwrap()));
-                    }
-                    GOAWAY => {
-                        return Answer::GoAway(u32::from_be_bytes(
-                            payload[4..8].try_into().unwrap(),
-                        ));
-                    }
-                    _ => {}
-                }
-            }
-        })
-        .await
-    }
-}
-
 #[tokio::test]
 async fn h2_te_is_refused_and_never_smuggles_a_request() {
-    let counting = Counting::start().await;
+    let counting = Collector::start().await;
     let proxy = proxy().await;
     let o = counting.addr();
     let authority = o.to_string();
     // First, the same request without `transfer-encoding` is served: the raw client works.
-    let plain = h2_raw::request(
+    let plain = h2::request(
         proxy.addr,
         &[
             (":method", "POST"),
@@ -553,7 +369,7 @@ async fn h2_te_is_refused_and_never_smuggles_a_request() {
         b"hello",
     )
     .await;
-    assert_eq!(plain, h2_raw::Answer::Status(Some(200)));
+    assert_eq!(plain, h2::Answer::Status(Some(200)));
     assert_eq!(
         counting.complete(),
         [Complete { path: "/plain".to_owned(), body: b"hello".to_vec() }]
@@ -563,7 +379,7 @@ async fn h2_te_is_refused_and_never_smuggles_a_request() {
     // §8.2.2); a downgrade that kept it would let the origin read the body as chunked and
     // the smuggled request after the last chunk.
     let body = format!("0\r\n\r\n{}", smuggled(o));
-    let answer = h2_raw::request(
+    let answer = h2::request(
         proxy.addr,
         &[
             (":method", "POST"),
@@ -576,10 +392,8 @@ async fn h2_te_is_refused_and_never_smuggles_a_request() {
     )
     .await;
     assert!(
-        matches!(
-            answer,
-            h2_raw::Answer::Reset(_) | h2_raw::Answer::GoAway(_) | h2_raw::Answer::Closed
-        ) || matches!(answer, h2_raw::Answer::Status(Some(400))),
+        matches!(answer, h2::Answer::Reset(_) | h2::Answer::GoAway(_) | h2::Answer::Closed)
+            || matches!(answer, h2::Answer::Status(Some(400))),
         "expected a stream error or 400, got {answer:?}"
     );
     let seen = counting.origin.seen();

@@ -6,7 +6,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,26 +16,19 @@ use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use sha2::Digest;
 use support::client::{direct, http1_conn};
+use support::config::{reverse_config, route};
+use support::process::Sluice;
 use support::proxy::TestProxy;
-use support::upstream::{Origin, TestBody, channel_response, full, raw_server, read_head};
-use support::{payload, sha256, within};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use support::sse::Events;
+use support::upstream::{Origin, TestBody, full, raw_server, read_head};
+use support::{hex, payload, sha256, within};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
-
-/// A reverse-only listener on 127.0.0.1:0 followed by `rest`.
-fn reverse_config(rest: &str) -> String {
-    format!("[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\n{rest}")
-}
-
-/// One `[[route]]` table.
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
-}
 
 const SSE_EVENTS: usize = 30;
 
 fn sse_event(index: usize) -> String {
-    format!("id: {index}\ndata: {{\"n\":{index},\"pad\":\"{}\"}}\n\n", "x".repeat(index))
+    support::sse::numbered_event(index, index)
 }
 
 #[tokio::test]
@@ -47,8 +39,7 @@ async fn sse_events_arrive_before_stream_ends() {
         move |_request: Request<Incoming>| {
             let sent = sent.clone();
             async move {
-                let (mut sender, mut response) = channel_response(1);
-                response.headers_mut().insert("content-type", "text/event-stream".parse().unwrap());
+                let (mut sender, mut response) = support::sse::response();
                 response.headers_mut().insert("cache-control", "no-cache".parse().unwrap());
                 tokio::spawn(async move {
                     for index in 0..SSE_EVENTS {
@@ -68,7 +59,7 @@ async fn sse_events_arrive_before_stream_ends() {
     })
     .await;
     let proxy = TestProxy::start(&reverse_config(&route("/sse", &origin.url(""), ""))).await;
-    let mut response = within(
+    let response = within(
         direct()
             .get(format!("http://{}/sse/events", proxy.addr))
             .header("accept", "text/event-stream")
@@ -79,17 +70,13 @@ async fn sse_events_arrive_before_stream_ends() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
 
-    let mut buffer = Vec::new();
+    let mut received = Events::new(response);
     let mut events = Vec::new();
     let mut sent_when_first_arrived = None;
-    while let Some(chunk) = within(response.chunk()).await.unwrap() {
-        buffer.extend_from_slice(&chunk);
-        while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
-            let event: Vec<u8> = buffer.drain(..end + 2).collect();
-            events.push(String::from_utf8(event).unwrap());
-            if sent_when_first_arrived.is_none() {
-                sent_when_first_arrived = Some(sent.load(Ordering::SeqCst));
-            }
+    while let Some(event) = received.next().await {
+        events.push(event);
+        if sent_when_first_arrived.is_none() {
+            sent_when_first_arrived = Some(sent.load(Ordering::SeqCst));
         }
     }
     let sent_when_first_arrived = sent_when_first_arrived.expect("no event arrived");
@@ -97,7 +84,7 @@ async fn sse_events_arrive_before_stream_ends() {
         sent_when_first_arrived < SSE_EVENTS,
         "the first event arrived only after all {SSE_EVENTS} were sent: buffered, not streamed"
     );
-    assert!(buffer.is_empty(), "trailing partial event: {buffer:?}");
+    received.assert_no_partial_event();
     let expected: Vec<String> = (0..SSE_EVENTS).map(sse_event).collect();
     assert_eq!(events, expected, "every event intact and in order");
 }
@@ -161,51 +148,6 @@ async fn request_body_reaches_the_origin_before_the_client_finishes_sending() {
     assert_eq!(seen.headers["transfer-encoding"], "chunked");
 }
 
-/// The sluice binary running as a child, with its stderr drained so it never blocks.
-struct ChildProxy {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-}
-
-async fn spawn_sluice(args: &[&str]) -> ChildProxy {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (addr_tx, addr_rx) = oneshot::channel::<SocketAddr>();
-    let log = tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        let mut addr_tx = Some(addr_tx);
-        let mut all = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            if line.contains("listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|field| field.strip_prefix("address="))
-                    .and_then(|addr| addr.parse().ok());
-                if let (Some(addr), Some(tx)) = (addr, addr_tx.take()) {
-                    let _ = tx.send(addr);
-                }
-            }
-            all.push(line);
-        }
-        all
-    });
-    match within(addr_rx).await {
-        Ok(addr) => ChildProxy { child, addr },
-        Err(_) => {
-            let lines = within(log).await.unwrap();
-            panic!("sluice exited before listening:\n{}", lines.join("\n"));
-        }
-    }
-}
-
 /// Resident set size of `pid` in bytes, from /proc.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -260,8 +202,10 @@ async fn a_256_mib_download_streams_in_flat_memory() {
     });
 
     let route = format!("/big={}", origin.url(""));
-    let mut sluice = spawn_sluice(&["--listen", "127.0.0.1:0", "--route", &route]).await;
-    let pid = sluice.child.id().unwrap();
+    let mut command = support::process::command("info");
+    command.args(["--listen", "127.0.0.1:0", "--route", &route]);
+    let sluice = Sluice::spawn(command).await;
+    let pid = sluice.pid();
     let client = direct();
     let warm = within(client.get(format!("http://{}/big/warm", sluice.addr)).send()).await.unwrap();
     assert_eq!(within(warm.text()).await.unwrap(), "warm");
@@ -306,12 +250,7 @@ async fn a_256_mib_download_streams_in_flat_memory() {
         growth / (1024 * 1024)
     );
     assert_eq!(origin.seen().last().unwrap().uri, "/data");
-    sluice.child.start_kill().unwrap();
-    let _ = within(sluice.child.wait()).await;
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    sluice.kill().await;
 }
 
 #[tokio::test]

@@ -15,38 +15,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use sluice::config::Config;
 use support::client::{https_builder, https_direct, peer_leaf, raw_exchange, tls_connect};
+use support::config::{FORWARD, REVERSE, reverse_config, route, tls_listener};
 use support::proxy::TestProxy;
 use support::tls::{
     LeafFiles, TestCa, client_config_trusting, test_dir, toml_path, write_atomically,
 };
 use support::upstream::Origin;
 use support::within;
-
-/// Listener modes for a reverse-only listener.
-const REVERSE: &str = "forward = false\nreverse = true\n";
-/// Listener modes for a forward-only listener.
-const FORWARD: &str = "forward = true\nreverse = false\n";
-
-/// One TLS listener on 127.0.0.1:0 serving `leaf`, with `modes` and extra `[listener.tls]`
-/// lines `tls_extra`.
-fn tls_listener(leaf: &LeafFiles, modes: &str, tls_extra: &str) -> String {
-    format!(
-        "[[listener]]\naddress = \"127.0.0.1:0\"\n{modes}\n[listener.tls]\ncertificate = {}\n\
-         key = {}\n{tls_extra}\n",
-        toml_path(&leaf.cert),
-        toml_path(&leaf.key)
-    )
-}
-
-/// One `[[route]]` table; `extra` may open `[route.tls]`.
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
-}
-
-/// A plain reverse-only listener followed by `routes`.
-fn plain_reverse(routes: &str) -> String {
-    format!("[[listener]]\naddress = \"127.0.0.1:0\"\n{REVERSE}\n{routes}")
-}
 
 /// `[route.tls]` trusting the CA file `ca` and any further `lines`.
 fn route_tls(ca: &Path, lines: &str) -> String {
@@ -162,7 +137,7 @@ async fn https_upstream_verifies_with_route_ca_and_unverified_cert_returns_502()
     let ca_file = ca.write_cert(&dir, "ca");
     let origin = Origin::echo_tls(ca.server_config(&["127.0.0.1"])).await;
     let upstream = origin.https_url("");
-    let proxy = TestProxy::start(&plain_reverse(&format!(
+    let proxy = TestProxy::start(&reverse_config(&format!(
         "{}{}",
         route("/good", &upstream, &route_tls(&ca_file, "")),
         route("/bad", &upstream, "")
@@ -196,7 +171,7 @@ async fn https_upstream_uses_h2_by_alpn_and_http1_when_the_route_says_so() {
     let ca_file = ca.write_cert(&dir, "ca");
     let origin = Origin::echo_tls(ca.server_config(&["127.0.0.1"])).await;
     let upstream = origin.https_url("");
-    let proxy = TestProxy::start(&plain_reverse(&format!(
+    let proxy = TestProxy::start(&reverse_config(&format!(
         "{}{}",
         route("/auto", &upstream, &route_tls(&ca_file, "")),
         route("/h1", &upstream, &format!("protocol = \"http1\"\n{}", route_tls(&ca_file, "")))
@@ -220,7 +195,7 @@ async fn upstream_server_name_overrides_the_url_host() {
     // The certificate names only origin.test, not the 127.0.0.1 of the upstream URL.
     let origin = Origin::echo_tls(ca.server_config(&["origin.test"])).await;
     let upstream = origin.https_url("");
-    let proxy = TestProxy::start(&plain_reverse(&format!(
+    let proxy = TestProxy::start(&reverse_config(&format!(
         "{}{}",
         route("/named", &upstream, &route_tls(&ca_file, "server_name = \"origin.test\"\n")),
         route("/unnamed", &upstream, &route_tls(&ca_file, ""))
@@ -253,7 +228,7 @@ async fn upstream_mtls_presents_the_route_client_certificate() {
         toml_path(&client_leaf.cert),
         toml_path(&client_leaf.key)
     );
-    let proxy = TestProxy::start(&plain_reverse(&format!(
+    let proxy = TestProxy::start(&reverse_config(&format!(
         "{}{}",
         route("/with", &upstream, &route_tls(&ca_file, &with_cert)),
         route("/without", &upstream, &route_tls(&ca_file, ""))
@@ -279,7 +254,7 @@ async fn insecure_skip_verify_accepts_an_untrusted_upstream_certificate() {
     let untrusted = TestCa::new();
     let origin = Origin::echo_tls(untrusted.server_config(&["somewhere.else"])).await;
     let upstream = origin.https_url("");
-    let proxy = TestProxy::start(&plain_reverse(&format!(
+    let proxy = TestProxy::start(&reverse_config(&format!(
         "{}{}",
         route("/insecure", &upstream, "[route.tls]\ninsecure_skip_verify = true\n"),
         route("/verified", &upstream, "")

@@ -11,6 +11,7 @@ use http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use support::client::{http1_conn, raw_get, raw_header_values, status_of};
+use support::config::{reverse_config, route};
 use support::proxy::TestProxy;
 use support::upstream::{Origin, WsOrigin};
 use support::{payload, sha256, within};
@@ -23,16 +24,6 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A reverse-only listener on 127.0.0.1:0 followed by `rest`.
-fn reverse_config(rest: &str) -> String {
-    format!("[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\n{rest}")
-}
-
-/// One `[[route]]` table.
-fn route(prefix: &str, upstream: &str, extra: &str) -> String {
-    format!("[[route]]\nprefix = \"{prefix}\"\nupstream = \"{upstream}\"\n{extra}\n")
-}
 
 /// A proxy with route `/ws` to `origin`.
 async fn ws_proxy(origin: &WsOrigin, extra_toml: &str) -> TestProxy {

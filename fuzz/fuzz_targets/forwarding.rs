@@ -13,13 +13,12 @@
 mod header_lines;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{ForwardMode, HeaderSettings};
-use sluice::context::Downstream;
-use sluice::headers::forwarded::{Hop, apply_forwarding};
+use sluice::headers::forwarded::{ClientIp, Hop, apply_forwarding};
 
 fuzz_target!(|data: &[u8]| {
     let [modes, flags, data @ ..] = data else {
@@ -53,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = header_lines::map(incoming);
     let before = header_lines::grouped(&headers);
 
-    let downstream = Downstream::new(SocketAddr::new(client, 40000));
+    let downstream = ClientIp::new(client);
     let hop = Hop { client: &downstream, proto, host: host.as_ref() };
     apply_forwarding(&mut headers, hop, &settings);
 

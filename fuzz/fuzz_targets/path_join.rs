@@ -1,4 +1,4 @@
-//! Reverse-proxy path rewriting: `reverse::rewrite::join`, `::has_dot_segment` and
+//! Reverse-proxy path rewriting: `reverse::path::join`, `::has_dot_segment` and
 //! `::upstream_uri` on a route built by `RouteConfig::from_cli("/p=http://h/base", ..)`, with the
 //! base path, prefix (normalised as the config does), strip flag and request target fuzzed.
 //!
@@ -11,8 +11,8 @@ use http::Uri;
 use libfuzzer_sys::fuzz_target;
 use sluice::config::RouteConfig;
 use sluice::config::route::normalize_prefix;
-use sluice::reverse::rewrite::{self, RewriteError};
-use sluice::reverse::router::segment_prefix;
+use sluice::uri::path::segment_prefix;
+use sluice::uri::path::{self, RewriteError};
 
 fuzz_target!(|data: &[u8]| {
     let Some((flag, data)) = data.split_first() else {
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
 
     check_join(base, rest);
     for part in [base, rest, prefix, target] {
-        let _ = rewrite::has_dot_segment(part);
+        let _ = path::has_dot_segment(part);
     }
 
     // The fuzzed base path, if it makes a valid upstream URL on host `h`, else `/base`.
@@ -43,13 +43,13 @@ fuzz_target!(|data: &[u8]| {
     let Ok(uri) = Uri::try_from(target) else {
         return;
     };
-    match rewrite::upstream_uri(&route, &uri) {
+    match path::upstream_uri(&route, &uri) {
         Ok(upstream) => {
             assert_eq!(upstream.scheme_str(), Some("http"));
             assert_eq!(upstream.authority().map(|a| a.as_str()), Some("h"));
             assert_eq!(upstream.query(), uri.query(), "query changed: {uri} -> {upstream}");
             assert!(upstream.path().starts_with('/'), "{uri} -> {upstream}");
-            assert!(!rewrite::has_dot_segment(uri.path()));
+            assert!(!path::has_dot_segment(uri.path()));
             // What the router would have sent here: the base path, then the request path with
             // the matched prefix removed, byte for byte.
             if segment_prefix(&route.prefix, uri.path()) {
@@ -58,11 +58,11 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     uri.path()
                 };
-                assert_eq!(upstream.path(), rewrite::join(&route.upstream.base_path, kept));
+                assert_eq!(upstream.path(), path::join(&route.upstream.base_path, kept));
                 assert!(upstream.path().ends_with(kept), "{uri} -> {upstream}");
             }
         }
-        Err(RewriteError::DotSegment) => assert!(rewrite::has_dot_segment(uri.path())),
+        Err(RewriteError::DotSegment) => assert!(path::has_dot_segment(uri.path())),
         Err(RewriteError::Invalid) => {}
     }
 });
@@ -70,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
 /// `join` as its doc comment promises: the base without trailing `/`, then the rest; never a
 /// doubled or missing slash, never empty.
 fn check_join(base: &str, rest: &str) {
-    let joined = rewrite::join(base, rest);
+    let joined = path::join(base, rest);
     assert!(!joined.is_empty(), "join({base:?}, {rest:?}) is empty");
     if !base.contains("//") && !rest.contains("//") {
         assert!(!joined.contains("//"), "join({base:?}, {rest:?}) = {joined:?}");

@@ -5,7 +5,7 @@
 
 use http::{HeaderValue, Uri};
 use libfuzzer_sys::fuzz_target;
-use sluice::forward::target;
+use sluice::uri::target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(uri) = Uri::try_from(data) else {

@@ -4,7 +4,7 @@
 use http::header::VIA;
 use http::{HeaderMap, HeaderName, HeaderValue, Version};
 
-use crate::context::Downstream;
+use std::net::IpAddr;
 
 /// The name sluice gives itself in `Via` (the `received-by` pseudonym).
 pub const VIA_PSEUDONYM: &str = "sluice";
@@ -38,11 +38,31 @@ mod tests {
     }
 }
 
+/// A client's IP address, with its header form for `X-Forwarded-For` rendered once (per
+/// connection) rather than once per forwarded request.
+#[derive(Debug, Clone)]
+pub struct ClientIp {
+    /// The address.
+    pub ip: IpAddr,
+    /// The address as a header value.
+    pub header: HeaderValue,
+}
+
+impl ClientIp {
+    /// The client at `ip`.
+    pub fn new(ip: IpAddr) -> ClientIp {
+        // An IP address's text form is always a valid header value.
+        let header = HeaderValue::from_str(&ip.to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientIp { ip, header }
+    }
+}
+
 /// What a reverse-proxy hop knows about the request it forwards.
 #[derive(Debug, Clone, Copy)]
 pub struct Hop<'a> {
     /// The downstream client.
-    pub client: &'a Downstream,
+    pub client: &'a ClientIp,
     /// `http` or `https`: the protocol the client used to reach sluice.
     pub proto: &'a str,
     /// The `Host` the client asked for, if any.
@@ -74,7 +94,7 @@ pub fn apply_forwarding(
     }
 
     if settings.x_forwarded_for != ForwardMode::Off {
-        write(headers, XFF, settings.x_forwarded_for, hop.client.ip_header.clone());
+        write(headers, XFF, settings.x_forwarded_for, hop.client.header.clone());
     }
     if settings.x_forwarded_proto != ForwardMode::Off {
         write(headers, XFP, settings.x_forwarded_proto, proto_value(hop.proto));
@@ -102,7 +122,7 @@ fn proto_value(proto: &str) -> HeaderValue {
 /// One RFC 7239 forwarded-element: `for=...;host=...;proto=...` (§4, §5.2 and §6 for the
 /// quoting of IPv6 addresses and of values that are not tokens).
 fn forwarded_element(hop: Hop<'_>) -> String {
-    let node = match hop.client.addr.ip() {
+    let node = match hop.client.ip {
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) => format!("\"[{ip}]\""),
     };
@@ -165,7 +185,7 @@ mod forwarding_tests {
     #[test]
     fn append_replace_and_off() {
         let host = HeaderValue::from_static("gw.example:8080");
-        let client = Downstream::new("192.0.2.7:40000".parse().unwrap());
+        let client = ClientIp::new("192.0.2.7".parse().unwrap());
         let hop = Hop { client: &client, proto: "http", host: Some(&host) };
 
         let mut headers = incoming();
@@ -190,7 +210,7 @@ mod forwarding_tests {
 
     #[test]
     fn ipv6_clients_are_quoted_in_forwarded() {
-        let client = Downstream::new("[::1]:40000".parse().unwrap());
+        let client = ClientIp::new("::1".parse().unwrap());
         let hop = Hop { client: &client, proto: "https", host: None };
         assert_eq!(forwarded_element(hop), "for=\"[::1]\";proto=https");
     }

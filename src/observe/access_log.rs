@@ -19,9 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderName, Uri, header};
 
-use super::Entry;
-use super::metrics::Metrics;
 use crate::config::{ACCESS_LOG_QUEUE_LINES, Config, HeaderRules, LogDestination, LogFormat};
+use crate::observe::event::Event;
+use crate::observe::metrics::Metrics;
 
 /// Largest batch of lines written with one `write` call.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -88,61 +88,68 @@ impl AccessLog {
         &self.headers
     }
 
-    /// Formats `entry` and queues the line.
-    pub fn write(&self, entry: &Entry, duration: Duration, received: u64) {
+    /// Formats `event` (which lasted `duration`) and queues the line.
+    pub fn write(&self, event: &Event<'_>, duration: Duration) {
+        let received = event.received;
         let now = SystemTime::now();
         let time = now.checked_sub(duration).unwrap_or(now);
         let line = match self.format {
-            LogFormat::Text => self.text(entry, time, duration, received),
-            LogFormat::Json => self.json(entry, time, duration, received),
+            LogFormat::Text => self.text(event, time, duration, received),
+            LogFormat::Json => self.json(event, time, duration, received),
         };
         if let Err(TrySendError::Full(_)) = self.lines.try_send(line.into_bytes()) {
             self.metrics.access_log_dropped();
         }
     }
 
-    fn text(&self, entry: &Entry, time: SystemTime, duration: Duration, received: u64) -> String {
+    fn text(
+        &self,
+        event: &Event<'_>,
+        time: SystemTime,
+        duration: Duration,
+        received: u64,
+    ) -> String {
         let mut line = String::with_capacity(256);
         let _ = write!(
             line,
             "{} - - [{}] \"{} ",
-            entry.peer.ip(),
+            event.peer.ip(),
             humantime::format_rfc3339_millis(time),
-            entry.method,
+            event.method,
         );
         // A target may hold `"` or raw UTF-8; escaped so the quoted field stays parseable.
-        escape_text(&mut line, self.target(&entry.target).as_bytes());
+        escape_text(&mut line, self.target(event.target).as_bytes());
         let _ = write!(
             line,
             " {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
-            entry.version,
-            entry.status,
-            entry.sent,
-            entry.id,
-            entry.mode.as_str(),
-            entry.route.0.as_deref().unwrap_or("-"),
+            event.version,
+            event.status,
+            event.sent,
+            event.id,
+            event.mode.as_str(),
+            event.route.0.as_deref().unwrap_or("-"),
             received,
-            entry.sent,
+            event.sent,
             millis(duration),
         );
-        match entry.upstream_ttfb {
+        match event.upstream_ttfb {
             Some(ttfb) => {
                 let _ = write!(line, "{:.3}", millis(ttfb));
             }
             None => line.push('-'),
         }
         let _ = write!(line, " upstream=");
-        match entry.upstream {
+        match event.upstream {
             Some(addr) => {
                 let _ = write!(line, "{addr}");
             }
             None => line.push('-'),
         }
-        let _ = write!(line, " error={}", entry.failure.map_or("-", |f| f.as_str()));
-        if let Some(close) = entry.close {
+        let _ = write!(line, " error={}", event.failure.map_or("-", |f| f.as_str()));
+        if let Some(close) = event.close {
             let _ = write!(line, " close={close}");
         }
-        for (name, value) in &entry.headers {
+        for (name, value) in event.headers {
             let _ = write!(line, " {name}=\"");
             if self.secret.contains(name) {
                 line.push_str("***");
@@ -155,8 +162,14 @@ impl AccessLog {
         line
     }
 
-    fn json(&self, entry: &Entry, time: SystemTime, duration: Duration, received: u64) -> String {
-        let headers: serde_json::Map<String, serde_json::Value> = entry
+    fn json(
+        &self,
+        event: &Event<'_>,
+        time: SystemTime,
+        duration: Duration,
+        received: u64,
+    ) -> String {
+        let headers: serde_json::Map<String, serde_json::Value> = event
             .headers
             .iter()
             .map(|(name, value)| {
@@ -170,21 +183,21 @@ impl AccessLog {
             .collect();
         let record = JsonLine {
             time: humantime::format_rfc3339_millis(time).to_string(),
-            client: entry.peer.to_string(),
-            request_id: entry.id.to_string(),
-            mode: entry.mode.as_str(),
-            method: entry.method.as_str(),
-            target: self.target(&entry.target),
-            version: format!("{:?}", entry.version),
-            route: entry.route.0.as_deref(),
-            status: entry.status,
+            client: event.peer.to_string(),
+            request_id: event.id.to_string(),
+            mode: event.mode.as_str(),
+            method: event.method.as_str(),
+            target: self.target(event.target),
+            version: format!("{:?}", event.version),
+            route: event.route.0.as_deref(),
+            status: event.status,
             bytes_in: received,
-            bytes_out: entry.sent,
+            bytes_out: event.sent,
             duration_ms: millis(duration),
-            upstream_ttfb_ms: entry.upstream_ttfb.map(millis),
-            upstream: entry.upstream.map(|addr| addr.to_string()),
-            error: entry.failure.map(|f| f.as_str()),
-            close: entry.close,
+            upstream_ttfb_ms: event.upstream_ttfb.map(millis),
+            upstream: event.upstream.map(|addr| addr.to_string()),
+            error: event.failure.map(|f| f.as_str()),
+            close: event.close,
             headers,
         };
         let mut line = serde_json::to_string(&record).unwrap_or_default();

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::Mode;
+use crate::observe::mode::Mode;
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond proxying up to the minutes a
 /// model server may take to stream a long answer.

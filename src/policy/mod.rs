@@ -1,44 +1,106 @@
-//! Who may use sluice and for what, checked in one fixed order:
+//! Who may use sluice and for what. The checks, in the order a request meets them, and where
+//! each one runs:
 //!
-//! 1. the client's address against `[access]` (403);
-//! 2. the message framing against smuggling: on the wire before hyper parses it ([`wire`]:
-//!    bare LF, CL with TE, repeated CL, bad chunk lines) and on the parsed head ([`framing`]:
-//!    transfer codings), 400 and close;
-//! 3. the request-line length (414);
-//! 4. the client's request rate (429);
-//! 5. for forward-proxy requests: proxy credentials ([`auth`], 407), then the destination by
-//!    name and CONNECT port ([`destination`], 403); the resolved address is checked again when
-//!    connecting, in [`crate::upstream::Connector`];
-//! 6. for routed requests: the route's rate (429) and body size (413).
+//! 1. connection limits, at accept (`server::listener::accept_loop`): `limits.max_connections`
+//!    (excess clients wait in the kernel backlog) and the listener's `max_connections_per_ip`
+//!    (503);
+//! 2. the message framing on the wire, before hyper parses a head
+//!    (`downstream::wire::WireGuard`: bare LF, CL with TE, repeated CL, bad chunk lines; 400
+//!    and close);
+//! 3. then, for every request, the admit phase of the request path (`proxy::admit`), which
+//!    calls the checks below in this order:
+//!    1. the client's address against `[access]` ([`Policy::check_client`], 403);
+//!    2. transfer codings on the parsed head ([`framing::check`], 400 and close);
+//!    3. the `Host` header ([`check_host`], 400 and close);
+//!    4. the request-line length ([`Policy::check_request_line`], 414);
+//!    5. the client's request rate ([`Policy::check_client_rate`], 429);
+//!    6. for forward-proxy requests: proxy credentials ([`Policy::check_credentials`], 407),
+//!       the CONNECT port ([`check_connect_port`], 403) and the destination's name
+//!       ([`destination::DestinationGuard::host_denied`], 403);
+//! 4. for routed requests, once the route is known (`proxy::reverse::route`): the route's
+//!    rate (429), its upgrades (403) and its body size (413, while streaming);
+//! 5. the resolved destination address, when connecting (`upstream::connect::Connector`,
+//!    [`destination::DestinationGuard::address_allowed`], 403).
+//!
+//! Each check returns its own error type; the request path turns them into one response.
 
 pub mod auth;
 pub mod destination;
 pub mod framing;
 pub mod rate;
-pub mod wire;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use http::{Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request};
 
 use crate::config::{AccessRules, Config, ListenerPolicy};
-use crate::context::RequestContext;
-use crate::error::{Denied, ProxyError};
-use auth::Authenticator;
-use destination::DestinationGuard;
+use auth::{AuthError, Authenticator};
 use rate::RateLimiter;
+
+/// What configuration refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// The client's address is not allowed by `[access]`.
+    ClientAddress,
+    /// CONNECT to a port not in the listener's `connect_ports`.
+    ConnectPort(u16),
+    /// The destination host matches `[destinations] deny_hosts`.
+    Host,
+    /// The requested protocol upgrade is not allowed on this route.
+    Upgrade,
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Denied::ClientAddress => f.write_str("your address may not use this proxy"),
+            Denied::ConnectPort(port) => write!(f, "CONNECT to port {port} is not allowed"),
+            Denied::Host => f.write_str("this destination is not allowed"),
+            Denied::Upgrade => f.write_str("this protocol upgrade is not allowed here"),
+        }
+    }
+}
+
+/// The `Host` header is missing, repeated or not a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the Host header is missing, repeated or invalid")]
+pub struct HostError;
+
+/// The request line is longer than allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the request line is longer than {limit} bytes")]
+pub struct RequestLineTooLong {
+    /// The configured limit.
+    pub limit: usize,
+}
+
+/// The client (or the route) has no request left in its rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimited {
+    /// When a request would be admitted again.
+    pub retry_after: Duration,
+}
+
+/// Proxy credentials were missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialsRequired {
+    /// What was wrong with the credentials.
+    pub reason: AuthError,
+    /// The `Proxy-Authenticate` challenge to send.
+    pub challenge: HeaderValue,
+}
 
 /// RFC 9112 §3.2: an HTTP/1.1 request in origin-form carries exactly one valid `Host`; no
 /// HTTP/1 request carries two. Anything else is refused (400) rather than guessed at, since
 /// the host chooses the route and is copied into forwarding headers.
-fn check_host<B>(request: &Request<B>) -> Result<(), ProxyError> {
-    use crate::forward::target::TargetError;
+pub fn check_host<B>(request: &Request<B>) -> Result<(), HostError> {
     if request.version() >= http::Version::HTTP_2 || request.method() == Method::CONNECT {
         return Ok(());
     }
     let mut hosts = request.headers().get_all(http::header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
-    let valid = |value: &http::HeaderValue| {
+    let valid = |value: &HeaderValue| {
         value
             .to_str()
             .ok()
@@ -53,10 +115,20 @@ fn check_host<B>(request: &Request<B>) -> Result<(), ProxyError> {
             request.version() < http::Version::HTTP_11 || request.uri().authority().is_some()
         }
     };
-    if ok { Ok(()) } else { Err(ProxyError::BadTarget(TargetError::InvalidHost)) }
+    if ok { Ok(()) } else { Err(HostError) }
 }
 
-/// The checks shared by every listener.
+/// A CONNECT tunnel may only reach the listener's `connect_ports` (all ports when empty).
+pub fn check_connect_port(listener: &ListenerPolicy, port: u16) -> Result<(), Denied> {
+    if listener.connect_ports.is_empty() || listener.connect_ports.contains(&port) {
+        Ok(())
+    } else {
+        Err(Denied::ConnectPort(port))
+    }
+}
+
+/// The checks shared by every listener, with the state they keep (rate buckets, verified
+/// credentials).
 #[derive(Debug)]
 pub struct Policy {
     access: AccessRules,
@@ -76,57 +148,42 @@ impl Policy {
         }
     }
 
-    /// Steps 1 to 4, for every request.
-    pub fn admit<B>(&self, request: &Request<B>, ctx: &RequestContext) -> Result<(), ProxyError> {
-        let client = ctx.peer.addr.ip();
-        if !self.access.permits(client) {
-            return Err(ProxyError::Denied(Denied::ClientAddress));
-        }
-        framing::check(request.headers()).map_err(ProxyError::Framing)?;
-        check_host(request)?;
-        // Method, target and version ("HTTP/1.1") with their two spaces.
+    /// Whether a client at `client` may use sluice at all (`[access]`).
+    pub fn check_client(&self, client: IpAddr) -> Result<(), Denied> {
+        if self.access.permits(client) { Ok(()) } else { Err(Denied::ClientAddress) }
+    }
+
+    /// The request line (method, target and version with their two spaces) within the limit.
+    pub fn check_request_line<B>(&self, request: &Request<B>) -> Result<(), RequestLineTooLong> {
         let uri = request.uri();
         let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
         let line = request.method().as_str().len() + target + 10;
         if line > self.max_request_line_bytes {
-            return Err(ProxyError::UriTooLong { limit: self.max_request_line_bytes });
-        }
-        if let Some(limiter) = &self.per_ip {
-            limiter
-                .acquire(client)
-                .map_err(|retry_after| ProxyError::RateLimited { retry_after })?;
+            return Err(RequestLineTooLong { limit: self.max_request_line_bytes });
         }
         Ok(())
     }
 
-    /// Step 5: credentials, then the destination's name and (for CONNECT) port.
-    pub async fn admit_forward<B>(
-        &self,
-        request: &Request<B>,
-        listener: &ListenerPolicy,
-        guard: &DestinationGuard,
-        host: &str,
-        port: u16,
-    ) -> Result<(), ProxyError> {
-        if listener.auth_required {
-            self.authenticator.check(request.headers()).await.map_err(|reason| {
-                ProxyError::AuthRequired {
-                    reason,
-                    challenge: self.authenticator.challenge().clone(),
-                }
-            })?;
+    /// Takes one request from the client's rate limit, when one is configured.
+    pub fn check_client_rate(&self, client: IpAddr) -> Result<(), RateLimited> {
+        match &self.per_ip {
+            Some(limiter) => {
+                limiter.acquire(client).map_err(|retry_after| RateLimited { retry_after })
+            }
+            None => Ok(()),
         }
-        if request.method() == Method::CONNECT
-            && !listener.connect_ports.is_empty()
-            && !listener.connect_ports.contains(&port)
-        {
-            return Err(ProxyError::Denied(Denied::ConnectPort(port)));
+    }
+
+    /// Verifies the request's `Proxy-Authorization` against the configured users.
+    pub async fn check_credentials(&self, headers: &HeaderMap) -> Result<(), CredentialsRequired> {
+        match self.authenticator.check(headers).await {
+            Ok(_user) => Ok(()),
+            Err(reason) => Err(CredentialsRequired {
+                reason,
+                challenge: self.authenticator.challenge().clone(),
+            }),
         }
-        if guard.host_denied(host) {
-            return Err(ProxyError::Denied(Denied::Host));
-        }
-        Ok(())
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 
@@ -19,56 +19,14 @@ use hyper::server::conn::http1;
 
 use tokio_util::sync::CancellationToken;
 
-use super::listener::{ConnectionHold, Live, Serving};
-use super::park::{self, Idleness, InFlight, Parkable};
 use crate::body::BoxError;
-use crate::config::{Config, ListenerConfig};
-use crate::context::Downstream;
-use crate::dispatch;
+use crate::downstream::Downstream;
+use crate::downstream::hold::ConnectionHold;
+use crate::downstream::park::{self, Idleness, InFlight, Parkable, Readiness};
+use crate::downstream::wire::WireGuard;
 use crate::observe::metrics::{Metrics, Rejection};
-use crate::policy::wire::WireGuard;
-
-/// The HTTP versions a listener speaks, with their settings.
-#[derive(Debug)]
-pub enum HttpBuilder {
-    /// HTTP/1.1 only (plain listeners without `h2c`).
-    Http1(http1::Builder),
-    /// HTTP/1.1 and HTTP/2, told apart by ALPN or the HTTP/2 preface.
-    Auto(auto::Builder<TokioExecutor>),
-}
-
-/// Builds the protocol settings every connection of `listener` uses: head size and count
-/// limits (431 when exceeded) and the request-head timeout. HTTP/2 is offered over TLS (by
-/// ALPN) and, on plain listeners, only with `h2c = true`.
-pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
-    if listener.tls.is_none() && !listener.h2c {
-        // `auto::Builder::http1_only` is ignored for upgradeable connections, so HTTP/1-only
-        // listeners use hyper's HTTP/1 builder directly.
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(config.timeouts.request_header)
-            .max_header_size(config.limits.max_request_head_bytes)
-            .max_headers(config.limits.max_request_headers);
-        return HttpBuilder::Http1(builder);
-    }
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.timeouts.request_header)
-        .max_buf_size(config.limits.max_request_head_bytes)
-        .max_headers(config.limits.max_request_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
-        )
-        // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
-        .enable_connect_protocol();
-    HttpBuilder::Auto(builder)
-}
+use crate::proxy;
+use crate::server::serving::{HttpBuilder, Live, Serving};
 
 /// A served connection that can be asked to finish gracefully.
 trait Graceful: Future {
@@ -281,9 +239,8 @@ impl Connection {
                 let http1 = request.version() < http::Version::HTTP_2;
                 let connect = http1 && request.method() == http::Method::CONNECT;
                 let upgrade = http1 && request.headers().contains_key(http::header::UPGRADE);
-                let (proxy, listener) = (&current.proxy, &current.context);
-                let mut response =
-                    dispatch::handle(request, proxy, downstream, listener, hold).await;
+                let (shared, listener) = (&current.proxy, &current.context);
+                let mut response = proxy::handle(request, shared, listener, downstream, hold).await;
                 let status = response.status();
                 // The wire guard stops reading a connection once it asks to switch protocols;
                 // if the switch does not happen, the connection must not carry more requests.
@@ -324,32 +281,6 @@ impl Connection {
         }
     }
 }
-
-/// A client connection's transport, as far as parking needs to know it.
-pub trait Readiness {
-    /// Whether the connection can wait outside hyper with only its socket: true for plain
-    /// TCP; false for TLS, whose session may hold decrypted bytes the socket does not show.
-    const PARKABLE: bool;
-    /// Resolves when the socket has bytes (or EOF) to read.
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
-}
-
-impl Readiness for TcpStream {
-    const PARKABLE: bool = true;
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        TcpStream::readable(self)
-    }
-}
-
-impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
-    const PARKABLE: bool = false;
-    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
-        std::future::pending()
-    }
-}
-
-/// The I/O hyper serves on a plain HTTP/1 connection.
-pub type PlainIo = TokioIo<Parkable<WireGuard<TcpStream>>>;
 
 /// Serves `io` with hyper in sessions: waits outside hyper (parked) until the client sends,
 /// serves until the connection has been idle for [`park::PARK_AFTER`], takes the socket back

@@ -1,114 +1,25 @@
 //! The accept loop: one per listener, bounded by a connection permit per client connection and
 //! a cap on connections from any one client address.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::conn;
-use crate::config::ListenerConfig;
-use crate::dispatch::{ListenerContext, Proxy};
-use crate::observe::metrics::{Active, Rejection};
-use crate::policy::wire::WireGuard;
-use crate::tls::server::TlsListener;
+use crate::downstream::hold::{ConnectionHold, PerAddress};
+use crate::downstream::wire::WireGuard;
+use crate::error::{self, Overload, ProxyError};
+use crate::observe::metrics::Rejection;
+use crate::server::conn;
+use crate::server::serving::{Live, Serving};
 
 /// Pause after a failed `accept` (typically EMFILE) so a full file table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-
-/// What a client over its per-address connection cap receives before the connection closes.
-const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-    Content-Type: text/plain; charset=utf-8\r\nContent-Length: 58\r\nConnection: close\r\n\
-    Retry-After: 1\r\n\r\n503 Service Unavailable: too many connections from your address\n";
-
-/// Open connections per client address on one listener.
-#[derive(Debug, Default)]
-struct PerAddress {
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// What an open client connection holds: its place under `max_connections` and under its
-/// address's cap. Tunnels and upgraded connections keep a clone, so a connection that becomes
-/// a tunnel still counts until the tunnel closes.
-pub struct ConnectionHold {
-    _permit: OwnedSemaphorePermit,
-    _slot: AddressSlot,
-    _open: Active,
-}
-
-impl std::fmt::Debug for ConnectionHold {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ConnectionHold")
-    }
-}
-
-/// One counted connection; uncounts itself when dropped.
-struct AddressSlot {
-    counts: Arc<PerAddress>,
-    ip: IpAddr,
-}
-
-impl PerAddress {
-    fn try_take(self: &Arc<Self>, ip: IpAddr, cap: Option<NonZeroUsize>) -> Option<AddressSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(ip).or_insert(0);
-        if cap.is_some_and(|cap| *count >= cap.get()) {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot { counts: self.clone(), ip })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// What a listener serves right now: the configuration generation, the listener's own
-/// settings, protocol builder and certificates. A reload swaps it whole; each request loads the
-/// current one, so keep-alive connections follow the new routes from their next request.
-#[derive(Debug)]
-pub struct Serving {
-    /// The configuration generation.
-    pub proxy: Arc<Proxy>,
-    /// The listener's configuration.
-    pub config: ListenerConfig,
-    /// Its modes, policy and forward-proxy client.
-    pub context: ListenerContext,
-    /// Its HTTP protocol settings.
-    pub builder: Arc<conn::HttpBuilder>,
-    /// Its TLS termination, when configured.
-    pub tls: Option<TlsListener>,
-}
-
-impl Serving {
-    /// The state for `config` served by `proxy`, with certificates already loaded.
-    pub fn new(proxy: Arc<Proxy>, config: ListenerConfig, tls: Option<TlsListener>) -> Serving {
-        let context = proxy.listener_context(&config, tls.is_some());
-        let builder = Arc::new(conn::http_builder(&proxy.config, &config));
-        Serving { proxy, config, context, builder, tls }
-    }
-}
-
-/// A listener's current [`Serving`], shared by its accept loop and its connections.
-pub type Live = Arc<ArcSwap<Serving>>;
 
 /// Accepts connections on `socket` until `stop` (a listener removed by a reload, or shutdown),
 /// serving each on its own tracked task, and checks certificate files for changes.
@@ -164,8 +75,7 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let hold =
-            ConnectionHold { _permit: permit, _slot: slot, _open: metrics.connection_opened() };
+        let hold = ConnectionHold::new(permit, slot, metrics.connection_opened());
         let connection = conn::Connection {
             peer,
             live: live.clone(),
@@ -256,13 +166,16 @@ impl CertificateCheck {
         self.follow(serving);
     }
 }
+
 /// Tells an over-limit client why it is turned away (in plain HTTP only: on a TLS listener a
-/// handshake would cost what the limit protects) and closes.
+/// handshake would cost what the limit protects) and closes. The refusal is rendered like any
+/// other, but written straight to the socket: no request has been read, and reading one would
+/// spend what the limit protects.
 async fn refuse(mut stream: TcpStream, plain: bool) {
     if plain {
-        let _ =
-            tokio::time::timeout(Duration::from_secs(1), stream.write_all(TOO_MANY_CONNECTIONS))
-                .await;
+        let refusal =
+            error::render_http1(&ProxyError::Overloaded(Overload::ConnectionsFromAddress));
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&refusal)).await;
     }
     let _ = stream.shutdown().await;
 }

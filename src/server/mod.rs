@@ -1,13 +1,12 @@
 //! Accepting and serving client connections.
 //!
 //! [`bind`] opens every configured listener before anything is served, so a port conflict is
-//! reported at start. [`listener`] runs the accept loops, [`conn`] serves one connection with
-//! hyper, and [`shutdown`] drains them.
+//! reported at start. [`listener`] runs the accept loops, [`serving`] is what each listener
+//! serves for a configuration generation, and [`conn`] serves one connection with hyper.
 
 pub mod conn;
 pub mod listener;
-pub mod park;
-pub mod shutdown;
+pub mod serving;
 
 use std::io;
 use std::net::SocketAddr;

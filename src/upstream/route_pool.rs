@@ -21,9 +21,8 @@ use hyper_rustls::MaybeHttpsStream;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::HandshakeDeadline;
 use crate::body::{Body, BoxError};
-use crate::dispatch::UpstreamAddr;
+use crate::upstream::connect::HandshakeDeadline;
 
 /// HTTP/1.1 connections to one route's upstream.
 #[derive(Debug, Clone)]
@@ -38,7 +37,7 @@ struct PoolInner {
     /// `scheme://authority` of the upstream: what the connector dials.
     origin: Uri,
     /// `Host` for a request that has none (a rule removed it), as the general client adds
-    /// one: the route's upstream `Host` (`reverse::router::Route::upstream_host`).
+    /// one: the route's upstream `Host` (`proxy::router::Route::upstream_host`).
     host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,
@@ -83,8 +82,12 @@ impl RoutePool {
     /// A request that never left because its pooled connection had been closed meanwhile (the
     /// upstream closed it while it sat idle) is sent again on another connection; one that
     /// was written is never repeated. A request on a new connection is not retried, so the
-    /// attempts are bounded by the idle connections there were.
-    pub async fn send(&self, mut request: Request<Body>) -> Result<Response<Incoming>, BoxError> {
+    /// attempts are bounded by the idle connections there were. Returns the response with the
+    /// upstream address of its connection, when known.
+    pub async fn send(
+        &self,
+        mut request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<SocketAddr>), BoxError> {
         // An HTTP/1.1 origin server is sent the origin form of the target (RFC 9112 §3.2.1).
         let origin_form = match request.uri().path_and_query() {
             Some(path_and_query) => Uri::from(path_and_query.clone()),
@@ -104,12 +107,9 @@ impl RoutePool {
                 }
             };
             match sender.try_send_request(request).await {
-                Ok(mut response) => {
-                    if let Some(addr) = addr {
-                        response.extensions_mut().insert(UpstreamAddr(addr));
-                    }
+                Ok(response) => {
                     self.release_when_ready(sender, addr);
-                    return Ok(response);
+                    return Ok((response, addr));
                 }
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) if reused => request = unsent,
@@ -210,7 +210,9 @@ async fn sweep(pool: Weak<PoolInner>) {
 mod tests {
     use super::*;
     use crate::config::UpstreamProtocol;
-    use crate::upstream::{Connector, UpstreamSettings, https_connector};
+    use crate::upstream::client::UpstreamSettings;
+    use crate::upstream::connect::Connector;
+    use http::Response;
     use http_body_util::BodyExt;
     use std::sync::atomic::AtomicUsize;
     use std::task::Poll;
@@ -248,7 +250,7 @@ mod tests {
         };
         let connector = Connector::new(settings.connect, Arc::default(), None);
         let tls = crate::tls::client::default_client_config();
-        let https = https_connector(&settings, &tls, UpstreamProtocol::Http1, None, &connector);
+        let https = HandshakeDeadline::new(&connector, &tls, UpstreamProtocol::Http1, None);
         let origin: Uri = format!("http://{addr}/").parse().unwrap();
         let host = HeaderValue::from_str(&addr.to_string()).unwrap();
         RoutePool::new(https, origin, host, settings.max_idle_per_host, settings.pool_idle)
@@ -281,7 +283,7 @@ mod tests {
             .await
             .expect("the request is answered in time")
             .expect("the unsent request went out on a new connection");
-        let body = tokio::time::timeout(Duration::from_secs(5), response.into_body().collect());
+        let body = tokio::time::timeout(Duration::from_secs(5), response.0.into_body().collect());
         assert_eq!(body.await.unwrap().unwrap().to_bytes(), "fresh");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
@@ -304,7 +306,7 @@ mod tests {
         });
         let request = Request::get(format!("http://{addr}/p?q=1")).body(Body::empty()).unwrap();
         let response = tokio::time::timeout(Duration::from_secs(5), pool.send(request));
-        assert_eq!(response.await.unwrap().unwrap().status(), http::StatusCode::NO_CONTENT);
+        assert_eq!(response.await.unwrap().unwrap().0.status(), http::StatusCode::NO_CONTENT);
         let head = tokio::time::timeout(Duration::from_secs(5), seen).await.unwrap().unwrap();
         assert!(head.starts_with("GET /p?q=1 HTTP/1.1\r\n"), "{head}");
         assert!(head.to_ascii_lowercase().contains(&format!("host: {addr}\r\n")), "{head}");

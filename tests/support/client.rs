@@ -26,6 +26,34 @@ pub async fn raw_exchange(proxy: SocketAddr, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Sends `bytes` on a fresh connection (the proxy may refuse and close before reading them
+/// all) and reads until the proxy closes it; a reset counts as a close. Fails if the
+/// connection is still open after the suite's bound. Returns what arrived.
+pub async fn exchange_until_closed(proxy: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = within(TcpStream::connect(proxy)).await.unwrap();
+    let _ = stream.write_all(bytes).await;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let closed = tokio::time::timeout(super::WAIT, async {
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(closed.is_ok(), "the proxy left the connection open after sending {text:?}");
+    text
+}
+
+/// An absolute-form `GET` (forward proxy) for `origin` + `path` that closes the connection
+/// afterwards.
+pub fn forward_get(origin: SocketAddr, path: &str) -> String {
+    format!("GET http://{origin}{path} HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\r\n")
+}
+
 /// Sends CONNECT for `target` and returns the stream once the proxy answered 200.
 pub async fn connect_tunnel(proxy: SocketAddr, target: &str) -> TcpStream {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
@@ -78,6 +106,23 @@ where
             .unwrap();
     tokio::spawn(connection.with_upgrades());
     sender
+}
+
+/// An HTTP/1.1 client connection (hyper) over the open `stream`, and the task driving it, so
+/// a test can wait for the connection to end.
+pub async fn http1_over<B>(
+    stream: TcpStream,
+) -> (hyper::client::conn::http1::SendRequest<B>, tokio::task::JoinHandle<Result<(), hyper::Error>>)
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) =
+        within(hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)))
+            .await
+            .unwrap();
+    (sender, tokio::spawn(connection))
 }
 
 /// Sends one `GET target` with `Host: host`, the `extra` header lines (each ending in

@@ -2,8 +2,12 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod config;
+pub mod h2;
 pub mod observe;
+pub mod process;
 pub mod proxy;
+pub mod sse;
 pub mod tls;
 pub mod upstream;
 
@@ -21,8 +25,12 @@ pub async fn within<F: Future>(future: F) -> F::Output {
 /// Hex SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// `bytes` in lowercase hex, two digits each (how digests are compared).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `len` deterministic pseudo-random bytes (xorshift), so large bodies are not all one value.

@@ -74,6 +74,25 @@ pub async fn scrape(admin_url: &str) -> BTreeMap<String, f64> {
         .collect()
 }
 
+/// Scrapes `/metrics` from `admin_url` until `done` holds for the samples (entries are
+/// recorded when a response ends, which can be just after the client has read it), and
+/// returns them; bounded by [`within`].
+pub async fn scrape_until(
+    admin_url: &str,
+    done: impl Fn(&BTreeMap<String, f64>) -> bool,
+) -> BTreeMap<String, f64> {
+    within(async {
+        loop {
+            let samples = scrape(admin_url).await;
+            if done(&samples) {
+                return samples;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+}
+
 /// The value of one series, or 0 when it has not been created yet.
 pub fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)

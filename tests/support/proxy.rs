@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sluice::config::source::ConfigSource;
 use sluice::config::{Config, LogDestination};
-use sluice::server::shutdown::Drained;
+use sluice::shutdown::Drained;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

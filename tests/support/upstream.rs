@@ -147,6 +147,74 @@ pub fn full(body: impl Into<Bytes>) -> Response<TestBody> {
     Response::new(Full::new(body.into()).map_err(|never| match never {}).boxed())
 }
 
+/// One request an origin received completely: its path and its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Complete {
+    /// The request-target's path.
+    pub path: String,
+    /// The whole body.
+    pub body: Vec<u8>,
+}
+
+/// An origin (hyper, so it parses requests properly) that reads each request body to the end
+/// before answering `200` with `<length> <sha256>`, and records every request it received
+/// completely; a body that breaks off gets `400 incomplete body`. `origin.seen()` also lists
+/// the requests whose body never finished.
+pub struct Collector {
+    /// The origin itself.
+    pub origin: Origin,
+    complete: Arc<Mutex<Vec<Complete>>>,
+}
+
+impl Collector {
+    /// Starts the origin.
+    pub async fn start() -> Collector {
+        let complete = Arc::new(Mutex::new(Vec::new()));
+        let record = complete.clone();
+        let origin = Origin::start(move |request: Request<Incoming>| {
+            let record = record.clone();
+            async move {
+                let path = request.uri().path().to_owned();
+                match request.into_body().collect().await {
+                    Ok(body) => {
+                        let body = body.to_bytes().to_vec();
+                        let answer = format!("{} {}", body.len(), super::sha256(&body));
+                        record.lock().unwrap().push(Complete { path, body });
+                        full(answer)
+                    }
+                    Err(_) => {
+                        let mut response = full("incomplete body");
+                        *response.status_mut() = http::StatusCode::BAD_REQUEST;
+                        response
+                    }
+                }
+            }
+        })
+        .await;
+        Collector { origin, complete }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.origin.addr
+    }
+
+    /// Every request received completely, in order.
+    pub fn complete(&self) -> Vec<Complete> {
+        self.complete.lock().unwrap().clone()
+    }
+
+    /// The bodies of the requests received completely, in order.
+    pub fn bodies(&self) -> Vec<Vec<u8>> {
+        self.complete().into_iter().map(|complete| complete.body).collect()
+    }
+}
+
+/// An address nothing listens on (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
 /// A TCP server that runs `handler` for each accepted connection; for behaviour hyper would
 /// not produce (raw bytes, early close, silence).
 pub async fn raw_server<H, F>(handler: H) -> SocketAddr

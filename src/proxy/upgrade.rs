@@ -9,9 +9,10 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, request, respons
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use crate::context::RequestContext;
-use crate::dispatch::Proxy;
-use crate::observe::{Mode, SessionLog};
+use crate::observe::Mode;
+use crate::proxy::context::RequestContext;
+use crate::proxy::log::SessionLog;
+use crate::proxy::state::Proxy;
 use crate::relay::{RelayLimits, relay};
 
 /// Protocols the forward proxy lets through: plain `ws://` via absolute-form.
@@ -97,15 +98,16 @@ impl PendingUpgrade {
 
     /// After the upstream switched protocols: marks the downstream 101 response, and spawns a
     /// tracked task that relays between both upgraded connections until both close, one fails,
-    /// or nothing moves for `idle`.
+    /// or nothing moves for `idle`. The request becomes a WebSocket session, finished by the
+    /// relay through the returned [`SessionLog`].
     pub fn splice(
         self,
         response: &mut response::Parts,
         accepted: Option<HeaderValue>,
         upstream: OnUpgrade,
         proxy: &Proxy,
-        ctx: &RequestContext,
-    ) {
+        ctx: &mut RequestContext,
+    ) -> SessionLog {
         let limits = RelayLimits {
             idle: proxy.config.timeouts.websocket_idle,
             lifetime: proxy.config.timeouts.websocket_max_lifetime,
@@ -113,7 +115,8 @@ impl PendingUpgrade {
         let metrics = proxy.observer.metrics.clone();
         let hold = ctx.hold.clone();
         let session = SessionLog::new();
-        response.extensions.insert(session.clone());
+        ctx.mode = Mode::WebSocket;
+        let log = session.clone();
         match self.style {
             Style::Http1 => {
                 response.headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -140,6 +143,7 @@ impl PendingUpgrade {
             let relayed = relay(TokioIo::new(downstream), TokioIo::new(upstream), limits).await;
             session.relayed(relayed);
         });
+        log
     }
 }
 

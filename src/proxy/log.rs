@@ -1,5 +1,6 @@
-//! Finishing an [`Entry`] when its traffic ends: a response body that counts what it sends
-//! ([`ObservedBody`]), and the hand-over to a tunnel or upgrade relay ([`SessionLog`]).
+//! The log phase: finishing a request's context when its traffic ends, through a response
+//! body that counts what it sends ([`ObservedBody`]), or through the hand-over to a tunnel or
+//! upgrade relay ([`SessionLog`]).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -8,37 +9,58 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body as _, Frame, SizeHint};
 
-use super::{Entry, Failure};
 use crate::body::{Body, BodyIdleTimeout, BoxError};
 use crate::error::ErrorKind;
+use crate::observe::Failure;
+use crate::proxy::context::RequestContext;
 use crate::relay::Relayed;
 
+/// What the phases hand to the log phase: the response for the client and, when the request
+/// opened a tunnel or an upgrade, the session whose relay finishes the request.
+#[derive(Debug)]
+pub struct Reply {
+    /// The response.
+    pub response: http::Response<Body>,
+    /// The tunnel's or upgrade's meeting point, when there is one.
+    pub session: Option<SessionLog>,
+}
+
+impl Reply {
+    /// A response whose body ends the request.
+    pub fn plain(response: http::Response<Body>) -> Reply {
+        Reply { response, session: None }
+    }
+}
+
 /// The body of every response sluice sends: the proxied or generated [`Body`], counting the
-/// bytes it passes, finishing its entry at the end of the stream, on an upstream failure, or
-/// when the client goes away (the body is dropped unfinished).
+/// bytes it passes, finishing its request's context at the end of the stream, on an upstream
+/// failure, or when the client goes away (the body is dropped unfinished).
+///
+/// The context is boxed: hyper keeps the response body inline in its connection state, so
+/// the context inline would make every connection that large for its whole life.
 #[derive(Debug)]
 pub struct ObservedBody {
     inner: Body,
-    entry: Option<Entry>,
+    ctx: Option<Box<RequestContext>>,
 }
 
 impl ObservedBody {
-    /// Wraps `inner`; `entry` is finished when the body ends.
-    pub fn new(inner: Body, entry: Entry) -> ObservedBody {
-        ObservedBody { inner, entry: Some(entry) }
+    /// Wraps `inner`; `ctx` is finished when the body ends.
+    pub fn new(inner: Body, ctx: Box<RequestContext>) -> ObservedBody {
+        ObservedBody { inner, ctx: Some(ctx) }
     }
 
-    /// A body whose entry is finished elsewhere (by a session's relay).
+    /// A body whose context is finished elsewhere (by a session's relay).
     pub fn unobserved(inner: Body) -> ObservedBody {
-        ObservedBody { inner, entry: None }
+        ObservedBody { inner, ctx: None }
     }
 
     fn finish(&mut self, failure: Option<Failure>) {
-        if let Some(mut entry) = self.entry.take() {
-            if entry.failure.is_none() {
-                entry.failure = failure;
+        if let Some(mut ctx) = self.ctx.take() {
+            if ctx.failure.is_none() {
+                ctx.failure = failure;
             }
-            entry.finish();
+            ctx.finish();
         }
     }
 }
@@ -55,8 +77,8 @@ impl http_body::Body for ObservedBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(entry)) = (frame.data_ref(), this.entry.as_mut()) {
-                    entry.sent += data.len() as u64;
+                if let (Some(data), Some(ctx)) = (frame.data_ref(), this.ctx.as_mut()) {
+                    ctx.sent += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
                     this.finish(None);
@@ -94,16 +116,16 @@ impl Drop for ObservedBody {
     }
 }
 
-/// The meeting point of a request's entry (from `dispatch`, once the response is ready) and
-/// its relay's outcome (from the relay task, once the session closes); whichever arrives
-/// second finishes the entry.
+/// The meeting point of a request's context (from the respond phase, once the response is
+/// ready) and its relay's outcome (from the relay task, once the session closes); whichever
+/// arrives second finishes the context.
 #[derive(Debug, Clone)]
 pub struct SessionLog(Arc<Mutex<Meeting>>);
 
 #[derive(Debug)]
 enum Meeting {
     Waiting,
-    Started(Box<Entry>),
+    Started(Box<RequestContext>),
     Ended(SessionEnd),
     Done,
 }
@@ -128,12 +150,12 @@ impl SessionLog {
         SessionLog(Arc::new(Mutex::new(Meeting::Waiting)))
     }
 
-    /// Hands over the entry of the request that opened the session.
-    pub fn start(&self, entry: Entry) {
+    /// Hands over the context of the request that opened the session.
+    pub fn start(&self, ctx: Box<RequestContext>) {
         let mut meeting = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match std::mem::replace(&mut *meeting, Meeting::Done) {
-            Meeting::Ended(end) => finish(entry, end),
-            Meeting::Waiting => *meeting = Meeting::Started(Box::new(entry)),
+            Meeting::Ended(end) => finish(ctx, end),
+            Meeting::Waiting => *meeting = Meeting::Started(ctx),
             Meeting::Started(_) | Meeting::Done => {}
         }
     }
@@ -151,21 +173,21 @@ impl SessionLog {
     fn end(&self, end: SessionEnd) {
         let mut meeting = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match std::mem::replace(&mut *meeting, Meeting::Done) {
-            Meeting::Started(entry) => finish(*entry, end),
+            Meeting::Started(ctx) => finish(ctx, end),
             Meeting::Waiting => *meeting = Meeting::Ended(end),
             Meeting::Ended(_) | Meeting::Done => {}
         }
     }
 }
 
-fn finish(mut entry: Entry, end: SessionEnd) {
+fn finish(mut ctx: Box<RequestContext>, end: SessionEnd) {
     match end {
         SessionEnd::Relayed(relayed) => {
-            entry.relayed_in = relayed.to_upstream;
-            entry.sent = relayed.to_downstream;
-            entry.close = Some(relayed.end.as_str());
+            ctx.relayed_in = relayed.to_upstream;
+            ctx.sent = relayed.to_downstream;
+            ctx.close = Some(relayed.end.as_str());
         }
-        SessionEnd::NotUpgraded => entry.failure = Some(Failure::ClientClosed),
+        SessionEnd::NotUpgraded => ctx.failure = Some(Failure::ClientClosed),
     }
-    entry.finish();
+    ctx.finish();
 }

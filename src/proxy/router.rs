@@ -1,5 +1,5 @@
 //! Route selection: whole-segment prefix matching, longest prefix first, host-specific routes
-//! before host-less ones (DESIGN rule 11).
+//! before host-less ones.
 
 use std::sync::Arc;
 
@@ -13,7 +13,9 @@ use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::policy::rate::RateLimiter;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
-use crate::upstream::{Connector, StaticHosts, Upstream, UpstreamSettings};
+use crate::upstream::client::{Upstream, UpstreamSettings};
+use crate::upstream::connect::{Connector, StaticHosts};
+use crate::uri::path::segment_prefix;
 
 /// A route ready to serve: its configuration and its own upstream pool.
 #[derive(Debug)]
@@ -137,17 +139,6 @@ pub fn matches(route: &RouteConfig, host: Option<&str>, path: &str) -> bool {
     host_ok && segment_prefix(&route.prefix, path)
 }
 
-/// `/api` matches `/api`, `/api/` and `/api/x`, never `/apiary`; `/` matches everything.
-pub fn segment_prefix(prefix: &str, path: &str) -> bool {
-    if prefix == "/" {
-        return true;
-    }
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/'),
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,24 +149,6 @@ mod tests {
             RouteConfig::from_cli(&format!("{prefix}={upstream}"), &Timeouts::default()).unwrap();
         route.host = host.map(str::to_owned);
         route
-    }
-
-    #[test]
-    fn segments_table() {
-        for (prefix, path, expected) in [
-            ("/api", "/api", true),
-            ("/api", "/api/", true),
-            ("/api", "/api/x/y", true),
-            ("/api", "/apiary", false),
-            ("/api", "/ap", false),
-            ("/api", "/API", false),
-            ("/api", "/api%2Fx", false),
-            ("/", "/anything", true),
-            ("/a/b", "/a/b/c", true),
-            ("/a/b", "/a/bc", false),
-        ] {
-            assert_eq!(segment_prefix(prefix, path), expected, "{prefix} vs {path}");
-        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! graceful shutdown closes the idle connection without touching the socket ([`Parkable`]
 //! turns its shutdown into a no-op and returns the socket when dropped).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// How often an open HTTP session checks whether it has been idle; it is parked after one
 /// whole quiet period (so 100-200 ms of idleness). A client sending request after request never
@@ -178,5 +180,28 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Parkable<I> {
             return Poll::Ready(Ok(()));
         }
         Pin::new(self.io()?).poll_shutdown(cx)
+    }
+}
+
+/// A client connection's transport, as far as parking needs to know it.
+pub trait Readiness {
+    /// Whether the connection can wait outside hyper with only its socket: true for plain
+    /// TCP; false for TLS, whose session may hold decrypted bytes the socket does not show.
+    const PARKABLE: bool;
+    /// Resolves when the socket has bytes (or EOF) to read.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Readiness for TcpStream {
+    const PARKABLE: bool = true;
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        TcpStream::readable(self)
+    }
+}
+
+impl Readiness for tokio_rustls::server::TlsStream<TcpStream> {
+    const PARKABLE: bool = false;
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::pending()
     }
 }

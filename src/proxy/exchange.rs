@@ -1,9 +1,12 @@
 //! One proxied HTTP exchange: the steps the forward proxy and the reverse routes share once
 //! they know where a request goes.
 //!
-//! [`prepare`] turns the client's request head into the upstream's (hop-by-hop fields out,
-//! `Host`, `Via`, an allowed upgrade kept); [`send`] sends it through an [`Upstream`] and shapes
-//! the response the client receives, splicing the two connections when an upgrade succeeds.
+//! [`prepare_head`] turns the client's request head into the upstream's (hop-by-hop fields
+//! out, `Host`, `Via`, an allowed upgrade kept); [`send`] sends it through an [`Upstream`];
+//! [`respond`] shapes the response the client receives, splicing the two connections when an
+//! upgrade succeeds.
+
+use std::time::Duration;
 
 use http::header::{HOST, UPGRADE};
 use http::uri::Authority;
@@ -11,15 +14,16 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 
 use crate::body::{Body, IdleBody};
 use crate::config::HeaderRules;
-use crate::context::RequestContext;
-use crate::dispatch::Proxy;
 use crate::error::ProxyError;
 use crate::headers::{forwarded, hop_by_hop, rules};
-use crate::upgrade::PendingUpgrade;
-use crate::upstream::Upstream;
+use crate::proxy::context::RequestContext;
+use crate::proxy::log::Reply;
+use crate::proxy::state::Proxy;
+use crate::proxy::upgrade::PendingUpgrade;
+use crate::upstream::client::{Answered, Upstream};
 
 /// Rewrites a client's request head for the upstream.
-pub fn prepare(
+pub fn prepare_head(
     parts: &mut request::Parts,
     uri: Uri,
     host: HeaderValue,
@@ -58,21 +62,37 @@ fn merge_cookies(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Sends `request` through `upstream` and returns the response for the client.
-///
-/// `response_rules` are applied in order after hop-by-hop removal. When the client asked for an
-/// allowed upgrade and the upstream switched protocols, the 101 is passed on and both
-/// connections are relayed; otherwise the body streams through with the body idle timeout.
+/// The send phase: sends `request` to `target` through `upstream` and waits for the response
+/// head, recording in `ctx` which upstream answered and when. An upgrade request always goes
+/// over HTTP/1.1.
 pub async fn send(
-    proxy: &Proxy,
     upstream: &Upstream,
     request: Request<Body>,
     target: &Authority,
+    upgrade: bool,
+    ctx: &mut RequestContext,
+) -> Result<Answered, ProxyError> {
+    let answered = upstream.send(request, target, upgrade).await?;
+    ctx.answered_by(answered.peer);
+    Ok(answered)
+}
+
+/// The respond phase: shapes the upstream's response for the client.
+///
+/// Hop-by-hop fields are removed and `response_rules` applied in order. When the client asked
+/// for an allowed upgrade and the upstream switched protocols, the 101 is passed on and both
+/// connections are relayed; otherwise the body streams through, failing if the upstream goes
+/// quiet for `body_idle`.
+pub fn respond(
+    answered: Answered,
+    target: &Authority,
     upgrade: Option<PendingUpgrade>,
     response_rules: &[&HeaderRules],
-    ctx: &RequestContext,
-) -> Result<Response<Body>, ProxyError> {
-    let mut response = upstream.send(request, target, upgrade.is_some()).await?;
+    body_idle: Duration,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+) -> Result<Reply, ProxyError> {
+    let mut response = answered.response;
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switched && upgrade.is_none() {
         // We never ask for an upgrade we did not keep, so this upstream broke the protocol.
@@ -92,12 +112,13 @@ pub async fn send(
     parts.version = Version::default();
     match (upgrade, upstream_upgrade) {
         (Some(pending), Some(upstream_side)) => {
-            pending.splice(&mut parts, accepted, upstream_side, proxy, ctx);
-            Ok(Response::from_parts(parts, Body::empty()))
+            let session = pending.splice(&mut parts, accepted, upstream_side, proxy, ctx);
+            let response = Response::from_parts(parts, Body::empty());
+            Ok(Reply { response, session: Some(session) })
         }
         _ => {
-            let body = Body::Upstream(IdleBody::new(body, upstream.settings().body_idle));
-            Ok(Response::from_parts(parts, body))
+            let body = Body::Upstream(IdleBody::new(body, body_idle));
+            Ok(Reply::plain(Response::from_parts(parts, body)))
         }
     }
 }

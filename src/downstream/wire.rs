@@ -9,6 +9,10 @@
 //! hyper's own parser fails on it: a head is answered with 400 and the connection closed, and
 //! a broken chunked body aborts the request. After that, or once a connection switches
 //! protocols (CONNECT, Upgrade, the HTTP/2 preface), it only passes bytes through.
+//!
+//! That 400 is the one refusal `error::render` does not write: the guard sits below hyper, and a
+//! response written by the guard itself would race hyper's writes on the same socket, so it
+//! leaves the response to hyper's parser, which answers it with an empty body.
 
 use std::io;
 use std::pin::Pin;
@@ -66,7 +70,7 @@ pub struct WireGuard<I> {
     /// connection that never sent a byte as a clean close, so only the guard can count it.
     metrics: Option<Arc<Metrics>>,
     /// Told after every read whether everything read so far ends on a message boundary (the
-    /// connection may then be parked outside hyper, see `server::park`).
+    /// connection may then be parked outside hyper, see `downstream::park`).
     boundary: Option<Arc<AtomicBool>>,
 }
 

@@ -1,4 +1,4 @@
-//! Building the upstream URI for a routed request: pure functions on the raw, still
+//! Matching and rewriting request paths for routes: pure functions on the raw, still
 //! percent-encoded path, so `%2F`, `+` and UTF-8 escapes reach the upstream byte for byte.
 
 use http::Uri;
@@ -61,6 +61,17 @@ pub fn join(base: &str, rest: &str) -> String {
     joined
 }
 
+/// `/api` matches `/api`, `/api/` and `/api/x`, never `/apiary`; `/` matches everything.
+pub fn segment_prefix(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
 /// True when any segment is `.` or `..`, written raw or percent-encoded in any case.
 pub fn has_dot_segment(path: &str) -> bool {
     path.split('/').any(|segment| {
@@ -84,6 +95,24 @@ mod tests {
             RouteConfig::from_cli(&format!("{prefix}={upstream}"), &Timeouts::default()).unwrap();
         route.strip_prefix = strip;
         upstream_uri(&route, &request.parse().unwrap()).map(|u| u.to_string())
+    }
+
+    #[test]
+    fn segments_table() {
+        for (prefix, path, expected) in [
+            ("/api", "/api", true),
+            ("/api", "/api/", true),
+            ("/api", "/api/x/y", true),
+            ("/api", "/apiary", false),
+            ("/api", "/ap", false),
+            ("/api", "/API", false),
+            ("/api", "/api%2Fx", false),
+            ("/", "/anything", true),
+            ("/a/b", "/a/b/c", true),
+            ("/a/b", "/a/bc", false),
+        ] {
+            assert_eq!(segment_prefix(prefix, path), expected, "{prefix} vs {path}");
+        }
     }
 
     #[test]

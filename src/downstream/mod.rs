@@ -1,0 +1,51 @@
+//! The client side of a connection, as the request path sees it: who the client is
+//! ([`Downstream`]), the connection's place under the connection limits ([`hold`]), the
+//! byte-level framing guard in front of hyper ([`wire`]), parking an idle connection outside
+//! hyper ([`park`]), and taking back the socket of a connection a tunnel took over
+//! ([`into_plain_tcp`]).
+//!
+//! `proxy/` reaches the client connection only through this module.
+
+pub mod hold;
+pub mod park;
+pub mod wire;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::downstream::park::Parkable;
+use crate::downstream::wire::WireGuard;
+use crate::headers::forwarded::ClientIp;
+
+/// The client end of a connection: its address, and its IP in header form for
+/// `X-Forwarded-For`, rendered once per connection instead of once per forwarded request.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The client's IP address, with its header form.
+    pub ip: ClientIp,
+}
+
+impl Downstream {
+    /// The downstream end for a client connected from `addr`.
+    pub fn new(addr: SocketAddr) -> Downstream {
+        Downstream { addr, ip: ClientIp::new(addr.ip()) }
+    }
+}
+
+/// The I/O hyper serves on a plain HTTP/1 connection.
+pub type PlainIo = TokioIo<Parkable<WireGuard<TcpStream>>>;
+
+/// The client's TCP socket and the bytes hyper had already read from it, when a connection
+/// that switched protocols (a CONNECT tunnel) is a plain TCP connection; the upgraded
+/// connection unchanged otherwise (TLS, HTTP/2). `Ok(None)` would mean the socket had been
+/// parked, which cannot happen to a connection being upgraded.
+pub fn into_plain_tcp(upgraded: Upgraded) -> Result<Option<(TcpStream, Bytes)>, Upgraded> {
+    let parts = upgraded.downcast::<PlainIo>()?;
+    Ok(parts.io.into_inner().into_inner().map(|guard| (guard.into_inner(), parts.read_buf)))
+}

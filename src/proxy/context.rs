@@ -1,0 +1,163 @@
+//! The one per-request context: what is known about a request as it moves through the
+//! phases, each of which reads and writes it, and from which the log phase writes the access
+//! log and the metrics, once.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::downstream::Downstream;
+use crate::downstream::hold::ConnectionHold;
+use crate::observe::metrics::{RouteLabel, RouteSeries};
+use crate::observe::{Event, Failure, Mode, Observer, RequestId};
+
+/// Everything the request path knows about one request, from its head to its end.
+#[derive(Debug)]
+pub struct RequestContext {
+    /// The request id: logged, passed upstream on reverse routes, returned to the client.
+    pub id: RequestId,
+    /// The client.
+    pub downstream: Downstream,
+    /// `https` when the client reached sluice over TLS, else `http`.
+    pub scheme: &'static str,
+    /// The client connection's place under the connection limits, kept by tunnels.
+    pub hold: Arc<ConnectionHold>,
+    /// When the request head arrived.
+    pub started: Instant,
+    /// The kind of traffic, from the classify phase (a WebSocket once upgraded).
+    pub mode: Mode,
+    /// The request method as received.
+    pub method: Method,
+    /// The request target as received.
+    pub target: Uri,
+    /// The client's HTTP version.
+    pub version: Version,
+    /// Request header fields the access log asked for, copied when the request arrived.
+    pub logged_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The metric handles (and name) of the route the request matched, or of the listener's
+    /// forward proxy; none for tunnels and refused requests.
+    pub series: Option<Arc<RouteSeries>>,
+    /// The upstream's address, once one answered.
+    pub upstream: Option<SocketAddr>,
+    /// From the request head until the upstream's response head (or an open tunnel).
+    pub upstream_ttfb: Option<Duration>,
+    /// Request body bytes received so far, when the request has a body.
+    pub received: Option<Arc<AtomicU64>>,
+    /// Bytes received from the client by a tunnel or WebSocket relay.
+    pub relayed_in: u64,
+    /// Body (or tunnel) bytes sent to the client.
+    pub sent: u64,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Why the request failed, when it did.
+    pub failure: Option<Failure>,
+    /// How a tunnel or WebSocket session ended.
+    pub close: Option<&'static str>,
+    /// The id as a header value, made once when first needed.
+    id_header: Option<HeaderValue>,
+    /// The access log and metrics of the generation that served the request.
+    observer: Arc<Observer>,
+}
+
+/// The no-route label, for requests that matched no route.
+static NO_ROUTE: RouteLabel = RouteLabel(None);
+
+impl RequestContext {
+    /// Starts the context of `request`, just received from `downstream` over `scheme` on the
+    /// connection holding `hold`, as traffic of `mode`.
+    pub fn start(
+        request: &Request<Incoming>,
+        mode: Mode,
+        id: RequestId,
+        downstream: Downstream,
+        scheme: &'static str,
+        hold: Arc<ConnectionHold>,
+        observer: &Arc<Observer>,
+    ) -> RequestContext {
+        let logged_headers = observer
+            .wanted_headers()
+            .iter()
+            .filter_map(|name| {
+                request.headers().get(name).map(|value| (name.clone(), value.clone()))
+            })
+            .collect();
+        let has_body = !request.body().is_end_stream();
+        RequestContext {
+            id,
+            downstream,
+            scheme,
+            hold,
+            started: Instant::now(),
+            mode,
+            method: request.method().clone(),
+            target: request.uri().clone(),
+            version: request.version(),
+            logged_headers,
+            series: None,
+            upstream: None,
+            upstream_ttfb: None,
+            received: has_body.then(|| Arc::new(AtomicU64::new(0))),
+            relayed_in: 0,
+            sent: 0,
+            status: 0,
+            failure: None,
+            close: None,
+            id_header: None,
+            observer: observer.clone(),
+        }
+    }
+
+    /// The request id as a header value.
+    pub fn id_header(&mut self) -> HeaderValue {
+        self.id_header.get_or_insert_with(|| self.id.to_header_value()).clone()
+    }
+
+    /// Whether the request matched a route.
+    pub fn routed(&self) -> bool {
+        self.series.as_ref().is_some_and(|series| series.route().0.is_some())
+    }
+
+    /// Records that an upstream at `peer` has answered (or a tunnel to it is open).
+    pub fn answered_by(&mut self, peer: Option<SocketAddr>) {
+        self.upstream = peer;
+        if peer.is_some() {
+            self.upstream_ttfb = Some(self.started.elapsed());
+        }
+    }
+
+    /// Bytes received from the client.
+    pub fn received(&self) -> u64 {
+        self.relayed_in + self.received.as_ref().map_or(0, |m| m.load(Ordering::Relaxed))
+    }
+
+    /// Writes the access-log line and the metrics: the log phase, run once per request when
+    /// its response body ends or its session closes.
+    pub fn finish(self) {
+        let series = self.series.as_deref();
+        let event = Event {
+            started: self.started,
+            peer: self.downstream.addr,
+            id: &self.id,
+            mode: self.mode,
+            method: &self.method,
+            target: &self.target,
+            version: self.version,
+            route: series.map_or(&NO_ROUTE, RouteSeries::route),
+            series,
+            status: self.status,
+            received: self.received(),
+            sent: self.sent,
+            upstream_ttfb: self.upstream_ttfb,
+            upstream: self.upstream,
+            failure: self.failure,
+            close: self.close,
+            headers: &self.logged_headers,
+        };
+        self.observer.finish(&event);
+    }
+}

@@ -1,0 +1,259 @@
+//! The request path, phase by phase. [`handle`] runs them in order over one per-request
+//! [`RequestContext`]; each phase is a plain function that reads and writes that context and
+//! returns `Result<_, ProxyError>`, and an error is rendered here, once.
+//!
+//! | phase         | function                                    | what it does                                  |
+//! |---------------|---------------------------------------------|-----------------------------------------------|
+//! | classify      | [`classify`]                                | CONNECT, absolute-form or origin-form         |
+//! | admit         | [`admit`]                                   | every policy check, in its documented order   |
+//! | route         | [`reverse::route`]                          | the route, its URI, its own admission         |
+//! | pick upstream | [`pick_upstream`]                           | which upstream client serves the request      |
+//! | prepare       | [`forward::prepare`], [`reverse::prepare`]  | body limit, head rewrite, forwarding, rules   |
+//! | send          | [`exchange::send`], [`tunnel::open`]        | the upstream exchange (or the tunnel's dial)  |
+//! | respond       | [`exchange::respond`]                       | response filters, upgrades, body idle timeout |
+//! | log           | [`deliver`], then [`log::ObservedBody`] or [`log::SessionLog`] | access log and metrics, once, at the end |
+//!
+//! Classification runs before admission because it is pure and everything after it, the
+//! access-log line of a refused request included, needs to know the request's kind.
+
+pub mod context;
+pub mod exchange;
+pub mod forward;
+pub mod log;
+pub mod reverse;
+pub mod router;
+pub mod state;
+pub mod tunnel;
+pub mod upgrade;
+
+use std::sync::Arc;
+
+use http::{Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+
+use crate::body::Body;
+use crate::downstream::Downstream;
+use crate::downstream::hold::ConnectionHold;
+use crate::error::{self, NotServed, ProxyError};
+use crate::observe::{Failure, Mode, RequestId};
+use crate::policy::{self, framing};
+use crate::proxy::context::RequestContext;
+use crate::proxy::log::{ObservedBody, Reply, SessionLog};
+use crate::proxy::router::Router;
+use crate::proxy::state::{ListenerContext, Proxy};
+use crate::upstream::client::Upstream;
+use crate::uri::target::{self, Target};
+
+/// The kind of request, decided from its method and request-target form (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// `CONNECT host:port`.
+    Connect,
+    /// `GET http://host/path`: a forward-proxy request.
+    Absolute,
+    /// `GET /path`: a request for this server's own routes.
+    Origin,
+}
+
+impl RequestKind {
+    /// The traffic mode a request of this kind is logged and counted as.
+    pub fn mode(self) -> Mode {
+        match self {
+            RequestKind::Connect => Mode::Tunnel,
+            RequestKind::Absolute => Mode::Forward,
+            RequestKind::Origin => Mode::Reverse,
+        }
+    }
+}
+
+/// Where an admitted request goes next.
+#[derive(Debug)]
+pub enum Destination {
+    /// A CONNECT tunnel to this target.
+    Tunnel(Target),
+    /// An absolute-form request to this target, sent upstream as this URI.
+    Forward(Target, Uri),
+    /// An origin-form request for the routes.
+    Route,
+}
+
+/// Serves one request from `downstream` on `listener`; never fails. The response body finishes
+/// the request's context (the access-log line and the metrics) when it ends; a tunnel or
+/// upgrade finishes it when the session closes.
+pub async fn handle(
+    request: Request<Incoming>,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+    downstream: Downstream,
+    hold: Arc<ConnectionHold>,
+) -> Response<ObservedBody> {
+    let kind = classify(&request, listener.modes, &proxy.router);
+    let id = RequestId::for_request(request.headers(), &proxy.config.request_id);
+    let observer = &proxy.observer;
+    let context = RequestContext::start(
+        &request,
+        kind.mode(),
+        id,
+        downstream,
+        listener.scheme,
+        hold,
+        observer,
+    );
+    let mut ctx = Box::new(context);
+    if kind == RequestKind::Absolute {
+        ctx.series = Some(listener.forward_series.clone());
+    }
+    let Reply { mut response, session } =
+        match serve(request, kind, &mut ctx, proxy, listener).await {
+            Ok(reply) => reply,
+            Err(err) => {
+                ctx.failure = Some(Failure::Proxy(err.kind()));
+                Reply::plain(error::render(&err))
+            }
+        };
+    if ctx.routed() {
+        // Clients of an API quote this id when something went wrong; an upstream that sets
+        // its own id (many AI APIs do) keeps it.
+        let header = &proxy.config.request_id.header;
+        if !response.headers().contains_key(header) {
+            response.headers_mut().insert(header.clone(), ctx.id_header());
+        }
+    }
+    deliver(response, session, ctx)
+}
+
+/// The phases from admission to the response, for one classified request.
+async fn serve(
+    mut request: Request<Incoming>,
+    kind: RequestKind,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Result<Reply, ProxyError> {
+    match admit(&request, kind, ctx, proxy, listener).await? {
+        Destination::Tunnel(target) => tunnel::open(request, target, ctx, proxy, listener).await,
+        Destination::Forward(target, uri) => {
+            let upstream = &listener.forward;
+            let (request, upgrade) = forward::prepare(request, &target, uri, ctx, proxy)?;
+            let target = &target.authority;
+            let answered =
+                exchange::send(upstream, request, target, upgrade.is_some(), ctx).await?;
+            let body_idle = upstream.settings().body_idle;
+            exchange::respond(answered, target, upgrade, &[], body_idle, ctx, proxy)
+        }
+        Destination::Route => {
+            let mut routed = reverse::route(&mut request, ctx, proxy)?;
+            let upstream = pick_upstream(&routed);
+            let request = reverse::prepare(request, &routed, ctx, proxy)?;
+            let upgrade = routed.upgrade.take();
+            let route = &routed.route.config;
+            let target = &route.upstream.authority;
+            let answered =
+                exchange::send(upstream, request, target, upgrade.is_some(), ctx).await?;
+            let rules = [&route.response_headers, &proxy.config.headers.response];
+            let body_idle = upstream.settings().body_idle;
+            exchange::respond(answered, target, upgrade, &rules, body_idle, ctx, proxy)
+        }
+    }
+}
+
+/// Classifies a request by its method, target form and the listener's modes.
+///
+/// Over HTTP/1 an absolute-form target is a forward-proxy request on a forward listener, and
+/// an origin request for that authority otherwise (RFC 9112 §3.2.2). HTTP/2 requests always
+/// carry a scheme and authority, so there the listener decides: forward-only listeners proxy
+/// them, reverse-only listeners route them, and a listener doing both routes a request that
+/// matches a route and proxies the rest.
+pub fn classify<B>(
+    request: &Request<B>,
+    modes: crate::config::Modes,
+    router: &Router,
+) -> RequestKind {
+    let uri = request.uri();
+    if upgrade::is_extended_connect(request) {
+        // RFC 8441: WebSocket over HTTP/2 names a path on this server.
+        RequestKind::Origin
+    } else if request.method() == Method::CONNECT {
+        RequestKind::Connect
+    } else if uri.scheme().is_none() || !modes.forward {
+        RequestKind::Origin
+    } else if request.version() != Version::HTTP_2 || !modes.reverse {
+        RequestKind::Absolute
+    } else if router.find(uri.host(), uri.path()).is_some() {
+        RequestKind::Origin
+    } else {
+        RequestKind::Absolute
+    }
+}
+
+/// The admit phase: every request-level policy check, in the order `policy` documents, and
+/// the listener's modes; returns where the request goes. The checks that need a route run in
+/// the route phase.
+pub async fn admit(
+    request: &Request<Incoming>,
+    kind: RequestKind,
+    ctx: &RequestContext,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Result<Destination, ProxyError> {
+    let policy = &proxy.policy;
+    let client = ctx.downstream.addr.ip();
+    policy.check_client(client)?;
+    framing::check(request.headers())?;
+    policy::check_host(request)?;
+    policy.check_request_line(request)?;
+    policy.check_client_rate(client)?;
+    match kind {
+        RequestKind::Connect | RequestKind::Absolute if listener.modes.forward => {
+            // A tunnel has no URI of its own to send; an absolute-form request does.
+            let (target, uri) = if kind == RequestKind::Connect {
+                (target::connect(request.uri())?, None)
+            } else {
+                let (target, uri) = target::absolute(request.uri())?;
+                (target, Some(uri))
+            };
+            if listener.policy.auth_required {
+                policy.check_credentials(request.headers()).await?;
+            }
+            if kind == RequestKind::Connect {
+                policy::check_connect_port(&listener.policy, target.port)?;
+            }
+            if listener.guard.host_denied(target.host()) {
+                return Err(policy::Denied::Host.into());
+            }
+            Ok(match uri {
+                None => Destination::Tunnel(target),
+                Some(uri) => Destination::Forward(target, uri),
+            })
+        }
+        RequestKind::Connect | RequestKind::Absolute => {
+            Err(ProxyError::NotServed(NotServed::ForwardDisabled))
+        }
+        RequestKind::Origin if listener.modes.reverse => Ok(Destination::Route),
+        RequestKind::Origin => Err(ProxyError::NotServed(NotServed::ReverseDisabled)),
+    }
+}
+
+/// The pick-upstream phase: the client that serves a routed request. A route has one upstream
+/// today; this is where choosing among several belongs.
+pub fn pick_upstream<'p>(routed: &reverse::Routed<'p>) -> &'p Upstream {
+    &routed.route.upstream
+}
+
+/// The log phase: the response's status goes into the context, and the context goes with the
+/// response body, or to the tunnel's or upgrade's relay (its `session`), which writes the
+/// access-log line and the metrics once, when the traffic ends.
+pub fn deliver(
+    response: Response<Body>,
+    session: Option<SessionLog>,
+    mut ctx: Box<RequestContext>,
+) -> Response<ObservedBody> {
+    ctx.status = response.status().as_u16();
+    match session {
+        Some(session) => {
+            session.start(ctx);
+            response.map(ObservedBody::unobserved)
+        }
+        None => response.map(|body| ObservedBody::new(body, ctx)),
+    }
+}

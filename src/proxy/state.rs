@@ -1,0 +1,104 @@
+//! What the request path shares: [`Proxy`], one configuration generation (config, routes,
+//! policy, observer, shutdown tracker), and [`ListenerContext`], what one listener serves and
+//! enforces.
+
+use std::sync::Arc;
+
+use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
+use crate::observe::access_log::AccessLogError;
+use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
+use crate::observe::{Mode, Observer};
+use crate::policy::Policy;
+use crate::policy::destination::DestinationGuard;
+use crate::proxy::router::{RouteError, Router};
+use crate::shutdown::Shutdown;
+use crate::upstream::client::{Upstream, UpstreamSettings};
+use crate::upstream::connect::{Connector, StaticHosts};
+
+/// Everything shared by all connections of one configuration generation: configuration,
+/// policy, routes, the task tracker.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The configuration being served.
+    pub config: Config,
+    /// The reverse routes, each with its own pool.
+    pub router: Router,
+    /// Access, authentication and rate checks.
+    pub policy: Policy,
+    /// Tracks connections, tunnels and upgrades so shutdown can wait for them.
+    pub shutdown: Shutdown,
+    /// The access log and metrics.
+    pub observer: Arc<Observer>,
+    default_tls: Arc<rustls::ClientConfig>,
+    hosts: StaticHosts,
+}
+
+impl Proxy {
+    /// Builds the shared state for `config`, including every route's upstream client and the
+    /// access log, reporting into `metrics`.
+    pub fn new(
+        config: Config,
+        shutdown: Shutdown,
+        metrics: Arc<Metrics>,
+    ) -> Result<Proxy, BuildError> {
+        let default_tls = crate::tls::client::default_client_config();
+        let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
+        let settings = UpstreamSettings::from_config(&config);
+        let router = Router::new(&config.routes, settings, &default_tls, &hosts)?;
+        let policy = Policy::new(&config);
+        let observer = Arc::new(Observer::new(&config, metrics)?);
+        Ok(Proxy { config, router, policy, shutdown, observer, default_tls, hosts })
+    }
+
+    /// The per-listener state: its modes and policy, and a forward-proxy client whose
+    /// connector enforces this listener's destination guard (a separate pool per listener, so
+    /// a connection opened for a trusted listener is never reused for a guarded one).
+    pub fn listener_context(&self, listener: &ListenerConfig, secure: bool) -> ListenerContext {
+        let guard = Arc::new(DestinationGuard::new(&listener.policy, &self.config.destinations));
+        let settings = UpstreamSettings::from_config(&self.config);
+        let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()));
+        let forward = Upstream::new(
+            settings,
+            self.default_tls.clone(),
+            UpstreamProtocol::Auto,
+            None,
+            connector,
+        );
+        ListenerContext {
+            modes: listener.modes,
+            scheme: if secure { "https" } else { "http" },
+            policy: listener.policy.clone(),
+            guard,
+            forward,
+            forward_series: Arc::new(RouteSeries::new(Mode::Forward, RouteLabel::default())),
+        }
+    }
+}
+
+/// Why the state for a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A route's upstream client could not be set up.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The access log could not be opened.
+    #[error(transparent)]
+    AccessLog(#[from] AccessLogError),
+}
+
+/// What one listener serves and enforces, shared by its connections.
+#[derive(Debug)]
+pub struct ListenerContext {
+    /// Which kinds of request it accepts.
+    pub modes: Modes,
+    /// `https` for TLS listeners, else `http`.
+    pub scheme: &'static str,
+    /// Its forward-proxy policy.
+    pub policy: ListenerPolicy,
+    /// Its destination checks.
+    pub guard: Arc<DestinationGuard>,
+    /// Its forward-proxy upstream client.
+    pub forward: Upstream,
+    /// The metric handles of its forward-proxy requests.
+    pub forward_series: Arc<RouteSeries>,
+}

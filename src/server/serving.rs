@@ -1,0 +1,85 @@
+//! What a listener serves for one configuration generation ([`Serving`]): the generation's
+//! shared state, the listener's own settings and context, its HTTP protocol settings
+//! ([`HttpBuilder`]) and its certificates. A reload swaps it whole ([`Live`]).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::config::{Config, ListenerConfig};
+use crate::proxy::state::{ListenerContext, Proxy};
+use crate::tls::server::TlsListener;
+
+/// The HTTP versions a listener speaks, with their settings.
+#[derive(Debug)]
+pub enum HttpBuilder {
+    /// HTTP/1.1 only (plain listeners without `h2c`).
+    Http1(http1::Builder),
+    /// HTTP/1.1 and HTTP/2, told apart by ALPN or the HTTP/2 preface.
+    Auto(auto::Builder<TokioExecutor>),
+}
+
+/// Builds the protocol settings every connection of `listener` uses: head size and count
+/// limits (431 when exceeded) and the request-head timeout. HTTP/2 is offered over TLS (by
+/// ALPN) and, on plain listeners, only with `h2c = true`.
+pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
+    if listener.tls.is_none() && !listener.h2c {
+        // `auto::Builder::http1_only` is ignored for upgradeable connections, so HTTP/1-only
+        // listeners use hyper's HTTP/1 builder directly.
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.timeouts.request_header)
+            .max_header_size(config.limits.max_request_head_bytes)
+            .max_headers(config.limits.max_request_headers);
+        return HttpBuilder::Http1(builder);
+    }
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.timeouts.request_header)
+        .max_buf_size(config.limits.max_request_head_bytes)
+        .max_headers(config.limits.max_request_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
+        )
+        // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
+        .enable_connect_protocol();
+    HttpBuilder::Auto(builder)
+}
+
+/// What a listener serves right now: the configuration generation, the listener's own
+/// settings, protocol builder and certificates. A reload swaps it whole; each request loads the
+/// current one, so keep-alive connections follow the new routes from their next request.
+#[derive(Debug)]
+pub struct Serving {
+    /// The configuration generation.
+    pub proxy: Arc<Proxy>,
+    /// The listener's configuration.
+    pub config: ListenerConfig,
+    /// Its modes, policy and forward-proxy client.
+    pub context: ListenerContext,
+    /// Its HTTP protocol settings.
+    pub builder: Arc<HttpBuilder>,
+    /// Its TLS termination, when configured.
+    pub tls: Option<TlsListener>,
+}
+
+impl Serving {
+    /// The state for `config` served by `proxy`, with certificates already loaded.
+    pub fn new(proxy: Arc<Proxy>, config: ListenerConfig, tls: Option<TlsListener>) -> Serving {
+        let context = proxy.listener_context(&config, tls.is_some());
+        let builder = Arc::new(http_builder(&proxy.config, &config));
+        Serving { proxy, config, context, builder, tls }
+    }
+}
+
+/// A listener's current [`Serving`], shared by its accept loop and its connections.
+pub type Live = Arc<ArcSwap<Serving>>;

@@ -1,0 +1,293 @@
+//! The pooled HTTP(S) client proxied requests are sent through ([`Upstream`]): one for each
+//! listener's forward proxy and one per route. A route whose upstream speaks only HTTP/1.1
+//! sends its plain requests through its own [`RoutePool`].
+//!
+//! A failed exchange is typed ([`UpstreamError`]): whether connecting, the TLS handshake or the
+//! exchange itself failed, or the response head did not come in time.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::Authority;
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpInfo;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
+
+use crate::body::{Body, BoxError};
+use crate::config::{Config, UpstreamProtocol, UpstreamUrl};
+use crate::upstream::connect::{ConnectError, Connector, HandshakeDeadline};
+use crate::upstream::route_pool::RoutePool;
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream could not be reached.
+    #[error("cannot connect to {target}")]
+    Connect {
+        /// `host:port` that was dialled.
+        target: Authority,
+        /// What went wrong while connecting.
+        #[source]
+        source: ConnectError,
+    },
+    /// The upstream accepted the request but sent no response head in time.
+    #[error("{target} sent no response within {}", humantime::format_duration(*after))]
+    ResponseTimeout {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// The configured timeout that fired.
+        after: Duration,
+    },
+    /// The TLS handshake with the upstream failed.
+    #[error("{}", tls_message(target, reason))]
+    Tls {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// rustls's reason.
+        reason: rustls::Error,
+    },
+    /// The exchange failed after connecting (closed early, invalid response).
+    #[error("request to {target} failed")]
+    Exchange {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// The client's error; its own cause says what happened.
+        #[source]
+        source: BoxError,
+    },
+}
+
+fn tls_message(target: &Authority, reason: &rustls::Error) -> String {
+    match reason {
+        rustls::Error::InvalidCertificate(why) => {
+            format!("the TLS certificate of {target} did not verify ({why:?})")
+        }
+        other => format!("TLS handshake with {target} failed: {other}"),
+    }
+}
+
+/// An upstream's response head, and the address of the connection it came over.
+#[derive(Debug)]
+pub struct Answered {
+    /// The response, its body still streaming.
+    pub response: Response<Incoming>,
+    /// The upstream's address, when the connection knows it.
+    pub peer: Option<SocketAddr>,
+}
+
+/// How an [`Upstream`] client behaves: its timeouts and pool limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// TCP connect, DNS included.
+    pub connect: Duration,
+    /// Response head after the request was handed to the pool.
+    pub response_header: Duration,
+    /// Gap between two response body chunks.
+    pub body_idle: Duration,
+    /// Idle pooled connection lifetime.
+    pub pool_idle: Duration,
+    /// Idle pooled connections kept per origin.
+    pub max_idle_per_host: usize,
+}
+
+impl UpstreamSettings {
+    /// The global settings from `config`, used by the forward proxy.
+    pub fn from_config(config: &Config) -> UpstreamSettings {
+        UpstreamSettings {
+            connect: config.timeouts.connect,
+            response_header: config.timeouts.response_header,
+            body_idle: config.timeouts.body_idle,
+            pool_idle: config.timeouts.upstream_idle,
+            max_idle_per_host: config.limits.max_idle_upstream_per_host,
+        }
+    }
+}
+
+/// The pooled HTTP(S) client used for proxied requests; one for the forward proxy and one per
+/// route, so each route keeps its own timeouts, TLS settings and connection pool.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HandshakeDeadline, Body>,
+    /// An HTTP/1.1-only client for upgrade requests, when `client` may speak HTTP/2 (an
+    /// HTTP/1.1 `Upgrade` cannot travel over an HTTP/2 connection).
+    upgrade_client: Option<Client<HandshakeDeadline, Body>>,
+    /// The route's own HTTP/1.1 pool, for requests that are not upgrades, when the upstream
+    /// speaks only HTTP/1.1.
+    route_pool: Option<RoutePool>,
+    /// What `client` dials through, kept to dial for a route pool too.
+    https: HandshakeDeadline,
+    protocol: UpstreamProtocol,
+    connector: Connector,
+    settings: UpstreamSettings,
+}
+
+impl Upstream {
+    /// Builds a client with `settings`, speaking `protocol`, verifying HTTPS upstreams with
+    /// `tls` (and `server_name` instead of the URL's host, when given).
+    pub fn new(
+        settings: UpstreamSettings,
+        tls: Arc<rustls::ClientConfig>,
+        protocol: UpstreamProtocol,
+        server_name: Option<ServerName<'static>>,
+        connector: Connector,
+    ) -> Upstream {
+        let https = HandshakeDeadline::new(&connector, &tls, protocol, server_name.clone());
+        let client = build_client(&settings, https.clone(), protocol);
+        let upgrade_client = (protocol != UpstreamProtocol::Http1).then(|| {
+            let http1 =
+                HandshakeDeadline::new(&connector, &tls, UpstreamProtocol::Http1, server_name);
+            build_client(&settings, http1, UpstreamProtocol::Http1)
+        });
+        let route_pool = None;
+        Upstream { client, upgrade_client, route_pool, https, protocol, connector, settings }
+    }
+
+    /// Makes this a route's client for its one upstream `url`, whose `Host` is `host`: when
+    /// that upstream speaks only HTTP/1.1 (a plain `http://` one with `protocol = "auto"`, or
+    /// any with `protocol = "http1"`), every request but upgrades goes through a pool of the
+    /// route's own ([`route_pool`]). An upstream that may speak HTTP/2 (by ALPN, or `http2`)
+    /// stays on the general client.
+    pub fn with_route_pool(mut self, url: &UpstreamUrl, host: HeaderValue) -> Upstream {
+        let http1_only = match self.protocol {
+            UpstreamProtocol::Http1 => true,
+            UpstreamProtocol::Auto => url.scheme == http::uri::Scheme::HTTP,
+            UpstreamProtocol::Http2 => false,
+        };
+        let origin = Uri::builder()
+            .scheme(url.scheme.clone())
+            .authority(url.authority.clone())
+            .path_and_query("/")
+            .build();
+        if let (true, Ok(origin)) = (http1_only, origin) {
+            self.route_pool = Some(RoutePool::new(
+                self.https.clone(),
+                origin,
+                host,
+                self.settings.max_idle_per_host,
+                self.settings.pool_idle,
+            ));
+        }
+        self
+    }
+
+    /// This client's settings.
+    pub fn settings(&self) -> &UpstreamSettings {
+        &self.settings
+    }
+
+    /// The connector, for tunnels that need a raw TCP stream.
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
+    /// Sends `request` (absolute URI) over a pooled connection and waits for the response head.
+    /// An upgrade request always goes over HTTP/1.1.
+    pub async fn send(
+        &self,
+        request: Request<Body>,
+        target: &Authority,
+        upgrade: bool,
+    ) -> Result<Answered, UpstreamError> {
+        let after = self.settings.response_header;
+        let sent = match (&self.route_pool, &self.upgrade_client, upgrade) {
+            // Boxed, like the general client's response future: inline, this future would
+            // make every connection's in-flight request slot (allocated by hyper at the size of
+            // the whole request future, and kept by a tunnelling connection) larger.
+            (Some(pool), _, false) => {
+                tokio::time::timeout(after, Box::pin(send_pooled(pool, request))).await
+            }
+            (_, Some(http1), true) => tokio::time::timeout(after, send_via(http1, request)).await,
+            _ => tokio::time::timeout(after, send_via(&self.client, request)).await,
+        };
+        match sent {
+            Ok(Ok(answered)) => Ok(answered),
+            Ok(Err(source)) => Err(classify(source, target)),
+            Err(_) => Err(UpstreamError::ResponseTimeout { target: target.clone(), after }),
+        }
+    }
+}
+
+async fn send_pooled(pool: &RoutePool, request: Request<Body>) -> Result<Answered, BoxError> {
+    let (response, peer) = pool.send(request).await?;
+    Ok(Answered { response, peer })
+}
+
+async fn send_via(
+    client: &Client<HandshakeDeadline, Body>,
+    request: Request<Body>,
+) -> Result<Answered, BoxError> {
+    let response = client.request(request).await?;
+    // hyper-util's client reports the connection's addresses in the response's extensions.
+    let peer = response.extensions().get::<HttpInfo>().map(HttpInfo::remote_addr);
+    Ok(Answered { response, peer })
+}
+
+fn build_client(
+    settings: &UpstreamSettings,
+    https: HandshakeDeadline,
+    protocol: UpstreamProtocol,
+) -> Client<HandshakeDeadline, Body> {
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(settings.pool_idle)
+        .pool_max_idle_per_host(settings.max_idle_per_host)
+        // `http2` to a plain-http upstream means HTTP/2 with prior knowledge (h2c).
+        .http2_only(protocol == UpstreamProtocol::Http2)
+        .build(https)
+}
+
+/// Sorts a failed exchange (from either pool): connecting, the TLS handshake, or the rest.
+fn classify(source: BoxError, target: &Authority) -> UpstreamError {
+    if let Some(connect) = find_connect_error(&*source) {
+        return UpstreamError::Connect { target: target.clone(), source: connect };
+    }
+    if let Some(reason) = find_tls_error(&*source) {
+        return UpstreamError::Tls { target: target.clone(), reason };
+    }
+    UpstreamError::Exchange { target: target.clone(), source }
+}
+
+/// The rustls error behind a failed upstream handshake, if that is what failed.
+fn find_tls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(tls) = rustls_error_in(current) {
+            return Some(tls.clone());
+        }
+        cause = current.source();
+    }
+    None
+}
+
+/// rustls reports through io::Errors (sometimes nested) that wrap its own error, and
+/// `io::Error::source` skips the wrapped error, so unwrap them by hand.
+fn rustls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = err.downcast_ref::<io::Error>()?.get_ref()?;
+    rustls_error_in(inner)
+}
+
+/// The connector's own error, when the exchange failed while connecting.
+fn find_connect_error(err: &(dyn std::error::Error + 'static)) -> Option<ConnectError> {
+    if let Some(legacy) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+        && !legacy.is_connect()
+    {
+        return None;
+    }
+    let mut cause = Some(err);
+    while let Some(current) = cause {
+        if let Some(connect) = current.downcast_ref::<ConnectError>() {
+            return Some(connect.clone());
+        }
+        cause = current.source();
+    }
+    None
+}
