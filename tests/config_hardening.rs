@@ -243,7 +243,8 @@ fn prefixes_and_server_names_that_could_never_match_are_refused() {
     let sni = |names: &str| {
         format!(
             "[[listener]]\naddress = \"127.0.0.1:0\"\n[listener.tls]\ncertificate = {cert}\n\
-             key = {key}\n[[listener.tls.sni]]\nnames = {names}\ncertificate = {cert}\nkey = {key}\n",
+             key = {key}\n[[listener.tls.sni]]\nnames = {names}\n\
+             certificate = {cert}\nkey = {key}\n",
             cert = toml_path(&leaf.cert),
             key = toml_path(&leaf.key)
         )

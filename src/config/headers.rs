@@ -130,11 +130,11 @@ pub enum Direction {
 }
 
 /// Why sluice keeps a field to itself.
-const FRAMING: &str = "frames the message (RFC 9112 §6), which sluice writes itself";
-const HOP_BY_HOP: &str = "is hop-by-hop (RFC 9110 §7.6.1): it describes one connection, and \
+const FRAMING: &str = "frames the message (RFC 9112 section 6), which sluice writes itself";
+const HOP_BY_HOP: &str = "is hop-by-hop (RFC 9110 section 7.6.1): it describes one connection, and \
                           sluice manages each of its connections itself";
 const PROXY_AUTH: &str = "is proxy authentication between a client and sluice \
-                          (RFC 9110 §11.7), never sent on";
+                          (RFC 9110 section 11.7), never sent on";
 
 /// Fields that header rules may not set, append or remove, and why. sluice writes the framing
 /// of every message it forwards and removes the hop-by-hop fields, so a rule on one of these
@@ -146,7 +146,8 @@ const MANAGED_FIELDS: [(&str, &str); 11] = [
     ("transfer-encoding", FRAMING),
     (
         "trailer",
-        "announces the trailer section (RFC 9110 §6.6.2), part of the framing sluice writes itself",
+        "announces the trailer section (RFC 9110 section 6.6.2), part of the framing sluice \
+         writes itself",
     ),
     ("connection", HOP_BY_HOP),
     ("keep-alive", HOP_BY_HOP),
@@ -160,8 +161,8 @@ const MANAGED_FIELDS: [(&str, &str); 11] = [
 
 /// `Host` names the request's target (RFC 9110 §7.2), which the route decides (its upstream,
 /// or the client's with `preserve_host`); in a response it means nothing and may be edited.
-const HOST: &str = "names the request's target (RFC 9110 §7.2), which the route decides; use \
-                    `preserve_host` to send the client's";
+const HOST: &str = "names the request's target (RFC 9110 section 7.2), which the route \
+                    decides; use `preserve_host` to send the client's";
 
 /// Why header rules for `direction` may not touch `name`, if they may not.
 pub fn managed_field(name: &HeaderName, direction: Direction) -> Option<&'static str> {
@@ -357,7 +358,8 @@ impl Checker<'_> {
 pub(super) fn write_summary(out: &mut String, h: &HeaderSettings) {
     let _ = writeln!(
         out,
-        "\nheaders:\n  via  {}\n  x_forwarded_for    {}\n  x_forwarded_proto  {}\n  x_forwarded_host   {}\n  forwarded          {}",
+        "\nheaders:\n  via  {}\n  x_forwarded_for    {}\n  x_forwarded_proto  {}\n  \
+         x_forwarded_host   {}\n  forwarded          {}",
         h.via,
         h.x_forwarded_for.as_str(),
         h.x_forwarded_proto.as_str(),
@@ -383,7 +385,7 @@ pub(super) fn write_rules(out: &mut String, label: &str, rules: &HeaderRules) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate::{parse_and_validate, refused};
+    use super::super::load::{parse_and_validate, refused};
     use super::*;
 
     #[test]

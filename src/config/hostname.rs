@@ -40,7 +40,7 @@ pub fn dns_name_problem(name: &str) -> Option<String> {
 pub fn server_name_problem(name: &str) -> Option<String> {
     if name.parse::<IpAddr>().is_ok() {
         return Some(
-            "is an IP address; clients send only host names in SNI (RFC 6066 §3)".to_owned(),
+            "is an IP address; clients send only host names in SNI (RFC 6066 section 3)".to_owned(),
         );
     }
     let base = name.strip_prefix("*.").unwrap_or(name);

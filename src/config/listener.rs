@@ -13,6 +13,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::hostname::server_name_problem;
+use super::security::{
+    DEFAULT_MAX_CONNECTIONS_PER_IP, WrittenPolicy, write_connection_cap, write_forward_policy,
+};
 use super::validate::Checker;
 use super::{AccessRules, ListenerPolicy};
 use crate::tls::server::{ListenerTls, SniCertificate};
@@ -93,6 +96,30 @@ impl fmt::Display for Modes {
             (true, false) => f.write_str("forward"),
             (false, true) => f.write_str("reverse"),
             (false, false) => f.write_str("none"),
+        }
+    }
+}
+
+impl ListenerPolicy {
+    /// The defaults for a listener on `address` serving `modes`: a loopback listener serves
+    /// its local user, who is trusted (any CONNECT port, private destinations allowed, no cap
+    /// per client address); anything else gets the hardened defaults (CONNECT to 443 only,
+    /// private destinations refused), and a cap per client address only when it is a forward
+    /// proxy alone, since a listener serving routes may sit behind a load balancer whose few
+    /// addresses carry every client. Authentication is required whenever users are configured.
+    pub fn defaults_for(
+        address: SocketAddr,
+        modes: Modes,
+        users_configured: bool,
+    ) -> ListenerPolicy {
+        let local = address.ip().is_loopback();
+        ListenerPolicy {
+            auth_required: users_configured,
+            open: false,
+            connect_ports: if local { Vec::new() } else { vec![443] },
+            allow_private_destinations: local,
+            max_connections_per_ip: (!local && !modes.reverse)
+                .then_some(DEFAULT_MAX_CONNECTIONS_PER_IP),
         }
     }
 }
@@ -209,7 +236,16 @@ impl Checker<'_> {
         }
         let tls = listener.tls.as_ref().and_then(|tls| self.listener_tls(&key, tls));
         let address = address?;
-        let policy = self.listener_policy(&key, listener, address, modes, users_configured);
+        let written = WrittenPolicy {
+            at: listener.address.span(),
+            auth: listener.auth,
+            open: listener.open,
+            connect_ports: listener.connect_ports.as_deref(),
+            allow_private_destinations: listener.allow_private_destinations,
+            max_connections_per_ip: listener.max_connections_per_ip.as_ref(),
+        };
+        let defaults = ListenerPolicy::defaults_for(address, modes, users_configured);
+        let policy = self.listener_policy(&key, written, defaults, users_configured);
         Some(ListenerConfig { address, modes, h2c: listener.h2c.unwrap_or(false), tls, policy })
     }
 
@@ -292,7 +328,10 @@ pub(super) fn write_summary(out: &mut String, listeners: &[ListenerConfig]) {
             listener.address.to_string(),
             listener.modes.to_string()
         );
-        super::security::write_listener_policy(out, &listener.policy, listener.modes);
+        if listener.modes.forward {
+            write_forward_policy(out, &listener.policy);
+        }
+        write_connection_cap(out, &listener.policy);
         if let Some(tls) = &listener.tls {
             let _ = writeln!(
                 out,
@@ -315,7 +354,7 @@ pub(super) fn write_summary(out: &mut String, listeners: &[ListenerConfig]) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate::refused;
+    use super::super::load::refused;
     use super::*;
 
     #[test]
@@ -332,5 +371,16 @@ mod tests {
     fn localhost_means_loopback() {
         assert_eq!(parse_address("localhost:80"), Some("127.0.0.1:80".parse().unwrap()));
         assert_eq!(parse_address("example.com:80"), None);
+    }
+
+    #[test]
+    fn loopback_listeners_are_trusted_others_hardened() {
+        let local =
+            ListenerPolicy::defaults_for("127.0.0.1:8080".parse().unwrap(), Modes::FORWARD, false);
+        assert!(local.connect_ports.is_empty() && local.allow_private_destinations);
+        let public =
+            ListenerPolicy::defaults_for("0.0.0.0:3128".parse().unwrap(), Modes::FORWARD, true);
+        assert_eq!(public.connect_ports, [443]);
+        assert!(!public.allow_private_destinations && public.auth_required);
     }
 }

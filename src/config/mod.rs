@@ -8,14 +8,17 @@
 //! Each section keeps its file types, runtime types, validation and `sluice check` view
 //! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`].
 //! What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
-//! `[limits]`, `[dns]`), `validate` (parsing, the scalar readers and the top-level
-//! assembly), [`summary`] (the views) and this module (the top-level types and errors).
+//! `[limits]`, `[dns]`), `validate` (the checker and the readers every section uses), `load`
+//! (parsing and the top-level assembly, above the sections), [`summary`] (the views, above
+//! the sections too) and this module (the top-level types, bounds and errors). The files form
+//! a DAG: the sections import `validate` and this module, never `load`, `file` or `summary`.
 //! TLS types come from [`crate::tls`], which never imports this module.
 
 pub mod file;
 pub mod headers;
 mod hostname;
 pub mod listener;
+mod load;
 pub mod observe;
 pub mod route;
 pub mod security;
@@ -287,7 +290,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
         let base = Path::new(origin).parent().unwrap_or(Path::new(""));
-        validate::parse_and_validate_at(source, base, env)
+        load::parse_and_validate_at(source, base, env)
             .map_err(|issues| ConfigError::Invalid { origin: origin.to_owned(), issues })
     }
 
@@ -360,9 +363,15 @@ fn render_issues(origin: &str, issues: &[ConfigIssue]) -> String {
     out
 }
 
+/// Items joined with ", ", or "(none)": how the views show lists.
+fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    let joined = items.map(|item| item.to_string()).collect::<Vec<_>>().join(", ");
+    if joined.is_empty() { "(none)".to_owned() } else { joined }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::validate::{no_env, parse_and_validate};
+    use super::load::{no_env, parse_and_validate};
     use super::*;
 
     #[test]

@@ -10,11 +10,10 @@ use http::HeaderName;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Config;
 use super::headers::{Direction, managed_field};
 use super::listener::parse_address;
-use super::summary::list;
 use super::validate::Checker;
+use super::{Config, list};
 
 /// Header carrying the request id when the config names none.
 pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
@@ -280,7 +279,7 @@ pub(super) fn write_summary(out: &mut String, config: &Config) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::validate::{parse_and_validate, refused};
+    use super::super::load::{parse_and_validate, refused};
 
     #[test]
     fn the_request_id_may_not_ride_in_a_managed_field() {

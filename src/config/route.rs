@@ -80,7 +80,9 @@ pub fn normalize_prefix(text: &str) -> Result<String, String> {
     Ok(if trimmed.is_empty() { "/".to_owned() } else { trimmed.to_owned() })
 }
 
-/// `.` or `..`, written plainly or percent-encoded (`%2e`, `.%2E`, ...).
+/// `.` or `..`, written plainly or percent-encoded (`%2e`, `.%2E`, ...): the segments the
+/// request path check (`uri::path::has_dot_segment`) refuses, which config cannot import since
+/// `uri` reads route configs.
 fn is_dot_segment(segment: &str) -> bool {
     let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
     decoded == "." || decoded == ".."
@@ -412,7 +414,7 @@ mod tests {
         assert!(err.unwrap_err().contains("has port `99999`"));
     }
 
-    use super::super::validate::parse_and_validate;
+    use super::super::load::parse_and_validate;
     use crate::config::ForwardMode;
 
     fn env(name: &str) -> Option<String> {

@@ -4,18 +4,17 @@
 
 use std::fmt;
 use std::fmt::Write as _;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
+use std::ops::Range;
 
 use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::Config;
 use super::hostname::host_pattern_problem;
-use super::listener::{FileListener, Modes};
-use super::summary::list;
 use super::validate::{Checker, expand_env};
+use super::{Config, list};
 
 /// A secret string (password, key): `Debug` and `Display` print `***`, so it can reach a
 /// comparison or a header but never a log line, an error body or `sluice check`.
@@ -160,30 +159,6 @@ pub const MAX_RATE: f64 = 1_000_000.0;
 /// Largest bucket a token bucket accepts.
 pub const MAX_BURST: u32 = 1_000_000;
 
-impl ListenerPolicy {
-    /// The defaults for a listener on `address` serving `modes`: a loopback listener serves
-    /// its local user, who is trusted (any CONNECT port, private destinations allowed, no cap
-    /// per client address); anything else gets the hardened defaults (CONNECT to 443 only,
-    /// private destinations refused), and a cap per client address only when it is a forward
-    /// proxy alone, since a listener serving routes may sit behind a load balancer whose few
-    /// addresses carry every client. Authentication is required whenever users are configured.
-    pub fn defaults_for(
-        address: SocketAddr,
-        modes: Modes,
-        users_configured: bool,
-    ) -> ListenerPolicy {
-        let local = address.ip().is_loopback();
-        ListenerPolicy {
-            auth_required: users_configured,
-            open: false,
-            connect_ports: if local { Vec::new() } else { vec![443] },
-            allow_private_destinations: local,
-            max_connections_per_ip: (!local && !modes.reverse)
-                .then_some(DEFAULT_MAX_CONNECTIONS_PER_IP),
-        }
-    }
-}
-
 /// `[auth]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +222,23 @@ pub struct FileRate {
 pub struct FileRateLimits {
     /// Per client IP address, across all listeners.
     pub per_ip: Option<FileRate>,
+}
+
+/// The policy keys of one `[[listener]]` table, as written (the table itself is the
+/// listener section's).
+pub(super) struct WrittenPolicy<'a> {
+    /// Where the table is, for problems of the table as a whole.
+    pub(super) at: Range<usize>,
+    /// `auth`.
+    pub(super) auth: Option<bool>,
+    /// `open`.
+    pub(super) open: Option<bool>,
+    /// `connect_ports`.
+    pub(super) connect_ports: Option<&'a [Spanned<i64>]>,
+    /// `allow_private_destinations`.
+    pub(super) allow_private_destinations: Option<bool>,
+    /// `max_connections_per_ip`.
+    pub(super) max_connections_per_ip: Option<&'a Spanned<i64>>,
 }
 
 impl Checker<'_> {
@@ -395,17 +387,16 @@ impl Checker<'_> {
         (burst >= 1).then_some(RateLimit { rate, burst })
     }
 
-    /// The policy of the listener at `key`, starting from the defaults for its address.
+    /// The policy of the listener at `key`: what its table sets, over `defaults` (those of
+    /// its address and modes).
     pub(super) fn listener_policy(
         &mut self,
         key: &str,
-        listener: &FileListener,
-        address: SocketAddr,
-        modes: Modes,
+        written: WrittenPolicy<'_>,
+        defaults: ListenerPolicy,
         users_configured: bool,
     ) -> ListenerPolicy {
-        let defaults = ListenerPolicy::defaults_for(address, modes, users_configured);
-        let connect_ports = match &listener.connect_ports {
+        let connect_ports = match written.connect_ports {
             None => defaults.connect_ports,
             Some(ports) => ports
                 .iter()
@@ -423,13 +414,13 @@ impl Checker<'_> {
                 .collect(),
         };
         let policy = ListenerPolicy {
-            auth_required: listener.auth.unwrap_or(defaults.auth_required),
-            open: listener.open.unwrap_or(false),
+            auth_required: written.auth.unwrap_or(defaults.auth_required),
+            open: written.open.unwrap_or(false),
             connect_ports,
-            allow_private_destinations: listener
+            allow_private_destinations: written
                 .allow_private_destinations
                 .unwrap_or(defaults.allow_private_destinations),
-            max_connections_per_ip: match &listener.max_connections_per_ip {
+            max_connections_per_ip: match written.max_connections_per_ip {
                 None => defaults.max_connections_per_ip,
                 // 0 means no cap, as `client_max_body_size 0` does in nginx.
                 Some(cap) => NonZeroUsize::new(self.count(
@@ -442,7 +433,7 @@ impl Checker<'_> {
         };
         if policy.auth_required && !users_configured {
             self.report(
-                listener.address.span(),
+                written.at,
                 &format!("{key}.auth"),
                 "requires authentication but [auth] has no users".to_owned(),
             );
@@ -451,22 +442,24 @@ impl Checker<'_> {
     }
 }
 
-/// A listener's policy lines in the effective configuration.
-pub(super) fn write_listener_policy(out: &mut String, policy: &ListenerPolicy, modes: Modes) {
-    if modes.forward {
-        let ports = if policy.connect_ports.is_empty() {
-            "any".to_owned()
-        } else {
-            policy.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
-        };
-        let _ = writeln!(
-            out,
-            "    forward: auth {}, CONNECT ports {ports}, private destinations {}{}",
-            if policy.auth_required { "required" } else { "off" },
-            if policy.allow_private_destinations { "allowed" } else { "refused" },
-            if policy.open { ", open = true" } else { "" },
-        );
-    }
+/// The forward-proxy policy line of a listener in the effective configuration.
+pub(super) fn write_forward_policy(out: &mut String, policy: &ListenerPolicy) {
+    let ports = if policy.connect_ports.is_empty() {
+        "any".to_owned()
+    } else {
+        policy.connect_ports.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "    forward: auth {}, CONNECT ports {ports}, private destinations {}{}",
+        if policy.auth_required { "required" } else { "off" },
+        if policy.allow_private_destinations { "allowed" } else { "refused" },
+        if policy.open { ", open = true" } else { "" },
+    );
+}
+
+/// The per-address cap line of a listener in the effective configuration.
+pub(super) fn write_connection_cap(out: &mut String, policy: &ListenerPolicy) {
     let _ = writeln!(
         out,
         "    max connections per client address {}",
@@ -522,19 +515,8 @@ mod tests {
     }
 
     #[test]
-    fn loopback_listeners_are_trusted_others_hardened() {
-        let local =
-            ListenerPolicy::defaults_for("127.0.0.1:8080".parse().unwrap(), Modes::FORWARD, false);
-        assert!(local.connect_ports.is_empty() && local.allow_private_destinations);
-        let public =
-            ListenerPolicy::defaults_for("0.0.0.0:3128".parse().unwrap(), Modes::FORWARD, true);
-        assert_eq!(public.connect_ports, [443]);
-        assert!(!public.allow_private_destinations && public.auth_required);
-    }
-
-    #[test]
     fn rates_outside_their_bounds_are_refused() {
-        use super::super::validate::refused;
+        use super::super::load::refused;
         let cases = [
             // 1e-20 once aborted the process on the first request over the burst.
             ("1e-20", "1", "rate", "must be from 0.000001 to 1000000 requests per second"),
@@ -554,14 +536,14 @@ mod tests {
         }
         for (rate, burst) in [(MIN_RATE, MAX_BURST), (MAX_RATE, 1)] {
             let toml = format!("[rate_limit.per_ip]\nrate = {rate:?}\nburst = {burst}\n");
-            let config = super::super::validate::parse_and_validate(&toml, &|_| None).unwrap();
+            let config = super::super::load::parse_and_validate(&toml, &|_| None).unwrap();
             assert_eq!(config.rate_limit_per_ip, Some(RateLimit { rate, burst }));
         }
     }
 
     #[test]
     fn per_address_caps_depend_on_the_listener_kind() {
-        use super::super::validate::{parse_and_validate, refused};
+        use super::super::load::{parse_and_validate, refused};
         let cap = |listener: &str| {
             let toml = format!("[[listener]]\n{listener}\n");
             let config = parse_and_validate(&toml, &|_| None).unwrap();

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Config, headers, listener, observe, route, security};
+use super::{Config, headers, list, listener, observe, route, security};
 
 /// The listeners and routes as two aligned tables, for the start-up log.
 pub fn table(config: &Config) -> String {
@@ -91,10 +91,4 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     observe::write_summary(&mut out, config);
     route::write_summary(&mut out, &config.routes);
     out
-}
-
-/// Items joined with ", ", or "(none)".
-pub(super) fn list<T: std::fmt::Display>(items: impl Iterator<Item = T>) -> String {
-    let joined = items.map(|item| item.to_string()).collect::<Vec<_>>().join(", ");
-    if joined.is_empty() { "(none)".to_owned() } else { joined }
 }

@@ -41,7 +41,8 @@ pub enum TlsFileError {
     },
     /// The file is larger than [`MAX_PEM_FILE_BYTES`].
     #[error(
-        "cannot read {path}: it is larger than {limit} bytes, too large for a PEM certificate or key file"
+        "cannot read {path}: it is larger than {limit} bytes, too large for a PEM certificate \
+         or key file"
     )]
     TooLarge {
         /// The file.
