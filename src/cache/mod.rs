@@ -1,0 +1,13 @@
+//! A shared HTTP cache (RFC 9111) for reverse routes and for the forward proxy's plain
+//! `http://` requests.
+//!
+//! - [`key`]: the primary key (method and target URI) and the secondary key from the request
+//!   fields a response's `Vary` names;
+//! - [`policy`]: the RFC 9111 rules, pure functions with table tests;
+//! - [`range`]: byte ranges served from complete stored responses (RFC 9110 §14);
+//! - [`status`]: `Cache-Status` (RFC 9211) and the outcome logged and counted.
+
+pub mod key;
+pub mod policy;
+pub mod range;
+pub mod status;
