@@ -5,9 +5,18 @@
 //!   fields a response's `Vary` names;
 //! - [`policy`]: the RFC 9111 rules, pure functions with table tests;
 //! - [`range`]: byte ranges served from complete stored responses (RFC 9110 §14);
-//! - [`status`]: `Cache-Status` (RFC 9211) and the outcome logged and counted.
+//! - [`status`]: `Cache-Status` (RFC 9211) and the outcome logged and counted;
+//! - [`store`]: the bounded in-memory store of responses and their variants;
+//! - [`body`]: a stored body that readers stream from while it is still being filled;
+//! - [`fill`]: the response body that passes the origin's bytes to the first client and into
+//!   the store at the same time;
+//! - [`collapse`]: one request to the origin per key, with the others waiting for it.
 
+pub mod body;
+pub mod collapse;
+pub mod fill;
 pub mod key;
 pub mod policy;
 pub mod range;
 pub mod status;
+pub mod store;
