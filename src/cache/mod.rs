@@ -10,12 +10,17 @@
 //! - [`body`]: a stored body that readers stream from while it is still being filled;
 //! - [`fill`]: the response body that passes the origin's bytes to the first client and into
 //!   the store at the same time;
-//! - [`collapse`]: one request to the origin per key, with the others waiting for it.
+//! - [`collapse`]: one request to the origin per key, with the others waiting for it;
+//! - [`plan`]: what to do with a request before it goes to the origin, and with the
+//!   origin's answer;
+//! - [`answer`]: the response a stored object gives one request (Age, 304, 206/416, HEAD).
 
+pub mod answer;
 pub mod body;
 pub mod collapse;
 pub mod fill;
 pub mod key;
+pub mod plan;
 pub mod policy;
 pub mod range;
 pub mod status;

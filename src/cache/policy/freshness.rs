@@ -66,6 +66,8 @@ pub struct Freshness {
     pub response_time: SystemTime,
     /// `no-cache` without field names: every reuse needs validation (§5.2.2.4).
     pub no_cache: bool,
+    /// The fields a qualified `no-cache` names: sent only after a validation (§5.2.2.4).
+    pub no_cache_fields: Vec<http::HeaderName>,
     /// `must-revalidate` or `proxy-revalidate`: never served stale (§5.2.2.2, §5.2.2.8).
     pub must_revalidate: bool,
     /// `s-maxage`, which implies `proxy-revalidate` (§5.2.2.10); an explicit
@@ -109,6 +111,7 @@ impl Freshness {
             initial_age: initial_age(headers, date, request_time, response_time),
             response_time,
             no_cache: directives.no_cache.is_all(),
+            no_cache_fields: directives.no_cache.fields().to_vec(),
             must_revalidate: directives.must_revalidate || directives.proxy_revalidate,
             implied_revalidate: directives.implied_revalidate(),
             stale_while_revalidate: directives.stale_while_revalidate.map(seconds),
