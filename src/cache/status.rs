@@ -180,7 +180,7 @@ fn is_token(text: &str) -> bool {
     let mut bytes = text.bytes();
     bytes.next().is_some_and(|first| first.is_ascii_alphabetic() || first == b'*')
         && bytes.all(|byte| {
-            crate::cache::policy::directives::is_tchar(byte) || byte == b':' || byte == b'/'
+            crate::cache::policy::structured::is_tchar(byte) || byte == b':' || byte == b'/'
         })
 }
 

@@ -9,6 +9,8 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 
+use super::structured::is_tchar;
+
 /// The largest delta-seconds value a cache has to represent; larger values and overflows are
 /// read as this one (RFC 9111 §1.2.2).
 pub const DELTA_SECONDS_MAX: u32 = 2_147_483_648;
@@ -394,11 +396,6 @@ pub fn unquote(raw: &str) -> Option<String> {
         }
     }
     None
-}
-
-/// Whether `byte` may appear in a token (RFC 9110 §5.6.2).
-pub fn is_tchar(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// A delta-seconds argument: digits only (a quoted string of digits is accepted too, as many

@@ -48,6 +48,11 @@ pub fn dictionary(text: &str) -> Option<Vec<(String, Item)>> {
     Some(members)
 }
 
+/// Whether `byte` may appear in a token (RFC 9110 §5.6.2).
+pub fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
 /// A cursor over the field value.
 struct Parser<'a> {
     /// What is left to parse.
@@ -149,7 +154,7 @@ impl Parser<'_> {
             }
             byte if byte.is_ascii_alphabetic() || byte == b'*' => {
                 while let Some(byte) = self.peek() {
-                    if super::directives::is_tchar(byte) || byte == b':' || byte == b'/' {
+                    if is_tchar(byte) || byte == b':' || byte == b'/' {
                         self.bump();
                     } else {
                         break;
