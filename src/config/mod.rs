@@ -6,12 +6,14 @@
 //! config strings.
 //!
 //! Each section keeps its file types, runtime types, validation and `sluice check` view
-//! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`].
+//! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`],
+//! [`cache`].
 //! What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
 //! `[limits]`, `[dns]`), `validate` (parsing, the scalar readers and the top-level
 //! assembly), [`summary`] (the views) and this module (the top-level types and errors).
 //! TLS types come from [`crate::tls`], which never imports this module.
 
+pub mod cache;
 pub mod file;
 pub mod headers;
 pub mod listener;
@@ -35,6 +37,7 @@ pub use observe::{
 pub use crate::tls::client::UpstreamTls;
 pub use crate::tls::files::CertificateFiles;
 pub use crate::tls::server::{ListenerTls, SniCertificate};
+pub use cache::{CacheConfig, RouteCache};
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
 pub use listener::{DEFAULT_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL, ListenerConfig, Modes};
 pub use route::{RouteConfig, RouteTimeouts};
@@ -113,6 +116,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Request ids.
     pub request_id: RequestIdConfig,
+    /// The shared HTTP cache's store and rules (used by routes and listeners that opt in).
+    pub cache: CacheConfig,
 }
 
 /// Every timeout the proxy enforces.
@@ -212,6 +217,7 @@ impl Default for Config {
             access_log: AccessLogConfig::default(),
             admin: None,
             request_id: RequestIdConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
