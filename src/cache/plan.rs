@@ -24,7 +24,7 @@ use super::store::{Lookup, Object};
 pub struct Rules {
     /// Targeted cache-control fields this cache obeys instead of Cache-Control, first match
     /// wins (RFC 9213), e.g. `CDN-Cache-Control`; empty to obey Cache-Control only.
-    pub targeted: Vec<HeaderName>,
+    pub targeted: Arc<[HeaderName]>,
     /// How heuristic freshness is computed (RFC 9111 §4.2.2).
     pub heuristic: Heuristic,
     /// How long past its lifetime a stored response may stand in for an unreachable or

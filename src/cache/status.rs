@@ -56,6 +56,8 @@ pub enum Outcome {
     Revalidated,
     /// Fetched from the origin (whether or not then stored).
     Miss,
+    /// Answered with the response another request for the same URI fetched meanwhile.
+    Collapsed,
     /// The cache was not consulted (method, `Authorization`, a route without caching, ...).
     Bypass,
     /// `only-if-cached` with nothing usable stored: 504 without asking the origin.
@@ -70,6 +72,7 @@ impl Outcome {
             Outcome::Stale => "stale",
             Outcome::Revalidated => "revalidated",
             Outcome::Miss => "miss",
+            Outcome::Collapsed => "collapsed",
             Outcome::Bypass => "bypass",
             Outcome::Unavailable => "unavailable",
         }
