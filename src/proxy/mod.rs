@@ -140,8 +140,11 @@ async fn serve(
             let address = cache::forward_address(&request, &target, listener);
             let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
                 Looked::Answered { reply, refresh } => {
-                    if let Some(refresh) = refresh {
-                        let (request, _) = forward::prepare(request, &target, uri, ctx, proxy)?;
+                    // The client has its answer; a refresh that cannot be prepared is skipped.
+                    if let Some(refresh) = refresh
+                        && let Ok((request, _)) =
+                            forward::prepare(request, &target, uri, ctx, proxy)
+                    {
                         refresh.spawn(upstream.clone(), request, target.authority.clone());
                     }
                     return Ok(reply);
@@ -164,11 +167,12 @@ async fn serve(
             let address = cache::route_address(&routed, ctx);
             let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
                 Looked::Answered { reply, refresh } => {
-                    if let Some(refresh) = refresh {
-                        let upstream = pick_upstream(&routed).clone();
-                        let request = reverse::prepare(request, &routed, ctx, proxy)?;
+                    // The client has its answer; a refresh that cannot be prepared is skipped.
+                    if let Some(refresh) = refresh
+                        && let Ok(request) = reverse::prepare(request, &routed, ctx, proxy)
+                    {
                         let target = routed.route.config.upstream.authority.clone();
-                        refresh.spawn(upstream, request, target);
+                        refresh.spawn(pick_upstream(&routed).clone(), request, target);
                     }
                     return Ok(reply);
                 }
