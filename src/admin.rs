@@ -7,6 +7,8 @@
 //! | `GET /metrics`  | Prometheus metrics, OpenMetrics text format                       |
 //! | `GET /config`   | the effective configuration, secrets redacted                     |
 //! | `POST /reload`  | re-reads the config file; 200 with what changed, else 422/500     |
+//! | `POST /cache/purge?url=URL` | removes the stored responses for one URL (all variants) |
+//! | `POST /cache/purge?prefix=URL` | removes those under a URL prefix, by whole path segments |
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+use crate::cache::key::CacheKey;
+use crate::observe::cache_metrics::StoreSample;
 use crate::observe::metrics;
 use crate::reload::{ReloadError, Reloader, chain};
 
@@ -63,11 +67,11 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
     let method = request.method();
     let allowed = match request.uri().path() {
         "/healthz" | "/readyz" | "/metrics" | "/config" => "GET, HEAD",
-        "/reload" => "POST",
+        "/reload" | "/cache/purge" => "POST",
         _ => {
             return text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz /readyz /metrics /config /reload\n",
+                "not found; try /healthz /readyz /metrics /config /reload /cache/purge\n",
             );
         }
     };
@@ -79,6 +83,15 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
         }
         ("/readyz", true, _) => text(StatusCode::OK, "ready\n"),
         ("/metrics", true, _) => {
+            if let Some(cache) = reloader.cache().await {
+                let store = &cache.store;
+                let sample = StoreSample {
+                    bytes: store.bytes(),
+                    objects: store.objects(),
+                    evictions: store.evictions(),
+                };
+                reloader.metrics().cache().sample(sample);
+            }
             let mut response = text(StatusCode::OK, reloader.metrics().encode());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -93,6 +106,7 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
                 crate::config::summary::effective(&config, "running configuration"),
             )
         }
+        ("/cache/purge", _, true) => purge(request.uri().query(), reloader).await,
         ("/reload", _, true) => match reloader.reload().await {
             Ok(report) => text(StatusCode::OK, format!("{report}\n")),
             Err(err @ ReloadError::Config(_)) => text(
@@ -116,6 +130,53 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
             response
         }
     }
+}
+
+/// `POST /cache/purge?url=...` or `?prefix=...`: removes stored responses from the HTTP cache.
+async fn purge(query: Option<&str>, reloader: &Reloader) -> Response<Full<Bytes>> {
+    let Some(cache) = reloader.cache().await else {
+        return text(StatusCode::NOT_FOUND, "no route or listener caches\n");
+    };
+    let (by_prefix, target) = match query.and_then(|q| q.split_once('=')) {
+        Some(("url", value)) => (false, percent_decode(value)),
+        Some(("prefix", value)) => (true, percent_decode(value)),
+        _ => (false, None),
+    };
+    let Some(key) = target.as_deref().and_then(CacheKey::for_url) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "give one absolute URL: ?url=http://host/path or ?prefix=http://host/path\n",
+        );
+    };
+    let purged =
+        if by_prefix { cache.store.purge_prefix(key.url()) } else { cache.store.invalidate(&key) };
+    tracing::info!(target = key.url(), by_prefix, purged, "cache purge");
+    text(StatusCode::OK, format!("purged {purged} stored responses\n"))
+}
+
+/// A query value with its `%XX` escapes decoded; `None` when that is not valid UTF-8.
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while let Some(&byte) = bytes.get(index) {
+        let escaped = (byte == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(decoded) => {
+                out.push(decoded);
+                index += 3;
+            }
+            None => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -30,6 +30,11 @@ pub enum Body {
     Limited(LimitedBody),
     /// A short message sluice wrote itself, such as an error explanation.
     Message(Full<Bytes>),
+    /// A response served from the cache, read from its stored body (which may still be
+    /// arriving).
+    Cached(crate::cache::body::BodyReader),
+    /// An upstream response body passed to the client while it is stored in the cache.
+    Filling(Box<crate::cache::fill::Tee<Body>>),
     /// No body at all.
     Empty,
 }
@@ -176,6 +181,8 @@ impl http_body::Body for Body {
             Body::Upstream(inner) => inner.poll_frame(cx),
             Body::Limited(inner) => inner.poll_frame(cx),
             Body::Message(inner) => Pin::new(inner).poll_frame(cx).map_err(|never| match never {}),
+            Body::Cached(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            Body::Filling(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
             Body::Empty => Poll::Ready(None),
         }
     }
@@ -186,6 +193,8 @@ impl http_body::Body for Body {
             Body::Upstream(timed) => timed.inner.is_end_stream(),
             Body::Limited(limited) => limited.inner.is_end_stream(),
             Body::Message(inner) => inner.is_end_stream(),
+            Body::Cached(inner) => inner.is_end_stream(),
+            Body::Filling(inner) => inner.is_end_stream(),
             Body::Empty => true,
         }
     }
@@ -196,6 +205,8 @@ impl http_body::Body for Body {
             Body::Upstream(timed) => timed.inner.size_hint(),
             Body::Limited(limited) => limited.inner.size_hint(),
             Body::Message(inner) => inner.size_hint(),
+            Body::Cached(inner) => inner.size_hint(),
+            Body::Filling(inner) => inner.size_hint(),
             Body::Empty => SizeHint::with_exact(0),
         }
     }

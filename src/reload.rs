@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::Cache;
 use crate::config::source::ConfigSource;
 use crate::config::{Config, ConfigError, ListenerConfig, Modes};
 use crate::observe::metrics::{Metrics, ReloadResult};
@@ -85,6 +86,8 @@ struct Running {
 struct State {
     config: Config,
     listeners: Vec<Running>,
+    /// The running generation's cache, handed to the next generation.
+    cache: Option<Arc<Cache>>,
 }
 
 /// Owns the running listeners and swaps in new configurations.
@@ -110,7 +113,7 @@ impl Reloader {
     ) -> Result<(Arc<Reloader>, Option<TcpListener>), BuildError> {
         let admin = bound.admin.as_ref().and_then(|socket| socket.local_addr().ok());
         let listeners = bound.listeners;
-        let proxy = Arc::new(Proxy::new(config.clone(), shutdown.clone(), metrics.clone())?);
+        let proxy = Arc::new(Proxy::new(config.clone(), shutdown.clone(), metrics.clone(), None)?);
         let mut running = Vec::with_capacity(listeners.len());
         for bound in listeners {
             let address = bound.local_addr().unwrap_or(bound.config.address);
@@ -118,7 +121,8 @@ impl Reloader {
             let serving = Serving::new(proxy.clone(), bound.config, bound.tls);
             running.push(launch(&shutdown, bound.socket, serving, configured, address));
         }
-        let state = Mutex::new(State { config, listeners: running });
+        let cache = proxy.cache.clone();
+        let state = Mutex::new(State { config, listeners: running, cache });
         let reloader = Arc::new(Reloader { source, shutdown, metrics, state, admin });
         Ok((reloader, bound.admin))
     }
@@ -126,6 +130,11 @@ impl Reloader {
     /// The process-wide metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The running generation's HTTP cache, when one is configured.
+    pub async fn cache(&self) -> Option<Arc<Cache>> {
+        self.state.lock().await.cache.clone()
     }
 
     /// The shutdown handle the listeners run under.
@@ -178,8 +187,13 @@ impl Reloader {
             tracing::warn!("[admin] changed; the admin listener changes at the next restart");
             config.admin = state.config.admin;
         }
-        let proxy =
-            Arc::new(Proxy::new(config.clone(), self.shutdown.clone(), self.metrics.clone())?);
+        let previous_cache = state.cache.clone();
+        let proxy = Arc::new(Proxy::new(
+            config.clone(),
+            self.shutdown.clone(),
+            self.metrics.clone(),
+            previous_cache.as_deref(),
+        )?);
         // Build everything before touching anything, so a failure leaves all as it was.
         let matched = match_listeners(&state.listeners, &config.listeners);
         let mut plan = Vec::with_capacity(config.listeners.len());
@@ -235,6 +249,7 @@ impl Reloader {
         };
         state.listeners = listeners;
         state.config = config;
+        state.cache = proxy.cache.clone();
         Ok(report)
     }
 }

@@ -191,7 +191,7 @@ async fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
         let (status, content_type, body) = admin_get(&proxy, path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "GET {path}");
         assert_eq!(content_type, TEXT_PLAIN);
-        assert_eq!(body, "not found; try /healthz /readyz /metrics /config /reload\n");
+        assert_eq!(body, "not found; try /healthz /readyz /metrics /config /reload /cache/purge\n");
     }
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
+pub use super::cache::FileCache;
 pub use super::headers::{FileHeaderRules, FileHeaders};
 pub use super::listener::{FileListener, FileListenerTls, FileSniCertificate};
 pub use super::observe::{FileAccessLog, FileAdmin, FileRequestId};
@@ -65,6 +66,9 @@ pub struct FileConfig {
     /// `[request_id]`.
     #[serde(default)]
     pub request_id: FileRequestId,
+    /// `[cache]`: the shared HTTP cache.
+    #[serde(default)]
+    pub cache: FileCache,
 }
 
 /// `[dns]`.

@@ -40,13 +40,15 @@ pub struct ListenerConfig {
     pub tls: Option<ListenerTls>,
     /// Access policy for forward-proxy traffic.
     pub policy: ListenerPolicy,
+    /// Whether the forward proxy's plain `http://` responses go through the shared cache.
+    pub cache: bool,
 }
 
 impl ListenerConfig {
     /// A plain listener on `address` serving `modes`, with the default policy for its address.
     pub fn plain(address: SocketAddr, modes: Modes, users_configured: bool) -> ListenerConfig {
         let policy = ListenerPolicy::defaults_for(address, modes, users_configured);
-        ListenerConfig { address, modes, h2c: false, tls: None, policy }
+        ListenerConfig { address, modes, h2c: false, tls: None, policy, cache: false }
     }
 
     /// Why this listener would be an open forward proxy, if it would be: forward mode on a
@@ -148,6 +150,8 @@ pub struct FileListener {
     pub allow_private_destinations: Option<bool>,
     /// Most concurrent connections from one client address.
     pub max_connections_per_ip: Option<Spanned<i64>>,
+    /// Cache the forward proxy's plain `http://` responses in the shared cache.
+    pub cache: Option<bool>,
 }
 
 /// `[listener.tls]`.
@@ -246,7 +250,14 @@ impl Checker<'_> {
         };
         let defaults = ListenerPolicy::defaults_for(address, modes, users_configured);
         let policy = self.listener_policy(&key, written, defaults, users_configured);
-        Some(ListenerConfig { address, modes, h2c: listener.h2c.unwrap_or(false), tls, policy })
+        Some(ListenerConfig {
+            address,
+            modes,
+            h2c: listener.h2c.unwrap_or(false),
+            tls,
+            policy,
+            cache: listener.cache.unwrap_or(false),
+        })
     }
 
     fn listener_tls(&mut self, key: &str, tls: &FileListenerTls) -> Option<ListenerTls> {

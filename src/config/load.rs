@@ -69,6 +69,7 @@ impl Checker<'_> {
         });
         let timeouts = self.timeouts(file.timeouts);
         let limits = self.limits(file.limits);
+        let cache = self.cache(&file.cache);
         let routes = self.routes(&file.routes, &timeouts, &limits);
         let destinations = self.destinations(&file.destinations);
         let rate_limit_per_ip =
@@ -89,6 +90,7 @@ impl Checker<'_> {
             access_log: self.access_log(&file.access_log),
             admin: file.admin.as_ref().and_then(|admin| self.admin(admin)),
             request_id: self.request_id(&file.request_id),
+            cache,
         }
     }
 

@@ -6,14 +6,15 @@
 //! config strings.
 //!
 //! Each section keeps its file types, runtime types, validation and `sluice check` view
-//! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`].
-//! What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
+//! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`],
+//! [`cache`]. What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
 //! `[limits]`, `[dns]`), `validate` (the checker and the readers every section uses), `load`
 //! (parsing and the top-level assembly, above the sections), [`summary`] (the views, above
 //! the sections too) and this module (the top-level types, bounds and errors). The files form
 //! a DAG: the sections import `validate` and this module, never `load`, `file` or `summary`.
 //! TLS types come from [`crate::tls`], which never imports this module.
 
+pub mod cache;
 pub mod file;
 pub mod headers;
 mod hostname;
@@ -39,6 +40,7 @@ pub use observe::{
 pub use crate::tls::client::UpstreamTls;
 pub use crate::tls::files::CertificateFiles;
 pub use crate::tls::server::{ListenerTls, SniCertificate};
+pub use cache::{CacheConfig, RouteCache};
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
 pub use listener::{
     DEFAULT_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL, ListenerConfig, MAX_TLS_RELOAD_INTERVAL, Modes,
@@ -166,6 +168,8 @@ pub struct Config {
     pub admin: Option<AdminConfig>,
     /// Request ids.
     pub request_id: RequestIdConfig,
+    /// The shared HTTP cache's store and rules (used by routes and listeners that opt in).
+    pub cache: CacheConfig,
 }
 
 /// Every timeout the proxy enforces.
@@ -265,6 +269,7 @@ impl Default for Config {
             access_log: AccessLogConfig::default(),
             admin: None,
             request_id: RequestIdConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }

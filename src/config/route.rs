@@ -49,6 +49,8 @@ pub struct RouteConfig {
     pub max_body_bytes: u64,
     /// Request rate across all clients of this route.
     pub rate_limit: Option<super::RateLimit>,
+    /// Whether and how the route's responses are cached.
+    pub cache: super::RouteCache,
 }
 
 /// Upstream timeouts of one route.
@@ -114,6 +116,7 @@ impl RouteConfig {
             tls: UpstreamTls::default(),
             max_body_bytes: super::DEFAULT_MAX_REQUEST_BODY_BYTES,
             rate_limit: None,
+            cache: super::RouteCache::default(),
         })
     }
 }
@@ -151,6 +154,10 @@ pub struct FileRoute {
     pub max_body_bytes: Option<Spanned<i64>>,
     /// Request rate limit for this route, across all clients.
     pub rate_limit: Option<FileRate>,
+    /// Cache this route's responses in the shared cache.
+    pub cache: Option<bool>,
+    /// How long past freshness a stored response may stand in for a down upstream.
+    pub cache_stale_when_down: Option<Spanned<String>>,
 }
 
 /// `[route.timeouts]`.
@@ -296,8 +303,10 @@ impl Checker<'_> {
         );
         let rate_limit =
             file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
+        let cache = self.route_cache(&key, file.cache, &file.cache_stale_when_down);
         let prefix = prefix?;
         Some(RouteConfig {
+            cache,
             protocol,
             tls,
             max_body_bytes,

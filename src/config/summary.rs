@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Config, headers, list, listener, observe, route, security};
+use super::{Config, cache, headers, list, listener, observe, route, security};
 
 /// The listeners and routes as two aligned tables, for the start-up log.
 pub fn table(config: &Config) -> String {
@@ -90,5 +90,6 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     }
     observe::write_summary(&mut out, config);
     route::write_summary(&mut out, &config.routes);
+    cache::write_summary(&mut out, config);
     out
 }

@@ -149,6 +149,9 @@ impl AccessLog {
         if let Some(close) = event.close {
             let _ = write!(line, " close={close}");
         }
+        if let Some(cache) = event.cache {
+            let _ = write!(line, " cache={cache}");
+        }
         for (name, value) in event.headers {
             let _ = write!(line, " {name}=\"");
             if self.secret.contains(name) {
@@ -198,6 +201,7 @@ impl AccessLog {
             upstream: event.upstream.map(|addr| addr.to_string()),
             error: event.failure.map(|f| f.as_str()),
             close: event.close,
+            cache: event.cache,
             headers,
         };
         let mut line = serde_json::to_string(&record).unwrap_or_default();
@@ -242,6 +246,8 @@ struct JsonLine<'a> {
     error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     close: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<&'static str>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     headers: serde_json::Map<String, serde_json::Value>,
 }

@@ -67,6 +67,8 @@ pub struct Event<'a> {
     pub failure: Option<Failure>,
     /// How a tunnel or WebSocket session ended.
     pub close: Option<&'static str>,
+    /// What the cache did (`hit`, `miss`, ...), when the request went through it.
+    pub cache: Option<&'static str>,
     /// Request header fields the access log asked for.
     pub headers: &'a [(HeaderName, HeaderValue)],
 }

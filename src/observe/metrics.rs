@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::observe::cache_metrics::CacheMetrics;
 use crate::observe::mode::Mode;
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond proxying up to the minutes a
@@ -196,6 +197,7 @@ pub struct Metrics {
     tls_handshake_failures: Counter,
     reloads: Family<ResultLabel, Counter>,
     access_log_dropped: Counter,
+    cache: CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -289,7 +291,9 @@ impl Metrics {
                 drop(upstream_errors.get_or_create(&KindLabel { kind: kind.as_str() }));
             }
         }
+        let cache = CacheMetrics::register(&mut registry);
         Metrics {
+            cache,
             registry,
             requests,
             duration,
@@ -421,6 +425,11 @@ impl Metrics {
     /// Counts an open tunnel (or WebSocket session) until the returned guard is dropped.
     pub fn session_opened(&self, mode: Mode) -> Active {
         Active::new(if mode == Mode::Tunnel { &self.tunnels } else { &self.websockets })
+    }
+
+    /// The HTTP cache's metrics.
+    pub fn cache(&self) -> &CacheMetrics {
+        &self.cache
     }
 
     /// The registry in the OpenMetrics text format.

@@ -6,6 +6,7 @@
 //! an [`Event`], a borrowed view of that context, once.
 
 pub mod access_log;
+pub mod cache_metrics;
 pub mod event;
 pub mod metrics;
 pub mod mode;

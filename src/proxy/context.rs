@@ -11,6 +11,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
+use crate::cache::status::Outcome;
 use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
@@ -58,6 +59,8 @@ pub struct RequestContext {
     pub failure: Option<Failure>,
     /// How a tunnel or WebSocket session ended.
     pub close: Option<&'static str>,
+    /// What the cache did, when the request's route or listener caches.
+    pub cache: Option<Outcome>,
     /// The id as a header value, made once when first needed.
     id_header: Option<HeaderValue>,
     /// The access log and metrics of the generation that served the request.
@@ -107,6 +110,7 @@ impl RequestContext {
             status: 0,
             failure: None,
             close: None,
+            cache: None,
             id_header: None,
             observer: observer.clone(),
         }
@@ -156,6 +160,7 @@ impl RequestContext {
             upstream: self.upstream,
             failure: self.failure,
             close: self.close,
+            cache: self.cache.map(Outcome::as_str),
             headers: &self.logged_headers,
         };
         self.observer.finish(&event);

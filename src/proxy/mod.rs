@@ -7,15 +7,17 @@
 //! | classify      | [`classify`]                                | CONNECT, absolute-form or origin-form         |
 //! | admit         | [`admit`]                                   | every policy check, in its documented order   |
 //! | route         | [`reverse::route`]                          | the route, its URI, its own admission         |
+//! | cache lookup  | [`cache::lookup`]                           | answer from the HTTP cache, or mark the fill  |
 //! | pick upstream | [`pick_upstream`]                           | which upstream client serves the request      |
 //! | prepare       | [`forward::prepare`], [`reverse::prepare`]  | body limit, head rewrite, forwarding, rules   |
 //! | send          | [`exchange::send`], [`tunnel::open`]        | the upstream exchange (or the tunnel's dial)  |
-//! | respond       | [`exchange::respond`]                       | response filters, upgrades, body idle timeout |
+//! | respond       | [`exchange::respond`], [`cache::Cached::respond`] | response filters, upgrades, body idle timeout, cache fill |
 //! | log           | [`deliver`], then [`log::ObservedBody`] or [`log::SessionLog`] | access log and metrics, once, at the end |
 //!
 //! Classification runs before admission because it is pure and everything after it, the
 //! access-log line of a refused request included, needs to know the request's kind.
 
+pub mod cache;
 pub mod context;
 pub mod exchange;
 pub mod forward;
@@ -37,6 +39,7 @@ use crate::downstream::hold::ConnectionHold;
 use crate::error::{self, NotServed, ProxyError};
 use crate::observe::{Failure, Mode, RequestId};
 use crate::policy::{self, framing};
+use crate::proxy::cache::Looked;
 use crate::proxy::context::RequestContext;
 use crate::proxy::log::{ObservedBody, Reply, SessionLog};
 use crate::proxy::router::Router;
@@ -134,25 +137,62 @@ async fn serve(
         Destination::Tunnel(target) => tunnel::open(request, target, ctx, proxy, listener).await,
         Destination::Forward(target, uri) => {
             let upstream = &listener.forward;
+            let address = cache::forward_address(&request, &target, listener);
+            let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
+                Looked::Answered { reply, refresh } => {
+                    // The client has its answer; a refresh that cannot be prepared is skipped.
+                    if let Some(refresh) = refresh
+                        && let Ok((request, _)) =
+                            forward::prepare(request, &target, uri, ctx, proxy)
+                    {
+                        refresh.spawn(upstream.clone(), request, target.authority.clone());
+                    }
+                    return Ok(reply);
+                }
+                Looked::Forward(cached) => cached,
+            };
             let (request, upgrade) = forward::prepare(request, &target, uri, ctx, proxy)?;
             let target = &target.authority;
             let answered =
-                exchange::send(upstream, request, target, upgrade.is_some(), ctx).await?;
+                match exchange::send(upstream, request, target, upgrade.is_some(), ctx).await {
+                    Ok(answered) => answered,
+                    Err(err) => return cached.failed(err, ctx),
+                };
             let body_idle = upstream.settings().body_idle;
-            exchange::respond(answered, target, upgrade, &[], body_idle, ctx, proxy)
+            let reply = exchange::respond(answered, target, upgrade, &[], body_idle, ctx, proxy)?;
+            Ok(cached.respond(reply, ctx))
         }
         Destination::Route => {
             let mut routed = reverse::route(&mut request, ctx, proxy)?;
+            let address = cache::route_address(&routed, ctx);
+            let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
+                Looked::Answered { reply, refresh } => {
+                    // The client has its answer; a refresh that cannot be prepared is skipped.
+                    if let Some(refresh) = refresh
+                        && let Ok(request) = reverse::prepare(request, &routed, ctx, proxy)
+                    {
+                        let target = routed.route.config.upstream.authority.clone();
+                        refresh.spawn(pick_upstream(&routed).clone(), request, target);
+                    }
+                    return Ok(reply);
+                }
+                Looked::Forward(cached) => cached,
+            };
             let upstream = pick_upstream(&routed);
             let request = reverse::prepare(request, &routed, ctx, proxy)?;
             let upgrade = routed.upgrade.take();
             let route = &routed.route.config;
             let target = &route.upstream.authority;
             let answered =
-                exchange::send(upstream, request, target, upgrade.is_some(), ctx).await?;
+                match exchange::send(upstream, request, target, upgrade.is_some(), ctx).await {
+                    Ok(answered) => answered,
+                    Err(err) => return cached.failed(err, ctx),
+                };
             let rules = [&route.response_headers, &proxy.config.headers.response];
             let body_idle = upstream.settings().body_idle;
-            exchange::respond(answered, target, upgrade, &rules, body_idle, ctx, proxy)
+            let reply =
+                exchange::respond(answered, target, upgrade, &rules, body_idle, ctx, proxy)?;
+            Ok(cached.respond(reply, ctx))
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::cache::Cache;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
 use crate::observe::access_log::AccessLogError;
 use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
@@ -29,17 +30,21 @@ pub struct Proxy {
     pub shutdown: Shutdown,
     /// The access log and metrics.
     pub observer: Arc<Observer>,
+    /// The shared HTTP cache, when a route or listener caches.
+    pub cache: Option<Arc<Cache>>,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
 }
 
 impl Proxy {
     /// Builds the shared state for `config`, including every route's upstream client and the
-    /// access log, reporting into `metrics`.
+    /// access log, reporting into `metrics`. The cache, when one is needed, keeps the stored
+    /// responses of `previous_cache` (the running generation's) if its limits are unchanged.
     pub fn new(
         config: Config,
         shutdown: Shutdown,
         metrics: Arc<Metrics>,
+        previous_cache: Option<&Cache>,
     ) -> Result<Proxy, BuildError> {
         let default_tls = crate::tls::client::default_client_config();
         let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
@@ -47,7 +52,10 @@ impl Proxy {
         let router = Router::new(&config.routes, settings, &default_tls, &hosts)?;
         let policy = Policy::new(&config);
         let observer = Arc::new(Observer::new(&config, metrics)?);
-        Ok(Proxy { config, router, policy, shutdown, observer, default_tls, hosts })
+        let caching = config.routes.iter().any(|route| route.cache.enabled)
+            || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward);
+        let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
+        Ok(Proxy { config, router, policy, shutdown, observer, cache, default_tls, hosts })
     }
 
     /// The per-listener state: its modes and policy, and a forward-proxy client whose
@@ -65,6 +73,7 @@ impl Proxy {
             connector,
         );
         ListenerContext {
+            cache: listener.cache && listener.modes.forward,
             modes: listener.modes,
             scheme: if secure { "https" } else { "http" },
             policy: listener.policy.clone(),
@@ -101,4 +110,6 @@ pub struct ListenerContext {
     pub forward: Upstream,
     /// The metric handles of its forward-proxy requests.
     pub forward_series: Arc<RouteSeries>,
+    /// Whether its forward proxy's plain `http://` requests go through the cache.
+    pub cache: bool,
 }

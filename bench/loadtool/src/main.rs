@@ -44,6 +44,8 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const SMALL: &[u8] = b"Hello, world! This is the sluice benchmark origin.\n";
 const MIB: usize = 1024 * 1024;
+/// The body of the cached 1 KiB scenario.
+static KIB_BODY: [u8; 1024] = [b'k'; 1024];
 
 struct Args(HashMap<String, String>);
 
@@ -171,6 +173,17 @@ async fn handle(mut req: Request<Incoming>, big: Bytes) -> Result<Response<Body>
     if req.method() == Method::POST {
         let _ = req.into_body().collect().await;
         return Ok(Response::new(full(Bytes::from_static(b"ok\n"))));
+    }
+    // Cacheable responses for the cache scenarios: `/cache/1k/<any>` and `/cache/1m/<any>`,
+    // fresh for an hour, so every distinct path is one stored object.
+    if let Some(rest) = path.strip_prefix("/cache/") {
+        let body = if rest.starts_with("1m") { big } else { Bytes::from_static(&KIB_BODY) };
+        let mut res = Response::new(full(body));
+        res.headers_mut().insert(
+            hyper::header::CACHE_CONTROL,
+            hyper::header::HeaderValue::from_static("public, max-age=3600"),
+        );
+        return Ok(res);
     }
     let res = match path.as_str() {
         "/1m" => Response::new(full(big)),
