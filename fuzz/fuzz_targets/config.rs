@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use sluice::config::cache;
 use sluice::config::security::{MAX_BURST, MAX_CONNECTIONS_PER_IP, MAX_RATE, MIN_RATE};
 use sluice::config::{self as c, Config, ConfigError, RateLimit};
 use sluice::policy::rate::RateLimiter;
@@ -85,7 +86,15 @@ fn within_bounds(config: &Config) {
             (MIN_RATE..=MAX_RATE).contains(&rate.rate) && (1..=MAX_BURST).contains(&rate.burst)
         );
     }
+    let cache = &config.cache;
+    assert!(cache.max_bytes <= cache::MAX_CACHE_MAX_BYTES);
+    assert!(cache.max_object_bytes <= cache.max_bytes / cache::CACHE_OBJECTS_PER_STORE);
+    assert!(cache.max_variants as u64 <= cache::MAX_CACHE_MAX_VARIANTS);
+    assert!(cache.collapse_timeout <= cache::MAX_COLLAPSE_TIMEOUT);
+    assert!(cache.fill_timeout <= cache::MAX_FILL_TIMEOUT);
+    assert!(cache.max_heuristic <= cache::MAX_MAX_HEURISTIC);
     for route in &config.routes {
+        assert!(route.cache.stale_when_down.is_none_or(|d| d <= cache::MAX_STALE_WHEN_DOWN));
         assert!(route.timeouts.connect <= c::MAX_CONNECT_TIMEOUT);
         assert!(route.timeouts.response_header <= c::MAX_RESPONSE_HEADER_TIMEOUT);
         assert!(route.timeouts.body_idle <= c::MAX_BODY_IDLE_TIMEOUT);
