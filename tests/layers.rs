@@ -64,26 +64,28 @@ fn code_of(path: &Path) -> String {
 /// with `use` groups (`crate::a::{b, c::d}`) expanded.
 fn named_paths(code: &str, module: &str) -> Vec<String> {
     let mut paths = Vec::new();
-    let bytes = code.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
+    let mut skip_to = 0;
+    // Stepping by character: a byte offset inside a multi-byte character is not a place to
+    // slice at (the prefixes and path characters themselves are all ASCII).
+    for (i, _) in code.char_indices() {
+        if i < skip_to {
+            continue;
+        }
         let rest = &code[i..];
-        let starts_word = i == 0 || !is_ident(bytes[i - 1]);
+        let starts_word =
+            code[..i].chars().next_back().is_none_or(|c| !c.is_alphanumeric() && c != '_');
         let prefix = ["crate::", "super::", "self::"].into_iter().find(|p| rest.starts_with(p));
-        match prefix {
-            Some(prefix) if starts_word => {
-                let (base, consumed) = relative_base(rest, prefix, module);
-                let (mut found, used) = expand(&code[i + consumed..]);
-                for path in &mut found {
-                    *path = join(&base, path);
-                }
-                if found.is_empty() {
-                    found.push(base);
-                }
-                paths.extend(found);
-                i += consumed + used.max(1);
+        if let (Some(prefix), true) = (prefix, starts_word) {
+            let (base, consumed) = relative_base(rest, prefix, module);
+            let (mut found, used) = expand(&code[i + consumed..]);
+            for path in &mut found {
+                *path = join(&base, path);
             }
-            _ => i += 1,
+            if found.is_empty() {
+                found.push(base);
+            }
+            paths.extend(found);
+            skip_to = i + consumed + used.max(1);
         }
     }
     paths
@@ -324,6 +326,8 @@ fn the_checker_sees_paths_groups_and_cycles() {
         "k::l",
     );
     assert_eq!(paths, ["a::b", "a::c::d", "a::c::e", "a", "k::g::h", "i::j"]);
+    let paths = named_paths("let s = \"§ é\"; crate::m::n();", "");
+    assert_eq!(paths, ["m::n"]);
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     edges.entry("a".into()).or_default().insert("b".into());
     edges.entry("b".into()).or_default().insert("a".into());
