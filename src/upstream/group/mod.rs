@@ -19,6 +19,7 @@
 
 pub mod balance;
 pub mod budget;
+pub mod discovery;
 pub mod health;
 pub mod outlier;
 pub mod replay;
