@@ -17,6 +17,7 @@
 //! swapped in. The states are kept apart from the set, so a new set, or a reloaded
 //! configuration's new group, carries over the health of every target that did not change.
 
+pub mod affinity;
 pub mod balance;
 pub mod budget;
 pub mod discovery;
