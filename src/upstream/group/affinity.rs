@@ -6,81 +6,36 @@
 
 use std::net::IpAddr;
 
-use http::header::{COOKIE, HeaderMap, HeaderName};
+use http::header::{COOKIE, HeaderMap};
 
 use super::balance::hash_bytes;
+use crate::config::group::HashOn;
 
-/// What a hashing route keys its requests on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashOn {
-    /// The value of a request header (all its lines, in order).
-    Header(HeaderName),
-    /// The value of a cookie (RFC 6265 §4.2.1).
-    Cookie(String),
-    /// The client's IP address (the peer, not a forwarded-for header a client can set).
-    ClientAddress,
-}
-
-impl HashOn {
-    /// Parses the config spelling: `header:NAME`, `cookie:NAME` or `client_address`.
-    pub fn parse(text: &str) -> Result<HashOn, String> {
-        if text == "client_address" {
-            return Ok(HashOn::ClientAddress);
-        }
-        if let Some(name) = text.strip_prefix("header:") {
-            return HeaderName::from_bytes(name.as_bytes())
-                .map(HashOn::Header)
-                .map_err(|_| format!("`{name}` is not a valid header name"));
-        }
-        if let Some(name) = text.strip_prefix("cookie:") {
-            let valid = !name.is_empty()
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b));
-            return if valid {
-                Ok(HashOn::Cookie(name.to_owned()))
-            } else {
-                Err(format!("`{name}` is not a valid cookie name"))
-            };
-        }
-        Err(format!("`{text}` is not one of `header:NAME`, `cookie:NAME` or `client_address`"))
-    }
-
-    /// The config spelling.
-    pub fn to_config(&self) -> String {
-        match self {
-            HashOn::Header(name) => format!("header:{name}"),
-            HashOn::Cookie(name) => format!("cookie:{name}"),
-            HashOn::ClientAddress => "client_address".to_owned(),
-        }
-    }
-
-    /// The request's key, if it has the part this hashes on.
-    pub fn key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
-        match self {
-            HashOn::Header(name) => {
-                let mut values = headers.get_all(name).iter().peekable();
-                values.peek()?;
-                // Several lines hash as their comma-joined value would (RFC 9110 §5.3).
-                let mut joined = Vec::new();
-                for (index, value) in values.enumerate() {
-                    if index > 0 {
-                        joined.extend_from_slice(b", ");
-                    }
-                    joined.extend_from_slice(value.as_bytes());
+/// The request's key for `on`, if it has the part `on` names.
+pub fn key(on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => {
+            let mut values = headers.get_all(name).iter().peekable();
+            values.peek()?;
+            // Several lines hash as their comma-joined value would (RFC 9110 §5.3).
+            let mut joined = Vec::new();
+            for (index, value) in values.enumerate() {
+                if index > 0 {
+                    joined.extend_from_slice(b", ");
                 }
-                Some(hash_bytes(&joined))
+                joined.extend_from_slice(value.as_bytes());
             }
-            HashOn::Cookie(name) => cookie(headers, name).map(hash_bytes),
-            HashOn::ClientAddress => Some(match client {
-                IpAddr::V4(v4) => hash_bytes(&v4.octets()),
-                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                    // The same client over an IPv4-mapped address keeps its key.
-                    Some(v4) => hash_bytes(&v4.octets()),
-                    None => hash_bytes(&v6.octets()),
-                },
-            }),
+            Some(hash_bytes(&joined))
         }
+        HashOn::Cookie(name) => cookie(headers, name).map(hash_bytes),
+        HashOn::ClientAddress => Some(match client {
+            IpAddr::V4(v4) => hash_bytes(&v4.octets()),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                // The same client over an IPv4-mapped address keeps its key.
+                Some(v4) => hash_bytes(&v4.octets()),
+                None => hash_bytes(&v6.octets()),
+            },
+        }),
     }
 }
 
@@ -101,7 +56,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderName, HeaderValue};
 
     fn headers(lines: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -112,22 +67,6 @@ mod tests {
             );
         }
         map
-    }
-
-    #[test]
-    fn parse_table() {
-        assert_eq!(HashOn::parse("client_address"), Ok(HashOn::ClientAddress));
-        assert_eq!(
-            HashOn::parse("header:X-User"),
-            Ok(HashOn::Header(HeaderName::from_static("x-user")))
-        );
-        assert_eq!(HashOn::parse("cookie:session"), Ok(HashOn::Cookie("session".into())));
-        for bad in ["header:", "header:a b", "cookie:", "cookie:a=b", "cookie:a;b", "ip", ""] {
-            assert!(HashOn::parse(bad).is_err(), "{bad}");
-        }
-        for text in ["client_address", "header:x-user", "cookie:session"] {
-            assert_eq!(HashOn::parse(text).unwrap().to_config(), text);
-        }
     }
 
     #[test]
@@ -146,17 +85,20 @@ mod tests {
         let client: IpAddr = "192.0.2.7".parse().unwrap();
         let user = HashOn::Header(HeaderName::from_static("x-user"));
         let one = headers(&[("x-user", "alice")]);
-        assert_eq!(user.key(&one, client), Some(hash_bytes(b"alice")));
-        assert_eq!(user.key(&HeaderMap::new(), client), None);
+        assert_eq!(key(&user, &one, client), Some(hash_bytes(b"alice")));
+        assert_eq!(key(&user, &HeaderMap::new(), client), None);
         let two = headers(&[("x-user", "a"), ("x-user", "b")]);
-        assert_eq!(user.key(&two, client), Some(hash_bytes(b"a, b")));
+        assert_eq!(key(&user, &two, client), Some(hash_bytes(b"a, b")));
         let session = HashOn::Cookie("sid".into());
-        assert_eq!(session.key(&headers(&[("cookie", "sid=42")]), client), Some(hash_bytes(b"42")));
-        assert_eq!(session.key(&one, client), None);
+        assert_eq!(
+            key(&session, &headers(&[("cookie", "sid=42")]), client),
+            Some(hash_bytes(b"42"))
+        );
+        assert_eq!(key(&session, &one, client), None);
         let by_address = HashOn::ClientAddress;
         let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
-        assert_eq!(by_address.key(&one, client), by_address.key(&one, mapped));
+        assert_eq!(key(&by_address, &one, client), key(&by_address, &one, mapped));
         let other: IpAddr = "192.0.2.8".parse().unwrap();
-        assert_ne!(by_address.key(&one, client), by_address.key(&one, other));
+        assert_ne!(key(&by_address, &one, client), key(&by_address, &one, other));
     }
 }

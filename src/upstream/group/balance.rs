@@ -8,52 +8,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// How a route spreads requests over the targets of a tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Balance {
-    /// Smooth weighted round robin (nginx's algorithm): a heavier target is chosen more often,
-    /// and its turns are spread out rather than bunched.
-    #[default]
-    RoundRobin,
-    /// Power of two choices: two targets drawn by weight, the one with fewer requests in flight
-    /// per unit of weight wins.
-    LeastRequest,
-    /// Power of two choices on a latency estimate that jumps up at once on a slow response and
-    /// decays slowly (peak EWMA), times the requests in flight.
-    PeakEwma,
-    /// A target drawn at random by weight.
-    Random,
-    /// Consistent (rendezvous) hashing of a request key: the same key goes to the same target,
-    /// and adding or removing one of N targets moves about 1/N of the keys.
-    Hash,
-}
-
-impl Balance {
-    /// The config spelling, also used in `sluice check` and `GET /upstreams`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round_robin",
-            Balance::LeastRequest => "least_request",
-            Balance::PeakEwma => "peak_ewma",
-            Balance::Random => "random",
-            Balance::Hash => "hash",
-        }
-    }
-
-    /// The policy spelled `text` in the config.
-    pub fn parse(text: &str) -> Option<Balance> {
-        [
-            Balance::RoundRobin,
-            Balance::LeastRequest,
-            Balance::PeakEwma,
-            Balance::Random,
-            Balance::Hash,
-        ]
-        .into_iter()
-        .find(|balance| balance.as_str() == text)
-    }
-}
-
 /// A small, fast pseudo-random generator (SplitMix64). Not for secrets: it only spreads load.
 #[derive(Debug, Clone)]
 pub struct Rng {
@@ -314,14 +268,6 @@ mod tests {
             counts[pick] += 1;
         }
         counts
-    }
-
-    #[test]
-    fn balance_names_round_trip() {
-        for name in ["round_robin", "least_request", "peak_ewma", "random", "hash"] {
-            assert_eq!(Balance::parse(name).map(Balance::as_str), Some(name));
-        }
-        assert_eq!(Balance::parse("roundrobin"), None);
     }
 
     #[test]

@@ -12,34 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::Moment;
+use crate::config::retry::BudgetSettings;
 
-/// Default share of recent requests that may be retried, in percent.
-pub const DEFAULT_PERCENT: u32 = 20;
-/// Largest `percent`: every request retried once.
-pub const MAX_PERCENT: u32 = 100;
-/// Default retries per second allowed whatever the share, so a quiet route can still retry.
-pub const DEFAULT_MIN_PER_SECOND: u32 = 10;
-/// Largest `min_retries_per_second`.
-pub const MAX_MIN_PER_SECOND: u32 = 100_000;
 /// How far back the budget looks: the ring's buckets times their span.
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Buckets in the ring.
 const BUCKETS: usize = 10;
-
-/// How large a route's retry budget is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BudgetSettings {
-    /// Retries as a share of the requests in the window, in percent.
-    pub percent: u32,
-    /// Retries per second allowed on top of the share.
-    pub min_per_second: u32,
-}
-
-impl Default for BudgetSettings {
-    fn default() -> BudgetSettings {
-        BudgetSettings { percent: DEFAULT_PERCENT, min_per_second: DEFAULT_MIN_PER_SECOND }
-    }
-}
 
 /// Whether one more retry fits: `retries + 1` at most `percent` of `requests` plus `floor`.
 pub fn allows(requests: u64, retries: u64, percent: u32, floor: u64) -> bool {

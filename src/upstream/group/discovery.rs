@@ -11,13 +11,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::MAX_TARGETS;
-use crate::upstream::{ConnectError, StaticHosts};
-
-/// Default time between two lookups of an expanded host name.
-pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
-/// Shortest refresh interval.
-pub const MIN_REFRESH: Duration = Duration::from_secs(1);
+use crate::config::group::MAX_TARGETS;
+use crate::upstream::connect::{ConnectError, StaticHosts};
 
 /// The addresses `host:port` resolves to, static hosts first, sorted and without duplicates,
 /// at most [`MAX_TARGETS`] of them (so a group's order does not depend on the resolver's).
@@ -52,8 +47,9 @@ pub async fn resolve(
 /// Called with the new addresses when a refresh finds a different set.
 pub type OnChange = Box<dyn Fn(&[SocketAddr]) + Send + Sync>;
 
-/// Looks `host:port` up every `every` until `stop` is cancelled, and calls `changed` with the
-/// new addresses whenever they differ from `current` (the set the group was built with).
+/// Looks `host:port` up at once and then every `every` until `stop` is cancelled, and calls
+/// `changed` with the new addresses whenever they differ from `current` (the addresses the
+/// group was built with; empty when it dials the name itself).
 pub fn spawn(
     host: String,
     port: u16,
@@ -65,11 +61,13 @@ pub fn spawn(
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut failing = false;
+        let mut wait = Duration::ZERO;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                () = tokio::time::sleep(every) => {}
+                () = tokio::time::sleep(wait) => {}
             }
+            wait = every;
             match resolve(&host, port, &hosts).await {
                 Ok(addrs) => {
                     if failing {
@@ -151,7 +149,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(16)).await;
         stop.cancel();
         task.await.unwrap();
-        // One change (1 -> 2 addresses), then the same set three times: reported once.
+        // One change (1 -> 2 addresses) at once, then the same set three times: reported once.
         assert_eq!(*seen.lock().unwrap(), [2]);
     }
 }

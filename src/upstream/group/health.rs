@@ -20,55 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::balance::Rng;
 use crate::body::Body;
-use crate::error::ProxyError;
-use crate::upstream::{ConnectError, Connector, Upstream};
-
-/// Default time between two checks of a target.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
-/// Shortest `interval`: checks must not become load.
-pub const MIN_INTERVAL: Duration = Duration::from_millis(10);
-/// Default time a check may take before it counts as failed.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default largest random delay added to each interval, so checks from many sluice processes
-/// (or of many targets) do not arrive in step.
-pub const DEFAULT_JITTER: Duration = Duration::from_secs(1);
-/// Default passes in a row that bring a target back.
-pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
-/// Default failures in a row that take a target out.
-pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
-/// Largest either threshold.
-pub const MAX_THRESHOLD: u32 = 100;
-/// Default lowest status of a passing HTTP check.
-pub const DEFAULT_EXPECT_LOW: u16 = 200;
-/// Default highest status of a passing HTTP check.
-pub const DEFAULT_EXPECT_HIGH: u16 = 399;
-
-/// When and how strictly a group's targets are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HealthSettings {
-    /// Time between two checks of one target (plus jitter).
-    pub interval: Duration,
-    /// Time one check may take.
-    pub timeout: Duration,
-    /// Largest random delay added to each interval.
-    pub jitter: Duration,
-    /// Passes in a row that bring an unhealthy target back.
-    pub healthy_threshold: u32,
-    /// Failures in a row that take a healthy target out.
-    pub unhealthy_threshold: u32,
-}
-
-impl Default for HealthSettings {
-    fn default() -> HealthSettings {
-        HealthSettings {
-            interval: DEFAULT_INTERVAL,
-            timeout: DEFAULT_TIMEOUT,
-            jitter: DEFAULT_JITTER,
-            healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
-            unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
-        }
-    }
-}
+use crate::config::health::{ExpectStatus, HealthSettings};
+use crate::upstream::client::{Upstream, UpstreamError};
+use crate::upstream::connect::{ConnectError, Connector};
 
 /// A change of a target's health, logged once when it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,8 +102,10 @@ impl Active {
         transition
     }
 
-    /// Marks the verdict healthy with no streak: for a target whose checks were turned off.
-    pub fn reset(&self) {
+    /// Marks the verdict healthy with no streak, and stops any checker of the target: for a
+    /// target whose route no longer checks it.
+    pub fn disown(&self) {
+        self.take_over();
         self.state.store(0, Ordering::Relaxed);
     }
 
@@ -161,28 +117,6 @@ impl Active {
     /// Whether the checker with `epoch` still owns the verdict.
     fn owned_by(&self, epoch: u64) -> bool {
         self.epoch.load(Ordering::Acquire) == epoch
-    }
-}
-
-/// The statuses a passing HTTP check may answer with, inclusive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpectStatus {
-    /// Lowest passing status.
-    pub low: u16,
-    /// Highest passing status.
-    pub high: u16,
-}
-
-impl Default for ExpectStatus {
-    fn default() -> ExpectStatus {
-        ExpectStatus { low: DEFAULT_EXPECT_LOW, high: DEFAULT_EXPECT_HIGH }
-    }
-}
-
-impl ExpectStatus {
-    /// Whether `status` passes.
-    pub fn accepts(&self, status: StatusCode) -> bool {
-        (self.low..=self.high).contains(&status.as_u16())
     }
 }
 
@@ -231,7 +165,7 @@ pub enum CheckFailure {
     Connect(#[source] ConnectError),
     /// The HTTP exchange failed.
     #[error("request failed")]
-    Exchange(#[source] ProxyError),
+    Exchange(#[source] UpstreamError),
     /// The target answered with a status outside the expected range.
     #[error("answered {0}")]
     Status(StatusCode),
@@ -257,12 +191,12 @@ impl Probe {
                     .map_err(|_| CheckFailure::Connect(ConnectError::MissingHost))?;
                 *request.headers_mut() = headers.clone();
                 request.headers_mut().insert(http::header::HOST, host.clone());
-                let response = upstream
+                let answered = upstream
                     .send(request, authority, false)
                     .await
                     .map_err(CheckFailure::Exchange)?;
                 // The body is dropped unread: a check is not worth a connection's reuse.
-                let status = response.status();
+                let status = answered.response.status();
                 if expect.accepts(status) { Ok(()) } else { Err(CheckFailure::Status(status)) }
             }
         }
@@ -330,7 +264,7 @@ pub fn spawn(checker: Checker, stop: CancellationToken) -> JoinHandle<()> {
 mod tests {
     use super::*;
     use crate::config::UpstreamProtocol;
-    use crate::upstream::UpstreamSettings;
+    use crate::upstream::client::UpstreamSettings;
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicU16;
     use tokio::sync::mpsc;
@@ -383,7 +317,7 @@ mod tests {
         assert_eq!(active.record(true, &s), Some(Transition::Up));
         assert!(active.is_healthy());
         active.record(false, &s);
-        active.reset();
+        active.disown();
         assert!(active.is_healthy());
         assert_eq!(active.streak(), 0);
     }
@@ -399,18 +333,6 @@ mod tests {
         assert!(waits.iter().any(|wait| *wait > interval + jitter / 2));
         assert!(waits.iter().any(|wait| *wait < interval + jitter / 2));
         assert_eq!(jittered(interval, Duration::ZERO, &mut rng), interval);
-    }
-
-    #[test]
-    fn expected_status_range() {
-        let expect = ExpectStatus::default();
-        assert!(expect.accepts(StatusCode::OK));
-        assert!(expect.accepts(StatusCode::FOUND));
-        assert!(!expect.accepts(StatusCode::NOT_FOUND));
-        assert!(!expect.accepts(StatusCode::SERVICE_UNAVAILABLE));
-        let exact = ExpectStatus { low: 204, high: 204 };
-        assert!(exact.accepts(StatusCode::NO_CONTENT));
-        assert!(!exact.accepts(StatusCode::OK));
     }
 
     /// What the test origin saw: a request's path and the status it answered.
@@ -465,7 +387,7 @@ mod tests {
             authority: addr.to_string().parse().unwrap(),
             host: HeaderValue::from_str(&addr.to_string()).unwrap(),
             headers: HeaderMap::new(),
-            expect: ExpectStatus::default(),
+            expect: crate::config::health::DEFAULT_EXPECT_STATUS,
         }))
     }
 

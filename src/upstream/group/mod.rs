@@ -21,23 +21,34 @@ pub mod affinity;
 pub mod balance;
 pub mod budget;
 pub mod discovery;
+pub mod endpoint;
 pub mod health;
 pub mod outlier;
-pub mod replay;
 pub mod retry;
+pub mod set;
 pub mod target;
+pub mod view;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
 
-pub use balance::{Balance, Rng};
-pub use target::{Caps, InFlight, TargetState};
+pub use balance::Rng;
+pub use endpoint::{Blueprint, Endpoint, TargetError};
+pub use set::{Member, MemberSpec, TargetSet, Tried, Unavailable};
+pub use target::{Caps, InFlight, TargetSeries, TargetState};
 
-use budget::{BudgetSettings, RetryBudget};
-use outlier::{OutlierSettings, Verdict};
+use crate::config::RouteConfig;
+use crate::config::group::{Balance, GroupConfig, HashOn};
+use crate::config::health::{HealthCheck, OutlierSettings};
+use crate::config::retry::RetryPolicy;
+use crate::upstream::client::UpstreamSettings;
+use crate::upstream::connect::StaticHosts;
+use budget::RetryBudget;
+use outlier::Verdict;
 
 /// A point in time, as nanoseconds since the process's clock epoch: what target state keeps
 /// in its atomics, and what the pure functions take so tests can choose the time.
@@ -73,265 +84,60 @@ impl Moment {
     }
 }
 
-/// Default weight of a target.
-pub const DEFAULT_WEIGHT: u32 = 1;
-/// Largest weight (which also bounds a tier's round-robin order).
-pub const MAX_WEIGHT: u32 = 256;
-/// Most targets in one group, addresses of an expanded host name included.
-pub const MAX_TARGETS: usize = 128;
-/// Highest tier number.
-pub const MAX_TIER: u8 = 7;
 /// Default time over which a `peak_ewma` latency estimate forgets an old response.
 pub const DEFAULT_LATENCY_DECAY: Duration = Duration::from_secs(10);
 /// What a failed attempt counts as in a `peak_ewma` estimate, when it failed faster: a target
 /// that fails at once must not look like the fastest one.
 pub const FAILED_ATTEMPT_LATENCY: Duration = Duration::from_secs(1);
 
-/// One target as the configuration describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberSpec {
-    /// The target's name within the route, unique there: what logs, metrics and
-    /// `GET /upstreams` show, and what a hash key is tied to.
-    pub name: Arc<str>,
-    /// Share of the tier's traffic, relative to the other targets' weights.
-    pub weight: u32,
-    /// Failover tier: 0 first.
-    pub tier: u8,
-    /// Caps on connections and requests in flight.
-    pub caps: Caps,
-    /// A hash of everything else about the target (URL, headers, TLS): a reload keeps the
-    /// health state of a target whose name and fingerprint are unchanged.
-    pub fingerprint: u64,
-}
-
-/// One target of a [`TargetSet`].
-#[derive(Debug)]
-pub struct Member {
-    /// Its description.
-    pub spec: MemberSpec,
-    /// Its run-time state, shared with earlier and later sets.
-    pub state: Arc<TargetState>,
-    /// A stable hash of its name, for rendezvous hashing.
-    identity: u64,
-}
-
-/// The targets of one tier: a range of the set's members.
-#[derive(Debug)]
-struct Tier {
-    start: usize,
-    end: usize,
-    /// The smooth weighted round-robin order, as offsets from `start`.
-    order: Box<[u16]>,
-    /// The next position in `order`.
-    cursor: AtomicUsize,
-}
-
-/// A group's targets at one time, ordered by tier.
-#[derive(Debug)]
-pub struct TargetSet {
-    members: Box<[Member]>,
-    tiers: Box<[Tier]>,
-}
-
-/// Why no target could take an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unavailable {
-    /// Every target is down, ejected, cooling or already tried by this request.
-    NoHealthyTarget,
-    /// The healthy targets of the first tier that has any are all at their caps.
-    AtCapacity,
-}
-
-impl Unavailable {
-    /// The log and metric spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unavailable::NoHealthyTarget => "no_healthy_target",
-            Unavailable::AtCapacity => "at_capacity",
-        }
-    }
-}
-
-/// The targets a request has already tried, so another attempt goes elsewhere.
-#[derive(Debug, Clone, Default)]
-pub struct Tried {
-    indices: [u16; retry::MAX_ATTEMPTS as usize],
-    len: usize,
-}
-
-impl Tried {
-    /// Notes that the target at `index` was tried (beyond the attempt cap, ignored).
-    pub fn add(&mut self, index: usize) {
-        if let Some(slot) = self.indices.get_mut(self.len) {
-            *slot = u16::try_from(index).unwrap_or(u16::MAX);
-            self.len += 1;
-        }
-    }
-
-    /// Whether the target at `index` was tried.
-    pub fn contains(&self, index: usize) -> bool {
-        self.indices.iter().take(self.len).any(|tried| usize::from(*tried) == index)
-    }
-
-    /// How many targets were tried.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether none was.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl TargetSet {
-    /// A set of `specs`, each with the state `state_of` gives it (a carried-over one, or new).
-    fn build(
-        mut specs: Vec<MemberSpec>,
-        state_of: impl Fn(&MemberSpec) -> Option<Arc<TargetState>>,
-    ) -> TargetSet {
-        specs.truncate(MAX_TARGETS);
-        // Stable: within a tier, targets keep their configured order.
-        specs.sort_by_key(|spec| spec.tier);
-        let members: Box<[Member]> = specs
-            .into_iter()
-            .map(|spec| Member {
-                identity: balance::hash_bytes(spec.name.as_bytes()),
-                state: state_of(&spec).unwrap_or_else(TargetState::new),
-                spec,
-            })
-            .collect();
-        let mut tiers = Vec::new();
-        let mut start = 0;
-        while let Some(first) = members.get(start) {
-            let tier = first.spec.tier;
-            let len = members.iter().skip(start).take_while(|m| m.spec.tier == tier).count();
-            let weights: Vec<u32> = members
-                .iter()
-                .skip(start)
-                .take(len)
-                .map(|member| member.spec.weight.clamp(1, MAX_WEIGHT))
-                .collect();
-            tiers.push(Tier {
-                start,
-                end: start + len,
-                order: balance::smooth_order(&weights).into_boxed_slice(),
-                cursor: AtomicUsize::new(0),
-            });
-            start += len;
-        }
-        TargetSet { members, tiers: tiers.into_boxed_slice() }
-    }
-
-    /// The targets, ordered by tier.
-    pub fn members(&self) -> &[Member] {
-        &self.members
-    }
-
-    /// The target at `index`.
-    pub fn member(&self, index: usize) -> Option<&Member> {
-        self.members.get(index)
-    }
-
-    /// The state of the target named `name` whose fingerprint is `fingerprint`, if there is one.
-    fn state_of(&self, spec: &MemberSpec) -> Option<Arc<TargetState>> {
-        self.members
-            .iter()
-            .find(|member| {
-                member.spec.name == spec.name && member.spec.fingerprint == spec.fingerprint
-            })
-            .map(|member| member.state.clone())
-    }
-
-    /// The target for the next attempt: the first tier with a healthy target not yet `tried`,
-    /// then the `balance` policy among those of its targets with room (`key`: the request's
-    /// hash key, for [`Balance::Hash`]; without one, a random choice by weight).
-    pub fn pick(
-        &self,
-        balance: Balance,
-        key: Option<u64>,
-        tried: &Tried,
-        now: Moment,
-        rng: &mut Rng,
-    ) -> Result<usize, Unavailable> {
-        for tier in self.tiers.iter() {
-            let Some(members) = self.members.get(tier.start..tier.end) else { continue };
-            let healthy = |offset: usize| {
-                !tried.contains(tier.start + offset)
-                    && members.get(offset).is_some_and(|m| m.state.healthy(now))
-            };
-            if !(0..members.len()).any(healthy) {
-                continue;
-            }
-            let usable = |offset: usize| {
-                healthy(offset)
-                    && members.get(offset).is_some_and(|m| m.state.has_room(&m.spec.caps))
-            };
-            let weight = |offset: usize| {
-                usable(offset).then(|| members.get(offset).map_or(1, |m| m.spec.weight.max(1)))
-            };
-            let count = members.len();
-            let chosen = match (balance, key) {
-                (Balance::RoundRobin, _) => {
-                    let start = tier.cursor.fetch_add(1, Ordering::Relaxed);
-                    balance::round_robin(&tier.order, start, usable)
-                }
-                (Balance::LeastRequest, _) => balance::two_choices(
-                    count,
-                    weight,
-                    |offset| {
-                        members.get(offset).map_or(f64::MAX, |m| {
-                            f64::from(m.state.in_flight()) / f64::from(m.spec.weight.max(1))
-                        })
-                    },
-                    rng,
-                ),
-                (Balance::PeakEwma, _) => balance::two_choices(
-                    count,
-                    weight,
-                    |offset| {
-                        members.get(offset).map_or(f64::MAX, |m| {
-                            m.state.latency.estimate() * f64::from(m.state.in_flight() + 1)
-                                / f64::from(m.spec.weight.max(1))
-                        })
-                    },
-                    rng,
-                ),
-                (Balance::Hash, Some(key)) => balance::rendezvous(count, key, |offset| {
-                    let member = members.get(offset)?;
-                    usable(offset).then_some((member.spec.weight.max(1), member.identity))
-                }),
-                (Balance::Random | Balance::Hash, _) => {
-                    balance::weighted_random(count, weight, rng)
-                }
-            };
-            return chosen.map(|offset| tier.start + offset).ok_or(Unavailable::AtCapacity);
-        }
-        Err(Unavailable::NoHealthyTarget)
-    }
-}
-
-/// How a group balances and judges its targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a group balances, retries and judges its targets: its configuration without the
+/// targets themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct GroupSettings {
     /// The balancing policy.
     pub balance: Balance,
+    /// What `Balance::Hash` keys on.
+    pub hash_on: Option<HashOn>,
+    /// Retries and the retry budget.
+    pub retry: RetryPolicy,
     /// Passive health.
     pub outlier: OutlierSettings,
-    /// The retry budget.
-    pub budget: BudgetSettings,
+    /// Active checks.
+    pub health_check: Option<HealthCheck>,
+}
+
+impl GroupSettings {
+    /// The settings of `group`.
+    pub fn of(group: &GroupConfig) -> GroupSettings {
+        GroupSettings {
+            balance: group.balance,
+            hash_on: group.hash_on.clone(),
+            retry: group.retry.clone(),
+            outlier: group.passive_health,
+            health_check: group.health_check.clone(),
+        }
+    }
 }
 
 /// One route's targets, their health and its retry budget.
 #[derive(Debug)]
 pub struct Group {
-    /// The route's name, for log lines.
+    /// The route's name, for log lines and metric labels.
     route: Arc<str>,
     targets: ArcSwap<TargetSet>,
     settings: GroupSettings,
     budget: RetryBudget,
     /// Held while deciding an ejection, so two cannot both take the last allowed place.
     ejecting: Mutex<()>,
+    /// What the targets are built from, to build them again after a DNS change (absent for
+    /// a group made of ready specs).
+    blueprint: Option<Blueprint>,
+    /// The addresses each configured target expands into, once looked up.
+    addresses: Mutex<Vec<Option<Vec<SocketAddr>>>>,
+    /// Stops every task of the group (checks, lookups) when the group is dropped.
+    stop: CancellationToken,
+    /// Stops the checks of the current set when the set is replaced.
+    checks: Mutex<CancellationToken>,
 }
 
 /// A target was ejected.
@@ -341,10 +147,17 @@ pub struct Ejection {
     pub length: Duration,
 }
 
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 impl Group {
     /// A group of `specs` for the route `route`. A target of `previous` (the group of the
     /// route in the configuration being replaced) with the same name and fingerprint passes
-    /// its state on: in-flight counts, health verdicts, ejections and cooling.
+    /// its state on: in-flight counts, health verdicts, ejections and cooling. Starts no
+    /// task: see [`Group::build`] for a route's group with its checks and lookups.
     pub fn new(
         route: Arc<str>,
         specs: Vec<MemberSpec>,
@@ -352,20 +165,138 @@ impl Group {
         previous: Option<&Group>,
     ) -> Group {
         let previous = previous.map(Group::targets);
-        let set = TargetSet::build(specs, |spec| previous.as_ref()?.state_of(spec));
+        let set = TargetSet::build(&route, specs, |spec| previous.as_ref()?.state_of(spec));
+        let stop = CancellationToken::new();
         Group {
             route,
             targets: ArcSwap::from_pointee(set),
+            budget: RetryBudget::new(settings.retry.budget),
             settings,
-            budget: RetryBudget::new(settings.budget),
             ejecting: Mutex::new(()),
+            blueprint: None,
+            addresses: Mutex::new(Vec::new()),
+            checks: Mutex::new(stop.child_token()),
+            stop,
         }
     }
 
-    /// Replaces the targets (after a DNS refresh), carrying the state of those that stay.
+    /// The group of `route`, whose targets are `group`: each target's client (over `pool`'s
+    /// settings, with `default_tls` unless it has TLS settings of its own), the state of
+    /// unchanged targets carried over from `previous`, and, when called within a runtime,
+    /// its health checks and DNS lookups started.
+    pub fn build(
+        route: &RouteConfig,
+        group: &GroupConfig,
+        pool: UpstreamSettings,
+        default_tls: &Arc<rustls::ClientConfig>,
+        hosts: &StaticHosts,
+        previous: Option<&Group>,
+    ) -> Result<Arc<Group>, TargetError> {
+        let blueprint = Blueprint::new(route, group, pool, default_tls, hosts)?;
+        // Addresses an unchanged expanded target already resolved to are kept, so its
+        // members (and their health) carry over instead of starting from the bare name.
+        let addresses: Vec<Option<Vec<SocketAddr>>> = (0..blueprint.len())
+            .map(|index| previous.and_then(|previous| previous.addresses_like(&blueprint, index)))
+            .collect();
+        let current = previous.map(Group::targets);
+        let specs = blueprint.specs(&addresses, current.as_deref());
+        let mut built =
+            Group::new(Arc::from(route.name.as_str()), specs, GroupSettings::of(group), previous);
+        built.blueprint = Some(blueprint);
+        built.addresses = Mutex::new(addresses);
+        let built = Arc::new(built);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            built.start_checks(&built.targets());
+            built.start_lookups();
+        }
+        Ok(built)
+    }
+
+    /// What target `index` of `blueprint` expanded into in this group, if it is the same
+    /// target (name and fingerprint) and was expanded.
+    fn addresses_like(&self, blueprint: &Blueprint, index: usize) -> Option<Vec<SocketAddr>> {
+        let mine = self.blueprint.as_ref()?.position_of(blueprint, index)?;
+        self.addresses.lock().unwrap_or_else(PoisonError::into_inner).get(mine)?.clone()
+    }
+
+    /// Starts the active checks of `set`'s targets (stopping those of the set before), or,
+    /// without checks, marks every target healthy as far as checks go.
+    fn start_checks(&self, set: &TargetSet) {
+        let token = self.stop.child_token();
+        let previous = std::mem::replace(
+            &mut *self.checks.lock().unwrap_or_else(PoisonError::into_inner),
+            token.clone(),
+        );
+        previous.cancel();
+        let (Some(blueprint), Some(check)) = (&self.blueprint, &self.settings.health_check) else {
+            for member in set.members() {
+                member.state.active.disown();
+            }
+            return;
+        };
+        for member in set.members() {
+            if let Some(probe) = blueprint.probe(&member.spec.endpoint) {
+                let checker = health::Checker {
+                    state: member.state.clone(),
+                    probe,
+                    settings: check.settings,
+                    name: Arc::from(format!("{}/{}", self.name(), member.spec.name)),
+                };
+                drop(health::spawn(checker, token.clone()));
+            }
+        }
+    }
+
+    /// Starts the periodic lookups of the targets that expand into their addresses.
+    fn start_lookups(self: &Arc<Group>) {
+        let Some(blueprint) = &self.blueprint else { return };
+        for (index, host, port, every) in blueprint.expanded() {
+            let current = self
+                .addresses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(index)
+                .cloned()
+                .flatten()
+                .unwrap_or_default();
+            let group: Weak<Group> = Arc::downgrade(self);
+            let changed: discovery::OnChange = Box::new(move |addrs: &[SocketAddr]| {
+                if let Some(group) = group.upgrade() {
+                    group.expand(index, addrs);
+                }
+            });
+            drop(discovery::spawn(
+                host,
+                port,
+                every,
+                blueprint.hosts().clone(),
+                current,
+                changed,
+                self.stop.child_token(),
+            ));
+        }
+    }
+
+    /// Target `index` now resolves to `addrs`: a new set with one member per address, the
+    /// members of addresses that stay keeping their state and pools.
+    fn expand(&self, index: usize, addrs: &[SocketAddr]) {
+        let Some(blueprint) = &self.blueprint else { return };
+        let specs = {
+            let mut addresses = self.addresses.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(slot) = addresses.get_mut(index) {
+                *slot = Some(addrs.to_vec());
+            }
+            blueprint.specs(&addresses, Some(&self.targets()))
+        };
+        self.replace(specs);
+        self.start_checks(&self.targets());
+    }
+
+    /// Replaces the targets, carrying the state of those that stay.
     pub fn replace(&self, specs: Vec<MemberSpec>) {
         let current = self.targets();
-        self.targets.store(Arc::new(TargetSet::build(specs, |spec| current.state_of(spec))));
+        let set = TargetSet::build(&self.route, specs, |spec| current.state_of(spec));
+        self.targets.store(Arc::new(set));
     }
 
     /// The current targets; a request keeps this set for all its attempts.
@@ -375,6 +306,11 @@ impl Group {
 
     /// The route's name.
     pub fn route(&self) -> &Arc<str> {
+        &self.route
+    }
+
+    /// The route's name.
+    pub fn name(&self) -> &str {
         &self.route
     }
 
@@ -437,7 +373,7 @@ impl Group {
             Verdict::Cool(until) => {
                 state.passive.cool(until);
                 tracing::info!(
-                    route = %self.route,
+                    route = %self.name(),
                     target_name = %member.spec.name,
                     for_ms = until.since(now).as_millis() as u64,
                     "upstream target asked to be left alone (Retry-After): cooling"
@@ -465,13 +401,13 @@ impl Group {
         if member.state.passive.ejected(now) {
             return None;
         }
-        let ejected = set.members.iter().filter(|m| m.state.passive.ejected(now)).count();
-        if ejected >= outlier::max_ejected(set.members.len(), settings.max_ejected_percent) {
+        let ejected = set.members().iter().filter(|m| m.state.passive.ejected(now)).count();
+        if ejected >= outlier::max_ejected(set.members().len(), settings.max_ejected_percent) {
             return None;
         }
         let length = member.state.passive.eject(now, settings);
         tracing::warn!(
-            route = %self.route,
+            route = %self.name(),
             target_name = %member.spec.name,
             failures = settings.consecutive_failures,
             for_ms = length.as_millis() as u64,

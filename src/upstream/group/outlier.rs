@@ -18,46 +18,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderValue, StatusCode};
 
 use super::Moment;
-
-/// Default failures in a row that eject a target.
-pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
-/// Largest `consecutive_failures`.
-pub const MAX_CONSECUTIVE_FAILURES: u32 = 1000;
-/// Default length of a first ejection.
-pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
-/// Default cap on an ejection's length, however often the target was ejected.
-pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
-/// Default largest share of a group's targets ejected at once, in percent.
-pub const DEFAULT_MAX_EJECTED_PERCENT: u8 = 50;
-/// Default cap on how long a `Retry-After` may cool a target.
-pub const DEFAULT_MAX_COOLDOWN: Duration = Duration::from_secs(300);
-
-/// How passive health judges a group's targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutlierSettings {
-    /// Failures in a row that eject a target; 0 turns ejection off.
-    pub consecutive_failures: u32,
-    /// Length of a first ejection; each ejection in a row adds as much again.
-    pub base_ejection: Duration,
-    /// Longest ejection.
-    pub max_ejection: Duration,
-    /// Largest share of the group ejected at once, in percent (at least one target, unless 0).
-    pub max_ejected_percent: u8,
-    /// Longest cooling a `Retry-After` can ask for.
-    pub max_cooldown: Duration,
-}
-
-impl Default for OutlierSettings {
-    fn default() -> OutlierSettings {
-        OutlierSettings {
-            consecutive_failures: DEFAULT_CONSECUTIVE_FAILURES,
-            base_ejection: DEFAULT_BASE_EJECTION,
-            max_ejection: DEFAULT_MAX_EJECTION,
-            max_ejected_percent: DEFAULT_MAX_EJECTED_PERCENT,
-            max_cooldown: DEFAULT_MAX_COOLDOWN,
-        }
-    }
-}
+use crate::config::health::OutlierSettings;
 
 /// What one attempt says about its target's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

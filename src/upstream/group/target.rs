@@ -5,9 +5,12 @@
 //! reload hands it to the new generation for a target that did not change
 //! (`super::Group::new` with the previous group).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use super::Moment;
 use super::balance::Latency;
@@ -19,18 +22,11 @@ use super::outlier::Passive;
 pub struct Caps {
     /// Requests in flight to the target at once.
     pub max_in_flight: u32,
-    /// Connections open to the target at once.
-    pub max_connections: u32,
 }
-
-/// Default per-target cap on requests in flight (Envoy's default for a cluster, too).
-pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
-/// Default per-target cap on open connections.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
 
 impl Default for Caps {
     fn default() -> Caps {
-        Caps { max_in_flight: DEFAULT_MAX_IN_FLIGHT, max_connections: DEFAULT_MAX_CONNECTIONS }
+        Caps { max_in_flight: crate::config::group::DEFAULT_MAX_IN_FLIGHT }
     }
 }
 
@@ -39,8 +35,6 @@ impl Default for Caps {
 pub struct TargetState {
     /// Requests sent and not yet finished (response body ended or dropped).
     in_flight: AtomicU32,
-    /// Connections open to the target.
-    connections: AtomicU32,
     /// Passive health: consecutive failures, ejection and cooling.
     pub passive: Passive,
     /// Active health: the checker's verdict and its streak.
@@ -64,7 +58,6 @@ impl TargetState {
     pub fn new() -> Arc<TargetState> {
         Arc::new(TargetState {
             in_flight: AtomicU32::new(0),
-            connections: AtomicU32::new(0),
             passive: Passive::default(),
             active: Active::default(),
             latency: Latency::new(INITIAL_LATENCY),
@@ -85,11 +78,6 @@ impl TargetState {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Connections open now.
-    pub fn connections(&self) -> u32 {
-        self.connections.load(Ordering::Relaxed)
-    }
-
     /// Whether another request fits under `caps`.
     pub fn has_room(&self, caps: &Caps) -> bool {
         self.in_flight() < caps.max_in_flight
@@ -105,17 +93,6 @@ impl TargetState {
             .ok()?;
         self.attempts.fetch_add(1, Ordering::Relaxed);
         Some(InFlight { state: self.clone() })
-    }
-
-    /// Counts one connection opened under `caps.max_connections`; `None` when the target
-    /// already has that many open.
-    pub fn open_connection(self: &Arc<TargetState>, caps: &Caps) -> Option<ConnectionSlot> {
-        self.connections
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |now| {
-                (now < caps.max_connections).then_some(now + 1)
-            })
-            .ok()?;
-        Some(ConnectionSlot { state: self.clone() })
     }
 }
 
@@ -139,15 +116,32 @@ impl Drop for InFlight {
     }
 }
 
-/// One open connection to a target, counted until this is dropped with the connection.
+/// The metric handles of one target, looked up in their families the first time they are
+/// written (by `observe::upstream`) and kept here, so an attempt does not hash its labels.
 #[derive(Debug)]
-pub struct ConnectionSlot {
-    state: Arc<TargetState>,
+pub struct TargetSeries {
+    /// The route's name, the `route` label.
+    pub route: Arc<str>,
+    /// The target's name, the `target` label.
+    pub target: Arc<str>,
+    /// Attempts sent to the target.
+    pub attempts: OnceLock<Counter>,
+    /// Time to the response head.
+    pub response: OnceLock<Histogram>,
+    /// Retries sent to the target.
+    pub retries: OnceLock<Counter>,
 }
 
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.state.connections.fetch_sub(1, Ordering::AcqRel);
+impl TargetSeries {
+    /// Empty handles for `target` on `route`.
+    pub fn new(route: Arc<str>, target: Arc<str>) -> TargetSeries {
+        TargetSeries {
+            route,
+            target,
+            attempts: OnceLock::new(),
+            response: OnceLock::new(),
+            retries: OnceLock::new(),
+        }
     }
 }
 
@@ -158,7 +152,7 @@ mod tests {
     #[test]
     fn in_flight_slots_are_capped_and_given_back() {
         let state = TargetState::new();
-        let caps = Caps { max_in_flight: 2, max_connections: 1 };
+        let caps = Caps { max_in_flight: 2 };
         let a = state.enter(&caps).unwrap();
         let b = state.enter(&caps).unwrap();
         assert!(!state.has_room(&caps));
@@ -169,12 +163,6 @@ mod tests {
         drop(b);
         assert_eq!(state.in_flight(), 0);
         assert_eq!(state.attempts.load(Ordering::Relaxed), 2);
-
-        let connection = state.open_connection(&caps).unwrap();
-        assert!(state.open_connection(&caps).is_none());
-        drop(connection);
-        assert_eq!(state.connections(), 0);
-        assert!(state.open_connection(&caps).is_some());
     }
 
     #[test]

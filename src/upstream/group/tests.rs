@@ -3,6 +3,7 @@
 use super::Rng;
 use super::*;
 use proptest::prelude::*;
+use std::sync::atomic::Ordering;
 
 const S: u64 = 1_000_000_000;
 
@@ -11,7 +12,41 @@ fn at(seconds: u64) -> Moment {
 }
 
 fn spec(name: &str, weight: u32, tier: u8) -> MemberSpec {
-    MemberSpec { name: Arc::from(name), weight, tier, caps: Caps::default(), fingerprint: 0 }
+    MemberSpec {
+        name: Arc::from(name),
+        weight,
+        tier,
+        caps: Caps::default(),
+        fingerprint: 0,
+        endpoint: endpoint(),
+    }
+}
+
+/// One endpoint shared by every test member: the choice tests never send anything.
+fn endpoint() -> Arc<Endpoint> {
+    static SHARED: OnceLock<Arc<Endpoint>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let settings = UpstreamSettings::from_config(&crate::config::Config::default());
+            let connector =
+                crate::upstream::connect::Connector::new(settings.connect, Arc::default(), None);
+            let upstream = crate::upstream::client::Upstream::new(
+                settings,
+                crate::tls::client::default_client_config(),
+                crate::config::UpstreamProtocol::Http1,
+                None,
+                connector,
+            );
+            Arc::new(Endpoint {
+                url: crate::config::upstream::parse_upstream_url("http://127.0.0.1:9").unwrap(),
+                upstream,
+                host: http::HeaderValue::from_static("127.0.0.1:9"),
+                request_headers: Default::default(),
+                response_headers: Default::default(),
+                route_url: true,
+            })
+        })
+        .clone()
 }
 
 fn group(balance: Balance, specs: Vec<MemberSpec>) -> Group {
@@ -164,7 +199,8 @@ fn tier_one_serves_only_when_tier_zero_is_down_or_tried() {
     tried.add(b);
     assert_eq!(name(set.pick(Balance::RoundRobin, None, &tried, now, &mut rng).unwrap()), "backup");
     // "a" down by its checks, "b" ejected: every request goes to the backup.
-    let checks = health::HealthSettings { unhealthy_threshold: 1, ..Default::default() };
+    let checks =
+        crate::config::health::HealthSettings { unhealthy_threshold: 1, ..Default::default() };
     set.member(a).unwrap().state.active.record(false, &checks);
     set.member(b).unwrap().state.passive.eject(now, &OutlierSettings::default());
     let index = set.pick(Balance::RoundRobin, None, &Tried::default(), now, &mut rng).unwrap();
@@ -181,7 +217,7 @@ fn tier_one_serves_only_when_tier_zero_is_down_or_tried() {
 #[test]
 fn full_targets_are_skipped_and_a_full_tier_does_not_spill_over() {
     let mut small = spec("a", 1, 0);
-    small.caps = Caps { max_in_flight: 1, max_connections: 1 };
+    small.caps = Caps { max_in_flight: 1 };
     let mut other = spec("b", 1, 0);
     other.caps = small.caps;
     let group = group(Balance::RoundRobin, vec![small, other, spec("backup", 1, 1)]);
@@ -214,7 +250,7 @@ fn three_failures_eject_and_a_success_resets_the_count() {
     group.report(&set, 0, Verdict::Success, Duration::ZERO, now);
     assert_eq!(fail(), None);
     assert_eq!(fail(), None);
-    assert_eq!(fail(), Some(Ejection { length: outlier::DEFAULT_BASE_EJECTION }));
+    assert_eq!(fail(), Some(Ejection { length: crate::config::health::DEFAULT_BASE_EJECTION }));
     assert!(!set.member(0).unwrap().state.healthy(now));
     assert_eq!(set.member(0).unwrap().state.failures.load(Ordering::Relaxed), 5);
     // The other target may not be ejected too: 50 % of 2 is 1.
@@ -278,7 +314,7 @@ fn tried_keeps_up_to_the_attempt_cap() {
     for index in 0..20 {
         tried.add(index);
     }
-    assert_eq!(tried.len(), retry::MAX_ATTEMPTS as usize);
+    assert_eq!(tried.len(), crate::config::retry::MAX_ATTEMPTS as usize);
     assert!(tried.contains(0) && tried.contains(9) && !tried.contains(10));
 }
 

@@ -22,10 +22,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
-use http_body::{Body as _, Frame, SizeHint};
+use http_body::{Frame, SizeHint};
 use tokio::sync::Notify;
 
-use crate::body::{Body, BoxError};
+/// The error type of every body on the proxy path (the same as `body::BoxError`).
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client's body, behind a pointer so this module does not name the body enum that
+/// contains it (a replayed body is one of its variants).
+type Source = Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>;
 
 /// Whether a body whose size is described by `hint` can be kept within `limit` bytes: not when
 /// it declares (or is known to have) more.
@@ -50,21 +55,33 @@ struct Shared {
 }
 
 /// Everything needed to produce the body again.
-#[derive(Debug)]
 struct Captured {
     /// Copies of the data frames read so far, in order.
     chunks: Vec<Bytes>,
     /// Their total length.
     kept: u64,
     /// The rest of the client's body, not read yet.
-    rest: Body,
+    rest: Source,
     /// The client's body has ended.
     ended: bool,
+    /// Some of the client's body has been read (by any attempt).
+    touched: bool,
     /// Its trailers, if it had some.
     trailers: Option<HeaderMap>,
     /// The client's body's size, as first described.
     hint: SizeHint,
     limit: u64,
+}
+
+impl std::fmt::Debug for Captured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Captured")
+            .field("chunks", &self.chunks.len())
+            .field("kept", &self.kept)
+            .field("ended", &self.ended)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One attempt's request body.
@@ -82,7 +99,10 @@ pub struct ReplayBody {
 impl Replay {
     /// Wraps a client's `body`, keeping up to `limit` bytes of it; returns the replay handle
     /// and the first attempt's body.
-    pub fn new(body: Body, limit: u64) -> (Replay, ReplayBody) {
+    pub fn new(
+        body: impl http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+        limit: u64,
+    ) -> (Replay, ReplayBody) {
         let hint = body.size_hint();
         let shared = Arc::new(Shared {
             slot: Mutex::new(None),
@@ -93,7 +113,8 @@ impl Replay {
             chunks: Vec::new(),
             kept: 0,
             ended: body.is_end_stream(),
-            rest: body,
+            touched: false,
+            rest: Box::pin(body),
             trailers: None,
             hint,
             limit,
@@ -115,21 +136,24 @@ impl Replay {
 
     /// The body for another attempt, once the previous attempt has given it back (waiting at
     /// most `wait` for that: hyper may still be finishing the previous attempt's body);
-    /// `None` when it cannot be replayed or did not come back in time.
+    /// `None` when it cannot be replayed (the copy was dropped after some of it was read) or
+    /// did not come back in time. A body nobody has read yet is whole whatever its size.
     pub async fn again(&self, wait: Duration) -> Option<ReplayBody> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            if !self.replayable() {
-                return None;
-            }
             let taken = self.shared.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
             if let Some(captured) = taken {
-                return self.replayable().then(|| ReplayBody {
+                let whole = self.replayable() || !captured.touched;
+                return whole.then(|| ReplayBody {
                     captured: Some(captured),
                     position: 0,
                     trailers_sent: false,
                     shared: self.shared.clone(),
                 });
+            }
+            if !self.replayable() {
+                // Given up while the previous attempt still holds the body: it was read.
+                return None;
             }
             // `notify_one` keeps a permit when nobody waits yet, so a give-back between the
             // check above and this wait is not missed.
@@ -181,7 +205,10 @@ impl http_body::Body for ReplayBody {
             return Poll::Ready(None);
         }
         // Then the client's body, passed on as it arrives and copied while it fits.
-        let polled = Pin::new(&mut captured.rest).poll_frame(cx);
+        let polled = captured.rest.as_mut().poll_frame(cx);
+        if polled.is_ready() {
+            captured.touched = true;
+        }
         let given_up = this.shared.given_up.load(Ordering::Relaxed);
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -242,7 +269,9 @@ fn this_has_more(position: usize, trailers_sent: bool, captured: &Captured) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::Body;
     use http::{HeaderValue, Request, Response};
+    use http_body::Body as _;
     use http_body_util::BodyExt;
     use http_body_util::channel::{Channel, Sender};
     use tokio::sync::{mpsc, oneshot};
@@ -357,13 +386,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_declared_length_past_the_limit_is_never_replayable() {
-        let body = Body::message(vec![7u8; 100]);
-        let (replay, first) = Replay::new(body, 99);
+    async fn a_declared_length_past_the_limit_is_replayed_only_untouched() {
+        let (replay, first) = Replay::new(Body::message(vec![7u8; 100]), 99);
         assert!(!replay.replayable());
-        assert_eq!(first.size_hint().exact(), Some(100));
-        let collected = first.collect().await.unwrap().to_bytes();
+        // The connection failed before the body was read: it goes out whole.
+        drop(first);
+        let again = replay.again(WAIT).await.expect("an unread body is whole");
+        assert_eq!(again.size_hint().exact(), Some(100));
+        let collected = again.collect().await.unwrap().to_bytes();
         assert_eq!(collected.len(), 100);
+        // Once read, it is gone.
         assert!(replay.again(WAIT).await.is_none());
     }
 
