@@ -38,7 +38,7 @@ fn router(c: &mut Criterion) {
     let Some(config) = config() else { return };
     let tls = sluice::tls::client::default_client_config();
     let pool = UpstreamSettings::from_config(&config);
-    let router = match Router::new(&config.routes, pool, &tls, &Default::default()) {
+    let router = match Router::new(&config.routes, pool, &tls, &Default::default(), None) {
         Ok(router) => router,
         Err(e) => {
             eprintln!("router: {e}");

@@ -6,6 +6,7 @@
 //! | `GET /readyz`   | 200 once listeners are bound and the config loaded; 503 draining  |
 //! | `GET /metrics`  | Prometheus metrics, OpenMetrics text format                       |
 //! | `GET /config`   | the effective configuration, secrets redacted                     |
+//! | `GET /upstreams`| every route's upstreams as JSON: targets, health, load, ejection  |
 //! | `POST /reload`  | re-reads the config file; 200 with what changed, else 422/500     |
 //! | `POST /cache/purge?url=URL` | removes the stored responses for one URL (all variants) |
 //! | `POST /cache/purge?prefix=URL` | removes those under a URL prefix, by whole path segments |
@@ -66,12 +67,12 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
 async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Full<Bytes>> {
     let method = request.method();
     let allowed = match request.uri().path() {
-        "/healthz" | "/readyz" | "/metrics" | "/config" => "GET, HEAD",
+        "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" => "GET, HEAD",
         "/reload" | "/cache/purge" => "POST",
         _ => {
             return text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz /readyz /metrics /config /reload /cache/purge\n",
+                "not found; try /healthz /readyz /metrics /config /upstreams /reload /cache/purge\n",
             );
         }
     };
@@ -92,11 +93,20 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
                 };
                 reloader.metrics().cache().sample(sample);
             }
+            reloader.proxy().await.router.publish_health(reloader.metrics());
             let mut response = text(StatusCode::OK, reloader.metrics().encode());
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static(metrics::CONTENT_TYPE),
             );
+            response
+        }
+        ("/upstreams", true, _) => {
+            let view = reloader.proxy().await.router.upstreams();
+            let mut response = text(StatusCode::OK, format!("{view:#}\n"));
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
             response
         }
         ("/config", true, _) => {

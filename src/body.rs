@@ -16,6 +16,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+pub mod replay;
+
 /// Boxed error carried by a body stream; only allocated when a stream actually fails.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -37,6 +39,8 @@ pub enum Body {
     Filling(Box<crate::cache::fill::Tee<Body>>),
     /// No body at all.
     Empty,
+    /// A request body kept for a retry on another upstream, while it fits its buffer.
+    Replay(Box<replay::ReplayBody>),
 }
 
 impl Body {
@@ -184,6 +188,7 @@ impl http_body::Body for Body {
             Body::Cached(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
             Body::Filling(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
             Body::Empty => Poll::Ready(None),
+            Body::Replay(inner) => Pin::new(&mut **inner).poll_frame(cx),
         }
     }
 
@@ -196,6 +201,7 @@ impl http_body::Body for Body {
             Body::Cached(inner) => inner.is_end_stream(),
             Body::Filling(inner) => inner.is_end_stream(),
             Body::Empty => true,
+            Body::Replay(inner) => inner.is_end_stream(),
         }
     }
 
@@ -208,6 +214,7 @@ impl http_body::Body for Body {
             Body::Cached(inner) => inner.size_hint(),
             Body::Filling(inner) => inner.size_hint(),
             Body::Empty => SizeHint::with_exact(0),
+            Body::Replay(inner) => inner.size_hint(),
         }
     }
 }

@@ -18,6 +18,7 @@ use crate::policy::framing::FramingError;
 use crate::policy::{CredentialsRequired, Denied, HostError, RateLimited, RequestLineTooLong};
 use crate::upstream::client::UpstreamError;
 use crate::upstream::connect::ConnectError;
+use crate::upstream::group::Unavailable;
 use crate::uri::path::RewriteError;
 use crate::uri::target::TargetError;
 
@@ -80,6 +81,12 @@ pub enum ProxyError {
     /// Reaching or hearing from the upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// No target of the route could take the request (all down, or all at their caps).
+    #[error("{}", match .0 {
+        Unavailable::NoHealthyTarget => "no target of this route is healthy",
+        Unavailable::AtCapacity => "every healthy target of this route is at its limit of requests in flight",
+    })]
+    NoUpstream(Unavailable),
 }
 
 impl From<Denied> for ProxyError {
@@ -195,11 +202,15 @@ pub enum ErrorKind {
     RateLimited,
     /// sluice turned the client away at a protective limit.
     Overloaded,
+    /// Every target of the route is down, ejected, cooling or already tried.
+    NoHealthyUpstream,
+    /// The route's healthy targets are all at their caps (circuit breaking).
+    UpstreamAtCapacity,
 }
 
 impl ErrorKind {
     /// Every kind, for metrics that list them all from the start.
-    pub const ALL: [ErrorKind; 18] = [
+    pub const ALL: [ErrorKind; 20] = [
         ErrorKind::HttpRequestError,
         ErrorKind::HttpRequestDenied,
         ErrorKind::DestinationNotFound,
@@ -218,6 +229,8 @@ impl ErrorKind {
         ErrorKind::BodyTooLarge,
         ErrorKind::RateLimited,
         ErrorKind::Overloaded,
+        ErrorKind::NoHealthyUpstream,
+        ErrorKind::UpstreamAtCapacity,
     ];
 
     /// The RFC 9209 error type name, also used as the log field and metric label.
@@ -241,6 +254,8 @@ impl ErrorKind {
             ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::Overloaded => "overloaded",
+            ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
+            ErrorKind::UpstreamAtCapacity => "upstream_at_capacity",
         }
     }
 
@@ -258,6 +273,7 @@ impl ErrorKind {
                 | ErrorKind::TlsCertificateError
                 | ErrorKind::TlsProtocolError
                 | ErrorKind::DestinationUnavailable
+                | ErrorKind::NoHealthyUpstream
         )
     }
 
@@ -272,7 +288,9 @@ impl ErrorKind {
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded
+            | ErrorKind::NoHealthyUpstream
+            | ErrorKind::UpstreamAtCapacity => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::DestinationNotFound => StatusCode::NOT_FOUND,
             ErrorKind::ConnectionTimeout | ErrorKind::HttpResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -307,6 +325,8 @@ impl ProxyError {
             ProxyError::NotServed(NotServed::ReverseDisabled) => ErrorKind::HttpRequestError,
             ProxyError::NotServed(NotServed::NoRoute) => ErrorKind::DestinationNotFound,
             ProxyError::Upstream(failure) => upstream_failure_kind(failure),
+            ProxyError::NoUpstream(Unavailable::NoHealthyTarget) => ErrorKind::NoHealthyUpstream,
+            ProxyError::NoUpstream(Unavailable::AtCapacity) => ErrorKind::UpstreamAtCapacity,
         }
     }
 
@@ -469,7 +489,7 @@ fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
             headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
-        ProxyError::Overloaded(_) => {
+        ProxyError::Overloaded(_) | ProxyError::NoUpstream(Unavailable::AtCapacity) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // After a framing error the rest of the connection cannot be trusted (RFC 9112 §6.3).
@@ -489,6 +509,10 @@ fn proxy_status(kind: ErrorKind, details: &str) -> String {
             "http_request_denied"
         }
         ErrorKind::UriTooLong | ErrorKind::BodyTooLarge => "http_request_error",
+        // RFC 9209 §2.3.3: "a health check may indicate that it is down".
+        ErrorKind::NoHealthyUpstream => "destination_unavailable",
+        // RFC 9209 §2.3.12: the limit on connections (here, requests) to the next hop.
+        ErrorKind::UpstreamAtCapacity => "connection_limit_reached",
         other => other.as_str(),
     };
     let mut value = format!("sluice; error={error_type}; details=\"");

@@ -85,9 +85,10 @@ struct Running {
 #[derive(Debug)]
 struct State {
     config: Config,
+    /// The generation being served: the next one takes over its cache and the health of its
+    /// routes' targets.
+    proxy: Arc<Proxy>,
     listeners: Vec<Running>,
-    /// The running generation's cache, handed to the next generation.
-    cache: Option<Arc<Cache>>,
 }
 
 /// Owns the running listeners and swaps in new configurations.
@@ -121,8 +122,7 @@ impl Reloader {
             let serving = Serving::new(proxy.clone(), bound.config, bound.tls);
             running.push(launch(&shutdown, bound.socket, serving, configured, address));
         }
-        let cache = proxy.cache.clone();
-        let state = Mutex::new(State { config, listeners: running, cache });
+        let state = Mutex::new(State { config, proxy, listeners: running });
         let reloader = Arc::new(Reloader { source, shutdown, metrics, state, admin });
         Ok((reloader, bound.admin))
     }
@@ -134,7 +134,7 @@ impl Reloader {
 
     /// The running generation's HTTP cache, when one is configured.
     pub async fn cache(&self) -> Option<Arc<Cache>> {
-        self.state.lock().await.cache.clone()
+        self.state.lock().await.proxy.cache.clone()
     }
 
     /// The shutdown handle the listeners run under.
@@ -153,6 +153,11 @@ impl Reloader {
             admin.address = bound;
         }
         config
+    }
+
+    /// The generation being served.
+    pub async fn proxy(&self) -> Arc<Proxy> {
+        self.state.lock().await.proxy.clone()
     }
 
     /// Reads the configuration again and applies it, or explains why not (logged too).
@@ -187,12 +192,11 @@ impl Reloader {
             tracing::warn!("[admin] changed; the admin listener changes at the next restart");
             config.admin = state.config.admin;
         }
-        let previous_cache = state.cache.clone();
         let proxy = Arc::new(Proxy::new(
             config.clone(),
             self.shutdown.clone(),
             self.metrics.clone(),
-            previous_cache.as_deref(),
+            Some(&state.proxy),
         )?);
         // Build everything before touching anything, so a failure leaves all as it was.
         let matched = match_listeners(&state.listeners, &config.listeners);
@@ -249,7 +253,7 @@ impl Reloader {
         };
         state.listeners = listeners;
         state.config = config;
-        state.cache = proxy.cache.clone();
+        state.proxy = proxy;
         Ok(report)
     }
 }

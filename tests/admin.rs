@@ -177,7 +177,7 @@ async fn metrics_are_openmetrics_text_ending_in_eof_for_get_and_head() {
 async fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
     let proxy = forward_with_admin().await;
     let client = direct();
-    for path in ["/metrics", "/healthz", "/readyz", "/config"] {
+    for path in ["/metrics", "/healthz", "/readyz", "/config", "/upstreams"] {
         let response = within(client.post(proxy.admin_url(path)).send()).await.unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "POST {path}");
         assert_eq!(response.headers()["allow"], "GET, HEAD", "POST {path}");
@@ -191,7 +191,10 @@ async fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
         let (status, content_type, body) = admin_get(&proxy, path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "GET {path}");
         assert_eq!(content_type, TEXT_PLAIN);
-        assert_eq!(body, "not found; try /healthz /readyz /metrics /config /reload /cache/purge\n");
+        assert_eq!(
+            body,
+            "not found; try /healthz /readyz /metrics /config /upstreams /reload /cache/purge\n"
+        );
     }
 }
 

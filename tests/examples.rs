@@ -36,7 +36,7 @@ fn localise(config: &mut Config, routes: &[(usize, SocketAddr)]) {
 
 #[test]
 fn every_example_is_valid() {
-    let key = |name: &str| (name == "OPENAI_API_KEY").then(|| "sk-x".to_owned());
+    let key = |name: &str| name.contains("API_KEY").then(|| "sk-x".to_owned());
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -80,6 +80,71 @@ async fn ai_gateway_injects_the_key_and_replaces_client_credentials() {
     for absent in ["cookie", "x-api-key", "x-forwarded-for", "x-forwarded-host"] {
         assert!(seen.headers.get(absent).is_none(), "{absent} was forwarded");
     }
+}
+
+#[tokio::test]
+async fn ai_gateway_pool_spreads_over_its_keys_and_falls_back() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // The primary provider answers with the key it was given, until it fails.
+    let failing = Arc::new(AtomicBool::new(false));
+    let down = failing.clone();
+    let primary = Origin::start(move |request: Request<Incoming>| {
+        let key = request.headers()["authorization"].to_str().unwrap().to_owned();
+        let failed = down.load(Ordering::SeqCst);
+        async move {
+            let mut response = full(key);
+            if failed {
+                *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            response
+        }
+    })
+    .await;
+    let fallback = Origin::start(|request: Request<Incoming>| async move {
+        full(format!("fallback {}", request.headers()["authorization"].to_str().unwrap()))
+    })
+    .await;
+    let env = |name: &str| Some(format!("sk-{}", name.to_lowercase()));
+    let mut config = example("ai-gateway-pool.toml", &env);
+    config.admin = None;
+    localise(&mut config, &[]);
+    let route = &mut config.routes[0];
+    for target in &mut route.group.as_mut().unwrap().targets {
+        let origin = if target.tier == 0 { primary.addr } else { fallback.addr };
+        target.url.scheme = http::uri::Scheme::HTTP;
+        target.url.authority = origin.to_string().parse().unwrap();
+    }
+    route.upstream = route.group.as_ref().unwrap().targets[0].url.clone();
+    let proxy = TestProxy::with_config(config).await;
+    let ask = || async {
+        let response = within(
+            reqwest::Client::new()
+                .post(format!("{}/v1/chat/completions", proxy.url()))
+                .header("x-api-key", "client-key")
+                .body("{\"model\":\"m\"}")
+                .send(),
+        )
+        .await
+        .unwrap();
+        (response.status(), within(response.text()).await.unwrap())
+    };
+    let mut keys = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, body) = ask().await;
+        assert_eq!(status, 200);
+        keys.insert(body);
+    }
+    assert_eq!(
+        keys.into_iter().collect::<Vec<_>>(),
+        ["Bearer sk-openai_api_key_1", "Bearer sk-openai_api_key_2"]
+    );
+    assert!(primary.seen().iter().all(|seen| seen.uri == "/v1/chat/completions"));
+    assert!(primary.seen().iter().all(|seen| seen.headers.get("x-api-key").is_none()));
+    // Both keys fail: the POST is retried, on the other key and then the fallback provider.
+    failing.store(true, Ordering::SeqCst);
+    assert_eq!(ask().await, (http::StatusCode::OK, "fallback Bearer sk-openrouter_api_key".into()));
+    assert_eq!(fallback.only_request().uri, "/api/v1/chat/completions");
 }
 
 #[tokio::test]

@@ -4,8 +4,8 @@
 //! validation can point at the line that is wrong. Unknown keys are refused everywhere
 //! (`deny_unknown_fields`): a typo must never be silently ignored. This module holds the whole
 //! file and the small tables that belong to no section; each section's tables live beside its
-//! runtime types and validation (`listener`, `route`, `upstream`, `headers`, `security`,
-//! `observe`) and are re-exported here.
+//! runtime types and validation (`listener`, `route`, `upstream`, `group`, `retry`, `health`,
+//! `headers`, `security`, `observe`) and are re-exported here.
 
 use std::collections::BTreeMap;
 
@@ -13,9 +13,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use super::cache::FileCache;
+pub use super::group::FileTarget;
 pub use super::headers::{FileHeaderRules, FileHeaders};
+pub use super::health::{FileHealthCheck, FilePassiveHealth};
 pub use super::listener::{FileListener, FileListenerTls, FileSniCertificate};
 pub use super::observe::{FileAccessLog, FileAdmin, FileRequestId};
+pub use super::retry::FileRetry;
 pub use super::route::{FileRoute, FileRouteHeaders, FileRouteTimeouts};
 pub use super::security::{
     FileAccess, FileAuth, FileDestinations, FileRate, FileRateLimits, FileUser,

@@ -6,8 +6,8 @@
 //! config strings.
 //!
 //! Each section keeps its file types, runtime types, validation and `sluice check` view
-//! together: [`listener`], [`route`] and [`upstream`], [`headers`], [`security`], [`observe`],
-//! [`cache`]. What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
+//! together: [`listener`], [`route`] and [`upstream`] (a route with several targets adds
+//! [`group`], [`retry`] and [`health`]), [`headers`], [`security`], [`observe`], [`cache`]. What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
 //! `[limits]`, `[dns]`), `validate` (the checker and the readers every section uses), `load`
 //! (parsing and the top-level assembly, above the sections), [`summary`] (the views, above
 //! the sections too) and this module (the top-level types, bounds and errors). The files form
@@ -16,11 +16,14 @@
 
 pub mod cache;
 pub mod file;
+pub mod group;
 pub mod headers;
+pub mod health;
 mod hostname;
 pub mod listener;
 mod load;
 pub mod observe;
+pub mod retry;
 pub mod route;
 pub mod security;
 pub mod source;

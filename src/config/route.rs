@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::group::{FileGroupKeys, FileTarget, GroupConfig};
 use super::headers::{Direction, FileHeaderRules, HeaderRules, write_rules};
+use super::health::{FileHealthCheck, FilePassiveHealth};
+use super::retry::FileRetry;
 use super::security::FileRate;
 use super::upstream::{FileRouteTls, UpstreamProtocol, UpstreamUrl, parse_upstream_url};
 use super::validate::{Checker, line_of};
@@ -27,8 +30,10 @@ pub struct RouteConfig {
     pub prefix: String,
     /// Lower-case host name this route is limited to, if any.
     pub host: Option<String>,
-    /// Where requests go.
+    /// Where requests go; for a route with targets, the first target's URL.
     pub upstream: UpstreamUrl,
+    /// The targets, when the route lists several instead of one `upstream`.
+    pub group: Option<GroupConfig>,
     /// Remove the prefix before joining with the upstream base path.
     pub strip_prefix: bool,
     /// Send the client's `Host` instead of the upstream's authority.
@@ -91,6 +96,16 @@ fn is_dot_segment(segment: &str) -> bool {
 }
 
 impl RouteConfig {
+    /// Where the route sends requests, in a line: its upstream, or how many targets it has.
+    pub fn upstream_label(&self) -> String {
+        match &self.group {
+            Some(group) if group.targets.len() > 1 => {
+                format!("{} targets ({} first)", group.targets.len(), self.upstream)
+            }
+            _ => self.upstream.to_string(),
+        }
+    }
+
     /// A route from the command line (`PREFIX=URL`) with every other setting at its default.
     pub fn from_cli(spec: &str, timeouts: &Timeouts) -> Result<RouteConfig, String> {
         let (prefix, url) = spec.split_once('=').ok_or_else(|| {
@@ -102,6 +117,7 @@ impl RouteConfig {
             prefix,
             host: None,
             upstream: parse_upstream_url(url)?,
+            group: None,
             strip_prefix: true,
             preserve_host: false,
             allow_upgrades: vec!["websocket".to_owned()],
@@ -129,8 +145,21 @@ pub struct FileRoute {
     pub name: Option<Spanned<String>>,
     /// Path prefix matched on whole segments.
     pub prefix: Spanned<String>,
-    /// Upstream base URL.
-    pub upstream: Spanned<String>,
+    /// Upstream base URL (the shorthand for one target).
+    pub upstream: Option<Spanned<String>>,
+    /// `[[route.target]]`: several targets instead of one `upstream`.
+    #[serde(default, rename = "target")]
+    pub targets: Vec<FileTarget>,
+    /// How requests are spread over the targets.
+    pub balance: Option<Spanned<String>>,
+    /// What `balance = "hash"` keys on.
+    pub hash_on: Option<Spanned<String>>,
+    /// `[route.retry]`.
+    pub retry: Option<FileRetry>,
+    /// `[route.passive_health]`.
+    pub passive_health: Option<FilePassiveHealth>,
+    /// `[route.health_check]`.
+    pub health_check: Option<FileHealthCheck>,
     /// Remove the prefix before joining with the upstream base path.
     pub strip_prefix: Option<bool>,
     /// Send the client's Host instead of the upstream's authority.
@@ -222,11 +251,13 @@ impl Checker<'_> {
         let prefix = normalize_prefix(file.prefix.get_ref())
             .map_err(|message| self.report(file.prefix.span(), &format!("{key}.prefix"), message))
             .ok();
-        let upstream = parse_upstream_url(file.upstream.get_ref())
-            .map_err(|message| {
-                self.report(file.upstream.span(), &format!("{key}.upstream"), message)
-            })
-            .ok();
+        let upstream = file.upstream.as_ref().and_then(|upstream| {
+            parse_upstream_url(upstream.get_ref())
+                .map_err(|message| {
+                    self.report(upstream.span(), &format!("{key}.upstream"), message)
+                })
+                .ok()
+        });
         let host = file.host.as_ref().and_then(|host| {
             let text = host.get_ref().trim().to_ascii_lowercase();
             let valid = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
@@ -295,6 +326,47 @@ impl Checker<'_> {
             }),
         };
         let tls = self.upstream_tls(&key, &file.tls);
+        let group_keys = FileGroupKeys {
+            balance: file.balance.as_ref(),
+            hash_on: file.hash_on.as_ref(),
+            retry: file.retry.as_ref(),
+            passive_health: file.passive_health.as_ref(),
+            health_check: file.health_check.as_ref(),
+        };
+        let group = match (&file.upstream, file.targets.is_empty()) {
+            (Some(_), true) if group_keys.any() => {
+                self.report(
+                    file.prefix.span(),
+                    &key,
+                    "balance, hash_on, retry, passive_health and health_check need \
+                     [[route.target]] tables instead of `upstream`"
+                        .to_owned(),
+                );
+                None
+            }
+            (Some(upstream), false) => {
+                self.report(
+                    upstream.span(),
+                    &format!("{key}.upstream"),
+                    "give either `upstream` or [[route.target]] tables, not both".to_owned(),
+                );
+                None
+            }
+            (None, true) => {
+                self.report(
+                    file.prefix.span(),
+                    &key,
+                    "needs an `upstream` or [[route.target]] tables".to_owned(),
+                );
+                None
+            }
+            (None, false) => self.group(&key, &file.targets, &group_keys, protocol, &tls),
+            (Some(_), true) => None,
+        };
+        let upstream = match &group {
+            Some(group) => group.targets.first().map(|target| target.url.clone()),
+            None => upstream,
+        };
         let max_body_bytes = self.count(
             &format!("{key}.max_body_bytes"),
             file.max_body_bytes.clone(),
@@ -315,6 +387,7 @@ impl Checker<'_> {
             prefix,
             host,
             upstream: upstream?,
+            group,
             strip_prefix: file.strip_prefix.unwrap_or(true),
             preserve_host: file.preserve_host.unwrap_or(false),
             allow_upgrades,
@@ -358,7 +431,7 @@ pub(super) fn write_summary(out: &mut String, routes: &[RouteConfig]) {
             route.name,
             route.host.as_ref().map_or(String::new(), |h| format!("{h} ")),
             route.prefix,
-            route.upstream,
+            route.upstream_label(),
             route.strip_prefix,
             route.preserve_host,
             route.allow_upgrades.join(", "),
@@ -387,6 +460,9 @@ pub(super) fn write_summary(out: &mut String, routes: &[RouteConfig]) {
         }
         write_rules(out, "    request", &route.request_headers);
         write_rules(out, "    response", &route.response_headers);
+        if let Some(group) = &route.group {
+            super::group::write_summary(out, group);
+        }
     }
 }
 

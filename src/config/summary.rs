@@ -42,7 +42,7 @@ pub fn table(config: &Config) -> String {
             "{:<20} {:<24} {:<40} {}",
             route.name,
             matched,
-            route.upstream.to_string(),
+            route.upstream_label(),
             options.join(" ")
         );
     }

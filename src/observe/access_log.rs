@@ -145,6 +145,11 @@ impl AccessLog {
             }
             None => line.push('-'),
         }
+        if let Some(target) = event.upstream_target {
+            let _ = write!(line, " upstream_target=");
+            escape_text(&mut line, target.as_bytes());
+            let _ = write!(line, " attempts={}", event.attempts);
+        }
         let _ = write!(line, " error={}", event.failure.map_or("-", |f| f.as_str()));
         if let Some(close) = event.close {
             let _ = write!(line, " close={close}");
@@ -199,6 +204,8 @@ impl AccessLog {
             duration_ms: millis(duration),
             upstream_ttfb_ms: event.upstream_ttfb.map(millis),
             upstream: event.upstream.map(|addr| addr.to_string()),
+            upstream_target: event.upstream_target,
+            attempts: event.upstream_target.map(|_| event.attempts),
             error: event.failure.map(|f| f.as_str()),
             close: event.close,
             cache: event.cache,
@@ -243,6 +250,10 @@ struct JsonLine<'a> {
     duration_ms: f64,
     upstream_ttfb_ms: Option<f64>,
     upstream: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_target: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts: Option<u8>,
     error: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     close: Option<&'static str>,

@@ -63,6 +63,10 @@ pub struct Event<'a> {
     pub upstream_ttfb: Option<Duration>,
     /// The upstream address that answered.
     pub upstream: Option<SocketAddr>,
+    /// The target of a route with several that answered (or failed last).
+    pub upstream_target: Option<&'a str>,
+    /// Attempts sent to a route's targets (0 for a route with one upstream).
+    pub attempts: u8,
     /// Why it failed, when it did.
     pub failure: Option<Failure>,
     /// How a tunnel or WebSocket session ended.

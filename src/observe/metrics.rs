@@ -198,6 +198,8 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     access_log_dropped: Counter,
     cache: CacheMetrics,
+    /// The targets of routes with several upstreams.
+    pub upstreams: crate::observe::upstream::UpstreamMetrics,
 }
 
 impl Default for Metrics {
@@ -223,6 +225,7 @@ impl Metrics {
         let parked = Gauge::default();
         let tls_handshake_failures = Counter::default();
         let access_log_dropped = Counter::default();
+        let upstreams = crate::observe::upstream::UpstreamMetrics::register(&mut registry);
         registry.register(
             "requests",
             "Requests, tunnels and WebSocket sessions completed, by mode, route, method and status class",
@@ -309,6 +312,7 @@ impl Metrics {
             tls_handshake_failures,
             reloads,
             access_log_dropped,
+            upstreams,
         }
     }
 

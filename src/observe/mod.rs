@@ -11,6 +11,7 @@ pub mod event;
 pub mod metrics;
 pub mod mode;
 pub mod request_id;
+pub mod upstream;
 
 use std::sync::Arc;
 

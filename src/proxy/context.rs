@@ -16,6 +16,7 @@ use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::observe::{Event, Failure, Mode, Observer, RequestId};
+use crate::upstream::group::InFlight;
 
 /// Everything the request path knows about one request, from its head to its end.
 #[derive(Debug)]
@@ -47,6 +48,12 @@ pub struct RequestContext {
     pub upstream: Option<SocketAddr>,
     /// From the request head until the upstream's response head (or an open tunnel).
     pub upstream_ttfb: Option<Duration>,
+    /// The target of a route with several that gave the answer (or the last error).
+    pub upstream_target: Option<Arc<str>>,
+    /// Attempts sent to the targets of a route with several (0 otherwise).
+    pub attempts: u8,
+    /// The answering target's in-flight slot, given back when the request ends.
+    pub upstream_slot: Option<InFlight>,
     /// Request body bytes received so far, when the request has a body.
     pub received: Option<Arc<AtomicU64>>,
     /// Bytes received from the client by a tunnel or WebSocket relay.
@@ -104,6 +111,9 @@ impl RequestContext {
             series: None,
             upstream: None,
             upstream_ttfb: None,
+            upstream_target: None,
+            attempts: 0,
+            upstream_slot: None,
             received: has_body.then(|| Arc::new(AtomicU64::new(0))),
             relayed_in: 0,
             sent: 0,
@@ -158,6 +168,8 @@ impl RequestContext {
             sent: self.sent,
             upstream_ttfb: self.upstream_ttfb,
             upstream: self.upstream,
+            upstream_target: self.upstream_target.as_deref(),
+            attempts: self.attempts,
             failure: self.failure,
             close: self.close,
             cache: self.cache.map(Outcome::as_str),

@@ -8,9 +8,9 @@
 //! | admit         | [`admit`]                                   | every policy check, in its documented order   |
 //! | route         | [`reverse::route`]                          | the route, its URI, its own admission         |
 //! | cache lookup  | [`cache::lookup`]                           | answer from the HTTP cache, or mark the fill  |
-//! | pick upstream | [`pick_upstream`]                           | which upstream client serves the request      |
+//! | pick upstream | [`pick_upstream`]                           | the route's client, or its group of targets   |
 //! | prepare       | [`forward::prepare`], [`reverse::prepare`]  | body limit, head rewrite, forwarding, rules   |
-//! | send          | [`exchange::send`], [`tunnel::open`]        | the upstream exchange (or the tunnel's dial)  |
+//! | send          | [`exchange::send`], [`failover::send`], [`tunnel::open`] | the upstream exchange (a group's target picked per attempt, retried on another) |
 //! | respond       | [`exchange::respond`], [`cache::Cached::respond`] | response filters, upgrades, body idle timeout, cache fill |
 //! | log           | [`deliver`], then [`log::ObservedBody`] or [`log::SessionLog`] | access log and metrics, once, at the end |
 //!
@@ -20,6 +20,7 @@
 pub mod cache;
 pub mod context;
 pub mod exchange;
+pub mod failover;
 pub mod forward;
 pub mod log;
 pub mod reverse;
@@ -45,6 +46,7 @@ use crate::proxy::log::{ObservedBody, Reply, SessionLog};
 use crate::proxy::router::Router;
 use crate::proxy::state::{ListenerContext, Proxy};
 use crate::upstream::client::Upstream;
+use crate::upstream::group::Group;
 use crate::uri::target::{self, Target};
 
 /// The kind of request, decided from its method and request-target form (RFC 9112 §3.2).
@@ -168,17 +170,50 @@ async fn serve(
             let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
                 Looked::Answered { reply, refresh } => {
                     // The client has its answer; a refresh that cannot be prepared is skipped.
+                    // It goes to the route's own client (its first target's, for a route
+                    // with several), for which `prepare` builds the request.
                     if let Some(refresh) = refresh
                         && let Ok(request) = reverse::prepare(request, &routed, ctx, proxy)
                     {
                         let target = routed.route.config.upstream.authority.clone();
-                        refresh.spawn(pick_upstream(&routed).clone(), request, target);
+                        refresh.spawn(routed.route.upstream.clone(), request, target);
                     }
                     return Ok(reply);
                 }
                 Looked::Forward(cached) => cached,
             };
-            let upstream = pick_upstream(&routed);
+            let upstream = match pick_upstream(&routed) {
+                Picked::Client(upstream) => upstream,
+                Picked::Group(group) => {
+                    let request = reverse::prepare(request, &routed, ctx, proxy)?;
+                    let upgrade = routed.upgrade.take();
+                    let metrics = &proxy.observer.metrics;
+                    let sending =
+                        failover::send(group, &routed, request, upgrade.is_some(), ctx, metrics);
+                    let sent = match sending.await {
+                        Ok(sent) => sent,
+                        Err(err) => return cached.failed(err, ctx),
+                    };
+                    let endpoint = &sent.endpoint;
+                    let rules = [
+                        &endpoint.response_headers,
+                        &routed.route.config.response_headers,
+                        &proxy.config.headers.response,
+                    ];
+                    let body_idle = endpoint.upstream.settings().body_idle;
+                    let target = &endpoint.url.authority;
+                    let reply = exchange::respond(
+                        sent.answered,
+                        target,
+                        upgrade,
+                        &rules,
+                        body_idle,
+                        ctx,
+                        proxy,
+                    )?;
+                    return Ok(cached.respond(reply, ctx));
+                }
+            };
             let request = reverse::prepare(request, &routed, ctx, proxy)?;
             let upgrade = routed.upgrade.take();
             let route = &routed.route.config;
@@ -274,10 +309,23 @@ pub async fn admit(
     }
 }
 
-/// The pick-upstream phase: the client that serves a routed request. A route has one upstream
-/// today; this is where choosing among several belongs.
-pub fn pick_upstream<'p>(routed: &reverse::Routed<'p>) -> &'p Upstream {
-    &routed.route.upstream
+/// What serves a routed request.
+#[derive(Debug)]
+pub enum Picked<'p> {
+    /// The route's one upstream client.
+    Client(&'p Upstream),
+    /// The route's targets: the send phase picks one for each attempt (`Group::enter`).
+    Group(&'p Group),
+}
+
+/// The pick-upstream phase: the route's client, or, for a route with several targets, its
+/// group, which picks a target (tier, health, caps, balancing) for every attempt of the send
+/// phase, since a retry must go to another.
+pub fn pick_upstream<'p>(routed: &reverse::Routed<'p>) -> Picked<'p> {
+    match &routed.route.group {
+        Some(group) => Picked::Group(group),
+        None => Picked::Client(&routed.route.upstream),
+    }
 }
 
 /// The log phase: the response's status goes into the context, and the context goes with the

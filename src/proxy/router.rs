@@ -9,12 +9,14 @@ use rustls::pki_types::ServerName;
 
 use crate::config::{RouteConfig, UpstreamTls};
 use crate::observe::Mode;
+use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::policy::rate::RateLimiter;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
+use crate::upstream::group::{Group, Moment, TargetError};
 use crate::uri::path::segment_prefix;
 
 /// A route ready to serve: its configuration and its own upstream pool.
@@ -22,8 +24,11 @@ use crate::uri::path::segment_prefix;
 pub struct Route {
     /// The validated configuration.
     pub config: RouteConfig,
-    /// The route's pooled client, with the route's timeouts.
+    /// The route's pooled client, with the route's timeouts (for a route with targets, the
+    /// first target's).
     pub upstream: Upstream,
+    /// The targets, when the route has several: each with its own client, health and caps.
+    pub group: Option<Arc<Group>>,
     /// `Host` sent upstream unless the route preserves the client's.
     pub upstream_host: HeaderValue,
     /// The route's request rate limit, shared by all clients.
@@ -59,16 +64,28 @@ pub enum RouteError {
         /// The configured name.
         name: String,
     },
+    /// One of the route's targets cannot be set up.
+    #[error("route {route}")]
+    Target {
+        /// The route's name.
+        route: String,
+        /// Which target, and why.
+        #[source]
+        source: TargetError,
+    },
 }
 
 impl Router {
     /// Builds every route's client; `pool` supplies the pool settings shared by all routes and
-    /// `default_tls` the client configuration of routes without TLS settings of their own.
+    /// `default_tls` the client configuration of routes without TLS settings of their own. A
+    /// route with targets that `previous` (the router being replaced) has too, by name, keeps
+    /// the health of its unchanged targets.
     pub fn new(
         configs: &[RouteConfig],
         pool: UpstreamSettings,
         default_tls: &Arc<rustls::ClientConfig>,
         hosts: &StaticHosts,
+        previous: Option<&Router>,
     ) -> Result<Router, RouteError> {
         let mut routes = Vec::with_capacity(configs.len());
         for config in configs {
@@ -101,13 +118,32 @@ impl Router {
             else {
                 continue;
             };
-            let connector = Connector::new(settings.connect, hosts.clone(), None);
-            let upstream = Upstream::new(settings, tls, config.protocol, server_name, connector)
-                .with_route_pool(&config.upstream, upstream_host.clone());
+            let group = match &config.group {
+                Some(group) => {
+                    let before = previous.and_then(|router| router.group_of(config));
+                    let built =
+                        Group::build(config, group, pool, default_tls, hosts, before).map_err(
+                            |source| RouteError::Target { route: config.name.clone(), source },
+                        )?;
+                    Some(built)
+                }
+                None => None,
+            };
+            let upstream = match group.as_ref().and_then(|group| {
+                group.targets().member(0).map(|m| m.spec.endpoint.upstream.clone())
+            }) {
+                Some(first) => first,
+                None => {
+                    let connector = Connector::new(settings.connect, hosts.clone(), None);
+                    Upstream::new(settings, tls, config.protocol, server_name, connector)
+                        .with_route_pool(&config.upstream, upstream_host.clone())
+                }
+            };
             let name = RouteLabel(Some(Arc::from(config.name.as_str())));
             routes.push(Route {
                 config: config.clone(),
                 upstream,
+                group,
                 upstream_host,
                 limiter: config.rate_limit.map(RateLimiter::new),
                 series: Arc::new(RouteSeries::new(Mode::Reverse, name)),
@@ -122,6 +158,59 @@ impl Router {
                 .then(b.config.host.is_some().cmp(&a.config.host.is_some()))
         });
         Ok(Router { routes })
+    }
+
+    /// The group of this router's route with the name, host and prefix of `route`, if it
+    /// has one.
+    pub fn group_of(&self, route: &RouteConfig) -> Option<&Group> {
+        self.routes
+            .iter()
+            .find(|mine| {
+                mine.config.name == route.name
+                    && mine.config.host == route.host
+                    && mine.config.prefix == route.prefix
+            })
+            .and_then(|mine| mine.group.as_deref())
+    }
+
+    /// Every route and its upstreams as JSON, for the admin `GET /upstreams`: a route with
+    /// targets shows each with its health; a route with one upstream, its URL.
+    pub fn upstreams(&self) -> serde_json::Value {
+        let now = Moment::now();
+        let routes: Vec<serde_json::Value> = self
+            .routes
+            .iter()
+            .map(|route| {
+                let mut view = match &route.group {
+                    Some(group) => group.view(now),
+                    None => serde_json::json!({ "upstream": route.config.upstream.to_string() }),
+                };
+                if let Some(fields) = view.as_object_mut() {
+                    fields.insert("route".to_owned(), route.config.name.clone().into());
+                    fields.insert("prefix".to_owned(), route.config.prefix.clone().into());
+                    fields.insert("host".to_owned(), route.config.host.clone().into());
+                }
+                view
+            })
+            .collect();
+        serde_json::json!({ "routes": routes })
+    }
+
+    /// Publishes every target's health and requests in flight to `metrics`, replacing what
+    /// an earlier generation published (read when the metrics are).
+    pub fn publish_health(&self, metrics: &Metrics) {
+        let now = Moment::now();
+        metrics.upstreams.clear_health();
+        for group in self.routes.iter().filter_map(|route| route.group.as_ref()) {
+            for member in group.targets().members() {
+                let state = &member.state;
+                metrics.upstreams.publish_health(
+                    &member.series,
+                    state.healthy(now),
+                    state.in_flight(),
+                );
+            }
+        }
     }
 
     /// The best route for a request to `host` (no port) and `path`, if any.
@@ -165,6 +254,7 @@ mod tests {
             pool,
             &tls,
             &Default::default(),
+            None,
         )
         .unwrap();
         let pick =

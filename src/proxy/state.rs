@@ -38,22 +38,25 @@ pub struct Proxy {
 
 impl Proxy {
     /// Builds the shared state for `config`, including every route's upstream client and the
-    /// access log, reporting into `metrics`. The cache, when one is needed, keeps the stored
-    /// responses of `previous_cache` (the running generation's) if its limits are unchanged.
+    /// access log, reporting into `metrics`. From `previous`, the generation being replaced,
+    /// the cache (when one is needed) keeps its stored responses if its limits are unchanged,
+    /// and the targets of routes with several keep their health if they did not change.
     pub fn new(
         config: Config,
         shutdown: Shutdown,
         metrics: Arc<Metrics>,
-        previous_cache: Option<&Cache>,
+        previous: Option<&Proxy>,
     ) -> Result<Proxy, BuildError> {
         let default_tls = crate::tls::client::default_client_config();
         let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
         let settings = UpstreamSettings::from_config(&config);
-        let router = Router::new(&config.routes, settings, &default_tls, &hosts)?;
+        let previous_router = previous.map(|proxy| &proxy.router);
+        let router = Router::new(&config.routes, settings, &default_tls, &hosts, previous_router)?;
         let policy = Policy::new(&config);
         let observer = Arc::new(Observer::new(&config, metrics)?);
         let caching = config.routes.iter().any(|route| route.cache.enabled)
             || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward);
+        let previous_cache = previous.and_then(|proxy| proxy.cache.as_deref());
         let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
         Ok(Proxy { config, router, policy, shutdown, observer, cache, default_tls, hosts })
     }

@@ -5,4 +5,5 @@
 
 pub mod client;
 pub mod connect;
+pub mod group;
 pub mod route_pool;

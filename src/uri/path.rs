@@ -4,7 +4,7 @@
 use http::Uri;
 use http::uri::PathAndQuery;
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, UpstreamUrl};
 
 /// Why a request path cannot be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,6 +20,11 @@ pub enum RewriteError {
 
 /// The absolute upstream URI for `uri` on `route`.
 pub fn upstream_uri(route: &RouteConfig, uri: &Uri) -> Result<Uri, RewriteError> {
+    target_uri(route, &route.upstream, uri)
+}
+
+/// The absolute URI for `uri` on `route` at `base`, one of the route's targets.
+pub fn target_uri(route: &RouteConfig, base: &UpstreamUrl, uri: &Uri) -> Result<Uri, RewriteError> {
     let path = uri.path();
     if has_dot_segment(path) {
         return Err(RewriteError::DotSegment);
@@ -29,15 +34,15 @@ pub fn upstream_uri(route: &RouteConfig, uri: &Uri) -> Result<Uri, RewriteError>
     } else {
         path
     };
-    let mut joined = join(&route.upstream.base_path, rest);
+    let mut joined = join(&base.base_path, rest);
     if let Some(query) = uri.query() {
         joined.push('?');
         joined.push_str(query);
     }
     let path_and_query = PathAndQuery::try_from(joined).map_err(|_| RewriteError::Invalid)?;
     Uri::builder()
-        .scheme(route.upstream.scheme.clone())
-        .authority(route.upstream.authority.clone())
+        .scheme(base.scheme.clone())
+        .authority(base.authority.clone())
         .path_and_query(path_and_query)
         .build()
         .map_err(|_| RewriteError::Invalid)
