@@ -129,7 +129,7 @@ pub async fn handle(
 
 /// The phases from admission to the response, for one classified request.
 async fn serve(
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
     kind: RequestKind,
     ctx: &mut RequestContext,
     proxy: &Proxy,
@@ -138,98 +138,110 @@ async fn serve(
     match admit(&request, kind, ctx, proxy, listener).await? {
         Destination::Tunnel(target) => tunnel::open(request, target, ctx, proxy, listener).await,
         Destination::Forward(target, uri) => {
-            let upstream = &listener.forward;
-            let address = cache::forward_address(&request, &target, listener);
-            let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
-                Looked::Answered { reply, refresh } => {
-                    // The client has its answer; a refresh that cannot be prepared is skipped.
-                    if let Some(refresh) = refresh
-                        && let Ok((request, _)) =
-                            forward::prepare(request, &target, uri, ctx, proxy)
-                    {
-                        refresh.spawn(upstream.clone(), request, target.authority.clone());
-                    }
-                    return Ok(reply);
-                }
-                Looked::Forward(cached) => cached,
-            };
-            let (request, upgrade) = forward::prepare(request, &target, uri, ctx, proxy)?;
-            let target = &target.authority;
-            let answered =
-                match exchange::send(upstream, request, target, upgrade.is_some(), ctx).await {
-                    Ok(answered) => answered,
-                    Err(err) => return cached.failed(err, ctx),
-                };
-            let body_idle = upstream.settings().body_idle;
-            let reply = exchange::respond(answered, target, upgrade, &[], body_idle, ctx, proxy)?;
-            Ok(cached.respond(reply, ctx))
+            serve_forward(request, target, uri, ctx, proxy, listener).await
         }
-        Destination::Route => {
-            let mut routed = reverse::route(&mut request, ctx, proxy)?;
-            let address = cache::route_address(&routed, ctx);
-            let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
-                Looked::Answered { reply, refresh } => {
-                    // The client has its answer; a refresh that cannot be prepared is skipped.
-                    // It goes to the route's own client (its first target's, for a route
-                    // with several), for which `prepare` builds the request.
-                    if let Some(refresh) = refresh
-                        && let Ok(request) = reverse::prepare(request, &routed, ctx, proxy)
-                    {
-                        let target = routed.route.config.upstream.authority.clone();
-                        refresh.spawn(routed.route.upstream.clone(), request, target);
-                    }
-                    return Ok(reply);
-                }
-                Looked::Forward(cached) => cached,
-            };
-            let upstream = match pick_upstream(&routed) {
-                Picked::Client(upstream) => upstream,
-                Picked::Group(group) => {
-                    let request = reverse::prepare(request, &routed, ctx, proxy)?;
-                    let upgrade = routed.upgrade.take();
-                    let metrics = &proxy.observer.metrics;
-                    let sending =
-                        failover::send(group, &routed, request, upgrade.is_some(), ctx, metrics);
-                    let sent = match sending.await {
-                        Ok(sent) => sent,
-                        Err(err) => return cached.failed(err, ctx),
-                    };
-                    let endpoint = &sent.endpoint;
-                    let rules = [
-                        &endpoint.response_headers,
-                        &routed.route.config.response_headers,
-                        &proxy.config.headers.response,
-                    ];
-                    let body_idle = endpoint.upstream.settings().body_idle;
-                    let target = &endpoint.url.authority;
-                    let reply = exchange::respond(
-                        sent.answered,
-                        target,
-                        upgrade,
-                        &rules,
-                        body_idle,
-                        ctx,
-                        proxy,
-                    )?;
-                    return Ok(cached.respond(reply, ctx));
-                }
-            };
-            let request = reverse::prepare(request, &routed, ctx, proxy)?;
-            let upgrade = routed.upgrade.take();
-            let route = &routed.route.config;
-            let target = &route.upstream.authority;
-            let answered =
-                match exchange::send(upstream, request, target, upgrade.is_some(), ctx).await {
-                    Ok(answered) => answered,
-                    Err(err) => return cached.failed(err, ctx),
-                };
-            let rules = [&route.response_headers, &proxy.config.headers.response];
-            let body_idle = upstream.settings().body_idle;
-            let reply =
-                exchange::respond(answered, target, upgrade, &rules, body_idle, ctx, proxy)?;
-            Ok(cached.respond(reply, ctx))
-        }
+        Destination::Route => serve_route(request, ctx, proxy).await,
     }
+}
+
+/// An absolute-form request: cache lookup, the listener's forward client, prepare, send,
+/// respond.
+async fn serve_forward(
+    mut request: Request<Incoming>,
+    target: Target,
+    uri: Uri,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Result<Reply, ProxyError> {
+    let upstream = &listener.forward;
+    let address = cache::forward_address(&request, &target, listener);
+    let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
+        Looked::Answered { reply, refresh } => {
+            // The client has its answer; a refresh that cannot be prepared is skipped.
+            if let Some(refresh) = refresh
+                && let Ok((request, _)) = forward::prepare(request, &target, uri, ctx, proxy)
+            {
+                refresh.spawn(upstream.clone(), request, target.authority.clone());
+            }
+            return Ok(reply);
+        }
+        Looked::Forward(cached) => cached,
+    };
+    let (request, upgrade) = forward::prepare(request, &target, uri, ctx, proxy)?;
+    let target = &target.authority;
+    let answered = match exchange::send(upstream, request, target, upgrade.is_some(), ctx).await {
+        Ok(answered) => answered,
+        Err(err) => return cached.failed(err, ctx),
+    };
+    let body_idle = upstream.settings().body_idle;
+    let reply = exchange::respond(answered, target, upgrade, &[], body_idle, ctx, proxy)?;
+    Ok(cached.respond(reply, ctx))
+}
+
+/// An origin-form request: route, cache lookup, pick upstream, prepare, send (with failover
+/// across a route's targets), respond.
+async fn serve_route(
+    mut request: Request<Incoming>,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+) -> Result<Reply, ProxyError> {
+    let mut routed = reverse::route(&mut request, ctx, proxy)?;
+    let address = cache::route_address(&routed, ctx);
+    let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
+        Looked::Answered { reply, refresh } => {
+            // The client has its answer; a refresh that cannot be prepared is skipped. It goes
+            // to the route's own client (its first target's, for a route with several), for
+            // which `prepare` builds the request.
+            if let Some(refresh) = refresh
+                && let Ok(request) = reverse::prepare(request, &routed, ctx, proxy)
+            {
+                let target = routed.route.config.upstream.authority.clone();
+                refresh.spawn(routed.route.upstream.clone(), request, target);
+            }
+            return Ok(reply);
+        }
+        Looked::Forward(cached) => cached,
+    };
+    let picked = pick_upstream(&routed);
+    let request = reverse::prepare(request, &routed, ctx, proxy)?;
+    let upgrade = routed.upgrade.take();
+    let route = &routed.route.config;
+    let sent = match picked {
+        Picked::Client(upstream) => {
+            let target = &route.upstream.authority;
+            exchange::send(upstream, request, target, upgrade.is_some(), ctx)
+                .await
+                .map(|answered| (answered, None))
+        }
+        Picked::Group(group) => {
+            let metrics = &proxy.observer.metrics;
+            failover::send(group, &routed, request, upgrade.is_some(), ctx, metrics)
+                .await
+                .map(|sent| (sent.answered, Some(sent.endpoint)))
+        }
+    };
+    let (answered, endpoint) = match sent {
+        Ok(sent) => sent,
+        Err(err) => return cached.failed(err, ctx),
+    };
+    let global = &proxy.config.headers.response;
+    let reply = match &endpoint {
+        // A target's own response rules run before the route's and the global ones.
+        Some(endpoint) => {
+            let rules = [&endpoint.response_headers, &route.response_headers, global];
+            let body_idle = endpoint.upstream.settings().body_idle;
+            let target = &endpoint.url.authority;
+            exchange::respond(answered, target, upgrade, &rules, body_idle, ctx, proxy)?
+        }
+        None => {
+            let rules = [&route.response_headers, global];
+            let body_idle = routed.route.upstream.settings().body_idle;
+            let target = &route.upstream.authority;
+            exchange::respond(answered, target, upgrade, &rules, body_idle, ctx, proxy)?
+        }
+    };
+    Ok(cached.respond(reply, ctx))
 }
 
 /// Classifies a request by its method, target form and the listener's modes.
