@@ -37,6 +37,7 @@ pub mod relay;
 pub mod reload;
 pub mod server;
 pub mod shutdown;
+pub mod socks;
 pub mod tls;
 pub mod upstream;
 pub mod uri;
