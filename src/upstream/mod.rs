@@ -6,4 +6,5 @@
 pub mod client;
 pub mod connect;
 pub mod group;
+pub mod parent;
 pub mod route_pool;
