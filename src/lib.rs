@@ -31,6 +31,7 @@ pub mod error;
 pub mod headers;
 pub mod memory;
 pub mod observe;
+pub mod pac;
 pub mod policy;
 pub mod proxy;
 pub mod relay;
