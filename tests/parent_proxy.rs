@@ -15,7 +15,7 @@ use rustls::pki_types::ServerName;
 use sluice::config::{AuthConfig, Credential, Secret, User};
 use sluice::policy::auth::Authenticator;
 use sluice::socks::{Authentication, Reply, negotiate};
-use sluice::upstream::Connector;
+use sluice::upstream::connect::Connector;
 use sluice::upstream::parent::{
     self, Parent, ParentCredentials, ParentError, ParentProtocol, ParentStream, ParentTls,
 };

@@ -16,7 +16,7 @@ use sluice::config::{
 use sluice::policy::auth::Authenticator;
 use sluice::policy::destination::DestinationGuard;
 use sluice::socks::{Authentication, Reply, negotiate};
-use sluice::upstream::Connector;
+use sluice::upstream::connect::Connector;
 use support::upstream::{tcp_echo, unanswered_connect};
 use support::{payload, sha256, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

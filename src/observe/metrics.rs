@@ -426,9 +426,11 @@ impl Metrics {
         Active::new(&self.parked)
     }
 
-    /// Counts an open tunnel (or WebSocket session) until the returned guard is dropped.
+    /// Counts an open tunnel (CONNECT or SOCKS) or WebSocket session until the returned guard
+    /// is dropped.
     pub fn session_opened(&self, mode: Mode) -> Active {
-        Active::new(if mode == Mode::Tunnel { &self.tunnels } else { &self.websockets })
+        let tunnel = matches!(mode, Mode::Tunnel | Mode::Socks);
+        Active::new(if tunnel { &self.tunnels } else { &self.websockets })
     }
 
     /// The HTTP cache's metrics.

@@ -7,10 +7,13 @@
 //! caller applies its policy, connects, and answers with [`handshake::Negotiated::answer`]
 //! and a [`reply::Reply`] mapped from what happened. Only `CONNECT` is served: `BIND` and
 //! `UDP ASSOCIATE` are answered "command not supported" (see [`handshake`] for why).
+//! [`session::serve`] is that caller on a listener: the listener's policy, the dial, the
+//! reply, the relay and the access-log line.
 
 pub mod address;
 pub mod handshake;
 pub mod reply;
+pub mod session;
 
 pub use address::Destination;
 pub use handshake::{Authentication, HandshakeError, Negotiated, Version, negotiate};

@@ -4,7 +4,7 @@
 use std::io;
 
 use crate::error::ErrorKind;
-use crate::upstream::ConnectError;
+use crate::upstream::connect::ConnectError;
 
 /// The outcome of a SOCKS request, as the `REP` field of the reply says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

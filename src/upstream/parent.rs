@@ -23,7 +23,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use crate::config::Secret;
-use crate::error::ErrorKind;
 
 /// The largest response head an HTTP parent may answer `CONNECT` with.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 16 * 1024;
@@ -129,31 +128,6 @@ pub enum ParentError {
 }
 
 impl ParentError {
-    /// The failure kind, as the error renderer and the logs name it.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            ParentError::Timeout { .. } => ErrorKind::ConnectionTimeout,
-            ParentError::Io(_) | ParentError::Closed => ErrorKind::ConnectionTerminated,
-            ParentError::Tls(_) => ErrorKind::TlsProtocolError,
-            ParentError::Status { status } => match status.as_u16() {
-                403 => ErrorKind::HttpRequestDenied,
-                504 => ErrorKind::ConnectionTimeout,
-                _ => ErrorKind::DestinationUnavailable,
-            },
-            ParentError::HeadTooLarge | ParentError::Malformed(_) => ErrorKind::HttpProtocolError,
-            ParentError::TooLong(_) => ErrorKind::HttpRequestError,
-            ParentError::NoAcceptableMethod | ParentError::Credentials => {
-                ErrorKind::DestinationUnavailable
-            }
-            ParentError::SocksReply { code } => match code {
-                0x02 => ErrorKind::HttpRequestDenied,
-                0x05 => ErrorKind::ConnectionRefused,
-                0x06 => ErrorKind::ConnectionTimeout,
-                _ => ErrorKind::DestinationUnavailable,
-            },
-        }
-    }
-
     /// Whether the parent itself failed (down, slow, refusing sluice, speaking nonsense), so
     /// another parent may do better. A parent that reached a verdict on the destination (an
     /// HTTP 502 or 504, a SOCKS "host unreachable", "connection refused" or "TTL expired")
@@ -308,6 +282,7 @@ where
 /// The status code of an HTTP/1 response head (`HTTP/1.1 200 Connection established`).
 fn status_of(head: &[u8]) -> Result<StatusCode, ParentError> {
     let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut parts = line.split(|b| *b == b' ');
     let version = parts.next().unwrap_or_default();
     if !version.starts_with(b"HTTP/1.") {
