@@ -1,7 +1,8 @@
 //! PAC files as a browser would read them: sluice's generated file is evaluated by an
 //! independent PAC implementation (pac-resolver, in a QuickJS sandbox, run by node from
 //! `tests/pac-evaluator`; `npm ci --prefix tests/pac-evaluator` installs it), and its answers
-//! are compared with the configured rules.
+//! are compared with the configured rules, for the file as generated and as a listener serves
+//! it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
@@ -95,4 +96,35 @@ fn with_proxied_hosts_only_those_go_through_the_proxy() {
     for (url, answer) in expected {
         assert_eq!(answers[url], answer, "{url}");
     }
+}
+
+#[tokio::test]
+async fn a_forward_listener_serves_the_configured_file() {
+    let config = format!(
+        "{}[pac]\ndirect = [\"*.corp.example\", \"10.0.0.0/8\"]\n",
+        support::config::listener("", "")
+    );
+    let proxy = support::proxy::TestProxy::start(&config).await;
+    let url = format!("http://{}/proxy.pac", proxy.addr);
+    let response = support::within(support::client::direct().get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-ns-proxy-autoconfig");
+    let pac = response.text().await.unwrap();
+    // No proxies configured: the address the file was fetched from, for HTTP and SOCKS5.
+    let via = format!("PROXY {0}; SOCKS5 {0}", proxy.addr);
+    let expected = [
+        ("https://git.corp.example/", "DIRECT"),
+        ("http://10.1.1.1/", "DIRECT"),
+        ("https://example.com/", via.as_str()),
+    ];
+    let urls: Vec<&str> = expected.iter().map(|(url, _)| *url).collect();
+    let answers = evaluate("served", &pac, &urls);
+    for (url, answer) in expected {
+        assert_eq!(answers[url], answer, "{url}");
+    }
+
+    let without = support::proxy::TestProxy::start(&support::config::listener("", "")).await;
+    let url = format!("http://{}/proxy.pac", without.addr);
+    let response = support::within(support::client::direct().get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 400, "no [pac], no file");
 }

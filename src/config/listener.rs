@@ -103,7 +103,10 @@ impl Modes {
 
 impl fmt::Display for Modes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = [(self.forward, "forward"), (self.reverse, "reverse"), (self.socks, "socks")];
+        // SOCKS beside `forward` is part of the forward proxy (the policy line says whether
+        // it is on); it is named only where it is the listener's only proxy.
+        let socks_alone = self.socks && !self.forward;
+        let names = [(self.forward, "forward"), (self.reverse, "reverse"), (socks_alone, "socks")];
         let mut served = names.iter().filter(|(on, _)| *on).map(|(_, name)| *name).peekable();
         if served.peek().is_none() {
             return f.write_str("none");
@@ -366,6 +369,9 @@ pub(super) fn write_summary(out: &mut String, listeners: &[ListenerConfig]) {
         );
         if listener.modes.forward || listener.modes.socks {
             write_forward_policy(out, &listener.policy);
+        }
+        if listener.modes.socks {
+            let _ = writeln!(out, "    SOCKS5 and SOCKS4 on this port, with the same policy");
         }
         write_connection_cap(out, &listener.policy);
         if let Some(tls) = &listener.tls {

@@ -91,6 +91,7 @@ impl Checker<'_> {
             admin: file.admin.as_ref().and_then(|admin| self.admin(admin)),
             request_id: self.request_id(&file.request_id),
             cache,
+            pac: file.pac.as_ref().map(|pac| self.pac(pac)),
         }
     }
 

@@ -6,8 +6,53 @@
 //! may nest and may hold commas and quoted pairs, so members are split on commas outside
 //! comments only.
 
-use http::HeaderMap;
 use http::header::VIA;
+use http::{HeaderMap, HeaderValue, Version};
+
+/// This instance's `Via` entry (RFC 9110 §7.6.3): its pseudonym, and the field value for each
+/// protocol version a message can be received with, rendered once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Via {
+    pseudonym: String,
+    /// `0.9`, `1.0`, `1.1`, `2` and `3`, each followed by the pseudonym.
+    values: [HeaderValue; 5],
+}
+
+impl Via {
+    /// The entry for `pseudonym`; `None` when it cannot be a field value (the configuration
+    /// only accepts tokens).
+    pub fn new(pseudonym: &str) -> Option<Via> {
+        let value = |version: &str| HeaderValue::from_str(&format!("{version} {pseudonym}")).ok();
+        let values = [value("0.9")?, value("1.0")?, value("1.1")?, value("2")?, value("3")?];
+        Some(Via { pseudonym: pseudonym.to_owned(), values })
+    }
+
+    /// The `received-by` name.
+    pub fn pseudonym(&self) -> &str {
+        &self.pseudonym
+    }
+
+    /// Appends this proxy's entry for a message received with `version`; earlier entries from
+    /// other intermediaries are kept in order (a new field line is equivalent to a new
+    /// comma-separated member, RFC 9110 §5.3).
+    pub fn append(&self, headers: &mut HeaderMap, version: Version) {
+        let at = match version {
+            Version::HTTP_09 => 0,
+            Version::HTTP_10 => 1,
+            Version::HTTP_2 => 3,
+            Version::HTTP_3 => 4,
+            _ => 2,
+        };
+        if let Some(value) = self.values.get(at) {
+            headers.append(VIA, value.clone());
+        }
+    }
+
+    /// Whether a message with `headers` already passed through this instance.
+    pub fn seen_in(&self, headers: &HeaderMap) -> bool {
+        loops_through(headers, &self.pseudonym)
+    }
+}
 
 /// Whether any `Via` entry in `headers` was added by a proxy calling itself `pseudonym`
 /// (its `received-by`, compared case-insensitively). An instance's pseudonym must be its own
@@ -82,6 +127,20 @@ mod tests {
         for (lines, expected) in cases {
             assert_eq!(loops_through(&via(lines), "sluice-a"), expected, "{lines:?}");
         }
+    }
+
+    #[test]
+    fn the_entry_names_the_received_protocol_and_keeps_earlier_hops() {
+        let via_a = Via::new("sluice-a").unwrap();
+        let mut headers = via(&["1.0 fred"]);
+        via_a.append(&mut headers, Version::HTTP_10);
+        via_a.append(&mut headers, Version::HTTP_2);
+        via_a.append(&mut headers, Version::HTTP_11);
+        let values: Vec<_> = headers.get_all(VIA).iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(values, ["1.0 fred", "1.0 sluice-a", "2 sluice-a", "1.1 sluice-a"]);
+        assert!(via_a.seen_in(&headers));
+        assert!(!Via::new("sluice-b").unwrap().seen_in(&headers));
+        assert!(Via::new("bad\nname").is_none());
     }
 
     #[test]

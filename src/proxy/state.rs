@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
+use crate::headers::via::Via;
 use crate::observe::access_log::AccessLogError;
 use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
 use crate::observe::{Mode, Observer};
@@ -32,6 +33,8 @@ pub struct Proxy {
     pub observer: Arc<Observer>,
     /// The shared HTTP cache, when a route or listener caches.
     pub cache: Option<Arc<Cache>>,
+    /// This instance's `Via` entry, whether or not it is written (loops are recognised by it).
+    pub via_entry: Option<Via>,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
 }
@@ -58,7 +61,23 @@ impl Proxy {
             || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward);
         let previous_cache = previous.and_then(|proxy| proxy.cache.as_deref());
         let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
-        Ok(Proxy { config, router, policy, shutdown, observer, cache, default_tls, hosts })
+        let via_entry = Via::new(&config.headers.via_pseudonym);
+        Ok(Proxy {
+            config,
+            router,
+            policy,
+            shutdown,
+            observer,
+            cache,
+            via_entry,
+            default_tls,
+            hosts,
+        })
+    }
+
+    /// The `Via` entry to append to forwarded messages, when `headers.via` is on.
+    pub fn via(&self) -> Option<&Via> {
+        self.via_entry.as_ref().filter(|_| self.config.headers.via)
     }
 
     /// The per-listener state: its modes and policy, and a forward-proxy client whose
