@@ -18,7 +18,9 @@ use crate::policy::framing::FramingError;
 use crate::policy::{CredentialsRequired, Denied, HostError, RateLimited, RequestLineTooLong};
 use crate::upstream::client::UpstreamError;
 use crate::upstream::connect::ConnectError;
+use crate::upstream::egress::EgressError;
 use crate::upstream::group::Unavailable;
+use crate::upstream::parent::ParentError;
 use crate::uri::path::RewriteError;
 use crate::uri::target::TargetError;
 
@@ -358,6 +360,36 @@ fn upstream_failure_kind(failure: &UpstreamError) -> ErrorKind {
         }
         UpstreamError::Tls { .. } => ErrorKind::TlsProtocolError,
         UpstreamError::Exchange { source, .. } => upstream_kind(&**source),
+        UpstreamError::Parent { source, .. } => match source {
+            EgressError::Direct(connect) => connect_kind(connect),
+            EgressError::Parent { source, .. } => parent_kind(source),
+        },
+    }
+}
+
+/// The failure kind of a parent proxy's failure.
+pub fn parent_kind(err: &ParentError) -> ErrorKind {
+    match err {
+        ParentError::Connect(connect) => connect_kind(connect),
+        ParentError::Timeout { .. } => ErrorKind::ConnectionTimeout,
+        ParentError::Io(_) | ParentError::Closed => ErrorKind::ConnectionTerminated,
+        ParentError::Tls(_) => ErrorKind::TlsProtocolError,
+        ParentError::Status { status } => match status.as_u16() {
+            403 => ErrorKind::HttpRequestDenied,
+            504 => ErrorKind::ConnectionTimeout,
+            _ => ErrorKind::DestinationUnavailable,
+        },
+        ParentError::HeadTooLarge | ParentError::Malformed(_) => ErrorKind::HttpProtocolError,
+        ParentError::TooLong(_) => ErrorKind::HttpRequestError,
+        ParentError::NoAcceptableMethod | ParentError::Credentials => {
+            ErrorKind::DestinationUnavailable
+        }
+        ParentError::SocksReply { code } => match code {
+            0x02 => ErrorKind::HttpRequestDenied,
+            0x05 => ErrorKind::ConnectionRefused,
+            0x06 => ErrorKind::ConnectionTimeout,
+            _ => ErrorKind::DestinationUnavailable,
+        },
     }
 }
 

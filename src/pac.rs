@@ -26,6 +26,29 @@ pub enum HostMatch {
     Network(IpNet),
 }
 
+impl HostMatch {
+    /// Whether a destination `host` (a name, or an IP literal with or without brackets) is
+    /// matched: a name by the pattern (case-insensitive, `*.suffix` strictly under `suffix`),
+    /// an IP literal by the network. A name never matches a network: nothing is resolved.
+    pub fn matches(&self, host: &str) -> bool {
+        let bare = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
+        match (self, bare.parse::<IpAddr>()) {
+            (HostMatch::Network(net), Ok(ip)) => net.contains(&ip),
+            (HostMatch::Network(_), Err(_)) => false,
+            (HostMatch::Host(pattern), _) => match pattern.strip_prefix("*.") {
+                Some(suffix) => {
+                    bare.len() > suffix.len() + 1
+                        && bare
+                            .get(bare.len() - suffix.len()..)
+                            .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+                        && bare.as_bytes().get(bare.len() - suffix.len() - 1) == Some(&b'.')
+                }
+                None => pattern.eq_ignore_ascii_case(bare),
+            },
+        }
+    }
+}
+
 /// One proxy a browser may use, in the PAC result's own words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PacProxy {
@@ -178,6 +201,24 @@ mod tests {
             js.find("dnsDomainIs(host, \".example.com\")) return \"PROXY p:8080\"").unwrap();
         assert!(direct < proxied, "{js}");
         assert!(js.ends_with("  return \"DIRECT\";\n}\n"), "{js}");
+    }
+
+    #[test]
+    fn matches_follow_sluice_host_patterns() {
+        let cases = [
+            (host("*.corp.example"), "a.corp.example", true),
+            (host("*.corp.example"), "A.B.CORP.example.", true),
+            (host("*.corp.example"), "corp.example", false),
+            (host("*.corp.example"), "xcorp.example", false),
+            (host("intranet"), "INTRANET", true),
+            (net("10.0.0.0/8"), "10.2.3.4", true),
+            (net("10.0.0.0/8"), "11.2.3.4", false),
+            (net("fd00::/8"), "[fd00::1]", true),
+            (net("10.0.0.0/8"), "ten.example", false),
+        ];
+        for (rule, destination, expected) in cases {
+            assert_eq!(rule.matches(destination), expected, "{rule:?} {destination}");
+        }
     }
 
     #[test]

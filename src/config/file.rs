@@ -19,6 +19,7 @@ pub use super::health::{FileHealthCheck, FilePassiveHealth};
 pub use super::listener::{FileListener, FileListenerTls, FileSniCertificate};
 pub use super::observe::{FileAccessLog, FileAdmin, FileRequestId};
 pub use super::pac::FilePac;
+pub use super::parent::FileParent;
 pub use super::retry::FileRetry;
 pub use super::route::{FileRoute, FileRouteHeaders, FileRouteTimeouts};
 pub use super::security::{
@@ -75,6 +76,9 @@ pub struct FileConfig {
     pub cache: FileCache,
     /// `[pac]`: the proxy auto-configuration file, off when absent.
     pub pac: Option<FilePac>,
+    /// `[[parent]]` rules: parent proxies by destination.
+    #[serde(default, rename = "parent")]
+    pub parents: Vec<FileParent>,
 }
 
 /// `[dns]`.

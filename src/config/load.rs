@@ -92,6 +92,7 @@ impl Checker<'_> {
             request_id: self.request_id(&file.request_id),
             cache,
             pac: file.pac.as_ref().map(|pac| self.pac(pac)),
+            parents: self.parents(&file.parents),
         }
     }
 

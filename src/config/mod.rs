@@ -24,6 +24,7 @@ pub mod listener;
 mod load;
 pub mod observe;
 pub mod pac;
+pub mod parent;
 pub mod retry;
 pub mod route;
 pub mod security;
@@ -176,6 +177,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The PAC file forward listeners serve, when `[pac]` is present.
     pub pac: Option<crate::pac::PacRules>,
+    /// Parent-proxy rules, in order.
+    pub parents: Vec<parent::ParentRule>,
 }
 
 /// Every timeout the proxy enforces.
@@ -277,6 +280,7 @@ impl Default for Config {
             request_id: RequestIdConfig::default(),
             cache: CacheConfig::default(),
             pac: None,
+            parents: Vec::new(),
         }
     }
 }

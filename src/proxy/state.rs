@@ -16,6 +16,7 @@ use crate::proxy::router::{RouteError, Router};
 use crate::shutdown::Shutdown;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
+use crate::upstream::egress::Egress;
 
 /// Everything shared by all connections of one configuration generation: configuration,
 /// policy, routes, the task tracker.
@@ -35,6 +36,8 @@ pub struct Proxy {
     pub cache: Option<Arc<Cache>>,
     /// This instance's `Via` entry, whether or not it is written (loops are recognised by it).
     pub via_entry: Option<Via>,
+    /// The parent-proxy rules tunnels leave by.
+    pub egress: Egress,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
 }
@@ -62,6 +65,9 @@ impl Proxy {
         let previous_cache = previous.and_then(|proxy| proxy.cache.as_deref());
         let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
         let via_entry = Via::new(&config.headers.via_pseudonym);
+        // Parents are dialled without the destination guard: the operator chose them.
+        let parents = Connector::new(settings.connect, hosts.clone(), None);
+        let egress = Egress::new(&config.parents, parents, &default_tls, settings.connect);
         Ok(Proxy {
             config,
             router,
@@ -70,6 +76,7 @@ impl Proxy {
             observer,
             cache,
             via_entry,
+            egress,
             default_tls,
             hosts,
         })

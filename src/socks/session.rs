@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Uri, Version};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::downstream::hold::ConnectionHold;
@@ -16,10 +18,13 @@ use crate::observe::metrics::{Rejection, RouteLabel};
 use crate::observe::{Event, Failure, Mode, RequestId};
 use crate::policy::{self, Denied};
 use crate::proxy::state::{ListenerContext, Proxy};
+use crate::proxy::tunnel::egress_failure;
 use crate::relay::{RelayLimits, Relayed};
 use crate::socks::handshake::{Authentication, HandshakeError, Negotiated, negotiate};
 use crate::socks::reply::Reply;
 use crate::upstream::client::UpstreamError;
+use crate::upstream::egress::Dialed;
+use crate::upstream::parent::{ParentStream, ParentTunnel};
 
 /// The route label of SOCKS traffic, which matches no route.
 static NO_ROUTE: RouteLabel = RouteLabel(None);
@@ -62,7 +67,7 @@ pub async fn serve(
     };
     let mut entry = Entry::new(started, peer, &request);
     let dialed = match admitted {
-        Ok(()) => dial(&request, listener).await,
+        Ok(()) => dial(&request, proxy, listener).await,
         Err(err) => Err(err),
     };
     let upstream = match dialed {
@@ -74,11 +79,9 @@ pub async fn serve(
             return;
         }
     };
-    entry.upstream = upstream.peer_addr().ok();
+    entry.upstream = upstream.peer_addr();
     entry.upstream_ttfb = Some(started.elapsed());
-    if let Err(err) =
-        request.answer(&mut client, Reply::Succeeded, upstream.local_addr().ok()).await
-    {
+    if let Err(err) = request.answer(&mut client, Reply::Succeeded, upstream.local_addr()).await {
         tracing::debug!(%peer, "SOCKS client left before the reply: {err}");
         entry.failure = Some(Failure::ClientClosed);
         entry.finish(proxy);
@@ -104,9 +107,14 @@ fn admit_client(proxy: &Proxy, peer: SocketAddr) -> Result<(), ProxyError> {
     Ok(())
 }
 
-/// The destination checks of an HTTP `CONNECT`, then the dial through the listener's
+/// The destination checks of an HTTP `CONNECT`, then the dial: through the parents the
+/// `[[parent]]` rules name for the destination, or straight there with the listener's
 /// connector, whose guard judges every resolved address.
-async fn dial(request: &Negotiated, listener: &ListenerContext) -> Result<TcpStream, ProxyError> {
+async fn dial(
+    request: &Negotiated,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Result<Dialed, ProxyError> {
     let destination = &request.destination;
     let (host, port) = (destination.host(), destination.port());
     policy::check_connect_port(&listener.policy, port)?;
@@ -114,8 +122,9 @@ async fn dial(request: &Negotiated, listener: &ListenerContext) -> Result<TcpStr
         return Err(Denied::Host.into());
     }
     let target = destination.authority().ok_or(Denied::Host)?;
-    let connected = listener.forward.connector().connect(&host, port).await;
-    connected.map_err(|source| UpstreamError::Connect { target, source }.into())
+    let connector = listener.forward.connector();
+    let dialed = proxy.egress.dial(connector, &listener.guard, &host, port).await;
+    dialed.map_err(|err| egress_failure(target, err).into())
 }
 
 /// The SOCKS reply for a failure: a dial failure by its own socket error, anything else by
@@ -150,16 +159,28 @@ fn refused_handshake(proxy: &Proxy, peer: SocketAddr, err: &HandshakeError) {
     }
 }
 
-/// Relays a tunnel between two TCP sockets: with splice(2) on Linux, else through buffers.
-async fn relay(client: TcpStream, upstream: TcpStream, limits: RelayLimits) -> Relayed {
+/// Relays a tunnel: with splice(2) on Linux when the upstream is plain TCP (direct, or an
+/// HTTP or SOCKS5 parent), else through buffers. What a parent sent after its answer reaches
+/// the client first.
+async fn relay(mut client: TcpStream, upstream: Dialed, limits: RelayLimits) -> Relayed {
+    let (upstream, early) = match upstream {
+        Dialed::Direct(stream) => (ParentStream::Plain(stream), Bytes::new()),
+        Dialed::Parent { tunnel, .. } => tunnel.into_parts(),
+    };
     #[cfg(target_os = "linux")]
-    {
-        crate::relay::splice::relay(client, bytes::Bytes::new(), upstream, limits).await
+    if let ParentStream::Plain(upstream) = upstream {
+        if !early.is_empty() && client.write_all(&early).await.is_err() {
+            return Relayed {
+                to_upstream: 0,
+                to_downstream: 0,
+                end: crate::relay::RelayEnd::Error,
+            };
+        }
+        let mut relayed = crate::relay::splice::relay(client, Bytes::new(), upstream, limits).await;
+        relayed.to_downstream += early.len() as u64;
+        return relayed;
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        crate::relay::relay(client, upstream, limits).await
-    }
+    crate::relay::relay(client, ParentTunnel::from_parts(upstream, early), limits).await
 }
 
 /// What the access log and the metrics are told about one SOCKS session.

@@ -82,6 +82,9 @@ pub struct Parent {
 /// Why a tunnel through a parent did not open.
 #[derive(Debug, thiserror::Error)]
 pub enum ParentError {
+    /// The parent could not be reached.
+    #[error("cannot connect to the parent")]
+    Connect(#[source] crate::upstream::connect::ConnectError),
     /// The handshake with the parent took longer than the deadline.
     #[error("no tunnel through the parent within {}", humantime::format_duration(*after))]
     Timeout {
@@ -176,6 +179,12 @@ pub enum ParentStream {
 }
 
 impl ParentTunnel {
+    /// A tunnel over `stream` whose first bytes are `early`; with a plain TCP stream and no
+    /// early bytes, simply that stream.
+    pub fn from_parts(stream: ParentStream, early: Bytes) -> ParentTunnel {
+        ParentTunnel { early, stream }
+    }
+
     /// The connection to the parent, and the bytes already read from it that belong to the
     /// tunnel (to be sent to the client first).
     pub fn into_parts(self) -> (ParentStream, Bytes) {
