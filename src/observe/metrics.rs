@@ -261,7 +261,7 @@ impl Metrics {
             "Client connections waiting for their next request outside the HTTP stack, holding only their socket",
             parked.clone(),
         );
-        registry.register("tunnels_active", "Open CONNECT tunnels", tunnels.clone());
+        registry.register("tunnels_active", "Open CONNECT and SOCKS tunnels", tunnels.clone());
         registry.register("websockets_active", "Open WebSocket sessions", websockets.clone());
         registry.register(
             "upstream_errors",
