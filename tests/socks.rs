@@ -290,3 +290,16 @@ async fn open_socks_listeners_on_public_addresses_are_refused() {
     );
     assert!(tls.unwrap_err().to_string().contains("SOCKS is not spoken inside TLS"));
 }
+
+#[tokio::test]
+async fn a_client_that_trickles_its_handshake_is_cut_off() {
+    let proxy =
+        TestProxy::start(&format!("{}[timeouts]\nrequest_header = \"300ms\"\n", listener("", "")))
+            .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    // The greeting's first byte, then nothing: the listener's head deadline ends it.
+    stream.write_all(&[5]).await.unwrap();
+    let mut rest = Vec::new();
+    let read = within(stream.read_to_end(&mut rest)).await;
+    assert!(read.is_err() || rest.is_empty(), "closed without an answer: {rest:?}");
+}
