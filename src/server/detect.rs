@@ -21,10 +21,17 @@ use crate::socks::session::SocksService;
 pub async fn serve_plain(connection: Connection, stream: TcpStream, max_head: usize) {
     let deadline = connection.settings.request_header;
     let accepted = Instant::now();
-    let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(deadline, stream.peek(&mut first)).await;
-    let remaining = deadline.saturating_sub(accepted.elapsed()).max(Duration::from_millis(1));
     let metrics = &connection.settings.metrics;
+    let mut first = [0u8; 1];
+    // Until its first byte the connection holds only its socket, as a parked one does, and is
+    // counted so; shutdown (or the listener's removal) ends the wait.
+    let parked = metrics.connection_parked();
+    let peeked = tokio::select! {
+        peeked = tokio::time::timeout(deadline, stream.peek(&mut first)) => peeked,
+        () = connection.stop.cancelled() => return,
+    };
+    drop(parked);
+    let remaining = deadline.saturating_sub(accepted.elapsed()).max(Duration::from_millis(1));
     match peeked {
         Ok(Ok(1..)) if socks::starts_socks(first[0]) => {
             let serving = connection.live.load_full();
