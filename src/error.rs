@@ -18,7 +18,9 @@ use crate::policy::framing::FramingError;
 use crate::policy::{CredentialsRequired, Denied, HostError, RateLimited, RequestLineTooLong};
 use crate::upstream::client::UpstreamError;
 use crate::upstream::connect::ConnectError;
+use crate::upstream::egress::EgressError;
 use crate::upstream::group::Unavailable;
+use crate::upstream::parent::ParentError;
 use crate::uri::path::RewriteError;
 use crate::uri::target::TargetError;
 
@@ -87,6 +89,12 @@ pub enum ProxyError {
         Unavailable::AtCapacity => "every healthy target of this route is at its limit of requests in flight",
     })]
     NoUpstream(Unavailable),
+    /// The request carries this instance's own `Via` entry: it went round in a loop.
+    #[error("this request has already passed through this proxy ({pseudonym}): a forwarding loop")]
+    Loop {
+        /// The pseudonym found in `Via`.
+        pseudonym: String,
+    },
 }
 
 impl From<Denied> for ProxyError {
@@ -206,11 +214,13 @@ pub enum ErrorKind {
     NoHealthyUpstream,
     /// The route's healthy targets are all at their caps (circuit breaking).
     UpstreamAtCapacity,
+    /// The request already passed through this instance: forwarding it would feed a loop.
+    LoopDetected,
 }
 
 impl ErrorKind {
     /// Every kind, for metrics that list them all from the start.
-    pub const ALL: [ErrorKind; 20] = [
+    pub const ALL: [ErrorKind; 21] = [
         ErrorKind::HttpRequestError,
         ErrorKind::HttpRequestDenied,
         ErrorKind::DestinationNotFound,
@@ -231,6 +241,7 @@ impl ErrorKind {
         ErrorKind::Overloaded,
         ErrorKind::NoHealthyUpstream,
         ErrorKind::UpstreamAtCapacity,
+        ErrorKind::LoopDetected,
     ];
 
     /// The RFC 9209 error type name, also used as the log field and metric label.
@@ -256,6 +267,7 @@ impl ErrorKind {
             ErrorKind::Overloaded => "overloaded",
             ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::UpstreamAtCapacity => "upstream_at_capacity",
+            ErrorKind::LoopDetected => "loop_detected",
         }
     }
 
@@ -291,6 +303,7 @@ impl ErrorKind {
             ErrorKind::Overloaded
             | ErrorKind::NoHealthyUpstream
             | ErrorKind::UpstreamAtCapacity => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::LoopDetected => StatusCode::LOOP_DETECTED,
             ErrorKind::DestinationNotFound => StatusCode::NOT_FOUND,
             ErrorKind::ConnectionTimeout | ErrorKind::HttpResponseTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -327,6 +340,7 @@ impl ProxyError {
             ProxyError::Upstream(failure) => upstream_failure_kind(failure),
             ProxyError::NoUpstream(Unavailable::NoHealthyTarget) => ErrorKind::NoHealthyUpstream,
             ProxyError::NoUpstream(Unavailable::AtCapacity) => ErrorKind::UpstreamAtCapacity,
+            ProxyError::Loop { .. } => ErrorKind::LoopDetected,
         }
     }
 
@@ -346,6 +360,36 @@ fn upstream_failure_kind(failure: &UpstreamError) -> ErrorKind {
         }
         UpstreamError::Tls { .. } => ErrorKind::TlsProtocolError,
         UpstreamError::Exchange { source, .. } => upstream_kind(&**source),
+        UpstreamError::Parent { source, .. } => match source {
+            EgressError::Direct(connect) => connect_kind(connect),
+            EgressError::Parent { source, .. } => parent_kind(source),
+        },
+    }
+}
+
+/// The failure kind of a parent proxy's failure.
+pub fn parent_kind(err: &ParentError) -> ErrorKind {
+    match err {
+        ParentError::Connect(connect) => connect_kind(connect),
+        ParentError::Timeout { .. } => ErrorKind::ConnectionTimeout,
+        ParentError::Io(_) | ParentError::Closed => ErrorKind::ConnectionTerminated,
+        ParentError::Tls(_) => ErrorKind::TlsProtocolError,
+        ParentError::Status { status } => match status.as_u16() {
+            403 => ErrorKind::HttpRequestDenied,
+            504 => ErrorKind::ConnectionTimeout,
+            _ => ErrorKind::DestinationUnavailable,
+        },
+        ParentError::HeadTooLarge | ParentError::Malformed(_) => ErrorKind::HttpProtocolError,
+        ParentError::TooLong(_) => ErrorKind::HttpRequestError,
+        ParentError::NoAcceptableMethod | ParentError::Credentials => {
+            ErrorKind::DestinationUnavailable
+        }
+        ParentError::SocksReply { code } => match code {
+            0x02 => ErrorKind::HttpRequestDenied,
+            0x05 => ErrorKind::ConnectionRefused,
+            0x06 => ErrorKind::ConnectionTimeout,
+            _ => ErrorKind::DestinationUnavailable,
+        },
     }
 }
 
@@ -505,9 +549,11 @@ fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
 /// sluice's own kinds mapped onto the registered error types.
 fn proxy_status(kind: ErrorKind, details: &str) -> String {
     let error_type = match kind {
-        ErrorKind::ProxyAuthRequired | ErrorKind::RateLimited | ErrorKind::Overloaded => {
-            "http_request_denied"
-        }
+        // RFC 9209 registers no loop type; refusing to forward is a denial.
+        ErrorKind::ProxyAuthRequired
+        | ErrorKind::RateLimited
+        | ErrorKind::Overloaded
+        | ErrorKind::LoopDetected => "http_request_denied",
         ErrorKind::UriTooLong | ErrorKind::BodyTooLarge => "http_request_error",
         // RFC 9209 §2.3.3: "a health check may indicate that it is down".
         ErrorKind::NoHealthyUpstream => "destination_unavailable",

@@ -36,7 +36,8 @@ async fn every_method_reaches_the_origin_in_origin_form() {
         assert_eq!(request.method.as_str(), method);
         assert_eq!(request.uri.to_string(), "/p/a%2Fb?q=1&r=%20", "origin-form, byte-exact");
         assert_eq!(request.headers["host"], origin.addr.to_string());
-        assert_eq!(request.headers["via"], "1.1 sluice", "went through the proxy");
+        let via = request.headers["via"].to_str().unwrap();
+        assert!(via.starts_with("1.1 sluice-"), "went through the proxy: {via}");
     }
 }
 

@@ -383,7 +383,8 @@ async fn header_rules_apply_route_then_global_on_responses() {
     assert_eq!(values("x-powered-by"), ["sluice"]);
     assert_eq!(values("x-both"), ["global"], "global rules run after route rules");
     assert_eq!(values("x-keep"), ["k"]);
-    assert_eq!(values("via"), ["1.1 sluice"]);
+    let via = values("via");
+    assert!(via.len() == 1 && via[0].starts_with("1.1 sluice-"), "{via:?}");
 }
 
 #[tokio::test]
@@ -421,7 +422,7 @@ async fn forwarding_headers_default_to_append_replace_replace() {
     assert_eq!(joined(1, "x-forwarded-proto"), "http", "replace");
     assert_eq!(joined(1, "x-forwarded-host"), "front.test:8080", "replace");
     assert!(seen[0].headers.get("forwarded").is_none(), "Forwarded is off by default");
-    assert_eq!(joined(0, "via"), "1.1 sluice");
+    assert!(joined(0, "via").starts_with("1.1 sluice-"));
 }
 
 #[tokio::test]

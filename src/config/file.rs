@@ -18,6 +18,8 @@ pub use super::headers::{FileHeaderRules, FileHeaders};
 pub use super::health::{FileHealthCheck, FilePassiveHealth};
 pub use super::listener::{FileListener, FileListenerTls, FileSniCertificate};
 pub use super::observe::{FileAccessLog, FileAdmin, FileRequestId};
+pub use super::pac::FilePac;
+pub use super::parent::FileParent;
 pub use super::retry::FileRetry;
 pub use super::route::{FileRoute, FileRouteHeaders, FileRouteTimeouts};
 pub use super::security::{
@@ -72,6 +74,11 @@ pub struct FileConfig {
     /// `[cache]`: the shared HTTP cache.
     #[serde(default)]
     pub cache: FileCache,
+    /// `[pac]`: the proxy auto-configuration file, off when absent.
+    pub pac: Option<FilePac>,
+    /// `[[parent]]` rules: parent proxies by destination.
+    #[serde(default, rename = "parent")]
+    pub parents: Vec<FileParent>,
 }
 
 /// `[dns]`.

@@ -87,11 +87,31 @@ impl HeaderRules {
     }
 }
 
+/// The `received-by` name this instance writes in `Via` and recognises as its own (a request
+/// that already carries it is a loop): `sluice-` and eight hex digits, chosen at random once
+/// per process, so two instances never take each other for themselves, and a reload keeps it.
+pub fn default_via_pseudonym() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static PSEUDONYM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PSEUDONYM
+        .get_or_init(|| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u32(std::process::id());
+            format!("sluice-{:08x}", hasher.finish() as u32)
+        })
+        .clone()
+}
+
 /// Headers sluice adds to, or edits in, the messages it forwards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderSettings {
-    /// Append `Via: <version> sluice` to requests and responses (RFC 9110 §7.6.3).
+    /// Append `Via: <version> <pseudonym>` to requests and responses (RFC 9110 §7.6.3).
     pub via: bool,
+    /// The name this instance gives itself in `Via`; a request naming it is a loop (508).
+    pub via_pseudonym: String,
+    /// Answer `TRACE` with `Max-Forwards: 0` by reflecting the request (RFC 9110 §9.3.8);
+    /// off, such a request gets 405.
+    pub trace: bool,
     /// `X-Forwarded-For` on reverse-routed requests.
     pub x_forwarded_for: ForwardMode,
     /// `X-Forwarded-Proto` on reverse-routed requests.
@@ -110,6 +130,8 @@ impl Default for HeaderSettings {
     fn default() -> Self {
         HeaderSettings {
             via: true,
+            via_pseudonym: default_via_pseudonym(),
+            trace: false,
             x_forwarded_for: ForwardMode::Append,
             x_forwarded_proto: ForwardMode::Replace,
             x_forwarded_host: ForwardMode::Replace,
@@ -178,6 +200,10 @@ pub fn managed_field(name: &HeaderName, direction: Direction) -> Option<&'static
 pub struct FileHeaders {
     /// Add a `Via` header to forwarded messages.
     pub via: Option<bool>,
+    /// The name this instance gives itself in `Via`.
+    pub via_pseudonym: Option<Spanned<String>>,
+    /// Answer `TRACE` at `Max-Forwards: 0` by reflecting the request.
+    pub trace: Option<bool>,
     /// `X-Forwarded-For` handling: append, replace or off.
     pub x_forwarded_for: Option<Spanned<String>>,
     /// `X-Forwarded-Proto` handling.
@@ -214,6 +240,8 @@ impl Checker<'_> {
         let d = HeaderSettings::default();
         HeaderSettings {
             via: file.via.unwrap_or(d.via),
+            via_pseudonym: self.via_pseudonym(file.via_pseudonym, d.via_pseudonym),
+            trace: file.trace.unwrap_or(d.trace),
             x_forwarded_for: self.mode(
                 "headers.x_forwarded_for",
                 file.x_forwarded_for,
@@ -233,6 +261,23 @@ impl Checker<'_> {
             request: self.rules("headers.request", &file.request, Direction::Request),
             response: self.rules("headers.response", &file.response, Direction::Response),
         }
+    }
+
+    /// A pseudonym is a token (RFC 9110 §5.6.2), so it stands alone as `received-by`.
+    fn via_pseudonym(&mut self, value: Option<Spanned<String>>, default: String) -> String {
+        let Some(value) = value else { return default };
+        let text = value.get_ref();
+        let token = !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            self.report(
+                value.span(),
+                "headers.via_pseudonym",
+                format!("`{text}` is not a token (letters, digits and !#$%&'*+-.^_`|~)"),
+            );
+            return default;
+        }
+        text.clone()
     }
 
     fn mode(
@@ -358,9 +403,11 @@ impl Checker<'_> {
 pub(super) fn write_summary(out: &mut String, h: &HeaderSettings) {
     let _ = writeln!(
         out,
-        "\nheaders:\n  via  {}\n  x_forwarded_for    {}\n  x_forwarded_proto  {}\n  \
-         x_forwarded_host   {}\n  forwarded          {}",
+        "\nheaders:\n  via  {} (as {})\n  trace  {}\n  x_forwarded_for    {}\n  \
+         x_forwarded_proto  {}\n  x_forwarded_host   {}\n  forwarded          {}",
         h.via,
+        h.via_pseudonym,
+        if h.trace { "answered at Max-Forwards 0" } else { "refused at Max-Forwards 0 (405)" },
         h.x_forwarded_for.as_str(),
         h.x_forwarded_proto.as_str(),
         h.x_forwarded_host.as_str(),

@@ -51,13 +51,14 @@ impl ListenerConfig {
         ListenerConfig { address, modes, h2c: false, tls: None, policy, cache: false }
     }
 
-    /// Why this listener would be an open forward proxy, if it would be: forward mode on a
-    /// non-loopback address with neither authentication nor a client allow list, and no
-    /// explicit `open = true`.
+    /// Why this listener would be an open forward proxy, if it would be: forward mode or
+    /// SOCKS on a non-loopback address with neither authentication nor a client allow list,
+    /// and no explicit `open = true`.
     pub fn open_proxy_problem(&self, access: &AccessRules) -> Option<String> {
         let exposed = !self.address.ip().is_loopback();
         let unguarded = !self.policy.auth_required && access.allow.is_empty();
-        (self.modes.forward && exposed && unguarded && !self.policy.open).then(|| {
+        let proxies = self.modes.forward || self.modes.socks;
+        (proxies && exposed && unguarded && !self.policy.open).then(|| {
             format!(
                 "a forward proxy on {} would be open to anyone who can reach it; add users \
                  under [auth], restrict clients with [access] allow = [\"10.0.0.0/8\", ...], \
@@ -84,21 +85,39 @@ pub struct Modes {
     pub forward: bool,
     /// Origin-form requests matched against the routes.
     pub reverse: bool,
+    /// SOCKS tunnels (SOCKS5, SOCKS4/4a), told apart from HTTP by the connection's first byte;
+    /// plain listeners only.
+    pub socks: bool,
 }
 
 impl Modes {
-    /// A plain forward proxy, the default for a listener with no modes given.
-    pub const FORWARD: Modes = Modes { forward: true, reverse: false };
+    /// A plain forward proxy that speaks SOCKS too, the default for a listener with no modes
+    /// given.
+    pub const FORWARD: Modes = Modes { forward: true, reverse: false, socks: true };
+
+    /// Whether the listener serves HTTP at all (a SOCKS-only listener does not).
+    pub fn http(self) -> bool {
+        self.forward || self.reverse
+    }
 }
 
 impl fmt::Display for Modes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.forward, self.reverse) {
-            (true, true) => f.write_str("forward+reverse"),
-            (true, false) => f.write_str("forward"),
-            (false, true) => f.write_str("reverse"),
-            (false, false) => f.write_str("none"),
+        // SOCKS beside `forward` is part of the forward proxy (the policy line says whether
+        // it is on); it is named only where it is the listener's only proxy.
+        let socks_alone = self.socks && !self.forward;
+        let names = [(self.forward, "forward"), (self.reverse, "reverse"), (socks_alone, "socks")];
+        let mut served = names.iter().filter(|(on, _)| *on).map(|(_, name)| *name).peekable();
+        if served.peek().is_none() {
+            return f.write_str("none");
         }
+        for (i, name) in served.enumerate() {
+            if i > 0 {
+                f.write_str("+")?;
+            }
+            f.write_str(name)?;
+        }
+        Ok(())
     }
 }
 
@@ -136,6 +155,8 @@ pub struct FileListener {
     pub forward: Option<bool>,
     /// Serve origin-form requests through the routes.
     pub reverse: Option<bool>,
+    /// Serve SOCKS clients on this (plain) listener; on by default where `forward` is.
+    pub socks: Option<bool>,
     /// Accept HTTP/2 with prior knowledge (h2c) on a plain listener.
     pub h2c: Option<bool>,
     /// Terminate TLS on this listener.
@@ -216,15 +237,22 @@ impl Checker<'_> {
         users_configured: bool,
     ) -> Option<ListenerConfig> {
         let key = format!("listener[{index}]");
-        let modes = Modes {
-            forward: listener.forward.unwrap_or(true),
-            reverse: listener.reverse.unwrap_or(false),
-        };
-        if !modes.forward && !modes.reverse {
+        let forward = listener.forward.unwrap_or(true);
+        let socks = listener.socks.unwrap_or(forward && listener.tls.is_none());
+        let modes = Modes { forward, reverse: listener.reverse.unwrap_or(false), socks };
+        if !modes.forward && !modes.reverse && !modes.socks {
             self.report(
                 listener.address.span(),
                 &key,
-                "serves nothing: set `forward = true` or `reverse = true`".to_owned(),
+                "serves nothing: set `forward = true`, `reverse = true` or `socks = true`"
+                    .to_owned(),
+            );
+        }
+        if socks && listener.tls.is_some() {
+            self.report(
+                listener.address.span(),
+                &format!("{key}.socks"),
+                "SOCKS is not spoken inside TLS: serve it on a plain listener".to_owned(),
             );
         }
         let address = parse_address(listener.address.get_ref());
@@ -339,8 +367,11 @@ pub(super) fn write_summary(out: &mut String, listeners: &[ListenerConfig]) {
             listener.address.to_string(),
             listener.modes.to_string()
         );
-        if listener.modes.forward {
+        if listener.modes.forward || listener.modes.socks {
             write_forward_policy(out, &listener.policy);
+        }
+        if listener.modes.socks {
+            let _ = writeln!(out, "    SOCKS5 and SOCKS4 on this port, with the same policy");
         }
         write_connection_cap(out, &listener.policy);
         if let Some(tls) = &listener.tls {

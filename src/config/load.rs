@@ -91,6 +91,8 @@ impl Checker<'_> {
             admin: file.admin.as_ref().and_then(|admin| self.admin(admin)),
             request_id: self.request_id(&file.request_id),
             cache,
+            pac: file.pac.as_ref().map(|pac| self.pac(pac)),
+            parents: self.parents(&file.parents),
         }
     }
 
@@ -287,7 +289,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.workers, NonZeroUsize::new(3));
         assert_eq!(config.listeners[0].address, "[::1]:9000".parse().unwrap());
-        assert_eq!(config.listeners[0].modes, Modes { forward: true, reverse: true });
+        assert_eq!(config.listeners[0].modes, Modes { forward: true, reverse: true, socks: true });
         assert_eq!(config.timeouts.connect, Duration::from_millis(250));
         assert_eq!(config.timeouts.tunnel_idle, Duration::from_secs(120));
         assert_eq!(config.limits.max_request_head_bytes, 16384);

@@ -23,6 +23,8 @@ mod hostname;
 pub mod listener;
 mod load;
 pub mod observe;
+pub mod pac;
+pub mod parent;
 pub mod retry;
 pub mod route;
 pub mod security;
@@ -173,6 +175,10 @@ pub struct Config {
     pub request_id: RequestIdConfig,
     /// The shared HTTP cache's store and rules (used by routes and listeners that opt in).
     pub cache: CacheConfig,
+    /// The PAC file forward listeners serve, when `[pac]` is present.
+    pub pac: Option<crate::pac::PacRules>,
+    /// Parent-proxy rules, in order.
+    pub parents: Vec<parent::ParentRule>,
 }
 
 /// Every timeout the proxy enforces.
@@ -273,6 +279,8 @@ impl Default for Config {
             admin: None,
             request_id: RequestIdConfig::default(),
             cache: CacheConfig::default(),
+            pac: None,
+            parents: Vec::new(),
         }
     }
 }

@@ -87,17 +87,16 @@ impl Overrides {
         if self.listen.is_empty() && !from_file && !self.routes.is_empty() {
             // `sluice --route ...` alone: the default listener serves those routes.
             for listener in &mut config.listeners {
-                listener.modes = Modes { forward: self.forward, reverse: true };
+                listener.modes =
+                    Modes { forward: self.forward, reverse: true, socks: self.forward };
             }
         }
         if !self.listen.is_empty() {
             // Listeners named on the command line serve the routes when there are any (from
             // the file or from --route), and stay forward proxies unless --route was given
             // without --forward.
-            let modes = Modes {
-                forward: self.routes.is_empty() || self.forward,
-                reverse: !config.routes.is_empty(),
-            };
+            let forward = self.routes.is_empty() || self.forward;
+            let modes = Modes { forward, reverse: !config.routes.is_empty(), socks: forward };
             let users = !config.auth.users.is_empty();
             config.listeners = self
                 .listen

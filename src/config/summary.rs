@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Config, cache, headers, list, listener, observe, route, security};
+use super::{Config, cache, headers, list, listener, observe, pac, parent, route, security};
 
 /// The listeners and routes as two aligned tables, for the start-up log.
 pub fn table(config: &Config) -> String {
@@ -89,6 +89,8 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         let _ = writeln!(out, "  dns {name} -> {}", list(addresses.iter()));
     }
     observe::write_summary(&mut out, config);
+    pac::write_summary(&mut out, config.pac.as_ref());
+    parent::write_summary(&mut out, &config.parents);
     route::write_summary(&mut out, &config.routes);
     cache::write_summary(&mut out, config);
     out

@@ -5,4 +5,6 @@
 
 pub mod forwarded;
 pub mod hop_by_hop;
+pub mod max_forwards;
 pub mod rules;
+pub mod via;

@@ -121,8 +121,8 @@ impl AccessLog {
         escape_text(&mut line, self.target(event.target).as_bytes());
         let _ = write!(
             line,
-            " {:?}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
-            event.version,
+            " {}\" {} {} id={} mode={} route={} in={} out={} duration_ms={:.3} ttfb_ms=",
+            Protocol(event),
             event.status,
             event.sent,
             event.id,
@@ -196,7 +196,7 @@ impl AccessLog {
             mode: event.mode.as_str(),
             method: event.method.as_str(),
             target: self.target(event.target),
-            version: format!("{:?}", event.version),
+            version: Protocol(event).to_string(),
             route: event.route.0.as_deref(),
             status: event.status,
             bytes_in: received,
@@ -229,6 +229,19 @@ impl AccessLog {
         match uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
             Some((userinfo, _)) => text.replacen(&format!("{userinfo}@"), "***@", 1),
             None => text,
+        }
+    }
+}
+
+/// The protocol of the request line: the HTTP version, or `SOCKS` for a SOCKS tunnel (whose
+/// line reads `CONNECT host:port SOCKS`).
+struct Protocol<'a>(&'a Event<'a>);
+
+impl std::fmt::Display for Protocol<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.mode {
+            crate::observe::mode::Mode::Socks => f.write_str("SOCKS"),
+            _ => write!(f, "{:?}", self.0.version),
         }
     }
 }

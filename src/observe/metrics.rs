@@ -261,7 +261,7 @@ impl Metrics {
             "Client connections waiting for their next request outside the HTTP stack, holding only their socket",
             parked.clone(),
         );
-        registry.register("tunnels_active", "Open CONNECT tunnels", tunnels.clone());
+        registry.register("tunnels_active", "Open CONNECT and SOCKS tunnels", tunnels.clone());
         registry.register("websockets_active", "Open WebSocket sessions", websockets.clone());
         registry.register(
             "upstream_errors",
@@ -426,9 +426,11 @@ impl Metrics {
         Active::new(&self.parked)
     }
 
-    /// Counts an open tunnel (or WebSocket session) until the returned guard is dropped.
+    /// Counts an open tunnel (CONNECT or SOCKS) or WebSocket session until the returned guard
+    /// is dropped.
     pub fn session_opened(&self, mode: Mode) -> Active {
-        Active::new(if mode == Mode::Tunnel { &self.tunnels } else { &self.websockets })
+        let tunnel = matches!(mode, Mode::Tunnel | Mode::Socks);
+        Active::new(if tunnel { &self.tunnels } else { &self.websockets })
     }
 
     /// The HTTP cache's metrics.

@@ -12,6 +12,8 @@ pub enum Mode {
     Reverse,
     /// An upgraded connection (WebSocket), through either mode.
     WebSocket,
+    /// A SOCKS tunnel.
+    Socks,
 }
 
 impl Mode {
@@ -22,6 +24,7 @@ impl Mode {
             Mode::Tunnel => "tunnel",
             Mode::Reverse => "reverse",
             Mode::WebSocket => "websocket",
+            Mode::Socks => "socks",
         }
     }
 }

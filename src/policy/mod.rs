@@ -176,6 +176,11 @@ impl Policy {
         }
     }
 
+    /// The configured users, for protocols that carry credentials of their own (SOCKS5).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
     /// Verifies the request's `Proxy-Authorization` against the configured users.
     pub async fn check_credentials(&self, headers: &HeaderMap) -> Result<(), CredentialsRequired> {
         match self.authenticator.check(headers).await {

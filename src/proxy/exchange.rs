@@ -15,7 +15,8 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 use crate::body::{Body, IdleBody};
 use crate::config::HeaderRules;
 use crate::error::ProxyError;
-use crate::headers::{forwarded, hop_by_hop, rules};
+use crate::headers::via::Via;
+use crate::headers::{hop_by_hop, rules};
 use crate::proxy::context::RequestContext;
 use crate::proxy::log::Reply;
 use crate::proxy::state::Proxy;
@@ -28,7 +29,7 @@ pub fn prepare_head(
     uri: Uri,
     host: HeaderValue,
     upgrade: Option<&PendingUpgrade>,
-    via: bool,
+    via: Option<&Via>,
 ) {
     let received = parts.version;
     parts.uri = uri;
@@ -42,8 +43,8 @@ pub fn prepare_head(
         upgrade.restore(parts);
     }
     parts.headers.insert(HOST, host);
-    if via {
-        forwarded::append_via(&mut parts.headers, received);
+    if let Some(via) = via {
+        via.append(&mut parts.headers, received);
     }
 }
 
@@ -105,8 +106,8 @@ pub fn respond(
     for rule_set in response_rules {
         rules::apply(rule_set, &mut parts.headers);
     }
-    if proxy.config.headers.via {
-        forwarded::append_via(&mut parts.headers, parts.version);
+    if let Some(via) = proxy.via() {
+        via.append(&mut parts.headers, parts.version);
     }
     // The status line is ours: an HTTP/1.0 origin must not downgrade the client's connection.
     parts.version = Version::default();

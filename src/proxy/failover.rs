@@ -131,9 +131,9 @@ pub async fn send(
             }
             Err(error) => {
                 let failure = match &error {
-                    UpstreamError::Connect { .. } | UpstreamError::Tls { .. } => {
-                        AttemptFailure::NotSent
-                    }
+                    UpstreamError::Connect { .. }
+                    | UpstreamError::Tls { .. }
+                    | UpstreamError::Parent { .. } => AttemptFailure::NotSent,
                     UpstreamError::ResponseTimeout { .. } | UpstreamError::Exchange { .. } => {
                         AttemptFailure::NoResponse
                     }

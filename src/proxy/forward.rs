@@ -29,6 +29,6 @@ pub fn prepare(
     // RFC 9112 §3.2.2: a proxy receiving absolute-form replaces Host with the target's authority.
     let host =
         HeaderValue::from_str(target.authority.as_str()).map_err(|_| TargetError::MissingHost)?;
-    exchange::prepare_head(&mut parts, uri, host, pending.as_ref(), proxy.config.headers.via);
+    exchange::prepare_head(&mut parts, uri, host, pending.as_ref(), proxy.via());
     Ok((Request::from_parts(parts, body), pending))
 }

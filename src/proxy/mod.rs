@@ -17,6 +17,7 @@
 //! Classification runs before admission because it is pure and everything after it, the
 //! access-log line of a refused request included, needs to know the request's kind.
 
+pub mod answer;
 pub mod cache;
 pub mod context;
 pub mod exchange;
@@ -80,6 +81,8 @@ pub enum Destination {
     Forward(Target, Uri),
     /// An origin-form request for the routes.
     Route,
+    /// `GET /proxy.pac` on a forward listener with `[pac]`: answered by sluice.
+    Pac,
 }
 
 /// Serves one request from `downstream` on `listener`; never fails. The response body finishes
@@ -135,8 +138,20 @@ async fn serve(
     proxy: &Proxy,
     listener: &ListenerContext,
 ) -> Result<Reply, ProxyError> {
-    match admit(&request, kind, ctx, proxy, listener).await? {
+    let destination = admit(&request, kind, ctx, proxy, listener).await?;
+    // A TRACE or OPTIONS whose Max-Forwards reached 0 stops here (RFC 9110 §7.6.2).
+    if matches!(destination, Destination::Forward(..) | Destination::Route)
+        && let Some(answer) = answer::max_forwards(&mut request, proxy.config.headers.trace)
+    {
+        return Ok(Reply::plain(answer));
+    }
+    match destination {
         Destination::Tunnel(target) => tunnel::open(request, target, ctx, proxy, listener).await,
+        Destination::Pac => {
+            let rules =
+                proxy.config.pac.as_ref().ok_or(ProxyError::NotServed(NotServed::NoRoute))?;
+            Ok(Reply::plain(answer::pac_file(&request, rules, listener.modes.socks)))
+        }
         Destination::Forward(target, uri) => {
             serve_forward(request, target, uri, ctx, proxy, listener).await
         }
@@ -290,6 +305,12 @@ pub async fn admit(
     policy::check_host(request)?;
     policy.check_request_line(request)?;
     policy.check_client_rate(client)?;
+    // A request carrying this instance's own Via entry went round in a loop (508).
+    if let Some(via) = &proxy.via_entry
+        && via.seen_in(request.headers())
+    {
+        return Err(ProxyError::Loop { pseudonym: via.pseudonym().to_owned() });
+    }
     match kind {
         RequestKind::Connect | RequestKind::Absolute if listener.modes.forward => {
             // A tunnel has no URI of its own to send; an absolute-form request does.
@@ -315,6 +336,13 @@ pub async fn admit(
         }
         RequestKind::Connect | RequestKind::Absolute => {
             Err(ProxyError::NotServed(NotServed::ForwardDisabled))
+        }
+        RequestKind::Origin
+            if listener.modes.forward
+                && proxy.config.pac.is_some()
+                && answer::is_pac_request(request) =>
+        {
+            Ok(Destination::Pac)
         }
         RequestKind::Origin if listener.modes.reverse => Ok(Destination::Route),
         RequestKind::Origin => Err(ProxyError::NotServed(NotServed::ReverseDisabled)),

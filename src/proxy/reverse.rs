@@ -82,7 +82,7 @@ pub fn prepare(
         routed.uri.clone(),
         host,
         routed.upgrade.as_ref(),
-        settings.via,
+        proxy.via(),
     );
     let hop =
         Hop { client: &ctx.downstream.ip, proto: ctx.scheme, host: routed.client_host.as_ref() };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::cache::Cache;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
+use crate::headers::via::Via;
 use crate::observe::access_log::AccessLogError;
 use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
 use crate::observe::{Mode, Observer};
@@ -15,6 +16,7 @@ use crate::proxy::router::{RouteError, Router};
 use crate::shutdown::Shutdown;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
+use crate::upstream::egress::Egress;
 
 /// Everything shared by all connections of one configuration generation: configuration,
 /// policy, routes, the task tracker.
@@ -32,6 +34,10 @@ pub struct Proxy {
     pub observer: Arc<Observer>,
     /// The shared HTTP cache, when a route or listener caches.
     pub cache: Option<Arc<Cache>>,
+    /// This instance's `Via` entry, whether or not it is written (loops are recognised by it).
+    pub via_entry: Option<Via>,
+    /// The parent-proxy rules tunnels leave by.
+    pub egress: Egress,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
 }
@@ -58,7 +64,27 @@ impl Proxy {
             || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward);
         let previous_cache = previous.and_then(|proxy| proxy.cache.as_deref());
         let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
-        Ok(Proxy { config, router, policy, shutdown, observer, cache, default_tls, hosts })
+        let via_entry = Via::new(&config.headers.via_pseudonym);
+        // Parents are dialled without the destination guard: the operator chose them.
+        let parents = Connector::new(settings.connect, hosts.clone(), None);
+        let egress = Egress::new(&config.parents, parents, &default_tls, settings.connect);
+        Ok(Proxy {
+            config,
+            router,
+            policy,
+            shutdown,
+            observer,
+            cache,
+            via_entry,
+            egress,
+            default_tls,
+            hosts,
+        })
+    }
+
+    /// The `Via` entry to append to forwarded messages, when `headers.via` is on.
+    pub fn via(&self) -> Option<&Via> {
+        self.via_entry.as_ref().filter(|_| self.config.headers.via)
     }
 
     /// The per-listener state: its modes and policy, and a forward-proxy client whose

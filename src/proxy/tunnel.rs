@@ -1,12 +1,14 @@
 //! CONNECT tunnels (RFC 9110 §9.3.6): dial first, answer `200 Connection established`, then
 //! relay bytes both ways once hyper hands over the connection.
 
+use bytes::Bytes;
+use http::uri::Authority;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::ext::ReasonPhrase;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
 use crate::body::Body;
 use crate::downstream;
@@ -17,6 +19,8 @@ use crate::proxy::log::{Reply, SessionLog};
 use crate::proxy::state::{ListenerContext, Proxy};
 use crate::relay::{RelayEnd, RelayLimits, Relayed, relay};
 use crate::upstream::client::UpstreamError;
+use crate::upstream::egress::{Dialed, EgressError};
+use crate::upstream::parent::{ParentStream, ParentTunnel};
 use crate::uri::target::Target;
 
 /// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
@@ -28,11 +32,10 @@ pub async fn open(
     proxy: &Proxy,
     listener: &ListenerContext,
 ) -> Result<Reply, ProxyError> {
-    let upstream =
-        listener.forward.connector().connect(target.host(), target.port).await.map_err(
-            |source| UpstreamError::Connect { target: target.authority.clone(), source },
-        )?;
-    ctx.answered_by(upstream.peer_addr().ok());
+    let connector = listener.forward.connector();
+    let dialed = proxy.egress.dial(connector, &listener.guard, target.host(), target.port).await;
+    let upstream = dialed.map_err(|err| egress_failure(target.authority.clone(), err))?;
+    ctx.answered_by(upstream.peer_addr());
     let on_upgrade = hyper::upgrade::on(request);
     let limits = RelayLimits {
         idle: proxy.config.timeouts.tunnel_idle,
@@ -60,16 +63,40 @@ pub async fn open(
     Ok(Reply { response, session: Some(log) })
 }
 
-/// Relays a tunnel: kernel to kernel with splice(2) when the client connection is plain TCP
-/// (an HTTP/1 listener without TLS), through user-space buffers otherwise.
-async fn relay_tunnel(downstream: Upgraded, upstream: TcpStream, limits: RelayLimits) -> Relayed {
-    #[cfg(target_os = "linux")]
-    let downstream = match downstream::into_plain_tcp(downstream) {
-        Ok(Some((client, read_buf))) => {
-            return crate::relay::splice::relay(client, read_buf, upstream, limits).await;
-        }
-        Ok(None) => return Relayed { to_upstream: 0, to_downstream: 0, end: RelayEnd::Error },
-        Err(other) => other,
+/// The error a failed dial becomes: a direct connect failure as before, a parent's as its own.
+pub fn egress_failure(target: Authority, err: EgressError) -> UpstreamError {
+    match err {
+        EgressError::Direct(source) => UpstreamError::Connect { target, source },
+        other => UpstreamError::Parent { target, source: other },
+    }
+}
+
+/// Relays a tunnel: kernel to kernel with splice(2) when both ends are plain TCP (an HTTP/1
+/// listener without TLS, and a direct or plain-parent upstream), through user-space buffers
+/// otherwise. What a parent sent after its answer reaches the client first.
+async fn relay_tunnel(downstream: Upgraded, upstream: Dialed, limits: RelayLimits) -> Relayed {
+    let (upstream, early) = match upstream {
+        Dialed::Direct(stream) => (ParentStream::Plain(stream), Bytes::new()),
+        Dialed::Parent { tunnel, .. } => tunnel.into_parts(),
     };
-    relay(TokioIo::new(downstream), upstream, limits).await
+    #[cfg(target_os = "linux")]
+    let (downstream, upstream) = match upstream {
+        ParentStream::Plain(upstream) => match downstream::into_plain_tcp(downstream) {
+            Ok(Some((mut client, read_buf))) => {
+                if !early.is_empty() && client.write_all(&early).await.is_err() {
+                    return Relayed { to_upstream: 0, to_downstream: 0, end: RelayEnd::Error };
+                }
+                let mut relayed =
+                    crate::relay::splice::relay(client, read_buf, upstream, limits).await;
+                relayed.to_downstream += early.len() as u64;
+                return relayed;
+            }
+            Ok(None) => {
+                return Relayed { to_upstream: 0, to_downstream: 0, end: RelayEnd::Error };
+            }
+            Err(other) => (other, ParentStream::Plain(upstream)),
+        },
+        other => (downstream, other),
+    };
+    relay(TokioIo::new(downstream), ParentTunnel::from_parts(upstream, early), limits).await
 }

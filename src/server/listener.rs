@@ -90,6 +90,9 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
         let tasks = &serving.proxy.shutdown;
         match serving.tls.as_ref() {
             Some(tls) => tasks.spawn(connection.serve_tls(stream, tls.acceptor.clone())),
+            None if serving.context.modes.socks => {
+                tasks.spawn(crate::server::detect::serve_plain(connection, stream, max_head))
+            }
             None => {
                 let io =
                     WireGuard::new(stream, max_head, first_request).counting_into(metrics.clone());

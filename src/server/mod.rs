@@ -2,9 +2,11 @@
 //!
 //! [`bind`] opens every configured listener before anything is served, so a port conflict is
 //! reported at start. [`listener`] runs the accept loops, [`serving`] is what each listener
-//! serves for a configuration generation, and [`conn`] serves one connection with hyper.
+//! serves for a configuration generation, [`detect`] tells SOCKS from HTTP on a listener that
+//! speaks both, and [`conn`] serves one connection with hyper.
 
 pub mod conn;
+pub mod detect;
 pub mod listener;
 pub mod serving;
 

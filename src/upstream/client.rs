@@ -60,6 +60,15 @@ pub enum UpstreamError {
         #[source]
         source: BoxError,
     },
+    /// No parent proxy opened a tunnel to the upstream.
+    #[error("cannot reach {target} through a parent proxy")]
+    Parent {
+        /// `host:port` of the upstream.
+        target: Authority,
+        /// The last parent's failure.
+        #[source]
+        source: crate::upstream::egress::EgressError,
+    },
 }
 
 fn tls_message(target: &Authority, reason: &rustls::Error) -> String {

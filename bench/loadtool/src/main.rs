@@ -7,9 +7,11 @@
 //!   drained and answered `ok`, `/sse` an event every 10 ms carrying its send time, `/ws` a
 //!   WebSocket echo) and a raw TCP "blast" server on 127.0.0.1:P+1 (after the client's first
 //!   byte it writes 64 KiB chunks until the peer goes away).
-//! - `bulk addr=A [proxy=1 target=T] conns=N secs=S`: bytes/s read from the blast server,
-//!   directly (`addr` is the blast server) or through `CONNECT target` at `addr`.
-//! - `connrate addr=A target=T conns=N secs=S`: CONNECT tunnels set up (and closed) per second.
+//! - `bulk addr=A [target=T [socks=1]] conns=N secs=S`: bytes/s read from the blast server,
+//!   directly (`addr` is the blast server) or through `CONNECT target` at `addr` (a SOCKS5
+//!   `CONNECT` with `socks=1`; `target` an IPv4 `address:port`).
+//! - `connrate addr=A target=T [socks=1] conns=N secs=S`: CONNECT (or SOCKS5) tunnels set up
+//!   (and closed) per second.
 //! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50/p99 in µs).
 //! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p99.
 //! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
@@ -257,6 +259,30 @@ async fn connect_tunnel(addr: SocketAddr, target: &str) -> Res<TcpStream> {
     Ok(s)
 }
 
+/// A SOCKS5 tunnel to `target` (an IPv4 `address:port`) at `addr`, without authentication:
+/// greeting, method choice, request, reply (RFC 1928).
+async fn socks_tunnel(addr: SocketAddr, target: &str) -> Res<TcpStream> {
+    let target: std::net::SocketAddrV4 = target.parse()?;
+    let mut s = TcpStream::connect(addr).await?;
+    s.set_nodelay(true)?;
+    let mut request = vec![5u8, 1, 0, 5, 1, 0, 1];
+    request.extend(target.ip().octets());
+    request.extend(target.port().to_be_bytes());
+    // The greeting and the request in one write, as clients with optimistic handshakes do.
+    s.write_all(&request).await?;
+    let mut reply = [0u8; 12];
+    s.read_exact(&mut reply).await?;
+    if reply[..2] != [5, 0] || reply[3] != 0 {
+        return Err(format!("SOCKS5 refused: {:?}", &reply[..4]).into());
+    }
+    Ok(s)
+}
+
+/// A tunnel through the proxy at `addr`: SOCKS5 when `socks`, else HTTP `CONNECT`.
+async fn tunnel(addr: SocketAddr, target: &str, socks: bool) -> Res<TcpStream> {
+    if socks { socks_tunnel(addr, target).await } else { connect_tunnel(addr, target).await }
+}
+
 fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
@@ -270,6 +296,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 async fn bulk(args: &Args) -> Res<()> {
     let addr = args.addr("addr");
     let target = args.str("target", "");
+    let socks = args.num("socks", 0) == 1;
     let conns = args.num("conns", 1);
     let secs = args.num("secs", 5).min(10);
     let total = Arc::new(AtomicU64::new(0));
@@ -280,7 +307,7 @@ async fn bulk(args: &Args) -> Res<()> {
             s.set_nodelay(true)?;
             s
         } else {
-            connect_tunnel(addr, &target).await?
+            tunnel(addr, &target, socks).await?
         };
         s.write_all(b"G").await?;
         streams.push(s);
@@ -313,6 +340,7 @@ async fn bulk(args: &Args) -> Res<()> {
 async fn connrate(args: &Args) -> Res<()> {
     let addr = args.addr("addr");
     let target = args.str("target", "");
+    let socks = args.num("socks", 0) == 1;
     let conns = args.num("conns", 8);
     let secs = args.num("secs", 5).min(10);
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -325,7 +353,7 @@ async fn connrate(args: &Args) -> Res<()> {
         tasks.push(tokio::spawn(async move {
             while Instant::now() < deadline {
                 let r =
-                    tokio::time::timeout_at(deadline.into(), connect_tunnel(addr, &target)).await;
+                    tokio::time::timeout_at(deadline.into(), tunnel(addr, &target, socks)).await;
                 match r {
                     Ok(Ok(_s)) => done.fetch_add(1, Ordering::Relaxed),
                     Ok(Err(_)) => errors.fetch_add(1, Ordering::Relaxed),

@@ -1,0 +1,331 @@
+//! `[[parent]]`: parent proxies (chaining), as written in the file, as validated, and as
+//! `sluice check` shows them. Rules are tried in order; the first whose `hosts` match the
+//! destination decides: `direct = true`, or `via` one or more parents, tried in order until
+//! one opens the tunnel. No rule matching means direct.
+
+use std::fmt::Write as _;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Secret;
+use super::validate::{Checker, expand_env};
+use crate::pac::HostMatch;
+
+/// Most `[[parent]]` rules.
+pub const MAX_PARENT_RULES: usize = 256;
+/// Most parents in one rule's `via`.
+pub const MAX_PARENTS_PER_RULE: usize = 16;
+/// Most host patterns or networks in one rule's `hosts`.
+pub const MAX_PARENT_HOSTS: usize = 1024;
+
+/// How sluice speaks to a parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentScheme {
+    /// `http://`: `CONNECT` to an HTTP proxy.
+    Http,
+    /// `https://`: `CONNECT` inside TLS to the proxy.
+    Https,
+    /// `socks5://`.
+    Socks5,
+}
+
+impl ParentScheme {
+    /// The URL scheme.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParentScheme::Http => "http",
+            ParentScheme::Https => "https",
+            ParentScheme::Socks5 => "socks5",
+        }
+    }
+}
+
+/// One parent proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentProxy {
+    /// How to speak to it.
+    pub scheme: ParentScheme,
+    /// Its host name or address (IPv6 without brackets).
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// The user and password it wants, when it wants them.
+    pub credentials: Option<(String, Secret)>,
+}
+
+impl ParentProxy {
+    /// `scheme://host:port`, as logs and summaries show it (never the credentials).
+    pub fn url(&self) -> String {
+        let host =
+            if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{}://{host}:{}", self.scheme.as_str(), self.port)
+    }
+}
+
+/// Where a rule sends the destinations it matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentRoute {
+    /// Straight to the destination.
+    Direct,
+    /// Through these parents, tried in order.
+    Via(Vec<ParentProxy>),
+}
+
+/// One `[[parent]]` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentRule {
+    /// The destinations it matches (host patterns; networks match IP-literal destinations);
+    /// empty matches every destination.
+    pub hosts: Vec<HostMatch>,
+    /// Where they go.
+    pub route: ParentRoute,
+}
+
+/// One `[[parent]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileParent {
+    /// Destination host patterns and networks; absent matches every destination.
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    /// Connect directly.
+    pub direct: Option<Spanned<bool>>,
+    /// Parents as `http://host:port`, `https://host:port` or `socks5://host:port`.
+    #[serde(default)]
+    pub via: Vec<Spanned<String>>,
+    /// User name for these parents.
+    pub username: Option<Spanned<String>>,
+    /// Password for these parents, usually `${ENV_VAR}`.
+    pub password: Option<Spanned<String>>,
+}
+
+impl Checker<'_> {
+    pub(super) fn parents(&mut self, file: &[FileParent]) -> Vec<ParentRule> {
+        if let Some(extra) = file.get(MAX_PARENT_RULES) {
+            let span = extra.via.first().map(|v| v.span()).unwrap_or_default();
+            self.report(span, "parent", format!("at most {MAX_PARENT_RULES} rules"));
+        }
+        file.iter().enumerate().filter_map(|(i, rule)| self.parent(i, rule)).collect()
+    }
+
+    fn parent(&mut self, index: usize, file: &FileParent) -> Option<ParentRule> {
+        let key = format!("parent[{index}]");
+        let hosts = self.parent_hosts(&format!("{key}.hosts"), &file.hosts);
+        let credentials = self.parent_credentials(&key, file);
+        let direct = file.direct.as_ref().is_some_and(|d| *d.get_ref());
+        let route = match (direct, file.via.is_empty()) {
+            (true, true) => ParentRoute::Direct,
+            (false, false) => {
+                if let Some(extra) = file.via.get(MAX_PARENTS_PER_RULE) {
+                    self.report(
+                        extra.span(),
+                        &format!("{key}.via"),
+                        format!("at most {MAX_PARENTS_PER_RULE} parents"),
+                    );
+                }
+                let parents: Vec<ParentProxy> = file
+                    .via
+                    .iter()
+                    .filter_map(|url| self.parent_url(&format!("{key}.via"), url, &credentials))
+                    .collect();
+                ParentRoute::Via(parents)
+            }
+            _ => {
+                let span = file
+                    .direct
+                    .as_ref()
+                    .map(|d| d.span())
+                    .unwrap_or_else(|| file.via.first().map(|v| v.span()).unwrap_or_default());
+                self.report(span, &key, "needs either `direct = true` or `via = [...]`".to_owned());
+                return None;
+            }
+        };
+        Some(ParentRule { hosts, route })
+    }
+
+    fn parent_hosts(&mut self, key: &str, values: &[Spanned<String>]) -> Vec<HostMatch> {
+        if let Some(extra) = values.get(MAX_PARENT_HOSTS) {
+            self.report(extra.span(), key, format!("at most {MAX_PARENT_HOSTS} entries"));
+        }
+        values
+            .iter()
+            .filter_map(|value| {
+                let text = value.get_ref().trim();
+                let network = text
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                if let Some(net) = network {
+                    return Some(HostMatch::Network(net));
+                }
+                let name = text.strip_prefix("*.").unwrap_or(text);
+                let valid = !name.is_empty()
+                    && name.split('.').all(|label| {
+                        !label.is_empty()
+                            && label
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    });
+                if !valid {
+                    self.report(
+                        value.span(),
+                        key,
+                        format!("`{text}` is not a host (\"name\", \"*.suffix\") or network"),
+                    );
+                    return None;
+                }
+                Some(HostMatch::Host(text.to_ascii_lowercase()))
+            })
+            .collect()
+    }
+
+    fn parent_credentials(&mut self, key: &str, file: &FileParent) -> Option<(String, Secret)> {
+        match (&file.username, &file.password) {
+            (None, None) => None,
+            (Some(user), Some(password)) => {
+                let expanded = match expand_env(password.get_ref(), self.env) {
+                    Ok((expanded, _)) => expanded,
+                    Err(message) => {
+                        self.report(password.span(), &format!("{key}.password"), message);
+                        return None;
+                    }
+                };
+                if user.get_ref().contains(':')
+                    || user.get_ref().len() > 255
+                    || expanded.len() > 255
+                {
+                    self.report(
+                        user.span(),
+                        &format!("{key}.username"),
+                        "a user name without `:`, and both at most 255 bytes (SOCKS5 carries no more)"
+                            .to_owned(),
+                    );
+                }
+                Some((user.get_ref().clone(), Secret::new(expanded)))
+            }
+            (Some(user), None) => {
+                self.report(user.span(), &format!("{key}.password"), "is missing".to_owned());
+                None
+            }
+            (None, Some(password)) => {
+                self.report(password.span(), &format!("{key}.username"), "is missing".to_owned());
+                None
+            }
+        }
+    }
+
+    fn parent_url(
+        &mut self,
+        key: &str,
+        url: &Spanned<String>,
+        credentials: &Option<(String, Secret)>,
+    ) -> Option<ParentProxy> {
+        let text = url.get_ref().trim();
+        let parsed = text.split_once("://").and_then(|(scheme, rest)| {
+            let scheme = match scheme.to_ascii_lowercase().as_str() {
+                "http" => ParentScheme::Http,
+                "https" => ParentScheme::Https,
+                "socks5" | "socks5h" => ParentScheme::Socks5,
+                _ => return None,
+            };
+            let authority = rest.trim_end_matches('/').parse::<http::uri::Authority>().ok()?;
+            if authority.as_str().contains('@') {
+                return None;
+            }
+            let port = authority.port_u16()?;
+            let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+            Some(ParentProxy { scheme, host, port, credentials: credentials.clone() })
+        });
+        if parsed.is_none() {
+            self.report(
+                url.span(),
+                key,
+                format!(
+                    "`{text}` is not http://, https:// or socks5:// with a host and port \
+                     (credentials go in `username` and `password`)"
+                ),
+            );
+        }
+        parsed
+    }
+}
+
+/// The `parents:` part of the effective configuration.
+pub(super) fn write_summary(out: &mut String, rules: &[ParentRule]) {
+    if rules.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\nparents (first match wins, otherwise direct):");
+    for rule in rules {
+        let hosts: Vec<String> = rule
+            .hosts
+            .iter()
+            .map(|m| match m {
+                HostMatch::Host(host) => host.clone(),
+                HostMatch::Network(net) => net.to_string(),
+            })
+            .collect();
+        let hosts =
+            if hosts.is_empty() { "every destination".to_owned() } else { hosts.join(", ") };
+        let route = match &rule.route {
+            ParentRoute::Direct => "direct".to_owned(),
+            ParentRoute::Via(parents) => {
+                let urls: Vec<String> = parents.iter().map(ParentProxy::url).collect();
+                let user = parents.first().and_then(|p| p.credentials.as_ref());
+                let user = user.map(|(name, _)| format!(" as {name}")).unwrap_or_default();
+                format!("via {}{user}", urls.join(", then "))
+            }
+        };
+        let _ = writeln!(out, "  {hosts} -> {route}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::{no_env, parse_and_validate, refused};
+    use super::*;
+
+    #[test]
+    fn rules_parse_in_order_with_credentials_from_the_environment() {
+        let env = |name: &str| (name == "PARENT_PASSWORD").then(|| "s3cret".to_owned());
+        let config = parse_and_validate(
+            "[[parent]]\nhosts = [\"*.internal.example\", \"10.0.0.0/8\"]\ndirect = true\n\
+             [[parent]]\nvia = [\"socks5://a.example:1080\", \"http://[::1]:3128\"]\n\
+             username = \"relay\"\npassword = \"${PARENT_PASSWORD}\"\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(config.parents.len(), 2);
+        assert_eq!(config.parents[0].route, ParentRoute::Direct);
+        let ParentRoute::Via(parents) = &config.parents[1].route else { panic!() };
+        assert_eq!(parents[0].url(), "socks5://a.example:1080");
+        assert_eq!(parents[1].url(), "http://[::1]:3128");
+        let (user, password) = parents[1].credentials.as_ref().unwrap();
+        assert_eq!((user.as_str(), password.expose()), ("relay", "s3cret"));
+        assert!(config.parents[1].hosts.is_empty());
+        let _ = no_env;
+    }
+
+    #[test]
+    fn bad_rules_are_refused() {
+        let found = refused(
+            "[[parent]]\nvia = [\"ftp://x:21\", \"http://user:pw@x:1\"]\n\
+             [[parent]]\nhosts = [\"bad/host\"]\ndirect = true\n\
+             [[parent]]\ndirect = true\nvia = [\"http://x:1\"]\n\
+             [[parent]]\nvia = [\"socks5://x:1\"]\nusername = \"u\"\n",
+        );
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "parent[0].via",
+                "parent[0].via",
+                "parent[1].hosts",
+                "parent[2]",
+                "parent[3].password"
+            ]
+        );
+    }
+}
