@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
+use http::HeaderName;
+
 use crate::cache::Cache;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
 use crate::headers::via::Via;
+use crate::headers::{forwarded, rules};
 use crate::observe::access_log::AccessLogError;
 use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
 use crate::observe::{Mode, Observer};
@@ -57,7 +60,9 @@ impl Proxy {
         let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
         let settings = UpstreamSettings::from_config(&config);
         let previous_router = previous.map(|proxy| &proxy.router);
-        let router = Router::new(&config.routes, settings, &default_tls, &hosts, previous_router)?;
+        let mut router =
+            Router::new(&config.routes, settings, &default_tls, &hosts, previous_router)?;
+        router.claim_names(&written_names(&config));
         let policy = Policy::new(&config);
         let observer = Arc::new(Observer::new(&config, metrics)?);
         let caching = config.routes.iter().any(|route| route.cache.enabled)
@@ -111,6 +116,15 @@ impl Proxy {
             forward_series: Arc::new(RouteSeries::new(Mode::Forward, RouteLabel::default())),
         }
     }
+}
+
+/// The request header names sluice writes on every routed request: the forwarding headers it
+/// is configured to write, the request id and the global request rules' names.
+fn written_names(config: &Config) -> Vec<HeaderName> {
+    let mut names = forwarded::written_names(&config.headers);
+    names.push(config.request_id.header.clone());
+    names.extend(rules::names(&config.headers.request).cloned());
+    names
 }
 
 /// Why the state for a configuration could not be built.
