@@ -2,6 +2,7 @@
 //! policy, observer, shutdown tracker), and [`ListenerContext`], what one listener serves and
 //! enforces.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderName;
@@ -14,7 +15,7 @@ use crate::observe::access_log::AccessLogError;
 use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
 use crate::observe::{Mode, Observer};
 use crate::policy::Policy;
-use crate::policy::destination::DestinationGuard;
+use crate::policy::destination::{self, DestinationGuard};
 use crate::proxy::router::{RouteError, Router};
 use crate::shutdown::Shutdown;
 use crate::upstream::client::{Upstream, UpstreamSettings};
@@ -43,6 +44,9 @@ pub struct Proxy {
     pub egress: Egress,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
+    /// This host's own addresses, read for this generation (the forward proxy's guards refuse
+    /// them with the private ranges).
+    own_addresses: Arc<[IpAddr]>,
 }
 
 impl Proxy {
@@ -73,6 +77,8 @@ impl Proxy {
         // Parents are dialled without the destination guard: the operator chose them.
         let parents = Connector::new(settings.connect, hosts.clone(), None);
         let egress = Egress::new(&config.parents, parents, &default_tls, settings.connect);
+        let own_addresses = destination::own_addresses();
+        tracing::debug!(addresses = ?own_addresses, "this host's own addresses");
         Ok(Proxy {
             config,
             router,
@@ -84,6 +90,7 @@ impl Proxy {
             egress,
             default_tls,
             hosts,
+            own_addresses,
         })
     }
 
@@ -96,7 +103,9 @@ impl Proxy {
     /// connector enforces this listener's destination guard (a separate pool per listener, so
     /// a connection opened for a trusted listener is never reused for a guarded one).
     pub fn listener_context(&self, listener: &ListenerConfig, secure: bool) -> ListenerContext {
-        let guard = Arc::new(DestinationGuard::new(&listener.policy, &self.config.destinations));
+        let guard = DestinationGuard::new(&listener.policy, &self.config.destinations)
+            .with_own_addresses(&self.own_addresses);
+        let guard = Arc::new(guard);
         let settings = UpstreamSettings::from_config(&self.config);
         let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()));
         let forward = Upstream::new(
