@@ -242,13 +242,62 @@ fn build_client(
     protocol: UpstreamProtocol,
 ) -> Client<HandshakeDeadline, Body> {
     Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
+        .pool_timer(SweepTimer::for_idle_timeout(settings.pool_idle))
         .timer(TokioTimer::new())
         .pool_idle_timeout(settings.pool_idle)
         .pool_max_idle_per_host(settings.max_idle_per_host)
         // `http2` to a plain-http upstream means HTTP/2 with prior knowledge (h2c).
         .http2_only(protocol == UpstreamProtocol::Http2)
         .build(https)
+}
+
+/// The pooled client's pool timer. hyper-util's pool uses its timer only to sweep idle
+/// connections, and it sweeps once per idle timeout, so a connection that went idle just after
+/// a sweep lived almost twice the timeout (180 s for `upstream_idle = 90s`). This timer cuts
+/// every sleep it is asked for to a tenth of the idle timeout (between 100 ms and 1 s), so the
+/// sweep runs that often and a connection is closed at most that long after its timeout.
+/// (Checkout never hands out an expired connection either way.)
+#[derive(Debug, Clone)]
+struct SweepTimer {
+    step: Duration,
+    tokio: TokioTimer,
+}
+
+impl SweepTimer {
+    fn for_idle_timeout(timeout: Duration) -> SweepTimer {
+        let step = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        SweepTimer { step, tokio: TokioTimer::new() }
+    }
+
+    fn sooner(&self, deadline: std::time::Instant) -> std::time::Instant {
+        let now = hyper::rt::Timer::now(&self.tokio);
+        deadline.min(now.checked_add(self.step).unwrap_or(deadline))
+    }
+}
+
+impl hyper::rt::Timer for SweepTimer {
+    fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.tokio.sleep(duration.min(self.step))
+    }
+
+    fn sleep_until(
+        &self,
+        deadline: std::time::Instant,
+    ) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.tokio.sleep_until(self.sooner(deadline))
+    }
+
+    fn reset(
+        &self,
+        sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>,
+        new_deadline: std::time::Instant,
+    ) {
+        self.tokio.reset(sleep, self.sooner(new_deadline));
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.tokio.now()
+    }
 }
 
 /// Sorts a failed exchange (from either pool): connecting, the TLS handshake, or the rest.

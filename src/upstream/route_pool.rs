@@ -187,22 +187,33 @@ impl PoolInner {
     }
 }
 
-/// Closes connections idle for longer than the idle timeout, checking every half timeout;
-/// ends when the stack is empty (the next return starts it again) or the pool is gone.
+/// Closes each idle connection when it has been idle for the idle timeout (waking at the
+/// oldest one's deadline, not on a fixed period that would let a connection outlive its
+/// timeout by up to a period); ends when the stack is empty (the next return starts it again)
+/// or the pool is gone.
 async fn sweep(pool: Weak<PoolInner>) {
-    let every = match pool.upgrade() {
-        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
-        None => return,
-    };
     loop {
-        tokio::time::sleep(every).await;
-        let Some(pool) = pool.upgrade() else { return };
-        let mut stack = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        stack.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < pool.idle_timeout);
-        if stack.is_empty() {
-            pool.sweeping.store(false, Ordering::Release);
-            return;
-        }
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut stack = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            stack.retain(|idle| {
+                !idle.sender.is_closed() && idle.since.elapsed() < pool.idle_timeout
+            });
+            match stack.iter().map(|idle| idle.since).min() {
+                // A deadline beyond what the clock can hold never comes.
+                Some(oldest) => match oldest.checked_add(pool.idle_timeout) {
+                    Some(deadline) => deadline,
+                    None => return,
+                },
+                None => {
+                    // Under the lock, so a `put` that follows sees the flag down and starts
+                    // a new sweeper.
+                    pool.sweeping.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
