@@ -139,7 +139,8 @@ impl Router {
             }) {
                 Some(first) => first,
                 None => {
-                    let connector = Connector::new(settings.connect, hosts.clone(), None);
+                    let connector = Connector::new(settings.connect, hosts.clone(), None)
+                        .capped(settings.max_connections_per_address);
                     Upstream::new(settings, tls, config.protocol, server_name, connector)
                         .with_route_pool(&config.upstream, upstream_host.clone())
                 }

@@ -107,7 +107,8 @@ impl Proxy {
             .with_own_addresses(&self.own_addresses);
         let guard = Arc::new(guard);
         let settings = UpstreamSettings::from_config(&self.config);
-        let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()));
+        let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()))
+            .capped(settings.max_connections_per_address);
         let forward = Upstream::new(
             settings,
             self.default_tls.clone(),
