@@ -54,7 +54,8 @@ impl SendProgress {
     /// Counts `bytes` more accepted, and wakes a body waiting for the socket.
     fn wrote(&self, bytes: usize) {
         self.written.fetch_add(bytes as u64, Ordering::AcqRel);
-        if self.waiting.swap(false, Ordering::AcqRel) {
+        // A plain load first: nearly every write finds no body waiting.
+        if self.waiting.load(Ordering::Acquire) && self.waiting.swap(false, Ordering::AcqRel) {
             let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(waker) = waker {
                 waker.wake();
