@@ -61,43 +61,69 @@ fn count_answers(mut session: Session, refused: Arc<AtomicUsize>, answered: Arc<
     });
 }
 
-/// Six HTTP/2 connections of 200 streams each to a slow route once exhausted a 1,024
-/// descriptor limit: each stream opened its own upstream connection. Now a connection takes at
-/// most `max_concurrent_streams` streams (the rest are refused at once), and the route's
-/// upstream address at most `max_upstream_connections` connections (the rest get 503 at once).
-#[tokio::test]
-async fn http2_streams_open_no_more_upstream_connections_than_the_cap() {
-    let (origin, accepted) = holding_origin().await;
-    let proxy = TestProxy::start(&format!(
-        "{}{}[limits]\nmax_upstream_connections = 20\n",
+/// A proxy with one h2c reverse listener whose route `/slow` goes to `origin`, then `rest`.
+async fn h2c_route(origin: SocketAddr, rest: &str) -> TestProxy {
+    TestProxy::start(&format!(
+        "{}{}{rest}",
         listener(REVERSE, "h2c = true\n"),
         route("/slow", &format!("http://{origin}"), "")
     ))
-    .await;
-    let fields = [
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "sluice.test"),
-        (":path", "/slow/x"),
-    ];
-    let (refused, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    for _ in 0..3 {
-        let mut session = Session::open(proxy.addr, &[]).await;
-        assert!(session.server_settings.contains(&(0x3, 100)), "{:?}", session.server_settings);
-        session.requests((0..200).map(|i| 2 * i + 1), &fields).await;
-        count_answers(session, refused.clone(), answered.clone());
-    }
-    // Of 600 streams, 300 are refused (100 per connection are allowed), and of the 300 taken
-    // only 20 reach the origin: the other 280 are answered (503) without waiting.
-    let all_answered = async {
-        while refused.load(Ordering::SeqCst) + answered.load(Ordering::SeqCst) < 580 {
+    .await
+}
+
+/// The request every stream of these tests makes.
+const SLOW: [(&str, &str); 4] =
+    [(":method", "GET"), (":scheme", "http"), (":authority", "sluice.test"), (":path", "/slow/x")];
+
+/// Waits up to ten seconds for `expected` streams to be refused or answered, then returns
+/// (refused, answered, accepted by the origin).
+async fn settle(
+    refused: &AtomicUsize,
+    answered: &AtomicUsize,
+    accepted: &AtomicUsize,
+    expected: usize,
+) -> [usize; 3] {
+    let all = async {
+        while refused.load(Ordering::SeqCst) + answered.load(Ordering::SeqCst) < expected {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(10), all_answered).await;
-    let counts = [&refused, &answered, &accepted].map(|count| count.load(Ordering::SeqCst));
-    assert_eq!(counts[..2], [300, 280], "refused, answered (origin accepted {})", counts[2]);
-    until_count(&accepted, 20).await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), all).await;
+    [refused, answered, accepted].map(|count| count.load(Ordering::SeqCst))
+}
+
+/// Six HTTP/2 connections of 200 streams each to a slow route once exhausted a 1,024
+/// descriptor limit: every stream was taken, and each opened its own upstream connection. A
+/// connection now takes `max_concurrent_streams` (100) streams and refuses the rest at once.
+#[tokio::test]
+async fn an_http2_connection_takes_only_max_concurrent_streams() {
+    let (origin, accepted) = holding_origin().await;
+    let proxy = h2c_route(origin, "").await;
+    let (refused, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut session = Session::open(proxy.addr, &[]).await;
+    assert!(session.server_settings.contains(&(0x3, 100)), "{:?}", session.server_settings);
+    session.requests((0..200).map(|i| 2 * i + 1), &SLOW).await;
+    count_answers(session, refused.clone(), answered.clone());
+    until_count(&accepted, 100).await;
+    let counts = settle(&refused, &answered, &accepted, 100).await;
+    assert_eq!(counts, [100, 0, 100], "refused, answered, reached the origin");
+}
+
+/// Each HTTP/2 stream to an HTTP/1.1 upstream needs an upstream connection of its own; the
+/// route's upstream address takes `max_upstream_connections`, and every stream beyond is
+/// answered (503) at once instead of opening more.
+#[tokio::test]
+async fn http2_streams_open_no_more_upstream_connections_than_the_cap() {
+    let (origin, accepted) = holding_origin().await;
+    let proxy = h2c_route(origin, "[limits]\nmax_upstream_connections = 20\n").await;
+    let (refused, answered) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    for _ in 0..3 {
+        let mut session = Session::open(proxy.addr, &[]).await;
+        session.requests((0..100).map(|i| 2 * i + 1), &SLOW).await;
+        count_answers(session, refused.clone(), answered.clone());
+    }
+    let counts = settle(&refused, &answered, &accepted, 280).await;
+    assert_eq!(counts, [0, 280, 20], "refused, answered, reached the origin");
     // Another client is answered too, with why.
     let response =
         support::client::raw_get(proxy.addr, "/slow/y", "sluice.test", "Connection: close\r\n")
