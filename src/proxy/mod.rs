@@ -132,7 +132,7 @@ pub async fn handle(
 
 /// The phases from admission to the response, for one classified request.
 async fn serve(
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     kind: RequestKind,
     ctx: &mut RequestContext,
     proxy: &Proxy,
