@@ -7,7 +7,8 @@
 //! | `GET /metrics`  | Prometheus metrics, OpenMetrics text format                       |
 //! | `GET /config`   | the effective configuration, secrets redacted                     |
 //! | `GET /upstreams`| every route's upstreams as JSON: targets, health, load, ejection  |
-//! | `POST /reload`  | re-reads the config file; 200 with what changed, else 422/500     |
+//! | `POST /reload`  | re-reads the config file; 200 with what changed, else 422/500;    |
+//! |                 | 503 while shutdown drains                                         |
 //! | `POST /cache/purge?url=URL` | removes the stored responses for one URL (all variants) |
 //! | `POST /cache/purge?prefix=URL` | removes those under a URL prefix, by whole path segments |
 
@@ -119,6 +120,9 @@ async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Fu
         ("/cache/purge", _, true) => purge(request.uri().query(), reloader).await,
         ("/reload", _, true) => match reloader.reload().await {
             Ok(report) => text(StatusCode::OK, format!("{report}\n")),
+            Err(ReloadError::ShuttingDown) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down; reload refused\n")
+            }
             Err(err @ ReloadError::Config(_)) => text(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!(

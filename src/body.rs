@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub enum Body {
     Stream(Incoming),
     /// An upstream response body that fails if the upstream goes quiet for too long.
     Upstream(IdleBody),
+    /// An upstream response body for an HTTP/2 client, read one frame ahead by a task that
+    /// gives up on a client that stops taking frames.
+    Fed(FedBody),
     /// A client's request body that fails once it exceeds the size limit.
     Limited(LimitedBody),
     /// A short message sluice wrote itself, such as an error explanation.
@@ -125,6 +128,102 @@ impl IdleBody {
     }
 }
 
+/// The client took no frame of the response for the send timeout (an HTTP/2 stream whose
+/// flow-control window stayed closed); the upstream body was dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("the client accepted no data for {}", humantime::format_duration(*.0))]
+pub struct ClientSendTimeout(pub Duration);
+
+/// A frame of a body, or its failure.
+type FrameResult = Result<Frame<Bytes>, BoxError>;
+
+/// An upstream response body read by a task of its own, one frame ahead of an HTTP/2 client.
+///
+/// hyper polls an HTTP/2 response body only while the client's flow-control window has room,
+/// so a client that never opens its window would keep the body, and the upstream connection
+/// under it, forever. The task waits at most the send timeout for the client to take each
+/// frame; then it drops the upstream body (closing that connection) and the stream fails when
+/// hyper next polls it. The upstream body keeps its own idle timeout in the task.
+#[derive(Debug)]
+pub struct FedBody {
+    frames: tokio::sync::mpsc::Receiver<FrameResult>,
+    stalled: Arc<AtomicBool>,
+    client_send: Duration,
+    hint: SizeHint,
+    ended: bool,
+}
+
+impl FedBody {
+    /// Starts the task reading `upstream`; `on_stall` runs once if the client stops taking
+    /// frames for `client_send`.
+    pub fn spawn(
+        upstream: IdleBody,
+        client_send: Duration,
+        on_stall: impl FnOnce() + Send + 'static,
+    ) -> FedBody {
+        let hint = upstream.inner.size_hint();
+        let ended = upstream.inner.is_end_stream();
+        let (sender, frames) = tokio::sync::mpsc::channel(1);
+        let stalled = Arc::new(AtomicBool::new(false));
+        if !ended {
+            tokio::spawn(feed(upstream, sender, client_send, stalled.clone(), on_stall));
+        }
+        FedBody { frames, stalled, client_send, hint, ended }
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<FrameResult>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.frames.poll_recv(cx) {
+            Poll::Ready(Some(frame)) => Poll::Ready(Some(frame)),
+            Poll::Ready(None) => {
+                self.ended = true;
+                if self.stalled.load(Ordering::Acquire) {
+                    Poll::Ready(Some(Err(Box::new(ClientSendTimeout(self.client_send)))))
+                } else {
+                    Poll::Ready(None)
+                }
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The task behind a [`FedBody`]: hands over one frame at a time, each within `client_send`
+/// of the previous one being taken; stops when the body ends, when the client's stream goes
+/// away, or when the client takes nothing in time.
+async fn feed(
+    mut upstream: IdleBody,
+    frames: tokio::sync::mpsc::Sender<FrameResult>,
+    client_send: Duration,
+    stalled: Arc<AtomicBool>,
+    on_stall: impl FnOnce() + Send + 'static,
+) {
+    loop {
+        let slot = match tokio::time::timeout(client_send, frames.reserve()).await {
+            Ok(Ok(slot)) => slot,
+            // The client's stream is gone.
+            Ok(Err(_)) => return,
+            Err(_) => {
+                drop(upstream);
+                stalled.store(true, Ordering::Release);
+                on_stall();
+                return;
+            }
+        };
+        let frame = tokio::select! {
+            frame = std::future::poll_fn(|cx| upstream.poll_frame(cx)) => frame,
+            () = frames.closed() => return,
+        };
+        match frame {
+            Some(Ok(frame)) => slot.send(Ok(frame)),
+            Some(Err(err)) => return slot.send(Err(err)),
+            None => return,
+        }
+    }
+}
+
 /// The client's request body exceeded the configured limit.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than {0} bytes")]
@@ -183,6 +282,7 @@ impl http_body::Body for Body {
         match self.get_mut() {
             Body::Stream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
             Body::Upstream(inner) => inner.poll_frame(cx),
+            Body::Fed(inner) => inner.poll_frame(cx),
             Body::Limited(inner) => inner.poll_frame(cx),
             Body::Message(inner) => Pin::new(inner).poll_frame(cx).map_err(|never| match never {}),
             Body::Cached(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
@@ -196,6 +296,7 @@ impl http_body::Body for Body {
         match self {
             Body::Stream(inner) => inner.is_end_stream(),
             Body::Upstream(timed) => timed.inner.is_end_stream(),
+            Body::Fed(fed) => fed.ended,
             Body::Limited(limited) => limited.inner.is_end_stream(),
             Body::Message(inner) => inner.is_end_stream(),
             Body::Cached(inner) => inner.is_end_stream(),
@@ -209,6 +310,7 @@ impl http_body::Body for Body {
         match self {
             Body::Stream(inner) => inner.size_hint(),
             Body::Upstream(timed) => timed.inner.size_hint(),
+            Body::Fed(fed) => fed.hint,
             Body::Limited(limited) => limited.inner.size_hint(),
             Body::Message(inner) => inner.size_hint(),
             Body::Cached(inner) => inner.size_hint(),

@@ -212,7 +212,8 @@ pub enum ErrorKind {
     Overloaded,
     /// Every target of the route is down, ejected, cooling or already tried.
     NoHealthyUpstream,
-    /// The route's healthy targets are all at their caps (circuit breaking).
+    /// The route's healthy targets are all at their caps (circuit breaking), or the upstream
+    /// address already has `limits.max_upstream_connections` connections open.
     UpstreamAtCapacity,
     /// The request already passed through this instance: forwarding it would feed a loop.
     LoopDetected,
@@ -401,6 +402,7 @@ pub fn connect_kind(err: &ConnectError) -> ErrorKind {
         ConnectError::Timeout { .. } => ErrorKind::ConnectionTimeout,
         ConnectError::Io { .. } | ConnectError::MissingHost => ErrorKind::DestinationUnavailable,
         ConnectError::Prohibited { .. } => ErrorKind::DestinationIpProhibited,
+        ConnectError::AtCapacity { .. } => ErrorKind::UpstreamAtCapacity,
     }
 }
 
@@ -533,7 +535,8 @@ fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
             headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
-        ProxyError::Overloaded(_) | ProxyError::NoUpstream(Unavailable::AtCapacity) => {
+        // A protective limit, or every target (or the upstream address) at its cap.
+        _ if matches!(kind, ErrorKind::Overloaded | ErrorKind::UpstreamAtCapacity) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // After a framing error the rest of the connection cannot be trusted (RFC 9112 §6.3).

@@ -82,13 +82,13 @@ pub async fn run(
     // Not tracked: the admin listener answers (readiness 503) until the drain is over.
     let admin = admin.map(|admin| tokio::spawn(admin::serve(admin, reloader.clone())));
     #[cfg(unix)]
-    tracker.spawn(reload_on_sighup(hangups, reloader.clone()));
+    tracker.spawn_service(reload_on_sighup(hangups, reloader.clone()));
     shutdown.await;
     let grace = reloader.config().await.timeouts.shutdown_grace;
     tracing::info!(
         in_flight = tracker.in_flight(),
         grace = %humantime::format_duration(grace),
-        "shutting down: no new connections; waiting for in-flight work"
+        "shutting down: no new connections; waiting for open connections, tunnels and upgrades"
     );
     let drained = tracker.drain(grace).await;
     match drained {

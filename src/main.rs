@@ -92,6 +92,7 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
     };
     let config = source.load()?;
     init_tracing();
+    raise_descriptor_limit(&config);
     let workers = config
         .workers
         .or_else(|| std::thread::available_parallelism().ok())
@@ -115,6 +116,44 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
             Drained::Complete | Drained::GraceExpired => Ok(()),
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard limit, and logs it: every client
+/// connection, upstream connection and tunnel is a descriptor, and distributions still start
+/// services with a soft limit of 1,024, which a few HTTP/2 clients can exhaust. Warns when
+/// the limit is below two descriptors (client and upstream) per connection the listeners may
+/// hold.
+fn raise_descriptor_limit(config: &Config) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(err) => {
+            tracing::warn!("cannot read the open file limit: {err}");
+            return;
+        }
+    };
+    let limit = if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(err) => {
+                tracing::warn!(soft, hard, "cannot raise the open file limit: {err}");
+                soft
+            }
+        }
+    } else {
+        soft
+    };
+    tracing::info!(limit, was = soft, "open file limit");
+    let connections = config.listeners.len() as u64 * config.limits.max_connections as u64;
+    let wanted = connections.saturating_mul(2);
+    if limit < wanted {
+        tracing::warn!(
+            limit,
+            wanted,
+            "the open file limit is below two per connection the listeners may accept \
+             (limits.max_connections); beyond it, accepts and upstream connections fail"
+        );
+    }
 }
 
 fn init_tracing() {

@@ -44,6 +44,9 @@ pub enum ReloadError {
     /// A listener could not be bound or its certificates loaded.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// Shutdown has begun: the listeners are closing and nothing new may start.
+    #[error("shutting down; the configuration is no longer reloaded")]
+    ShuttingDown,
 }
 
 /// What a successful reload changed.
@@ -163,11 +166,22 @@ impl Reloader {
     /// Reads the configuration again and applies it, or explains why not (logged too).
     pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
         let mut state = self.state.lock().await;
-        let outcome = self.apply(&mut state).await;
+        // A reload during the drain would open listeners (and accept) after shutdown closed
+        // them. Checked under the lock, so a reload that started first commits before the
+        // listeners are stopped, and none starts after.
+        let outcome = if self.shutdown.is_signalled() {
+            Err(ReloadError::ShuttingDown)
+        } else {
+            self.apply(&mut state).await
+        };
         match &outcome {
             Ok(report) => {
                 self.metrics.reloaded(ReloadResult::Applied);
                 tracing::info!("{report}");
+            }
+            Err(ReloadError::ShuttingDown) => {
+                self.metrics.reloaded(ReloadResult::Refused);
+                tracing::warn!("reload refused: shutting down");
             }
             Err(err) => {
                 self.metrics.reloaded(ReloadResult::Refused);
@@ -303,7 +317,7 @@ fn launch(
 ) -> Running {
     let live: Live = Arc::new(ArcSwap::from_pointee(serving));
     let stop = shutdown.listener_token();
-    shutdown.spawn(listener::accept_loop(socket, live.clone(), stop.clone()));
+    shutdown.spawn_service(listener::accept_loop(socket, live.clone(), stop.clone()));
     Running { configured, bound, live, stop }
 }
 

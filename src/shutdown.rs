@@ -1,5 +1,6 @@
-//! Graceful shutdown as an object: one signal to stop, one tracker for everything that must
-//! finish (connections and tunnels), and a drain with a deadline.
+//! Graceful shutdown as an object: one signal to stop, trackers for everything that must
+//! finish (the work: connections, tunnels and upgrades; and the services that produce it:
+//! accept loops, the SIGHUP watcher), and a drain with a deadline.
 
 use std::future::Future;
 use std::time::Duration;
@@ -11,7 +12,11 @@ use tokio_util::task::TaskTracker;
 #[derive(Debug, Clone, Default)]
 pub struct Shutdown {
     signal: CancellationToken,
+    /// Client connections, tunnels and upgrades: what [`Shutdown::in_flight`] counts.
     tasks: TaskTracker,
+    /// Accept loops and the like, which end as soon as the signal fires; awaited by the drain
+    /// but never counted as work in flight.
+    services: TaskTracker,
 }
 
 /// Whether a drain finished in time.
@@ -29,12 +34,23 @@ impl Shutdown {
         Shutdown::default()
     }
 
-    /// Runs `task` on the runtime, tracked so that [`Shutdown::drain`] waits for it.
+    /// Runs `task`, a piece of work for a client (a connection, a tunnel, an upgrade), on the
+    /// runtime, tracked so that [`Shutdown::drain`] waits for it.
     pub fn spawn<F>(&self, task: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {
         self.tasks.spawn(task);
+    }
+
+    /// Runs `service`, a task that serves no client itself and stops when the signal fires
+    /// (an accept loop, the SIGHUP watcher), tracked so that [`Shutdown::drain`] waits for it
+    /// without counting it in flight.
+    pub fn spawn_service<F>(&self, service: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.services.spawn(service);
     }
 
     /// Resolves once shutdown has begun.
@@ -57,14 +73,44 @@ impl Shutdown {
     pub async fn drain(&self, grace: Duration) -> Drained {
         self.signal.cancel();
         self.tasks.close();
-        match tokio::time::timeout(grace, self.tasks.wait()).await {
+        self.services.close();
+        let both = async {
+            self.services.wait().await;
+            self.tasks.wait().await;
+        };
+        match tokio::time::timeout(grace, both).await {
             Ok(()) => Drained::Complete,
             Err(_) => Drained::GraceExpired,
         }
     }
 
-    /// Number of tracked tasks still running.
+    /// Client connections, tunnels and upgrades still running (not the accept loops or other
+    /// services).
     pub fn in_flight(&self) -> usize {
         self.tasks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn services_are_drained_but_not_counted_in_flight() {
+        let shutdown = Shutdown::new();
+        let service = shutdown.clone();
+        shutdown.spawn_service(async move { service.signalled().await });
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        shutdown.spawn(async move {
+            let _ = released.await;
+        });
+        assert_eq!(shutdown.in_flight(), 1);
+        let drain = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { shutdown.drain(Duration::from_secs(20)).await }
+        });
+        let _ = release.send(());
+        assert_eq!(drain.await.unwrap(), Drained::Complete);
+        assert_eq!(shutdown.in_flight(), 0);
     }
 }

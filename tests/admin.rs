@@ -69,8 +69,8 @@ async fn healthz_and_readyz_answer_ok_and_ready() {
 }
 
 /// The admin listener is not part of the drain: while in-flight work finishes it answers
-/// `/readyz` with 503 (on new connections and on one kept alive from before), stays live, and
-/// closes only once the drain is over.
+/// `/readyz` with 503 (on new connections and on one kept alive from before), refuses
+/// `POST /reload` with 503, stays live, and closes only once the drain is over.
 #[tokio::test]
 async fn readyz_answers_503_during_a_shutdown_drain_until_the_drain_ends() {
     let (senders, mut streams) = tokio::sync::mpsc::unbounded_channel();
@@ -124,6 +124,10 @@ async fn readyz_answers_503_during_a_shutdown_drain_until_the_drain_ends() {
         "on the connection kept alive from before the shutdown"
     );
     assert_eq!(send(&mut admin, "/healthz").await, (StatusCode::OK, "ok\n".to_owned()));
+    // A reload would put listeners back to work while they are being closed: refused.
+    let reload = within(direct().post(proxy.admin_url("/reload")).send()).await.unwrap();
+    assert_eq!(reload.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(within(reload.text()).await.unwrap(), "shutting down; reload refused\n");
     let metrics = scrape(&proxy.admin_url("/metrics")).await;
     assert_eq!(sample(&metrics, "sluice_connections_active"), 1.0, "the stream's connection");
     assert!(

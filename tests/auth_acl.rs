@@ -11,8 +11,8 @@ use base64::Engine as _;
 use http::StatusCode;
 use sluice::config::Config;
 use support::client::{
-    assert_still_serves, connect_tunnel, forward_get, raw_exchange_from, raw_header_values,
-    read_response_head, status_of, via_proxy,
+    assert_still_serves, connect_tunnel, forward_get, raw_exchange, raw_exchange_from,
+    raw_header_values, read_response_head, status_of, via_proxy,
 };
 use support::config::{BOTH, listener, route};
 use support::proxy::TestProxy;
@@ -480,6 +480,53 @@ async fn loopback_listener_allows_private_destinations_by_default() {
         assert_eq!(status, 200, "{what}");
     }
     assert_eq!(origin.seen().len(), 3, "the three absolute-form requests arrived");
+}
+
+/// The host's own addresses outside the private ranges (a public or documentation address on
+/// an interface) reach the host's services as loopback does: a guarded listener refuses them.
+/// On a host whose interfaces all have private addresses there is nothing beyond the private
+/// ranges to check, and the test says so.
+#[tokio::test]
+async fn the_hosts_own_public_addresses_are_refused_like_private_ones() {
+    use sluice::policy::destination::{is_private, own_addresses};
+    let public: Vec<IpAddr> =
+        own_addresses().iter().copied().filter(|ip| !is_private(*ip)).collect();
+    if public.is_empty() {
+        eprintln!("this host has no address outside the private ranges; nothing more to check");
+        return;
+    }
+    // An origin on every interface, counting the connections it accepts.
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (accepted, mut accepts) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = accepted.send(());
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n").await;
+        }
+    });
+    let guarded = TestProxy::start(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nallow_private_destinations = false\n",
+    )
+    .await;
+    let trusted = TestProxy::forward().await;
+    for ip in public {
+        let target = SocketAddr::new(ip, port);
+        let request =
+            format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+        // Reachable: a trusted listener gets there.
+        let response = raw_exchange(trusted.addr, request.as_bytes()).await;
+        assert_eq!(status_of(&response), 204, "{target} is reachable: {response}");
+        within(accepts.recv()).await.unwrap();
+        // Refused on a guarded one, before any connection.
+        let response = raw_exchange(guarded.addr, request.as_bytes()).await;
+        let proxy_status = raw_header_values(&response, "proxy-status");
+        assert_ip_prohibited(&target.to_string(), status_of(&response), &proxy_status);
+        let tunnel = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        let response = raw_exchange(guarded.addr, tunnel.as_bytes()).await;
+        assert_eq!(status_of(&response), 403, "CONNECT {target}: {response}");
+    }
+    assert!(accepts.try_recv().is_err(), "a guarded request reached the host's own address");
 }
 
 fn exposed(rest: &str) -> Result<Config, String> {

@@ -277,3 +277,30 @@ async fn admin_flag_with_a_non_loopback_address_is_refused() {
         "{stderr}"
     );
 }
+
+/// Started with a soft open-file limit of 512, sluice raises it to the hard limit and logs the
+/// figure.
+#[tokio::test]
+async fn the_soft_open_file_limit_is_raised_to_the_hard_limit_and_logged() {
+    let mut command = tokio::process::Command::new("sh");
+    command
+        .arg("-c")
+        .arg(format!("ulimit -S -n 512 && exec {} --listen 127.0.0.1:0 --workers 1", SLUICE))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut sluice = Sluice::spawn(command).await;
+    let line = match sluice.log.iter().find(|line| line.contains("open file limit")) {
+        Some(line) => line.clone(),
+        None => sluice.line_containing("open file limit").await,
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", sluice.pid())).unwrap();
+    let open_files = limits.lines().find(|line| line.starts_with("Max open files")).unwrap();
+    let fields: Vec<&str> = open_files.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    assert_eq!(soft, hard, "{open_files}");
+    assert!(line.contains(&format!("limit={hard}")) && line.contains("was=512"), "{line}");
+    sluice.stop().await;
+}

@@ -141,6 +141,48 @@ async fn connect_without_a_port_is_400() {
 }
 
 #[tokio::test]
+async fn connect_to_a_port_beyond_65535_is_400() {
+    let proxy = TestProxy::forward().await;
+    for target in ["127.0.0.1:99999", "127.0.0.1:65536", "[::1]:70000"] {
+        let response = raw_exchange(
+            proxy.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&response), 400, "{target}: {response}");
+        assert!(response.contains("not a number from 1 to 65535"), "{target}: {response}");
+    }
+}
+
+#[tokio::test]
+async fn connect_with_user_information_is_400_and_dials_nothing() {
+    let (accepted, mut accepts) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = accepted.send(stream);
+        }
+    });
+    let proxy = TestProxy::forward().await;
+    for userinfo in ["user:pw@", "user@", "@"] {
+        let target = format!("{userinfo}{origin}");
+        let response = raw_exchange(
+            proxy.addr,
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {origin}\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&response), 400, "{target}: {response}");
+        assert!(response.contains("without user information"), "{target}: {response}");
+    }
+    // A tunnel to the same origin without userinfo is dialled, and is the first connection
+    // the origin accepts: the refusals above dialled nothing.
+    let _tunnel = connect_tunnel(proxy.addr, &origin.to_string()).await;
+    within(accepts.recv()).await.unwrap();
+    assert!(accepts.try_recv().is_err(), "a refused CONNECT reached the origin");
+}
+
+#[tokio::test]
 async fn idle_tunnel_is_closed_after_the_timeout() {
     let origin = tcp_echo().await;
     let proxy = TestProxy::start(

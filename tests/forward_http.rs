@@ -217,3 +217,17 @@ async fn close_delimited_response_body_arrives_whole() {
     let received = within(response.bytes()).await.unwrap();
     assert_eq!(sha256(&received), expected);
 }
+
+#[tokio::test]
+async fn a_port_beyond_65535_is_400_not_the_default_port() {
+    let proxy = TestProxy::forward().await;
+    for target in ["http://127.0.0.1:99999/", "http://127.0.0.1:65536/x", "https://[::1]:70000/"] {
+        let response = raw_exchange(
+            proxy.addr,
+            format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:99999\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(status_of(&response), 400, "{target}: {response}");
+        assert!(response.contains("not a number from 1 to 65535"), "{target}: {response}");
+    }
+}

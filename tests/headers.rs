@@ -96,3 +96,39 @@ async fn via_can_be_switched_off() {
     assert!(response.headers().get("via").is_none());
     assert!(origin.only_request().headers.get("via").is_none());
 }
+
+#[tokio::test]
+async fn underscore_lookalikes_of_fields_sluice_writes_never_reach_the_origin() {
+    let origin = Origin::echo().await;
+    let config = support::config::reverse_config(&format!(
+        "[headers.request]\nset = {{ \"x-tenant\" = \"gateway\" }}\n\n{}\
+         [route.headers.request]\nset = {{ \"x-api-key\" = \"server-key\" }}\n",
+        support::config::route("/api", &origin.url(""), "")
+    ));
+    let proxy = TestProxy::start(&config).await;
+    let response = support::client::raw_get(
+        proxy.addr,
+        "/api/x",
+        "front.test",
+        "X_Api_Key: client-key\r\nX-Api_Key: client-key\r\nX_Forwarded_For: 6.6.6.6\r\n\
+         X_Forwarded_Host: evil.test\r\nX_Request_Id: forged\r\nX_Tenant: other\r\n\
+         X_Unrelated: kept\r\nX-Api-Key: client-dash\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let seen = origin.only_request();
+    for name in [
+        "x_api_key",
+        "x-api_key",
+        "x_forwarded_for",
+        "x_forwarded_host",
+        "x_request_id",
+        "x_tenant",
+    ] {
+        assert!(seen.headers.get(name).is_none(), "{name} reached the origin: {:?}", seen.headers);
+    }
+    assert_eq!(seen.headers["x-api-key"], "server-key");
+    assert_eq!(seen.headers["x-tenant"], "gateway");
+    assert_eq!(seen.headers["x_unrelated"], "kept", "other underscored fields pass");
+    assert_ne!(seen.headers["x-forwarded-for"], "6.6.6.6");
+}

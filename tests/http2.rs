@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use support::client::{direct, h2c_conn, h2c_direct};
 use support::config::{REVERSE, listener, route};
+use support::h2::Session;
 use support::proxy::TestProxy;
 use support::sse::Events;
 use support::upstream::{Origin, tcp_echo};
@@ -236,5 +237,94 @@ async fn routing_and_header_rules_apply_to_h2_as_to_http1() {
             seen[1].headers.get_all(name).iter().collect::<Vec<_>>(),
             "{name} differs between HTTP/1.1 and h2"
         );
+    }
+}
+
+/// HTTP/2 stream `1` asking for `path` on `sluice.test`.
+fn get_fields(path: &str) -> [(&str, &str); 4] {
+    [(":method", "GET"), (":scheme", "http"), (":authority", "sluice.test"), (":path", path)]
+}
+
+/// hyper polls an HTTP/2 response body only while the client's window has room, so a client
+/// that never opens its window used to keep the upstream connection under that body forever.
+/// Now the stream is given up after `timeouts.client_send`, and the upstream connection closed.
+#[tokio::test]
+async fn a_stream_whose_window_never_opens_frees_its_upstream_after_client_send() {
+    let (closed_tx, closed) = tokio::sync::oneshot::channel();
+    let closed_tx = std::sync::Mutex::new(Some(closed_tx));
+    let origin = support::upstream::raw_server(move |mut stream| {
+        let closed_tx = closed_tx.lock().unwrap().take();
+        async move {
+            support::upstream::read_head(&mut stream).await;
+            let total = 64 << 20;
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {total}\r\n\r\n");
+            stream.write_all(head.as_bytes()).await.unwrap();
+            let chunk = vec![b'x'; 16 * 1024];
+            while stream.write_all(&chunk).await.is_ok() {}
+            if let Some(closed_tx) = closed_tx {
+                let _ = closed_tx.send(std::time::Instant::now());
+            }
+        }
+    })
+    .await;
+    let proxy = TestProxy::start(&h2c_reverse(&format!(
+        "{}[timeouts]\nclient_send = \"1s\"\n",
+        route("/big", &format!("http://{origin}"), "")
+    )))
+    .await;
+    // SETTINGS_INITIAL_WINDOW_SIZE 0: not one byte of any stream's body may be sent.
+    let mut session = Session::open(proxy.addr, &[(0x4, 0)]).await;
+    let asked = std::time::Instant::now();
+    session.requests(std::iter::once(1), &get_fields("/big/file")).await;
+    within(async {
+        loop {
+            let frame = session.next_frame().await.expect("the proxy closed the connection");
+            if frame.is_headers() && frame.stream == 1 {
+                return;
+            }
+            assert!(frame.data().is_none(), "DATA sent beyond the window: {frame:?}");
+        }
+    })
+    .await;
+    let closed = within(closed).await.unwrap();
+    assert!(closed.duration_since(asked) >= std::time::Duration::from_millis(900));
+}
+
+/// hyper's HTTP/2 server has no idle timeout; sluice closes a connection that has had no
+/// stream open for `timeouts.http2_idle` with GOAWAY, whether it never asked for anything or
+/// its requests are done.
+#[tokio::test]
+async fn an_http2_connection_with_no_stream_open_is_closed_after_http2_idle() {
+    let origin = Origin::echo().await;
+    let proxy = TestProxy::start(&h2c_reverse(&format!(
+        "{}[timeouts]\nhttp2_idle = \"1s\"\n",
+        route("/app", &origin.url(""), "")
+    )))
+    .await;
+    for requests in [0, 1] {
+        let mut session = Session::open(proxy.addr, &[]).await;
+        if requests > 0 {
+            session.requests(std::iter::once(1), &get_fields("/app/x")).await;
+        }
+        let started = std::time::Instant::now();
+        let goaway = within(async {
+            loop {
+                match session.next_frame().await {
+                    Some(frame) if frame.goaway_code().is_some() => return frame.goaway_code(),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+        })
+        .await;
+        assert_eq!(goaway, Some(0), "GOAWAY NO_ERROR after {requests} requests");
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+        // Then (after the final GOAWAY of a graceful shutdown) the connection closes.
+        within(async {
+            while let Some(frame) = session.next_frame().await {
+                assert!(frame.goaway_code().is_some(), "{frame:?}");
+            }
+        })
+        .await;
     }
 }

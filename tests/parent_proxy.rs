@@ -253,7 +253,7 @@ async fn socks_parent() -> SocketAddr {
             let destination = &request.destination;
             match connector.connect(&destination.host(), destination.port()).await {
                 Ok(mut upstream) => {
-                    let bound = upstream.local_addr().ok();
+                    let bound = upstream.get_ref().local_addr().ok();
                     let _ = request.answer(&mut client, Reply::Succeeded, bound).await;
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }

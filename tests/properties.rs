@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use proptest::prelude::*;
 use sluice::headers::hop_by_hop;
+use sluice::uri::path::has_dot_segment;
 use sluice::uri::path::join;
 use sluice::uri::path::segment_prefix;
 use sluice::uri::target;
@@ -71,6 +72,38 @@ proptest! {
             segment_model(&prefix, &path),
             "prefix {:?}, path {:?}", prefix, path
         );
+    }
+}
+
+/// A path is refused when, percent-decoded once, split at `/` and `\`, with each segment cut at
+/// its first `;`, some segment is `.` or `..` (`uri::path::has_dot_segment`'s doc comment).
+fn dot_segment_model(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, ..) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    decoded.split(|b| *b == b'/' || *b == b'\\').any(|segment| {
+        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+        name == b"." || name == b".."
+    })
+}
+
+proptest! {
+    #[test]
+    fn dot_segments_match_their_model(path in "([/\\\\.;a%]|%2[eEfF]|%5[cC]|%3[bB]|%25){0,12}") {
+        prop_assert_eq!(has_dot_segment(&path), dot_segment_model(&path), "{:?}", path);
     }
 }
 

@@ -286,6 +286,15 @@ async fn dot_dot_segments_are_refused_with_400() {
         "/api/%2E%2E/secret",
         "/api/.%2e/secret",
         "/api/%2e./secret",
+        // Look-alikes that Tomcat, IIS and several frameworks resolve as `..`.
+        "/api/..;/admin",
+        "/api/..;jsessionid=1/admin",
+        "/api/..\\admin",
+        "/api/..%2fadmin",
+        "/api/..%2Fadmin",
+        "/api/..%5cadmin",
+        "/api/..%3b/admin",
+        "/api/.;/admin",
     ] {
         let response = raw_get(proxy.addr, target, "front.test", "").await;
         assert_eq!(status_of(&response), 400, "{target}: {response}");
@@ -293,6 +302,7 @@ async fn dot_dot_segments_are_refused_with_400() {
     assert!(origin.seen().is_empty(), "{:?}", origin.seen());
     // Dots inside a segment are ordinary characters.
     assert_eq!(target_seen_by(&origin, &proxy, "/api/a..b/..c/v1.2").await, "/a..b/..c/v1.2");
+    assert_eq!(target_seen_by(&origin, &proxy, "/api/x;v=1/..a").await, "/x;v=1/..a");
 }
 
 #[tokio::test]

@@ -102,3 +102,31 @@ async fn grace_period_bounds_the_drain() {
     proxy.signal_shutdown();
     assert_eq!(proxy.finished().await, Drained::GraceExpired);
 }
+
+/// The shutdown line counts the client work still running (connections, tunnels, upgrades),
+/// not the accept loops and signal watchers that stop with it.
+#[tokio::test]
+async fn the_shutdown_log_counts_only_work_in_flight() {
+    let mut command = support::process::command("info");
+    command.args(["--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0", "--workers", "1"]);
+    let mut sluice = support::process::Sluice::spawn(command).await;
+    sluice.signal("TERM", support::process::SIGTERM).await;
+    let line = sluice.line_containing("shutting down").await;
+    assert!(line.contains("in_flight=0"), "nothing is in flight: {line}");
+    sluice.exited().await;
+
+    let (origin, arrived, release) = held_origin().await;
+    let mut command = support::process::command("info");
+    command.args(["--listen", "127.0.0.1:0", "--workers", "1"]);
+    let mut sluice = support::process::Sluice::spawn(command).await;
+    let client = via_proxy(sluice.addr);
+    let url = origin.url("/held");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await?.text().await });
+    within(arrived).await.unwrap();
+    sluice.signal("TERM", support::process::SIGTERM).await;
+    let line = sluice.line_containing("shutting down").await;
+    assert!(line.contains("in_flight=1"), "one request is in flight: {line}");
+    release.notify_one();
+    assert_eq!(within(in_flight).await.unwrap().unwrap(), "finished after shutdown began");
+    sluice.exited().await;
+}

@@ -64,7 +64,7 @@ impl Server {
         let destination = &request.destination;
         match self.connector.connect(&destination.host(), destination.port()).await {
             Ok(mut upstream) => {
-                let bound = upstream.local_addr().ok();
+                let bound = upstream.get_ref().local_addr().ok();
                 if request.answer(&mut client, Reply::Succeeded, bound).await.is_ok() {
                     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
                 }

@@ -1,5 +1,7 @@
 //! Configured header rules: bytes -> `config::HeaderRules` + a request's headers ->
-//! `headers::rules::apply`. The result must equal a model: remove, then set, then append.
+//! `headers::lookalike::drop_lookalikes` (owning the rules' names), then
+//! `headers::rules::apply`. The result must equal a model: look-alikes of the rules' names
+//! (equal once `_` is read as `-`, but not spelt the same) out, then remove, set, append.
 //!
 //! Input: one line each; `-name` is a remove rule, `=name: value` a set rule, `+name: value` an
 //! append rule, and any other `name: value` line is a header the request arrived with.
@@ -12,6 +14,7 @@ mod header_lines;
 use http::{HeaderMap, HeaderName};
 use libfuzzer_sys::fuzz_target;
 use sluice::config::{HeaderRule, HeaderRules};
+use sluice::headers::lookalike::{OwnedNames, drop_lookalikes};
 use sluice::headers::rules;
 
 fuzz_target!(|data: &[u8]| {
@@ -39,6 +42,12 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let mut model = header_lines::grouped(&headers);
+    let ruled: Vec<HeaderName> = rules::names(&config).cloned().collect();
+    let folded = |name: &str| name.replace('_', "-");
+    model.retain(|name, _| {
+        let exact = ruled.iter().any(|r| r.as_str() == name);
+        exact || ruled.iter().all(|r| folded(r.as_str()) != folded(name))
+    });
     for name in &config.remove {
         model.remove(name.as_str());
     }
@@ -49,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         model.entry(rule.name.as_str().to_owned()).or_default().push(rule.value.clone());
     }
 
+    drop_lookalikes(&mut headers, &OwnedNames::new(&ruled));
     rules::apply(&config, &mut headers);
 
     for rule in &config.set {

@@ -1,4 +1,4 @@
-//! Reverse-proxy path rewriting: `reverse::path::join`, `::has_dot_segment` and
+//! Reverse-proxy path rewriting: `uri::path::join`, `::has_dot_segment` (against a model) and
 //! `::upstream_uri` on a route built by `RouteConfig::from_cli("/p=http://h/base", ..)`, with the
 //! base path, prefix (normalised as the config does), strip flag and request target fuzzed.
 //!
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
 
     check_join(base, rest);
     for part in [base, rest, prefix, target] {
-        let _ = path::has_dot_segment(part);
+        assert_eq!(path::has_dot_segment(part), dot_segment_model(part), "{part:?}");
     }
 
     // The fuzzed base path, if it makes a valid upstream URL on host `h`, else `/base`.
@@ -66,6 +66,31 @@ fuzz_target!(|data: &[u8]| {
         Err(RewriteError::Invalid) => {}
     }
 });
+
+/// `has_dot_segment` as its doc comment describes it: percent-decoded once, split at `/` and
+/// `\`, each segment cut at its first `;`, some segment is `.` or `..`.
+fn dot_segment_model(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while let Some(&byte) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match (byte, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            _ => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    decoded.split(|b| *b == b'/' || *b == b'\\').any(|segment| {
+        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+        name == b"." || name == b".."
+    })
+}
 
 /// `join` as its doc comment promises: the base without trailing `/`, then the rest; never a
 /// doubled or missing slash, never empty.

@@ -22,6 +22,10 @@ fuzz_target!(|data: &[u8]| {
         if let Some(port) = uri.port_u16() {
             assert_eq!(target.port, port);
         }
+        // A port that was written is the port dialled: never the scheme's default instead.
+        if let Some(port) = written_port(&uri).filter(|port| !port.is_empty()) {
+            assert_eq!(port.parse::<u16>().ok(), Some(target.port), "port changed: {uri}");
+        }
         assert_ne!(target.port, 0);
         // RFC 9110 §4.2.4: userinfo never reaches the upstream or its Host header.
         assert!(!target.authority.as_str().contains('@'), "userinfo kept: {uri}");
@@ -37,7 +41,20 @@ fuzz_target!(|data: &[u8]| {
         assert_ne!(target.port, 0);
         assert_eq!(Some(target.port), uri.port_u16(), "CONNECT needs an explicit port");
         assert!(!target.host().is_empty());
-        assert!(!target.authority.as_str().contains('@'), "userinfo kept: {uri}");
+        // RFC 9110 §9.3.6: authority-form is host:port, with no userinfo at all.
+        assert!(!uri.authority().is_some_and(|a| a.as_str().contains('@')), "userinfo: {uri}");
         assert!(HeaderValue::from_str(target.authority.as_str()).is_ok());
     }
 });
+
+/// The port text after the host (and after any userinfo and IPv6 brackets), when the authority
+/// has a `:` there.
+fn written_port(uri: &Uri) -> Option<&str> {
+    let text = uri.authority()?.as_str();
+    let host_and_port = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
+    let after_host = match host_and_port.rfind(']') {
+        Some(bracket) => &host_and_port[bracket + 1..],
+        None => host_and_port,
+    };
+    after_host.rsplit_once(':').map(|(_, port)| port)
+}

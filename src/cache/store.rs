@@ -261,12 +261,37 @@ impl Store {
         Some(Admission { store: Arc::clone(self), key, object, settled: false })
     }
 
-    /// Replaces `old` (if it is still stored) with `new`: a revalidated copy or a compacted
-    /// body. Stores `new` as a variant of its own when `old` is gone.
+    /// Replaces `old` (if it is still stored) with `new`, a revalidated copy. Stores `new` as a
+    /// variant of its own when `old` is gone.
     pub fn replace(&self, key: &CacheKey, old: &Arc<Object>, new: Object) -> Arc<Object> {
         let new = Arc::new(new);
         self.put(key, &new, Some(old));
         new
+    }
+
+    /// Swaps `old` for `compact`, a copy with its body in one buffer, if `old` is still
+    /// stored. Weighing the whole body (`settle`) may have evicted it, and a compact copy must
+    /// not bring back what eviction removed (nor count it twice).
+    fn compact(&self, key: &CacheKey, old: &Arc<Object>, compact: Object) {
+        let compact = Arc::new(compact);
+        let _ = self.entries.entry(key, None, |_, variants| {
+            if !variants.objects().iter().any(|existing| Arc::ptr_eq(existing, old)) {
+                return EntryAction::Retain(());
+            }
+            let list = variants
+                .objects()
+                .iter()
+                .map(|existing| {
+                    if Arc::ptr_eq(existing, old) {
+                        Arc::clone(&compact)
+                    } else {
+                        Arc::clone(existing)
+                    }
+                })
+                .collect();
+            *variants = Variants::new(list);
+            EntryAction::Retain(())
+        });
     }
 
     /// Puts `object` into `key`'s variants: in place of `old` when given, else in place of the
@@ -431,7 +456,7 @@ impl Admission {
         self.store.settle(&self.key, &self.object, true);
         if let Some(compact) = self.object.body.compacted() {
             let object = self.object.with_body(compact);
-            self.store.replace(&self.key, &self.object, object);
+            self.store.compact(&self.key, &self.object, object);
         }
     }
 

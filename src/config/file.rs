@@ -114,6 +114,10 @@ pub struct FileTimeouts {
     pub tunnel_max_lifetime: Option<Spanned<String>>,
     /// Longest life of an upgraded (WebSocket) connection.
     pub websocket_max_lifetime: Option<Spanned<String>>,
+    /// Longest a client may accept nothing of what sluice sends it.
+    pub client_send: Option<Spanned<String>>,
+    /// HTTP/2 client connection with no stream open.
+    pub http2_idle: Option<Spanned<String>>,
 }
 
 /// The `[limits]` table.
@@ -134,4 +138,10 @@ pub struct FileLimits {
     pub max_request_body_bytes: Option<Spanned<i64>>,
     /// Requests served on one client connection before it is closed.
     pub max_requests_per_connection: Option<Spanned<i64>>,
+    /// Streams open at once on one HTTP/2 client connection.
+    pub max_concurrent_streams: Option<Spanned<i64>>,
+    /// Connections open at once to one upstream address.
+    pub max_upstream_connections: Option<Spanned<i64>>,
+    /// Bytes in an upstream response head.
+    pub max_response_head_bytes: Option<Spanned<i64>>,
 }

@@ -11,13 +11,14 @@ use super::file::{FileConfig, FileDns, FileLimits, FileTimeouts};
 use super::hostname::dns_name_problem;
 use super::validate::{Checker, Env, line_of};
 use super::{
-    Config, ConfigIssue, Limits, MAX_BODY_IDLE_TIMEOUT, MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS,
+    Config, ConfigIssue, Limits, MAX_BODY_IDLE_TIMEOUT, MAX_CLIENT_SEND_TIMEOUT,
+    MAX_CONCURRENT_STREAMS, MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_HTTP2_IDLE_TIMEOUT,
     MAX_IDLE_UPSTREAM_PER_HOST, MAX_REQUEST_BODY_BYTES, MAX_REQUEST_HEAD_BYTES,
     MAX_REQUEST_HEADER_TIMEOUT, MAX_REQUEST_HEADERS, MAX_REQUEST_LINE_BYTES,
-    MAX_REQUESTS_PER_CONNECTION, MAX_RESPONSE_HEADER_TIMEOUT, MAX_SHUTDOWN_GRACE,
-    MAX_TUNNEL_IDLE_TIMEOUT, MAX_TUNNEL_MAX_LIFETIME, MAX_UPSTREAM_IDLE_TIMEOUT,
-    MAX_WEBSOCKET_IDLE_TIMEOUT, MAX_WEBSOCKET_MAX_LIFETIME, MAX_WORKERS, MIN_REQUEST_HEAD_BYTES,
-    Timeouts,
+    MAX_REQUESTS_PER_CONNECTION, MAX_RESPONSE_HEAD_BYTES, MAX_RESPONSE_HEADER_TIMEOUT,
+    MAX_SHUTDOWN_GRACE, MAX_TUNNEL_IDLE_TIMEOUT, MAX_TUNNEL_MAX_LIFETIME, MAX_UPSTREAM_CONNECTIONS,
+    MAX_UPSTREAM_IDLE_TIMEOUT, MAX_WEBSOCKET_IDLE_TIMEOUT, MAX_WEBSOCKET_MAX_LIFETIME, MAX_WORKERS,
+    MIN_REQUEST_HEAD_BYTES, MIN_RESPONSE_HEAD_BYTES, Timeouts,
 };
 
 /// Parses TOML text and validates it, resolving relative file paths (certificates) against
@@ -193,6 +194,18 @@ impl Checker<'_> {
                 d.websocket_max_lifetime,
                 MAX_WEBSOCKET_MAX_LIFETIME,
             ),
+            client_send: self.duration(
+                "timeouts.client_send",
+                file.client_send,
+                d.client_send,
+                MAX_CLIENT_SEND_TIMEOUT,
+            ),
+            http2_idle: self.duration(
+                "timeouts.http2_idle",
+                file.http2_idle,
+                d.http2_idle,
+                MAX_HTTP2_IDLE_TIMEOUT,
+            ),
         }
     }
 
@@ -240,6 +253,24 @@ impl Checker<'_> {
                 file.max_requests_per_connection,
                 d.max_requests_per_connection,
                 1..=MAX_REQUESTS_PER_CONNECTION,
+            ),
+            max_concurrent_streams: self.count(
+                "limits.max_concurrent_streams",
+                file.max_concurrent_streams,
+                d.max_concurrent_streams,
+                1..=MAX_CONCURRENT_STREAMS,
+            ),
+            max_upstream_connections: self.count(
+                "limits.max_upstream_connections",
+                file.max_upstream_connections,
+                d.max_upstream_connections,
+                1..=MAX_UPSTREAM_CONNECTIONS,
+            ),
+            max_response_head_bytes: self.count(
+                "limits.max_response_head_bytes",
+                file.max_response_head_bytes,
+                d.max_response_head_bytes,
+                MIN_RESPONSE_HEAD_BYTES..=MAX_RESPONSE_HEAD_BYTES,
             ),
         }
     }
@@ -294,6 +325,38 @@ mod tests {
         assert_eq!(config.timeouts.tunnel_idle, Duration::from_secs(120));
         assert_eq!(config.limits.max_request_head_bytes, 16384);
         assert!(!config.headers.via);
+    }
+
+    #[test]
+    fn stream_connection_and_send_limits_are_bounded() {
+        let config = parse_and_validate(
+            "[timeouts]\nclient_send = \"5s\"\nhttp2_idle = \"2m\"\n\
+             [limits]\nmax_concurrent_streams = 50\nmax_upstream_connections = 8\n\
+             max_response_head_bytes = 32768\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(config.timeouts.client_send, Duration::from_secs(5));
+        assert_eq!(config.timeouts.http2_idle, Duration::from_secs(120));
+        assert_eq!(config.limits.max_concurrent_streams, 50);
+        assert_eq!(config.limits.max_upstream_connections, 8);
+        assert_eq!(config.limits.max_response_head_bytes, 32768);
+        let found = refused(
+            "[timeouts]\nclient_send = \"2d\"\nhttp2_idle = \"0s\"\n\
+             [limits]\nmax_concurrent_streams = 0\nmax_upstream_connections = 2000000\n\
+             max_response_head_bytes = 4096\n",
+        );
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "timeouts.client_send",
+                "timeouts.http2_idle",
+                "limits.max_concurrent_streams",
+                "limits.max_upstream_connections",
+                "limits.max_response_head_bytes",
+            ]
+        );
     }
 
     #[test]

@@ -141,6 +141,32 @@ pub const DEFAULT_WEBSOCKET_MAX_LIFETIME: Duration = DAY;
 pub const MAX_WEBSOCKET_MAX_LIFETIME: Duration = YEAR;
 /// Smallest head limit the HTTP/1 parser supports.
 pub const MIN_REQUEST_HEAD_BYTES: usize = 8 * 1024;
+/// A client that has not accepted a byte of what sluice has to send it for this long is
+/// disconnected (an HTTP/2 stream whose window stays closed is reset).
+pub const DEFAULT_CLIENT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest `timeouts.client_send` accepted.
+pub const MAX_CLIENT_SEND_TIMEOUT: Duration = DAY;
+/// An HTTP/2 client connection with no stream open for this long is closed (GOAWAY).
+pub const DEFAULT_HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest `timeouts.http2_idle` accepted.
+pub const MAX_HTTP2_IDLE_TIMEOUT: Duration = DAY;
+/// Streams one HTTP/2 client connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS,
+/// RFC 9113 §6.5.2), as most servers advertise; further streams are refused (REFUSED_STREAM).
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: usize = 100;
+/// Largest `limits.max_concurrent_streams` accepted.
+pub const MAX_CONCURRENT_STREAMS: usize = 10_000;
+/// Connections open at once to one upstream address (a route's target, or an origin of the
+/// forward proxy), in use and idle; a request that would need one more gets 503.
+pub const DEFAULT_MAX_UPSTREAM_CONNECTIONS: usize = 1024;
+/// Largest `limits.max_upstream_connections` accepted.
+pub const MAX_UPSTREAM_CONNECTIONS: usize = 1_000_000;
+/// Largest upstream response head (HTTP/1), which is also the most sluice reads from an
+/// upstream connection at once, so what a slow client can pin per response stays small.
+pub const DEFAULT_MAX_RESPONSE_HEAD_BYTES: usize = 16 * 1024;
+/// Smallest `limits.max_response_head_bytes` the HTTP/1 parser supports.
+pub const MIN_RESPONSE_HEAD_BYTES: usize = 8 * 1024;
+/// Largest `limits.max_response_head_bytes` accepted.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 1024 * 1024;
 
 /// The validated configuration the proxy runs with.
 #[derive(Debug, Clone)]
@@ -204,6 +230,10 @@ pub struct Timeouts {
     pub tunnel_max_lifetime: Duration,
     /// Longest life of an upgraded connection.
     pub websocket_max_lifetime: Duration,
+    /// A client accepting none of what sluice sends it for this long is disconnected.
+    pub client_send: Duration,
+    /// An HTTP/2 client connection with no stream open for this long is closed.
+    pub http2_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -219,6 +249,8 @@ impl Default for Timeouts {
             websocket_idle: DEFAULT_WEBSOCKET_IDLE_TIMEOUT,
             tunnel_max_lifetime: DEFAULT_TUNNEL_MAX_LIFETIME,
             websocket_max_lifetime: DEFAULT_WEBSOCKET_MAX_LIFETIME,
+            client_send: DEFAULT_CLIENT_SEND_TIMEOUT,
+            http2_idle: DEFAULT_HTTP2_IDLE_TIMEOUT,
         }
     }
 }
@@ -240,6 +272,12 @@ pub struct Limits {
     pub max_request_body_bytes: u64,
     /// Requests per client connection before it is closed.
     pub max_requests_per_connection: u64,
+    /// Streams open at once on one HTTP/2 client connection.
+    pub max_concurrent_streams: usize,
+    /// Connections open at once to one upstream address; more gets 503.
+    pub max_upstream_connections: usize,
+    /// Bytes in an upstream response head (HTTP/1), and in one read from an upstream.
+    pub max_response_head_bytes: usize,
 }
 
 impl Default for Limits {
@@ -252,6 +290,9 @@ impl Default for Limits {
             max_request_line_bytes: DEFAULT_MAX_REQUEST_LINE_BYTES,
             max_request_body_bytes: DEFAULT_MAX_REQUEST_BODY_BYTES,
             max_requests_per_connection: DEFAULT_MAX_REQUESTS_PER_CONNECTION,
+            max_concurrent_streams: DEFAULT_MAX_CONCURRENT_STREAMS,
+            max_upstream_connections: DEFAULT_MAX_UPSTREAM_CONNECTIONS,
+            max_response_head_bytes: DEFAULT_MAX_RESPONSE_HEAD_BYTES,
         }
     }
 }

@@ -61,9 +61,11 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         out,
         "\nworkers: {}\n\ntimeouts:\n  connect          {}\n  response_header  {}\n  \
          request_header   {}\n  tunnel_idle      {}\n  upstream_idle    {}\n  \
-         shutdown_grace   {}\n  body_idle        {}\n  websocket_idle   {}\n  tunnel_max_lifetime     {}\n  websocket_max_lifetime  {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
+         shutdown_grace   {}\n  body_idle        {}\n  websocket_idle   {}\n  tunnel_max_lifetime     {}\n  websocket_max_lifetime  {}\n  \
+         client_send      {}\n  http2_idle       {}\n\nlimits:\n  max_request_head_bytes      {}\n  \
          max_request_headers         {}\n  max_connections             {}\n  \
-         max_idle_upstream_per_host  {}\n  max_request_line_bytes      {}\n  max_request_body_bytes      {}\n  max_requests_per_connection {}\n",
+         max_idle_upstream_per_host  {}\n  max_request_line_bytes      {}\n  max_request_body_bytes      {}\n  max_requests_per_connection {}\n  \
+         max_concurrent_streams      {}\n  max_upstream_connections    {}\n  max_response_head_bytes     {}\n",
         config.workers.map_or("auto".to_owned(), |w| w.to_string()),
         d(t.connect),
         d(t.response_header),
@@ -75,6 +77,8 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         d(t.websocket_idle),
         d(t.tunnel_max_lifetime),
         d(t.websocket_max_lifetime),
+        d(t.client_send),
+        d(t.http2_idle),
         l.max_request_head_bytes,
         l.max_request_headers,
         l.max_connections,
@@ -82,6 +86,9 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
         l.max_request_line_bytes,
         l.max_request_body_bytes,
         l.max_requests_per_connection,
+        l.max_concurrent_streams,
+        l.max_upstream_connections,
+        l.max_response_head_bytes,
     );
     headers::write_summary(&mut out, &config.headers);
     security::write_summary(&mut out, config);

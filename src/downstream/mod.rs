@@ -1,16 +1,20 @@
 //! The client side of a connection, as the request path sees it: who the client is
 //! ([`Downstream`]), the connection's place under the connection limits ([`hold`]), the
-//! byte-level framing guard in front of hyper ([`wire`]), parking an idle connection outside
-//! hyper ([`park`]), and taking back the socket of a connection a tunnel took over
-//! ([`into_plain_tcp`]).
+//! byte-level framing guard in front of hyper ([`wire`]), what the client has accepted of
+//! what it is sent ([`send`]), the requests open on a multiplexed connection ([`streams`]),
+//! parking an idle connection outside hyper ([`park`]), and taking back the socket of a
+//! connection a tunnel took over ([`into_plain_tcp`]).
 //!
 //! `proxy/` reaches the client connection only through this module.
 
 pub mod hold;
 pub mod park;
+pub mod send;
+pub mod streams;
 pub mod wire;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use hyper::upgrade::Upgraded;
@@ -18,23 +22,31 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::downstream::park::Parkable;
+use crate::downstream::send::SendProgress;
+use crate::downstream::streams::OpenStreams;
 use crate::downstream::wire::WireGuard;
 use crate::headers::forwarded::ClientIp;
 
-/// The client end of a connection: its address, and its IP in header form for
-/// `X-Forwarded-For`, rendered once per connection instead of once per forwarded request.
+/// The client end of a connection: its address, its IP in header form for
+/// `X-Forwarded-For` (rendered once per connection instead of once per forwarded request),
+/// and what its socket has accepted so far.
 #[derive(Debug, Clone)]
 pub struct Downstream {
     /// The client's address.
     pub addr: SocketAddr,
     /// The client's IP address, with its header form.
     pub ip: ClientIp,
+    /// What the connection's socket has accepted, which its HTTP/1 response bodies wait for
+    /// (see [`send`]).
+    pub send: Option<Arc<SendProgress>>,
+    /// The requests open on the connection, when its idle time is watched (see [`streams`]).
+    pub streams: Option<Arc<OpenStreams>>,
 }
 
 impl Downstream {
     /// The downstream end for a client connected from `addr`.
     pub fn new(addr: SocketAddr) -> Downstream {
-        Downstream { addr, ip: ClientIp::new(addr.ip()) }
+        Downstream { addr, ip: ClientIp::new(addr.ip()), send: None, streams: None }
     }
 }
 

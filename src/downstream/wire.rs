@@ -19,9 +19,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::downstream::send::{SendDeadline, SendProgress};
 use crate::observe::metrics::{Metrics, Rejection};
 
 /// Longest chunk-size line (size, extensions, CRLF) accepted.
@@ -72,6 +74,9 @@ pub struct WireGuard<I> {
     /// Told after every read whether everything read so far ends on a message boundary (the
     /// connection may then be parked outside hyper, see `downstream::park`).
     boundary: Option<Arc<AtomicBool>>,
+    /// Counts what the client accepts and disconnects a client that accepts nothing for the
+    /// send timeout, until it asks for a tunnel or upgrade (see `downstream::send`).
+    send: SendDeadline,
 }
 
 impl<I> WireGuard<I> {
@@ -88,6 +93,7 @@ impl<I> WireGuard<I> {
             heads: 0,
             metrics: None,
             boundary: None,
+            send: SendDeadline::off(),
         }
     }
 
@@ -104,7 +110,20 @@ impl<I> WireGuard<I> {
             heads: 0,
             metrics: None,
             boundary: None,
+            send: SendDeadline::off(),
         }
+    }
+
+    /// Counts what the client accepts, and fails a write that makes no progress for
+    /// `timeout` (counted into `metrics`, when given), until the client switches protocols.
+    pub fn sending_within(mut self, timeout: Duration, metrics: Option<Arc<Metrics>>) -> Self {
+        self.send = SendDeadline::new(timeout, SendProgress::new(), metrics);
+        self
+    }
+
+    /// What the client has accepted so far, when counted.
+    pub fn send_progress(&self) -> Option<Arc<SendProgress>> {
+        self.send.progress().cloned()
     }
 
     /// Counts a missed first-request deadline into `metrics`.
@@ -204,6 +223,10 @@ impl<I> WireGuard<I> {
                                 Framing::Ambiguous => Verdict::Refuse,
                                 framing => {
                                     self.heads += 1;
+                                    if framing == Framing::Switch {
+                                        // A tunnel's bytes are bounded by its idle timeout.
+                                        self.send.stop();
+                                    }
                                     Verdict::Next(after_head(framing))
                                 }
                             }
@@ -285,7 +308,7 @@ fn after_head(framing: Framing) -> State {
         Framing::None | Framing::Length(0) => State::Head,
         Framing::Length(n) => State::Body(n),
         Framing::Chunked => State::ChunkLine,
-        Framing::Switch | Framing::Ambiguous => State::Passthrough,
+        Framing::Switch | Framing::Preface | Framing::Ambiguous => State::Passthrough,
     }
 }
 
@@ -294,16 +317,21 @@ enum Framing {
     None,
     Length(u64),
     Chunked,
-    /// CONNECT, an upgrade request, or the HTTP/2 preface: no more HTTP/1 to follow.
+    /// CONNECT or an upgrade request: no more HTTP/1 to follow, a tunnel may.
     Switch,
+    /// The HTTP/2 preface: no more HTTP/1 to follow, HTTP/2 does.
+    Preface,
     Ambiguous,
 }
 
 fn framing_of(head: &[u8]) -> Framing {
     let mut lines = head.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let request_line = lines.next().unwrap_or_default();
-    if request_line.starts_with(b"CONNECT ") || request_line.starts_with(b"PRI * HTTP/2.0") {
+    if request_line.starts_with(b"CONNECT ") {
         return Framing::Switch;
+    }
+    if request_line.starts_with(b"PRI * HTTP/2.0") {
+        return Framing::Preface;
     }
     let (mut lengths, mut length, mut encodings, mut upgrade) = (0u32, None, 0u32, false);
     for line in lines {
@@ -444,15 +472,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WireGuard<I> {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        self.send.wrote(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.send.flushed(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.send.flushed(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -460,7 +491,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WireGuard<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.send.wrote(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -489,6 +521,7 @@ mod tests {
             heads: 0,
             metrics: None,
             boundary: None,
+            send: SendDeadline::off(),
         };
         let mut data = input.to_vec();
         for (n, piece) in data.chunks_mut(step).enumerate() {

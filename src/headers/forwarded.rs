@@ -36,6 +36,26 @@ pub struct Hop<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
+const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The forwarding headers `settings` has sluice write (or replace, or remove): the names
+/// [`apply_forwarding`] owns on a routed request.
+pub fn written_names(settings: &crate::config::HeaderSettings) -> Vec<HeaderName> {
+    use crate::config::ForwardMode;
+    [
+        (XFF, settings.x_forwarded_for),
+        (XFP, settings.x_forwarded_proto),
+        (XFH, settings.x_forwarded_host),
+        (http::header::FORWARDED, settings.forwarded),
+    ]
+    .into_iter()
+    .filter(|(_, mode)| *mode != ForwardMode::Off)
+    .map(|(name, _)| name)
+    .collect()
+}
+
 /// Writes `X-Forwarded-For`, `-Proto`, `-Host` and RFC 7239 `Forwarded` according to `settings`.
 pub fn apply_forwarding(
     headers: &mut HeaderMap,
@@ -44,9 +64,6 @@ pub fn apply_forwarding(
 ) {
     use crate::config::ForwardMode;
     use http::header::FORWARDED;
-    const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-    const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-    const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
 
     fn write(headers: &mut HeaderMap, name: HeaderName, mode: ForwardMode, value: HeaderValue) {
         match mode {

@@ -1,6 +1,6 @@
 //! Applying configured header rules ([`HeaderRules`]): remove, then set, then append.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use crate::config::HeaderRules;
 
@@ -16,6 +16,12 @@ pub fn apply(rules: &HeaderRules, headers: &mut HeaderMap) {
     for rule in &rules.append {
         headers.append(rule.name.clone(), rule.value.clone());
     }
+}
+
+/// Every name `rules` removes, sets or appends.
+pub fn names(rules: &HeaderRules) -> impl Iterator<Item = &HeaderName> {
+    let written = rules.set.iter().chain(&rules.append).map(|rule| &rule.name);
+    rules.remove.iter().chain(written)
 }
 
 #[cfg(test)]

@@ -87,6 +87,9 @@ pub enum Rejection {
     RequestHeadTooLarge,
     /// No complete request head within `timeouts.request_header`.
     RequestHeadTimeout,
+    /// A client that accepted nothing of its response for `timeouts.client_send` was
+    /// disconnected (or, on HTTP/2, its stream given up).
+    ClientSendTimeout,
 }
 
 impl Rejection {
@@ -98,6 +101,7 @@ impl Rejection {
             Rejection::MalformedRequest => "malformed_request",
             Rejection::RequestHeadTooLarge => "request_head_too_large",
             Rejection::RequestHeadTimeout => "request_head_timeout",
+            Rejection::ClientSendTimeout => "client_send_timeout",
         }
     }
 }

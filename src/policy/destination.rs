@@ -1,8 +1,11 @@
 //! Where the forward proxy may connect: CONNECT ports, denied host patterns and networks, and
 //! the private-destination guard (checked on the *resolved* address, so a public name that
-//! resolves to a private address, as in DNS rebinding, is refused too).
+//! resolves to a private address, as in DNS rebinding, is refused too). The proxy host's own
+//! addresses ([`own_addresses`]) count as private: a public address of the host reaches its
+//! services as surely as loopback does.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -17,16 +20,27 @@ pub struct DestinationGuard {
     pub deny_networks: Vec<IpNet>,
     /// Host patterns always refused.
     pub deny_hosts: Vec<String>,
+    /// The proxy host's own addresses (canonical), refused with the private ones.
+    pub own_addresses: Arc<[IpAddr]>,
 }
 
 impl DestinationGuard {
-    /// The guard for a listener with `policy` under the global `rules`.
+    /// The guard for a listener with `policy` under the global `rules` (knowing none of the
+    /// host's own addresses until [`DestinationGuard::with_own_addresses`]).
     pub fn new(policy: &ListenerPolicy, rules: &DestinationRules) -> DestinationGuard {
         DestinationGuard {
             block_private: !policy.allow_private_destinations,
             deny_networks: rules.deny_networks.clone(),
             deny_hosts: rules.deny_hosts.clone(),
+            own_addresses: Arc::from([]),
         }
+    }
+
+    /// This guard on a host whose own addresses are `own_addresses` (from
+    /// [`own_addresses`]), refused wherever private ones are.
+    pub fn with_own_addresses(mut self, own_addresses: &Arc<[IpAddr]>) -> DestinationGuard {
+        self.own_addresses = own_addresses.clone();
+        self
     }
 
     /// Whether `host` (a name, or an IP literal) is refused by name before resolving.
@@ -41,8 +55,47 @@ impl DestinationGuard {
         if self.deny_networks.iter().any(|net| net.contains(&ip)) {
             return false;
         }
-        !(self.block_private && is_private(ip))
+        !(self.block_private && (is_private(ip) || self.is_own(ip)))
     }
+
+    /// Whether `ip` (canonical) is one of the host's own addresses, also when embedded in a
+    /// NAT64 address.
+    fn is_own(&self, ip: IpAddr) -> bool {
+        let embedded = match ip {
+            IpAddr::V6(v6) => nat64_embedded(v6).map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        self.own_addresses.iter().any(|own| *own == ip || Some(*own) == embedded)
+    }
+}
+
+/// The addresses of this host's network interfaces (canonical, without duplicates), read
+/// from the system (getifaddrs(3)); empty, with a warning, if they cannot be read. Read when a
+/// configuration is loaded (at start and on each reload), not per request.
+pub fn own_addresses() -> Arc<[IpAddr]> {
+    let interfaces = match nix::ifaddrs::getifaddrs() {
+        Ok(interfaces) => interfaces,
+        Err(err) => {
+            tracing::warn!(
+                "cannot list this host's addresses ({err}); only private ranges are refused"
+            );
+            return Arc::from([]);
+        }
+    };
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for interface in interfaces {
+        let Some(address) = interface.address else { continue };
+        let ip = match (address.as_sockaddr_in(), address.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => continue,
+        };
+        let ip = canonical(ip);
+        if !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
+    }
+    Arc::from(addresses)
 }
 
 /// `name` matches itself (case-insensitive); `*.suffix` matches any name under `suffix`.
@@ -82,12 +135,17 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b))
 }
 
+/// The IPv4 address inside a NAT64 address (64:ff9b::/96, RFC 6052).
+fn nat64_embedded(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let nat64 = ip.segments().get(..6) == Some(&[0x64, 0xff9b, 0, 0, 0, 0][..]);
+    let [.., a, b, c, d] = ip.octets();
+    nat64.then(|| Ipv4Addr::new(a, b, c, d))
+}
+
 fn is_private_v6(ip: Ipv6Addr) -> bool {
     let first = ip.segments().first().copied().unwrap_or(0);
-    let nat64 = ip.segments().get(..6) == Some(&[0x64, 0xff9b, 0, 0, 0, 0][..]);
-    if nat64 {
-        let [.., a, b, c, d] = ip.octets();
-        return is_private_v4(Ipv4Addr::new(a, b, c, d));
+    if let Some(v4) = nat64_embedded(ip) {
+        return is_private_v4(v4);
     }
     ip.is_loopback()
         || ip.is_unspecified()
@@ -145,6 +203,7 @@ mod tests {
             block_private: true,
             deny_networks: vec!["203.0.113.0/24".parse().unwrap()],
             deny_hosts: vec!["*.internal".into()],
+            own_addresses: Arc::from([]),
         };
         assert!(!guard.address_allowed("127.0.0.1".parse().unwrap()));
         assert!(!guard.address_allowed("203.0.113.9".parse().unwrap()));
@@ -153,5 +212,35 @@ mod tests {
         assert!(!guard.host_denied("example.com"));
         let open = DestinationGuard::default();
         assert!(open.address_allowed("127.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_hosts_own_addresses_are_private_where_private_ones_are() {
+        let own: Arc<[IpAddr]> =
+            Arc::from(["198.51.100.7".parse().unwrap(), "2001:db8::7".parse().unwrap()]);
+        let guarded = DestinationGuard {
+            block_private: true,
+            own_addresses: own.clone(),
+            ..Default::default()
+        };
+        for (ip, allowed) in [
+            ("198.51.100.7", false),
+            ("::ffff:198.51.100.7", false),
+            ("64:ff9b::c633:6407", false),
+            ("2001:db8::7", false),
+            ("198.51.100.8", true),
+            ("2001:db8::8", true),
+        ] {
+            assert_eq!(guarded.address_allowed(ip.parse().unwrap()), allowed, "{ip}");
+        }
+        let trusted =
+            DestinationGuard { block_private: false, own_addresses: own, ..Default::default() };
+        assert!(trusted.address_allowed("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn own_addresses_include_loopback() {
+        // Every host this runs on has a loopback interface.
+        assert!(own_addresses().contains(&"127.0.0.1".parse().unwrap()));
     }
 }

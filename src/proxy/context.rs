@@ -14,6 +14,7 @@ use hyper::body::Incoming;
 use crate::cache::status::Outcome;
 use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
+use crate::downstream::streams::{OpenStream, OpenStreams};
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::observe::{Event, Failure, Mode, Observer, RequestId};
 use crate::upstream::group::InFlight;
@@ -70,6 +71,8 @@ pub struct RequestContext {
     pub cache: Option<Outcome>,
     /// The id as a header value, made once when first needed.
     id_header: Option<HeaderValue>,
+    /// Keeps the request counted open on its connection until the context is finished.
+    _open: Option<OpenStream>,
     /// The access log and metrics of the generation that served the request.
     observer: Arc<Observer>,
 }
@@ -97,6 +100,7 @@ impl RequestContext {
             })
             .collect();
         let has_body = !request.body().is_end_stream();
+        let open = downstream.streams.as_ref().map(OpenStreams::start);
         RequestContext {
             id,
             downstream,
@@ -122,6 +126,7 @@ impl RequestContext {
             close: None,
             cache: None,
             id_header: None,
+            _open: open,
             observer: observer.clone(),
         }
     }

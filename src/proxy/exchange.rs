@@ -12,11 +12,12 @@ use http::header::{HOST, UPGRADE};
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 
-use crate::body::{Body, IdleBody};
+use crate::body::{Body, FedBody, IdleBody};
 use crate::config::HeaderRules;
 use crate::error::ProxyError;
 use crate::headers::via::Via;
 use crate::headers::{hop_by_hop, rules};
+use crate::observe::metrics::Rejection;
 use crate::proxy::context::RequestContext;
 use crate::proxy::log::Reply;
 use crate::proxy::state::Proxy;
@@ -83,7 +84,8 @@ pub async fn send(
 /// Hop-by-hop fields are removed and `response_rules` applied in order. When the client asked
 /// for an allowed upgrade and the upstream switched protocols, the 101 is passed on and both
 /// connections are relayed; otherwise the body streams through, failing if the upstream goes
-/// quiet for `body_idle`.
+/// quiet for `body_idle` (and, to an HTTP/2 client, if the client takes nothing for
+/// `timeouts.client_send`).
 pub fn respond(
     answered: Answered,
     target: &Authority,
@@ -118,7 +120,16 @@ pub fn respond(
             Ok(Reply { response, session: Some(session) })
         }
         _ => {
-            let body = Body::Upstream(IdleBody::new(body, body_idle));
+            let body = IdleBody::new(body, body_idle);
+            let body = if ctx.version == Version::HTTP_2 {
+                // hyper stops polling the body of a stream whose window the client keeps
+                // closed; a task of its own gives up on such a client (`body::FedBody`).
+                let metrics = proxy.observer.metrics.clone();
+                let stalled = move || metrics.reject(Rejection::ClientSendTimeout);
+                Body::Fed(FedBody::spawn(body, proxy.config.timeouts.client_send, stalled))
+            } else {
+                Body::Upstream(body)
+            };
             Ok(Reply::plain(Response::from_parts(parts, body)))
         }
     }

@@ -4,12 +4,14 @@
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use http::Version;
 use http_body::{Body as _, Frame, SizeHint};
 
-use crate::body::{Body, BodyIdleTimeout, BoxError};
+use crate::body::{Body, BodyIdleTimeout, BoxError, ClientSendTimeout};
+use crate::downstream::send::Pacing;
 use crate::error::ErrorKind;
 use crate::observe::Failure;
 use crate::proxy::context::RequestContext;
@@ -38,21 +40,31 @@ impl Reply {
 ///
 /// The context is boxed: hyper keeps the response body inline in its connection state, so
 /// the context inline would make every connection that large for its whole life.
+///
+/// On HTTP/1 it also paces itself to the client ([`Pacing`]): it takes a frame from `inner`
+/// only while little of what it handed hyper is still unsent, so a slow reader holds back the
+/// upstream instead of filling sluice's buffers.
 #[derive(Debug)]
 pub struct ObservedBody {
     inner: Body,
     ctx: Option<Box<RequestContext>>,
+    pacing: Option<Pacing>,
 }
 
 impl ObservedBody {
     /// Wraps `inner`; `ctx` is finished when the body ends.
     pub fn new(inner: Body, ctx: Box<RequestContext>) -> ObservedBody {
-        ObservedBody { inner, ctx: Some(ctx) }
+        let pacing = match ctx.version {
+            // HTTP/2 streams have flow control of their own.
+            Version::HTTP_2 | Version::HTTP_3 => None,
+            _ => ctx.downstream.send.clone().map(Pacing::new),
+        };
+        ObservedBody { inner, ctx: Some(ctx), pacing }
     }
 
     /// A body whose context is finished elsewhere (by a session's relay).
     pub fn unobserved(inner: Body) -> ObservedBody {
-        ObservedBody { inner, ctx: None }
+        ObservedBody { inner, ctx: None, pacing: None }
     }
 
     fn finish(&mut self, failure: Option<Failure>) {
@@ -74,23 +86,34 @@ impl http_body::Body for ObservedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
+        if let Some(pacing) = this.pacing.as_mut() {
+            ready!(pacing.poll_ready(cx));
+        }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(ctx)) = (frame.data_ref(), this.ctx.as_mut()) {
-                    ctx.sent += data.len() as u64;
+                if let Some(data) = frame.data_ref() {
+                    if let Some(ctx) = this.ctx.as_mut() {
+                        ctx.sent += data.len() as u64;
+                    }
+                    if let Some(pacing) = this.pacing.as_mut() {
+                        pacing.handed(data.len());
+                    }
                 }
                 if this.inner.is_end_stream() {
                     this.finish(None);
                 }
             }
             Poll::Ready(Some(Err(err))) => {
-                let kind = if err.downcast_ref::<BodyIdleTimeout>().is_some() {
-                    ErrorKind::HttpResponseTimeout
+                let failure = if err.downcast_ref::<BodyIdleTimeout>().is_some() {
+                    Failure::Proxy(ErrorKind::HttpResponseTimeout)
+                } else if err.downcast_ref::<ClientSendTimeout>().is_some() {
+                    // The client's side stalled, not the upstream's.
+                    Failure::ClientClosed
                 } else {
-                    ErrorKind::ConnectionTerminated
+                    Failure::Proxy(ErrorKind::ConnectionTerminated)
                 };
-                this.finish(Some(Failure::Proxy(kind)));
+                this.finish(Some(failure));
             }
             Poll::Ready(None) => this.finish(None),
             Poll::Pending => {}

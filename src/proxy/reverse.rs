@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use crate::body::Body;
 use crate::error::{NotServed, ProxyError};
 use crate::headers::forwarded::{self, Hop};
-use crate::headers::rules;
+use crate::headers::{lookalike, rules};
 use crate::policy::{Denied, RateLimited};
 use crate::proxy::context::RequestContext;
 use crate::proxy::exchange;
@@ -62,7 +62,8 @@ pub fn route<'p>(
 }
 
 /// The prepare phase of a routed request: the route's body limit, the head rewrite both modes
-/// share, forwarding headers, the request id, then the global and the route's request rules.
+/// share, the client's look-alikes of the fields sluice writes dropped, forwarding headers,
+/// the request id, then the global and the route's request rules.
 pub fn prepare(
     request: Request<Incoming>,
     routed: &Routed<'_>,
@@ -84,6 +85,9 @@ pub fn prepare(
         routed.upgrade.as_ref(),
         proxy.via(),
     );
+    // Before sluice writes its own fields: a client's `X_Api_Key` beside an injected
+    // `X-Api-Key` would reach a CGI-style origin as the same variable.
+    lookalike::drop_lookalikes(&mut parts.headers, &route.owned_names);
     let hop =
         Hop { client: &ctx.downstream.ip, proto: ctx.scheme, host: routed.client_host.as_ref() };
     forwarded::apply_forwarding(&mut parts.headers, hop, settings);

@@ -3,11 +3,13 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
 use rustls::pki_types::ServerName;
 
 use crate::config::{RouteConfig, UpstreamTls};
+use crate::headers::lookalike::OwnedNames;
+use crate::headers::rules;
 use crate::observe::Mode;
 use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
@@ -36,6 +38,9 @@ pub struct Route {
     /// The route's name, shared with log entries and metric labels, with its metric handles
     /// for plain (not upgraded) requests.
     pub series: Arc<RouteSeries>,
+    /// The request header names sluice writes on this route (its rules, and the global ones
+    /// given to [`Router::claim_names`]), whose `_` look-alikes are dropped.
+    pub owned_names: OwnedNames,
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -134,7 +139,8 @@ impl Router {
             }) {
                 Some(first) => first,
                 None => {
-                    let connector = Connector::new(settings.connect, hosts.clone(), None);
+                    let connector = Connector::new(settings.connect, hosts.clone(), None)
+                        .capped(settings.max_connections_per_address);
                     Upstream::new(settings, tls, config.protocol, server_name, connector)
                         .with_route_pool(&config.upstream, upstream_host.clone())
                 }
@@ -147,6 +153,7 @@ impl Router {
                 upstream_host,
                 limiter: config.rate_limit.map(RateLimiter::new),
                 series: Arc::new(RouteSeries::new(Mode::Reverse, name)),
+                owned_names: OwnedNames::new(rules::names(&config.request_headers)),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.
@@ -210,6 +217,15 @@ impl Router {
                     state.in_flight(),
                 );
             }
+        }
+    }
+
+    /// Adds `written`, the request header names sluice writes on every route (the global
+    /// rules, forwarding headers, request id), to each route's own.
+    pub fn claim_names(&mut self, written: &[HeaderName]) {
+        for route in &mut self.routes {
+            let own = rules::names(&route.config.request_headers);
+            route.owned_names = OwnedNames::new(written.iter().chain(own));
         }
     }
 

@@ -2,16 +2,20 @@
 //! policy, observer, shutdown tracker), and [`ListenerContext`], what one listener serves and
 //! enforces.
 
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use http::HeaderName;
 
 use crate::cache::Cache;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
 use crate::headers::via::Via;
+use crate::headers::{forwarded, rules};
 use crate::observe::access_log::AccessLogError;
 use crate::observe::metrics::{Metrics, RouteLabel, RouteSeries};
 use crate::observe::{Mode, Observer};
 use crate::policy::Policy;
-use crate::policy::destination::DestinationGuard;
+use crate::policy::destination::{self, DestinationGuard};
 use crate::proxy::router::{RouteError, Router};
 use crate::shutdown::Shutdown;
 use crate::upstream::client::{Upstream, UpstreamSettings};
@@ -40,6 +44,9 @@ pub struct Proxy {
     pub egress: Egress,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
+    /// This host's own addresses, read for this generation (the forward proxy's guards refuse
+    /// them with the private ranges).
+    own_addresses: Arc<[IpAddr]>,
 }
 
 impl Proxy {
@@ -57,7 +64,9 @@ impl Proxy {
         let hosts: StaticHosts = Arc::new(config.dns_hosts.clone());
         let settings = UpstreamSettings::from_config(&config);
         let previous_router = previous.map(|proxy| &proxy.router);
-        let router = Router::new(&config.routes, settings, &default_tls, &hosts, previous_router)?;
+        let mut router =
+            Router::new(&config.routes, settings, &default_tls, &hosts, previous_router)?;
+        router.claim_names(&written_names(&config));
         let policy = Policy::new(&config);
         let observer = Arc::new(Observer::new(&config, metrics)?);
         let caching = config.routes.iter().any(|route| route.cache.enabled)
@@ -68,6 +77,8 @@ impl Proxy {
         // Parents are dialled without the destination guard: the operator chose them.
         let parents = Connector::new(settings.connect, hosts.clone(), None);
         let egress = Egress::new(&config.parents, parents, &default_tls, settings.connect);
+        let own_addresses = destination::own_addresses();
+        tracing::debug!(addresses = ?own_addresses, "this host's own addresses");
         Ok(Proxy {
             config,
             router,
@@ -79,6 +90,7 @@ impl Proxy {
             egress,
             default_tls,
             hosts,
+            own_addresses,
         })
     }
 
@@ -91,9 +103,12 @@ impl Proxy {
     /// connector enforces this listener's destination guard (a separate pool per listener, so
     /// a connection opened for a trusted listener is never reused for a guarded one).
     pub fn listener_context(&self, listener: &ListenerConfig, secure: bool) -> ListenerContext {
-        let guard = Arc::new(DestinationGuard::new(&listener.policy, &self.config.destinations));
+        let guard = DestinationGuard::new(&listener.policy, &self.config.destinations)
+            .with_own_addresses(&self.own_addresses);
+        let guard = Arc::new(guard);
         let settings = UpstreamSettings::from_config(&self.config);
-        let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()));
+        let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()))
+            .capped(settings.max_connections_per_address);
         let forward = Upstream::new(
             settings,
             self.default_tls.clone(),
@@ -111,6 +126,15 @@ impl Proxy {
             forward_series: Arc::new(RouteSeries::new(Mode::Forward, RouteLabel::default())),
         }
     }
+}
+
+/// The request header names sluice writes on every routed request: the forwarding headers it
+/// is configured to write, the request id and the global request rules' names.
+fn written_names(config: &Config) -> Vec<HeaderName> {
+    let mut names = forwarded::written_names(&config.headers);
+    names.push(config.request_id.header.clone());
+    names.extend(rules::names(&config.headers.request).cloned());
+    names
 }
 
 /// Why the state for a configuration could not be built.

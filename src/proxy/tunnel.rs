@@ -75,9 +75,17 @@ pub fn egress_failure(target: Authority, err: EgressError) -> UpstreamError {
 /// listener without TLS, and a direct or plain-parent upstream), through user-space buffers
 /// otherwise. What a parent sent after its answer reaches the client first.
 async fn relay_tunnel(downstream: Upgraded, upstream: Dialed, limits: RelayLimits) -> Relayed {
-    let (upstream, early) = match upstream {
-        Dialed::Direct(stream) => (ParentStream::Plain(stream), Bytes::new()),
-        Dialed::Parent { tunnel, .. } => tunnel.into_parts(),
+    // A direct socket is relayed bare (spliced, on Linux); its place under the upstream
+    // connection cap is kept beside it until the relay ends.
+    let (upstream, early, _slot) = match upstream {
+        Dialed::Direct(stream) => {
+            let (stream, slot) = stream.into_parts();
+            (ParentStream::Plain(stream), Bytes::new(), Some(slot))
+        }
+        Dialed::Parent { tunnel, .. } => {
+            let (stream, early) = tunnel.into_parts();
+            (stream, early, None)
+        }
     };
     #[cfg(target_os = "linux")]
     let (downstream, upstream) = match upstream {

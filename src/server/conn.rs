@@ -23,6 +23,7 @@ use crate::body::BoxError;
 use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
 use crate::downstream::park::{self, Idleness, InFlight, Parkable, Readiness};
+use crate::downstream::streams::OpenStreams;
 use crate::downstream::wire::WireGuard;
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::proxy;
@@ -63,8 +64,30 @@ where
     }
 }
 
+/// What [`drive`] watches a connection's idleness for.
+#[derive(Clone, Copy)]
+enum Watch<'a> {
+    /// A plain HTTP/1 connection, parked outside hyper once idle at a message boundary.
+    Park(&'a Arc<Idleness>),
+    /// A connection that may multiplex (HTTP/2), closed once it has had no request open for
+    /// the duration (hyper's HTTP/2 server has no idle timeout of its own).
+    Streams(&'a Arc<OpenStreams>, Duration),
+}
+
+impl Watch<'_> {
+    /// How often the watched state is checked.
+    fn period(self) -> Duration {
+        match self {
+            Watch::Park(_) => park::PARK_AFTER,
+            // Closed at most a quarter of the timeout late.
+            Watch::Streams(_, idle) => (idle / 4).max(Duration::from_millis(10)),
+        }
+    }
+}
+
 /// Drives `connection` to completion, asking it to finish gracefully once `stop` fires
-/// (shutdown, or its listener removed by a reload); returns the error it ended with, if any.
+/// (shutdown, or its listener removed by a reload) or once `watch` finds it idle; returns the
+/// error it ended with, if any.
 ///
 /// The connection arrives boxed: hyper's connection state is several KiB, and inline it would
 /// make every connection's task that large for the connection's whole life (the task's
@@ -73,15 +96,15 @@ async fn drive<C, E>(
     mut connection: Pin<Box<C>>,
     stop: &CancellationToken,
     peer: SocketAddr,
-    parking: Option<&Arc<Idleness>>,
+    watch: Option<Watch<'_>>,
 ) -> Option<BoxError>
 where
     C: Graceful<Output = Result<(), E>>,
     E: Into<BoxError>,
 {
-    let mut checks = parking.map(|_| {
-        let start = tokio::time::Instant::now() + park::PARK_AFTER;
-        let mut checks = tokio::time::interval_at(start, park::PARK_AFTER);
+    let mut checks = watch.map(|watch| {
+        let period = watch.period();
+        let mut checks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checks
     });
@@ -97,17 +120,22 @@ where
         };
         tokio::select! {
             result = connection.as_mut() => break result,
-            () = check => {
-                if let Some(idleness) = parking
-                    && idleness.idle_since(&mut seen)
-                {
+            () = check => match watch {
+                Some(Watch::Park(idleness)) if idleness.idle_since(&mut seen) => {
                     // Idle at a message boundary: hyper closes the idle connection, and the
                     // socket comes back to be parked.
                     idleness.park();
                     connection.as_mut().graceful_shutdown();
                     break connection.await;
                 }
-            }
+                Some(Watch::Streams(streams, idle)) if streams.idle_for() >= idle => {
+                    tracing::debug!(%peer, limit = "http2_idle", "closing an idle connection");
+                    // HTTP/2: GOAWAY, then close (no stream is open).
+                    connection.as_mut().graceful_shutdown();
+                    break connection.await;
+                }
+                _ => {}
+            },
             () = stop.cancelled() => {
                 connection.as_mut().graceful_shutdown();
                 break connection.await;
@@ -150,6 +178,10 @@ pub struct ConnectionSettings {
     pub max_head: usize,
     /// Requests served before the connection is closed.
     pub max_requests: u64,
+    /// A client accepting nothing for this long is disconnected.
+    pub client_send: std::time::Duration,
+    /// An HTTP/2 connection with no stream open for this long is closed.
+    pub http2_idle: std::time::Duration,
 }
 
 impl ConnectionSettings {
@@ -162,6 +194,8 @@ impl ConnectionSettings {
             request_header: config.timeouts.request_header,
             max_head: config.limits.max_request_head_bytes,
             max_requests: config.limits.max_requests_per_connection,
+            client_send: config.timeouts.client_send,
+            http2_idle: config.timeouts.http2_idle,
         }
     }
 }
@@ -196,7 +230,10 @@ impl Connection {
                 } else {
                     WireGuard::new(tls, max_head, timeout)
                 };
-                let io = io.counting_into(self.settings.metrics.clone());
+                let metrics = &self.settings.metrics;
+                let io = io
+                    .counting_into(metrics.clone())
+                    .sending_within(self.settings.client_send, Some(metrics.clone()));
                 self.serve(io).await
             }
             Ok(Err(err)) => {
@@ -227,7 +264,17 @@ impl Connection {
             _ => None,
         };
         let in_flight = parking.clone();
-        let downstream = Downstream::new(peer);
+        // Idle HTTP/1 connections are closed by hyper's header timeout (or parked); a
+        // connection that may speak HTTP/2 has its open requests counted for its idle timeout.
+        let streams = match &*settings.builder {
+            HttpBuilder::Auto(_) => Some(OpenStreams::new()),
+            HttpBuilder::Http1(_) => None,
+        };
+        let downstream = Downstream {
+            send: io.send_progress(),
+            streams: streams.clone(),
+            ..Downstream::new(peer)
+        };
         let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
             let current = live.load_full();
             let served = served.clone();
@@ -273,7 +320,9 @@ impl Connection {
             (HttpBuilder::Auto(auto), _) => {
                 let io = TokioIo::new(io);
                 let connection = Box::pin(auto.serve_connection_with_upgrades(io, service));
-                drive(connection, &stop, peer, None).await
+                let watch =
+                    streams.as_ref().map(|streams| Watch::Streams(streams, settings.http2_idle));
+                drive(connection, &stop, peer, watch).await
             }
         };
         if let Some(rejection) = outcome.and_then(|err| rejection(&err)) {
@@ -329,7 +378,7 @@ where
         let connection = Box::pin(
             http1.serve_connection(TokioIo::new(parkable), service.clone()).with_upgrades(),
         );
-        let outcome = drive(connection, stop, peer, Some(idleness)).await;
+        let outcome = drive(connection, stop, peer, Some(Watch::Park(idleness))).await;
         let back = returned.lock().unwrap_or_else(|p| p.into_inner()).take();
         match back {
             Some(back) if outcome.is_none() => {

@@ -44,7 +44,9 @@ pub async fn serve_plain(connection: Connection, stream: TcpStream, max_head: us
             Box::pin(socks::session::serve(stream, peer, service, hold)).await;
         }
         Ok(Ok(1..)) if connection.live.load().context.modes.http() => {
-            let io = WireGuard::new(stream, max_head, remaining).counting_into(metrics.clone());
+            let io = WireGuard::new(stream, max_head, remaining)
+                .counting_into(metrics.clone())
+                .sending_within(connection.settings.client_send, Some(metrics.clone()));
             Box::pin(connection.serve(io)).await;
         }
         Ok(Ok(1..)) => {

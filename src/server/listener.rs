@@ -84,7 +84,8 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
             stop: stop.clone(),
         };
         let max_head = limits.max_request_head_bytes;
-        let first_request = serving.proxy.config.timeouts.request_header;
+        let timeouts = &serving.proxy.config.timeouts;
+        let (first_request, client_send) = (timeouts.request_header, timeouts.client_send);
         // Each kind of connection is spawned as its own future, so a plain connection's task
         // is not as large as a TLS one's (a task's memory is all written when it starts).
         let tasks = &serving.proxy.shutdown;
@@ -94,8 +95,9 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
                 tasks.spawn(crate::server::detect::serve_plain(connection, stream, max_head))
             }
             None => {
-                let io =
-                    WireGuard::new(stream, max_head, first_request).counting_into(metrics.clone());
+                let io = WireGuard::new(stream, max_head, first_request)
+                    .counting_into(metrics.clone())
+                    .sending_within(client_send, Some(metrics.clone()));
                 tasks.spawn(connection.serve(io))
             }
         }

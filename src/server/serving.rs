@@ -9,7 +9,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, MIN_REQUEST_HEAD_BYTES};
 use crate::proxy::state::{ListenerContext, Proxy};
 use crate::tls::server::TlsListener;
 
@@ -22,10 +22,18 @@ pub enum HttpBuilder {
     Auto(auto::Builder<TokioExecutor>),
 }
 
+/// Most response body bytes an HTTP/2 stream buffers for a client whose flow-control window is
+/// closed (hyper's default is 400 KiB per stream); a stream whose client opens no window for
+/// `timeouts.client_send` is given up (`body::PacedBody`).
+pub const HTTP2_SEND_BUFFER_BYTES: usize = 64 * 1024;
+
 /// Builds the protocol settings every connection of `listener` uses: head size and count
-/// limits (431 when exceeded) and the request-head timeout. HTTP/2 is offered over TLS (by
-/// ALPN) and, on plain listeners, only with `h2c = true`.
+/// limits (431 when exceeded), the request-head timeout, the HTTP/1 buffers (the request
+/// head limit, so a slow reader or writer pins little) and, for HTTP/2, the concurrent
+/// stream limit. HTTP/2 is offered over TLS (by ALPN) and, on plain listeners, only with
+/// `h2c = true`.
 pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
+    let limits = &config.limits;
     if listener.tls.is_none() && !listener.h2c {
         // `auto::Builder::http1_only` is ignored for upgradeable connections, so HTTP/1-only
         // listeners use hyper's HTTP/1 builder directly.
@@ -33,8 +41,10 @@ pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(config.timeouts.request_header)
-            .max_header_size(config.limits.max_request_head_bytes)
-            .max_headers(config.limits.max_request_headers);
+            .max_header_size(limits.max_request_head_bytes)
+            // hyper refuses (panics on) a buffer under 8 KiB; validation never allows one.
+            .max_buf_size(limits.max_request_head_bytes.max(MIN_REQUEST_HEAD_BYTES))
+            .max_headers(limits.max_request_headers);
         return HttpBuilder::Http1(builder);
     }
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -42,14 +52,14 @@ pub fn http_builder(config: &Config, listener: &ListenerConfig) -> HttpBuilder {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.timeouts.request_header)
-        .max_buf_size(config.limits.max_request_head_bytes)
+        .max_buf_size(limits.max_request_head_bytes.max(MIN_REQUEST_HEAD_BYTES))
         .max_headers(config.limits.max_request_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(config.limits.max_request_head_bytes).unwrap_or(u32::MAX),
-        )
+        .max_header_list_size(u32::try_from(limits.max_request_head_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(u32::try_from(limits.max_concurrent_streams).unwrap_or(u32::MAX))
+        .max_send_buf_size(HTTP2_SEND_BUFFER_BYTES)
         // RFC 8441: WebSocket over HTTP/2 arrives as an extended CONNECT.
         .enable_connect_protocol();
     HttpBuilder::Auto(builder)

@@ -96,7 +96,8 @@ impl Reply {
                 io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
                 _ => Reply::GeneralFailure,
             },
-            ConnectError::MissingHost => Reply::GeneralFailure,
+            // RFC 1928 has no "busy"; the connection cap is sluice's, not the host's.
+            ConnectError::MissingHost | ConnectError::AtCapacity { .. } => Reply::GeneralFailure,
         }
     }
 

@@ -163,9 +163,16 @@ fn refused_handshake(proxy: &Proxy, peer: SocketAddr, err: &HandshakeError) {
 /// HTTP or SOCKS5 parent), else through buffers. What a parent sent after its answer reaches
 /// the client first.
 async fn relay(mut client: TcpStream, upstream: Dialed, limits: RelayLimits) -> Relayed {
-    let (upstream, early) = match upstream {
-        Dialed::Direct(stream) => (ParentStream::Plain(stream), Bytes::new()),
-        Dialed::Parent { tunnel, .. } => tunnel.into_parts(),
+    // A direct socket keeps its place under the upstream connection cap until the relay ends.
+    let (upstream, early, _slot) = match upstream {
+        Dialed::Direct(stream) => {
+            let (stream, slot) = stream.into_parts();
+            (ParentStream::Plain(stream), Bytes::new(), Some(slot))
+        }
+        Dialed::Parent { tunnel, .. } => {
+            let (stream, early) = tunnel.into_parts();
+            (stream, early, None)
+        }
     };
     #[cfg(target_os = "linux")]
     if let ParentStream::Plain(upstream) = upstream {

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 
 use crate::body::{Body, BoxError};
-use crate::config::{Config, UpstreamProtocol, UpstreamUrl};
+use crate::config::{Config, MIN_RESPONSE_HEAD_BYTES, UpstreamProtocol, UpstreamUrl};
 use crate::upstream::connect::{ConnectError, Connector, HandshakeDeadline};
 use crate::upstream::route_pool::RoutePool;
 
@@ -102,6 +102,10 @@ pub struct UpstreamSettings {
     pub pool_idle: Duration,
     /// Idle pooled connections kept per origin.
     pub max_idle_per_host: usize,
+    /// Connections open at once to one upstream address, in use and idle.
+    pub max_connections_per_address: usize,
+    /// Largest HTTP/1 response head, and the most read from a connection at once.
+    pub max_response_head: usize,
 }
 
 impl UpstreamSettings {
@@ -113,6 +117,9 @@ impl UpstreamSettings {
             body_idle: config.timeouts.body_idle,
             pool_idle: config.timeouts.upstream_idle,
             max_idle_per_host: config.limits.max_idle_upstream_per_host,
+            max_connections_per_address: config.limits.max_upstream_connections,
+            // hyper refuses (panics on) a buffer under 8 KiB; validation never allows one.
+            max_response_head: config.limits.max_response_head_bytes.max(MIN_RESPONSE_HEAD_BYTES),
         }
     }
 }
@@ -173,12 +180,14 @@ impl Upstream {
             .path_and_query("/")
             .build();
         if let (true, Ok(origin)) = (http1_only, origin) {
+            let settings = &self.settings;
             self.route_pool = Some(RoutePool::new(
                 self.https.clone(),
                 origin,
                 host,
-                self.settings.max_idle_per_host,
-                self.settings.pool_idle,
+                settings.max_idle_per_host,
+                settings.pool_idle,
+                settings.max_response_head,
             ));
         }
         self
@@ -241,14 +250,70 @@ fn build_client(
     https: HandshakeDeadline,
     protocol: UpstreamProtocol,
 ) -> Client<HandshakeDeadline, Body> {
+    let head = u32::try_from(settings.max_response_head).unwrap_or(u32::MAX);
     Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
+        .pool_timer(SweepTimer::for_idle_timeout(settings.pool_idle))
         .timer(TokioTimer::new())
         .pool_idle_timeout(settings.pool_idle)
         .pool_max_idle_per_host(settings.max_idle_per_host)
+        // What a response can pin in sluice while its client reads slowly: one read of the
+        // HTTP/1 connection (reads grow to this size), and an HTTP/2 stream's receive window,
+        // which starts small and grows only while the body is consumed fast.
+        .http1_max_buf_size(settings.max_response_head)
+        .http2_adaptive_window(true)
+        .http2_max_header_list_size(head)
         // `http2` to a plain-http upstream means HTTP/2 with prior knowledge (h2c).
         .http2_only(protocol == UpstreamProtocol::Http2)
         .build(https)
+}
+
+/// The pooled client's pool timer. hyper-util's pool uses its timer only to sweep idle
+/// connections, and it sweeps once per idle timeout, so a connection that went idle just after
+/// a sweep lived almost twice the timeout (180 s for `upstream_idle = 90s`). This timer cuts
+/// every sleep it is asked for to a tenth of the idle timeout (between 100 ms and 1 s), so the
+/// sweep runs that often and a connection is closed at most that long after its timeout.
+/// (Checkout never hands out an expired connection either way.)
+#[derive(Debug, Clone)]
+struct SweepTimer {
+    step: Duration,
+    tokio: TokioTimer,
+}
+
+impl SweepTimer {
+    fn for_idle_timeout(timeout: Duration) -> SweepTimer {
+        let step = (timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        SweepTimer { step, tokio: TokioTimer::new() }
+    }
+
+    fn sooner(&self, deadline: std::time::Instant) -> std::time::Instant {
+        let now = hyper::rt::Timer::now(&self.tokio);
+        deadline.min(now.checked_add(self.step).unwrap_or(deadline))
+    }
+}
+
+impl hyper::rt::Timer for SweepTimer {
+    fn sleep(&self, duration: Duration) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.tokio.sleep(duration.min(self.step))
+    }
+
+    fn sleep_until(
+        &self,
+        deadline: std::time::Instant,
+    ) -> std::pin::Pin<Box<dyn hyper::rt::Sleep>> {
+        self.tokio.sleep_until(self.sooner(deadline))
+    }
+
+    fn reset(
+        &self,
+        sleep: &mut std::pin::Pin<Box<dyn hyper::rt::Sleep>>,
+        new_deadline: std::time::Instant,
+    ) {
+        self.tokio.reset(sleep, self.sooner(new_deadline));
+    }
+
+    fn now(&self) -> std::time::Instant {
+        self.tokio.now()
+    }
 }
 
 /// Sorts a failed exchange (from either pool): connecting, the TLS handshake, or the rest.

@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use http::uri::Authority;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 
 use crate::config::parent::{ParentRoute, ParentRule, ParentScheme};
 use crate::pac::HostMatch;
 use crate::policy::destination::DestinationGuard;
-use crate::upstream::connect::{ConnectError, Connector};
+use crate::upstream::connect::{ConnectError, Connector, UpstreamTcp};
 use crate::upstream::parent::{
     self, Parent, ParentCredentials, ParentError, ParentProtocol, ParentTls, ParentTunnel,
 };
@@ -24,8 +23,8 @@ use crate::upstream::parent::{
 /// Where a tunnel's bytes go.
 #[derive(Debug)]
 pub enum Dialed {
-    /// A TCP connection to the destination itself.
-    Direct(TcpStream),
+    /// A TCP connection to the destination itself, counted under the connector's cap.
+    Direct(UpstreamTcp),
     /// A tunnel through a parent.
     Parent {
         /// The tunnel.
@@ -39,7 +38,7 @@ impl Dialed {
     /// The address at the other end of sluice's socket: the destination, or the parent.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         match self {
-            Dialed::Direct(stream) => stream.peer_addr().ok(),
+            Dialed::Direct(stream) => stream.get_ref().peer_addr().ok(),
             Dialed::Parent { parent, .. } => Some(*parent),
         }
     }
@@ -47,7 +46,7 @@ impl Dialed {
     /// sluice's own end of that socket (a SOCKS reply's bound address).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
-            Dialed::Direct(stream) => stream.local_addr().ok(),
+            Dialed::Direct(stream) => stream.get_ref().local_addr().ok(),
             Dialed::Parent { .. } => None,
         }
     }
@@ -168,6 +167,8 @@ impl Egress {
             (parent.address.host(), parent.address.port_u16().unwrap_or(0));
         let stream =
             self.connector.connect(parent_host, parent_port).await.map_err(ParentError::Connect)?;
+        // Parents are not capped (the operator sized them); the socket goes on bare.
+        let (stream, _) = stream.into_parts();
         let at = stream.peer_addr().map_err(ParentError::Io)?;
         let tunnel = parent::open(stream, parent, host, port, self.handshake).await?;
         Ok(Dialed::Parent { tunnel, parent: at })

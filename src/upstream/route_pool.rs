@@ -41,6 +41,9 @@ struct PoolInner {
     host: HeaderValue,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The largest response head, and the most one read takes from a connection (see
+    /// `limits.max_response_head_bytes`).
+    max_read: usize,
     /// Whether a task is evicting connections idle for longer than `idle_timeout`.
     sweeping: AtomicBool,
 }
@@ -55,14 +58,16 @@ struct Idle {
 
 impl RoutePool {
     /// A pool dialling `origin` (`scheme://authority/`) through `connector`, keeping at most
-    /// `max_idle` idle connections, each for at most `idle_timeout`; `host` is sent when a
-    /// request has no `Host`.
+    /// `max_idle` idle connections, each for at most `idle_timeout`, reading responses in
+    /// pieces of at most `max_read` bytes (also the largest response head); `host` is sent
+    /// when a request has no `Host`.
     pub fn new(
         connector: HandshakeDeadline,
         origin: Uri,
         host: HeaderValue,
         max_idle: usize,
         idle_timeout: Duration,
+        max_read: usize,
     ) -> RoutePool {
         RoutePool {
             inner: Arc::new(PoolInner {
@@ -72,6 +77,7 @@ impl RoutePool {
                 host,
                 max_idle,
                 idle_timeout,
+                max_read,
                 sweeping: AtomicBool::new(false),
             }),
         }
@@ -136,12 +142,13 @@ impl RoutePool {
         let mut connector = self.inner.connector.clone();
         let io = connector.call(self.inner.origin.clone()).await?;
         let addr = match &io {
-            MaybeHttpsStream::Http(tcp) => tcp.inner().peer_addr().ok(),
+            MaybeHttpsStream::Http(tcp) => tcp.inner().get_ref().peer_addr().ok(),
             MaybeHttpsStream::Https(tls) => {
-                tls.inner().get_ref().0.inner().inner().peer_addr().ok()
+                tls.inner().get_ref().0.inner().inner().get_ref().peer_addr().ok()
             }
         };
-        let (sender, connection) = http1::Builder::new().handshake(io).await?;
+        let (sender, connection) =
+            http1::Builder::new().max_buf_size(self.inner.max_read).handshake(io).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!("upstream connection ended: {err}");
@@ -187,22 +194,33 @@ impl PoolInner {
     }
 }
 
-/// Closes connections idle for longer than the idle timeout, checking every half timeout;
-/// ends when the stack is empty (the next return starts it again) or the pool is gone.
+/// Closes each idle connection when it has been idle for the idle timeout (waking at the
+/// oldest one's deadline, not on a fixed period that would let a connection outlive its
+/// timeout by up to a period); ends when the stack is empty (the next return starts it again)
+/// or the pool is gone.
 async fn sweep(pool: Weak<PoolInner>) {
-    let every = match pool.upgrade() {
-        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
-        None => return,
-    };
     loop {
-        tokio::time::sleep(every).await;
-        let Some(pool) = pool.upgrade() else { return };
-        let mut stack = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        stack.retain(|idle| !idle.sender.is_closed() && idle.since.elapsed() < pool.idle_timeout);
-        if stack.is_empty() {
-            pool.sweeping.store(false, Ordering::Release);
-            return;
-        }
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut stack = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            stack.retain(|idle| {
+                !idle.sender.is_closed() && idle.since.elapsed() < pool.idle_timeout
+            });
+            match stack.iter().map(|idle| idle.since).min() {
+                // A deadline beyond what the clock can hold never comes.
+                Some(oldest) => match oldest.checked_add(pool.idle_timeout) {
+                    Some(deadline) => deadline,
+                    None => return,
+                },
+                None => {
+                    // Under the lock, so a `put` that follows sees the flag down and starts
+                    // a new sweeper.
+                    pool.sweeping.store(false, Ordering::Release);
+                    return;
+                }
+            }
+        };
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -247,13 +265,16 @@ mod tests {
             body_idle: Duration::from_secs(5),
             pool_idle: Duration::from_secs(90),
             max_idle_per_host: 8,
+            max_connections_per_address: 64,
+            max_response_head: 16 * 1024,
         };
         let connector = Connector::new(settings.connect, Arc::default(), None);
         let tls = crate::tls::client::default_client_config();
         let https = HandshakeDeadline::new(&connector, &tls, UpstreamProtocol::Http1, None);
         let origin: Uri = format!("http://{addr}/").parse().unwrap();
         let host = HeaderValue::from_str(&addr.to_string()).unwrap();
-        RoutePool::new(https, origin, host, settings.max_idle_per_host, settings.pool_idle)
+        let (idle, timeout) = (settings.max_idle_per_host, settings.pool_idle);
+        RoutePool::new(https, origin, host, idle, timeout, settings.max_response_head)
     }
 
     #[tokio::test]

@@ -9,8 +9,9 @@ use crate::config::{RouteConfig, UpstreamUrl};
 /// Why a request path cannot be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RewriteError {
-    /// A `.` or `..` segment (raw or percent-encoded) could escape the route's prefix at an
-    /// upstream that normalises paths.
+    /// A `.` or `..` segment (raw, percent-encoded, with `;` parameters or between
+    /// backslashes or encoded separators) could escape the route's prefix at an upstream that
+    /// normalises paths ([`has_dot_segment`]).
     #[error("the path contains a `.` or `..` segment")]
     DotSegment,
     /// The joined URI is not valid (never expected for a parsed request path).
@@ -77,12 +78,77 @@ pub fn segment_prefix(prefix: &str, path: &str) -> bool {
     }
 }
 
-/// True when any segment is `.` or `..`, written raw or percent-encoded in any case.
+/// True when any segment of `path` could be read as `.` or `..` by an upstream: a segment is
+/// what lies between separators, where a separator is `/`, `\` (IIS and several frameworks
+/// treat it as `/`) or either of them percent-encoded (`%2F`, `%5C`, any case: servers that
+/// decode before splitting); a segment's `;` parameters (RFC 3986 §3.3, Tomcat's
+/// `..;/`), raw or as `%3B`, are ignored; and `%2E` counts as `.`. So `..`, `%2e%2E`,
+/// `..;x`, `..\`, `..%2f` and `.%2E%5c` all refuse a path; `...`, `a..b` and `..a` do not.
+///
+/// One pass over the bytes, no allocation: it runs for every routed request.
 pub fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
+    let bytes = path.as_bytes();
+    let mut at = 0;
+    let mut dots = 0u8;
+    let mut other = false;
+    let mut parameters = false;
+    loop {
+        let (unit, width) = match bytes.get(at) {
+            None => (Unit::Separator, 0),
+            Some(b'%') => match percent_decoded(bytes, at) {
+                Some(decoded) => (Unit::of(decoded), 3),
+                None => (Unit::Other, 1),
+            },
+            Some(&byte) => (Unit::of(byte), 1),
+        };
+        match unit {
+            Unit::Separator => {
+                if !other && (dots == 1 || dots == 2) {
+                    return true;
+                }
+                if width == 0 {
+                    return false;
+                }
+                (dots, other, parameters) = (0, false, false);
+            }
+            _ if parameters => {}
+            Unit::Dot => dots = dots.saturating_add(1),
+            Unit::Parameters => parameters = true,
+            Unit::Other => other = true,
+        }
+        at += width;
+    }
+}
+
+/// What one (decoded) byte of a path is to [`has_dot_segment`].
+#[derive(Clone, Copy)]
+enum Unit {
+    /// Ends a segment: `/` or `\`.
+    Separator,
+    /// `.`.
+    Dot,
+    /// `;`: the segment's parameters follow.
+    Parameters,
+    /// Anything else.
+    Other,
+}
+
+impl Unit {
+    fn of(byte: u8) -> Unit {
+        match byte {
+            b'/' | b'\\' => Unit::Separator,
+            b'.' => Unit::Dot,
+            b';' => Unit::Parameters,
+            _ => Unit::Other,
+        }
+    }
+}
+
+/// The byte `%XY` at `at` stands for, when both digits are hexadecimal.
+fn percent_decoded(bytes: &[u8], at: usize) -> Option<u8> {
+    let digit = |offset: usize| bytes.get(at + offset).and_then(|b| (*b as char).to_digit(16));
+    let (high, low) = (digit(1)?, digit(2)?);
+    u8::try_from(high * 16 + low).ok()
 }
 
 #[cfg(test)]
@@ -156,5 +222,53 @@ mod tests {
             Err(RewriteError::DotSegment)
         );
         assert_eq!(rewrite("/p", "http://u", true, "/p/a..b/c.d"), ok("http://u/a..b/c.d"));
+        assert_eq!(rewrite("/p", "http://u", true, "/p/..;/admin"), Err(RewriteError::DotSegment));
+    }
+
+    #[test]
+    fn dot_segments_table() {
+        for (path, refused) in [
+            ("/", false),
+            ("", false),
+            ("/a/b/c", false),
+            ("/.", true),
+            ("/..", true),
+            ("/a/./b", true),
+            ("/a/../b", true),
+            ("..", true),
+            ("/a/..", true),
+            ("/%2e%2E/a", true),
+            ("/.%2e/a", true),
+            ("/%2E/a", true),
+            // Look-alikes: parameters, backslashes and encoded separators.
+            ("/api/..;/admin", true),
+            ("/api/..;jsessionid=x/admin", true),
+            ("/api/.;x/admin", true),
+            ("/api/..%3b/admin", true),
+            ("/api/..%3B/admin", true),
+            ("/api/..\\admin", true),
+            ("/api\\..\\admin", true),
+            ("/api/..%2fadmin", true),
+            ("/api/..%2Fadmin", true),
+            ("/api/..%5cadmin", true),
+            ("/api/..%5Cadmin", true),
+            ("/api/%2e%2e%2fadmin", true),
+            ("/api/x%2f..", true),
+            ("/api/x%5c.", true),
+            // Not dot segments.
+            ("/a..b/..c/v1.2", false),
+            ("/.../x", false),
+            ("/..a/x", false),
+            ("/a;../x", false),
+            ("/;../x", false),
+            ("/a%2fb", false),
+            ("/%2", false),
+            ("/%", false),
+            ("/.%2", false),
+            ("/%zz./x", false),
+            ("/%25%32%65/x", false),
+        ] {
+            assert_eq!(has_dot_segment(path), refused, "{path:?}");
+        }
     }
 }

@@ -34,6 +34,14 @@ pub enum TargetError {
     /// The port is 0.
     #[error("port 0 is not a valid destination")]
     ZeroPort,
+    /// The port is not a number from 1 to 65535 (RFC 3986 §3.2.3 allows any digits; TCP
+    /// does not).
+    #[error("the port is not a number from 1 to 65535")]
+    PortOutOfRange,
+    /// A CONNECT target with userinfo: the authority-form is `host:port` and nothing else
+    /// (RFC 9110 §9.3.6).
+    #[error("CONNECT target must be host:port, without user information")]
+    UserinfoInConnect,
     /// The `Host` header is missing, repeated or not a host.
     #[error("the Host header is missing, repeated or invalid")]
     InvalidHost,
@@ -70,7 +78,10 @@ pub fn absolute(uri: &Uri) -> Result<(Target, Uri), TargetError> {
 /// Parses a CONNECT authority-form target such as `example.com:443`.
 pub fn connect(uri: &Uri) -> Result<Target, TargetError> {
     let authority = uri.authority().ok_or(TargetError::MissingHost)?;
-    if authority.port_u16().is_none() {
+    if authority.as_str().contains('@') {
+        return Err(TargetError::UserinfoInConnect);
+    }
+    if port_text(authority).is_empty() {
         return Err(TargetError::MissingPort);
     }
     checked(Some(authority), 443)
@@ -82,7 +93,13 @@ fn checked(authority: Option<&Authority>, default_port: u16) -> Result<Target, T
     if host.is_empty() || host == "[]" {
         return Err(TargetError::MissingHost);
     }
-    let port = authority.port_u16().unwrap_or(default_port);
+    // `Authority::port_u16` is `None` both for no port and for one that does not fit in 16
+    // bits; only the first may fall back to the scheme's default (an empty port too, RFC 3986
+    // §3.2.3), or `http://h:99999/` would go to port 80.
+    let port = match port_text(authority) {
+        "" => default_port,
+        text => text.parse::<u16>().map_err(|_| TargetError::PortOutOfRange)?,
+    };
     if port == 0 {
         return Err(TargetError::ZeroPort);
     }
@@ -94,6 +111,18 @@ fn checked(authority: Option<&Authority>, default_port: u16) -> Result<Target, T
         None => authority.clone(),
     };
     Ok(Target { authority, port })
+}
+
+/// The port as written after the host (empty when there is none): what follows the last `:`
+/// after the host, an IPv6 literal's brackets and any userinfo.
+fn port_text(authority: &Authority) -> &str {
+    let text = authority.as_str();
+    let host_and_port = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
+    let after_host = match host_and_port.rfind(']') {
+        Some(bracket) => host_and_port.get(bracket + 1..).unwrap_or_default(),
+        None => host_and_port,
+    };
+    after_host.rsplit_once(':').map_or("", |(_, port)| port)
 }
 
 #[cfg(test)]
@@ -121,6 +150,13 @@ mod tests {
         assert_eq!(abs("ftp://h/"), Err(TargetError::UnsupportedScheme("ftp".into())));
         assert_eq!(abs("/origin/form"), Err(TargetError::MissingHost));
         assert_eq!(abs("http://h:0/"), Err(TargetError::ZeroPort));
+        assert_eq!(abs("http://127.0.0.1:99999/"), Err(TargetError::PortOutOfRange));
+        assert_eq!(abs("http://h:65536/"), Err(TargetError::PortOutOfRange));
+        assert_eq!(abs("http://[::1]:70000/"), Err(TargetError::PortOutOfRange));
+        assert_eq!(abs("http://u:p@h:123456/"), Err(TargetError::PortOutOfRange));
+        assert_eq!(abs("http://h:65535/"), ok("h:65535", 65535, "http://h:65535/"));
+        assert_eq!(abs("http://h:/"), ok("h:", 80, "http://h:/"));
+        assert_eq!(abs("http://[::1]/"), ok("[::1]", 80, "http://[::1]/"));
     }
 
     #[test]
@@ -131,5 +167,11 @@ mod tests {
         assert_eq!(parse("[::1]:8443"), Ok(("[::1]".into(), 8443)));
         assert_eq!(parse("example.com"), Err(TargetError::MissingPort));
         assert_eq!(parse("example.com:0"), Err(TargetError::ZeroPort));
+        assert_eq!(parse("example.com:"), Err(TargetError::MissingPort));
+        assert_eq!(parse("example.com:99999"), Err(TargetError::PortOutOfRange));
+        assert_eq!(parse("[::1]:65536"), Err(TargetError::PortOutOfRange));
+        assert_eq!(parse("[::1]"), Err(TargetError::MissingPort));
+        assert_eq!(parse("user:pw@example.com:443"), Err(TargetError::UserinfoInConnect));
+        assert_eq!(parse("@example.com:443"), Err(TargetError::UserinfoInConnect));
     }
 }

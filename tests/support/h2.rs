@@ -110,3 +110,132 @@ pub async fn request(addr: SocketAddr, fields: &[(&str, &str)], body: &[u8]) -> 
     })
     .await
 }
+
+const WINDOW_UPDATE: u8 = 0x8;
+const PING: u8 = 0x6;
+
+/// RST_STREAM and GOAWAY error code REFUSED_STREAM (RFC 9113 §7).
+pub const REFUSED_STREAM: u32 = 0x7;
+
+/// One raw frame as read: type, flags, stream id, payload.
+#[derive(Debug)]
+pub struct Frame {
+    /// Frame type.
+    pub kind: u8,
+    /// Flags.
+    pub flags: u8,
+    /// Stream identifier (reserved bit cleared).
+    pub stream: u32,
+    /// Payload.
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// A response head (HEADERS).
+    pub fn is_headers(&self) -> bool {
+        self.kind == HEADERS
+    }
+
+    /// The error code of an RST_STREAM frame.
+    pub fn reset_code(&self) -> Option<u32> {
+        (self.kind == RST_STREAM && self.payload.len() >= 4)
+            .then(|| u32::from_be_bytes(self.payload[..4].try_into().unwrap()))
+    }
+
+    /// The error code of a GOAWAY frame.
+    pub fn goaway_code(&self) -> Option<u32> {
+        (self.kind == GOAWAY && self.payload.len() >= 8)
+            .then(|| u32::from_be_bytes(self.payload[4..8].try_into().unwrap()))
+    }
+
+    /// A DATA frame's payload.
+    pub fn data(&self) -> Option<&[u8]> {
+        (self.kind == DATA).then_some(&self.payload[..])
+    }
+}
+
+/// A raw HTTP/2 client connection that has finished the SETTINGS exchange, so the server's
+/// settings (SETTINGS_MAX_CONCURRENT_STREAMS among them) are in force.
+pub struct Session {
+    stream: TcpStream,
+    /// The server's SETTINGS, as (identifier, value) pairs.
+    pub server_settings: Vec<(u16, u32)>,
+}
+
+impl Session {
+    /// Connects and exchanges SETTINGS; `settings` are the client's own (identifier, value)
+    /// pairs, such as `(0x4, 0)` for SETTINGS_INITIAL_WINDOW_SIZE 0.
+    pub async fn open(addr: SocketAddr, settings: &[(u16, u32)]) -> Session {
+        let mut stream = within(TcpStream::connect(addr)).await.unwrap();
+        let mut payload = Vec::new();
+        for (id, value) in settings {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &payload));
+        stream.write_all(&out).await.unwrap();
+        let mut session = Session { stream, server_settings: Vec::new() };
+        let (mut theirs, mut acked) = (false, false);
+        while !(theirs && acked) {
+            let frame = session.next_frame().await.expect("the server closed during SETTINGS");
+            match (frame.kind, frame.flags & ACK) {
+                (SETTINGS, 0) => {
+                    session.server_settings = frame
+                        .payload
+                        .chunks_exact(6)
+                        .map(|c| {
+                            (
+                                u16::from_be_bytes([c[0], c[1]]),
+                                u32::from_be_bytes(c[2..].try_into().unwrap()),
+                            )
+                        })
+                        .collect();
+                    session.send(&super::h2::frame(SETTINGS, ACK, 0, &[])).await;
+                    theirs = true;
+                }
+                (SETTINGS, _) => acked = true,
+                _ => {}
+            }
+        }
+        session
+    }
+
+    /// Writes raw bytes (frames made with [`frame`]).
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// Opens streams `ids` at once, each a request with `fields` and no body.
+    pub async fn requests(&mut self, ids: impl Iterator<Item = u32>, fields: &[(&str, &str)]) {
+        let block = header_block(fields);
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(frame(HEADERS, END_HEADERS | END_STREAM, id, &block));
+        }
+        self.send(&out).await;
+    }
+
+    /// Gives stream `id` (0: the connection) `increment` more bytes of window.
+    pub async fn window_update(&mut self, id: u32, increment: u32) {
+        self.send(&frame(WINDOW_UPDATE, 0, id, &increment.to_be_bytes())).await;
+    }
+
+    /// The next frame, answering PINGs on the way; `None` once the server closes. Not bounded:
+    /// wrap the wait in [`within`] or a timeout.
+    pub async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            let mut head = [0u8; 9];
+            self.stream.read_exact(&mut head).await.ok()?;
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            self.stream.read_exact(&mut payload).await.ok()?;
+            if head[3] == PING && head[4] & ACK == 0 {
+                let _ = self.stream.write_all(&frame(PING, ACK, 0, &payload)).await;
+                continue;
+            }
+            return Some(Frame { kind: head[3], flags: head[4], stream, payload });
+        }
+    }
+}

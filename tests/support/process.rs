@@ -118,6 +118,14 @@ impl Sluice {
         within(self.stderr).await.unwrap().join("\n")
     }
 
+    /// Waits for the process to exit by itself (after a signal already sent); the exit status
+    /// must be success. Returns everything written to standard error.
+    pub async fn exited(mut self) -> String {
+        let status = within(self.child.wait()).await.unwrap();
+        assert!(status.success(), "exit status {status:?}");
+        within(self.stderr).await.unwrap().join("\n")
+    }
+
     /// Kills the process and waits for it to go, for a test that has what it needs.
     pub async fn kill(mut self) {
         self.child.start_kill().unwrap();

@@ -265,7 +265,8 @@ impl Blueprint {
             }
             None => self.hosts.clone(),
         };
-        let connector = Connector::new(self.settings.connect, hosts, None);
+        let connector = Connector::new(self.settings.connect, hosts, None)
+            .capped(self.settings.max_connections_per_address);
         let upstream = Upstream::new(
             self.settings,
             plan.tls.clone(),

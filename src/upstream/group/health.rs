@@ -181,9 +181,12 @@ impl Probe {
 
     async fn run(&self) -> Result<(), CheckFailure> {
         match self {
-            Probe::Tcp { connector, host, port } => {
-                connector.connect(host, *port).await.map(drop).map_err(CheckFailure::Connect)
-            }
+            Probe::Tcp { connector, host, port } => match connector.connect(host, *port).await {
+                // sluice's own cap on connections to the target is full: the check says
+                // nothing about the target, which sluice is busy talking to.
+                Ok(_) | Err(ConnectError::AtCapacity { .. }) => Ok(()),
+                Err(err) => Err(CheckFailure::Connect(err)),
+            },
             Probe::Http(http) => {
                 let HttpProbe { upstream, uri, authority, host, headers, expect } = &**http;
                 let mut request = Request::get(uri.clone())
@@ -191,10 +194,16 @@ impl Probe {
                     .map_err(|_| CheckFailure::Connect(ConnectError::MissingHost))?;
                 *request.headers_mut() = headers.clone();
                 request.headers_mut().insert(http::header::HOST, host.clone());
-                let answered = upstream
-                    .send(request, authority, false)
-                    .await
-                    .map_err(CheckFailure::Exchange)?;
+                let answered = match upstream.send(request, authority, false).await {
+                    Ok(answered) => answered,
+                    // As for a TCP check: sluice's own connection cap, not the target.
+                    Err(UpstreamError::Connect {
+                        source: ConnectError::AtCapacity { .. }, ..
+                    }) => {
+                        return Ok(());
+                    }
+                    Err(err) => return Err(CheckFailure::Exchange(err)),
+                };
                 // The body is dropped unread: a check is not worth a connection's reuse.
                 let status = answered.response.status();
                 if expect.accepts(status) { Ok(()) } else { Err(CheckFailure::Status(status)) }
@@ -378,6 +387,8 @@ mod tests {
             body_idle: Duration::from_secs(5),
             pool_idle: Duration::from_secs(90),
             max_idle_per_host: 4,
+            max_connections_per_address: 64,
+            max_response_head: 16 * 1024,
         };
         let tls = crate::tls::client::default_client_config();
         let upstream = Upstream::new(settings, tls, UpstreamProtocol::Http1, None, connector());
