@@ -1,8 +1,8 @@
 //! Headless Chromium driven over the Chrome DevTools Protocol, for the status page's tests:
 //! one browser process per test, a fresh profile, one page, every wait bounded.
 //!
-//! Chromium comes from the Debian package `chromium` (`.ci/run` installs it). A test that
-//! needs it fails, with the command that installs it, when it is not on the `PATH`.
+//! Chromium comes from the Debian package `chromium`, which `tools/test` (the suite's command,
+//! which CI runs) installs. A test that needs it fails, saying so, when it is not on the `PATH`.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -62,8 +62,8 @@ fn chromium() -> PathBuf {
         }
     }
     panic!(
-        "this test drives a headless Chromium, and none is on the PATH; install it with \
-         `apt-get install -y chromium` (Debian/Ubuntu; .ci/run does this in CI)"
+        "this test drives a headless Chromium, and none is on the PATH: run the suite with \
+         `tools/test`, which installs it, or `apt-get install -y chromium` (Debian/Ubuntu)"
     );
 }
 
