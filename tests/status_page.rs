@@ -21,7 +21,7 @@ use support::browser::{Browser, artifacts_dir};
 use support::client::{connect_tunnel, direct, via_proxy};
 use support::config::{ADMIN, BOTH, listener, named_route, write_config};
 use support::proxy::TestProxy;
-use support::upstream::{Origin, WsOrigin, full};
+use support::upstream::{Origin, WsOrigin, closed_port, full};
 use support::within;
 use tokio::task::JoinHandle;
 
@@ -65,6 +65,24 @@ struct Route {
     protocol: String,
     upgrades: Vec<String>,
     rate_limit: Option<RateLimit>,
+    balance: Option<String>,
+    targets: Vec<Target>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    name: String,
+    url: String,
+    tier: u8,
+    weight: u32,
+    state: String,
+    checks: Option<String>,
+    ejected_for_ms: Option<u64>,
+    cooling_for_ms: Option<u64>,
+    consecutive_failures: u32,
+    in_flight: u32,
+    max_in_flight: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,7 +160,68 @@ const REQUIRED_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("traffic", &["end_unix_ms", "history_seconds", "interval_seconds", "samples", "series"]),
+    ("series", &["errors", "p50_ms", "p99_ms", "recent", "requests", "route"]),
+    ("recent", &["error_ratio", "p50_ms", "p99_ms", "requests_per_second", "window_seconds"]),
+    (
+        "routes",
+        &[
+            "balance",
+            "host",
+            "name",
+            "prefix",
+            "protocol",
+            "rate_limit",
+            "targets",
+            "upgrades",
+            "upstream",
+        ],
+    ),
+    (
+        "targets",
+        &[
+            "checks",
+            "consecutive_failures",
+            "cooling_for_ms",
+            "ejected_for_ms",
+            "in_flight",
+            "max_in_flight",
+            "name",
+            "state",
+            "tier",
+            "url",
+            "weight",
+        ],
+    ),
 ];
+
+/// The objects of `document` at `place` (a name in [`REQUIRED_KEYS`]).
+fn objects<'a>(document: &'a Value, place: &str) -> Vec<&'a Value> {
+    let each = |value: &'a Value| value.as_array().unwrap().iter().collect::<Vec<_>>();
+    match place {
+        "" => vec![document],
+        "traffic" => vec![&document["traffic"]],
+        "series" => each(&document["traffic"]["series"]),
+        "recent" => objects(document, "series").into_iter().map(|s| &s["recent"]).collect(),
+        "routes" => each(&document["routes"]),
+        "targets" => {
+            objects(document, "routes").into_iter().flat_map(|r| each(&r["targets"])).collect()
+        }
+        other => panic!("no place {other}"),
+    }
+}
+
+/// Fails unless every object has exactly the documented keys.
+fn assert_documented_keys(document: &Value) {
+    for (place, keys) in REQUIRED_KEYS {
+        let found = objects(document, place);
+        assert!(!found.is_empty(), "no object at {place:?}");
+        for object in found {
+            let have: BTreeSet<&str> =
+                object.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(have, keys.iter().copied().collect(), "keys at {place:?}");
+        }
+    }
+}
 
 // ------------------------------------------------------------------ the proxy under test
 
@@ -172,9 +251,24 @@ async fn origin(spread_ms: u64, fail_one_in: u64) -> Origin {
     .await
 }
 
+/// An origin that passes its health checks (`.../health`) and answers everything else 502.
+async fn failing_origin() -> Origin {
+    Origin::start(|request: Request<Incoming>| async move {
+        let mut response = full("no\n");
+        if !request.uri().path().ends_with("/health") {
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+        }
+        response
+    })
+    .await
+}
+
 /// The origins behind the routes, kept alive for the test.
 struct Upstreams {
     api: Origin,
+    api_b: Origin,
+    failing: Origin,
+    gone: SocketAddr,
     payments: Origin,
     live: WsOrigin,
 }
@@ -183,18 +277,41 @@ impl Upstreams {
     async fn start() -> Upstreams {
         Upstreams {
             api: origin(12, 0).await,
+            api_b: origin(12, 0).await,
+            failing: failing_origin().await,
+            gone: closed_port(),
             payments: origin(30, 8).await,
             live: WsOrigin::start().await,
         }
     }
 
-    /// A listener serving forward and reverse traffic, four routes (one limited to a host,
-    /// one for WebSockets), and the admin listener; `extra` goes into the `api` route.
-    fn config(&self, api_extra: &str) -> String {
+    /// The `api` route: four targets over two tiers with health checks, one of them gone (its
+    /// checks fail: `down`) and one that answers 502 (ejected by passive health); `a_extra`
+    /// goes into the first target.
+    fn api_route(&self, a_extra: &str) -> String {
+        let target = |name: &str, url: &str, extra: &str| {
+            format!("[[route.target]]\nname = \"{name}\"\nurl = \"{url}\"\n{extra}\n")
+        };
+        format!(
+            "[[route]]\nname = \"api\"\nprefix = \"/api\"\n\
+             [route.passive_health]\nconsecutive_failures = 2\n\
+             [route.health_check]\npath = \"/health\"\ninterval = \"100ms\"\njitter = \"0s\"\n\
+             unhealthy_threshold = 2\n\n{}{}{}{}",
+            target("api-a", &self.api.url("/v1"), &format!("weight = 2\n{a_extra}")),
+            target("api-failing", &self.failing.url("/v1"), ""),
+            target("api-gone", &format!("http://{}/v1", self.gone), ""),
+            target("api-b", &self.api_b.url("/v1"), "tier = 1"),
+        )
+    }
+
+    /// A listener serving forward and reverse traffic, four routes (one with targets, one
+    /// limited to a host, one for WebSockets), and the admin listener; `api_a_extra` goes
+    /// into the first target of `api`.
+    fn config(&self, api_a_extra: &str) -> String {
         format!(
             "{}{}{}{}{}{ADMIN}[access_log]\nenabled = false\n",
             listener(BOTH, ""),
-            named_route("api", "/api", &self.api.url("/v1"), api_extra),
+            self.api_route(api_a_extra),
             named_route(
                 "payments",
                 "/payments",
@@ -264,7 +381,8 @@ async fn status_json_follows_its_documented_schema_and_the_traffic() {
     const SECRET: &str = "sk-status-test-3c9f1e";
     let upstreams = Upstreams::start().await;
     let text = upstreams.config(
-        "[route.headers.request]\nset = { authorization = \"Bearer ${SLUICE_STATUS_KEY}\" }\n",
+        "[route.target.headers.request]\n\
+         set = { authorization = \"Bearer ${SLUICE_STATUS_KEY}\" }\n",
     );
     let env = |name: &str| (name == "SLUICE_STATUS_KEY").then(|| SECRET.to_owned());
     let proxy =
@@ -272,11 +390,7 @@ async fn status_json_follows_its_documented_schema_and_the_traffic() {
             .await;
 
     let before = status_json(&proxy).await;
-    for (object, keys) in REQUIRED_KEYS {
-        let value = if object.is_empty() { &before } else { &before[object] };
-        let found: BTreeSet<&str> = value.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(found, keys.iter().copied().collect(), "keys of {object:?}");
-    }
+    assert_documented_keys(&before);
     let status: Status = serde_json::from_value(before).unwrap();
     assert_eq!((status.schema, status.state.as_str()), (1, "serving"));
     assert_eq!(status.version, env!("CARGO_PKG_VERSION"));
@@ -293,7 +407,21 @@ async fn status_json_follows_its_documented_schema_and_the_traffic() {
     assert_eq!(names, ["api", "payments", "assets", "live"]);
     let api = &status.routes[0];
     assert_eq!((api.prefix.as_str(), api.host.as_deref()), ("/api", None));
-    assert_eq!(api.upstream, upstreams.api.url("/v1"));
+    assert_eq!(api.upstream, upstreams.api.url("/v1"), "the first target's");
+    assert_eq!(api.balance.as_deref(), Some("round_robin"));
+    let targets: Vec<_> = api.targets.iter().map(|t| (t.name.as_str(), t.tier, t.weight)).collect();
+    assert_eq!(
+        targets,
+        [("api-a", 0, 2), ("api-failing", 0, 1), ("api-gone", 0, 1), ("api-b", 1, 1)],
+        "by tier"
+    );
+    assert_eq!(api.targets[3].url, upstreams.api_b.url("/v1"));
+    for target in &api.targets {
+        assert_eq!(target.max_in_flight, 1024);
+        assert!(target.checks.is_some(), "the route checks its targets");
+    }
+    let payments = &status.routes[1];
+    assert!(payments.balance.is_none() && payments.targets.is_empty());
     assert_eq!(
         (api.protocol.as_str(), api.upgrades.as_slice()),
         ("auto", &["websocket".to_owned()][..])
@@ -309,7 +437,10 @@ async fn status_json_follows_its_documented_schema_and_the_traffic() {
     let _tunnel = connect_tunnel(proxy.addr, &upstreams.api.addr.to_string()).await;
     let load = traffic(&proxy, &upstreams.api);
     let (status, raw) = status_when(&proxy, |status| {
+        let api = &status.routes[0].targets;
         status.traffic.samples >= 3
+            && api.iter().any(|t| t.name == "api-gone" && t.state == "down")
+            && api.iter().any(|t| t.name == "api-failing" && t.state == "ejected")
             && status.connections.tunnels == 1
             && series(status, Some("payments")).recent.requests_per_second > 0.0
             && series(status, Some("payments")).errors.iter().sum::<u32>() > 0
@@ -339,9 +470,23 @@ async fn status_json_follows_its_documented_schema_and_the_traffic() {
         }
         assert!(series.recent.window_seconds >= 1 && series.recent.window_seconds <= 70);
     }
+    assert_documented_keys(&raw);
+    let by_name = |name: &str| status.routes[0].targets.iter().find(|t| t.name == name).unwrap();
+    let (gone, failing, a) = (by_name("api-gone"), by_name("api-failing"), by_name("api-a"));
+    assert_eq!((gone.state.as_str(), gone.checks.as_deref()), ("down", Some("down")));
+    assert_eq!((failing.state.as_str(), failing.checks.as_deref()), ("ejected", Some("up")));
+    let left = failing.ejected_for_ms.unwrap();
+    assert!(left > 0 && left <= 30_000, "a first ejection lasts 30 s: {left} ms left");
+    assert_eq!(
+        (a.state.as_str(), a.ejected_for_ms, a.cooling_for_ms, a.consecutive_failures),
+        ("healthy", None, None, 0)
+    );
+    for target in &status.routes[0].targets {
+        assert!(target.in_flight <= target.max_in_flight);
+    }
+    // Failed attempts were tried again on a healthy target.
     let api = series(&status, Some("api"));
-    assert_eq!(api.errors.iter().sum::<u32>(), 0);
-    assert_eq!(api.recent.error_ratio, Some(0.0));
+    assert!(api.recent.error_ratio.unwrap() < 0.05, "{:?}", api.recent);
     let p50 = api.recent.p50_ms.unwrap();
     assert!(api.recent.p99_ms.unwrap() >= p50);
     assert!((0.9..45.0).contains(&p50), "the origin answers in 1-12 ms, sometimes 40: {p50}");
@@ -393,6 +538,10 @@ async fn the_page_reads_without_script_and_shows_a_refused_reload_without_its_cr
          <div class=\"match mono\">cdn.example/</div>"
             .to_owned(),
         "<div class=\"name\">forward proxy</div>".to_owned(),
+        "4 targets, round_robin".to_owned(),
+        "<div class=\"target-name\">api-gone</div>".to_owned(),
+        "<span class=\"tag\">tier 1</span>".to_owned(),
+        "id=\"t-targets\" class=\"value\">4 / 4</div>".to_owned(),
         "<span id=\"state\" class=\"pill ok\">serving</span>".to_owned(),
         "No reload since start".to_owned(),
         "The charts need JavaScript".to_owned(),
@@ -414,9 +563,7 @@ async fn the_page_reads_without_script_and_shows_a_refused_reload_without_its_cr
             && reload.at_unix_ms <= status.generated_unix_ms
     );
     assert!(
-        reload.message.contains(
-            "route[0].upstream: `http://***@127.0.0.1:9/v1` must not contain credentials"
-        ),
+        reload.message.contains("`http://***@127.0.0.1:9/v1` must not contain credentials"),
         "{}",
         reload.message
     );
@@ -467,7 +614,8 @@ async fn the_live_page_in_a_browser_charts_the_traffic_and_fits_a_phone() {
         .wait_for(
             "+document.getElementById('charts').dataset.samples >= 5 && \
                    document.getElementById('t-tunnels').textContent === '1' && \
-                   document.getElementById('t-websockets').textContent === '1'",
+                   document.getElementById('t-websockets').textContent === '1' && \
+                   document.getElementById('t-targets').textContent === '2 / 4'",
         )
         .await;
     load.abort();
@@ -518,6 +666,23 @@ async fn the_live_page_in_a_browser_charts_the_traffic_and_fits_a_phone() {
         )
         .await;
     assert_eq!(failing, serde_json::json!(["payments"]), "only payments answers 5xx");
+    let health = browser
+        .eval("[...document.querySelectorAll('#routes-body tr.target')].map(row => \
+               row.querySelector('.target-name').textContent + ' ' + \
+               row.querySelector('.pill').className + ' ' + row.querySelector('.pill').textContent)")
+        .await;
+    assert_eq!(
+        health,
+        serde_json::json!([
+            "api-a pill ok healthy",
+            "api-failing pill warn ejected",
+            "api-gone pill bad down",
+            "api-b pill ok healthy"
+        ])
+    );
+    let strip =
+        browser.eval("document.querySelectorAll('#charts .route .health .pill').length").await;
+    assert_eq!(strip, 4, "the api card shows its targets");
     assert!(browser.problems.is_empty(), "problems on the page: {:?}", browser.problems);
     browser.screenshot(&artifacts_dir().join("status.png")).await;
 

@@ -125,8 +125,15 @@
     var title = s.route === null ? "forward proxy" : s.route;
     var where = route ? (route.host || "") + route.prefix + " → " + route.upstream : "absolute-form and CONNECT";
     var r = s.recent;
+    var health = route && route.targets.length ? el("div", "health", route.targets.map(function (t) {
+      var pill = el("span", "pill " + healthClass(t.state), [t.name]);
+      pill.title = t.name + ": " + t.state + " · " + targetDetail(t);
+      return pill;
+    })) : null;
+    if (route && route.balance) where = (route.host || "") + route.prefix + " → " + route.targets.length + " targets, " + route.balance;
     return el("div", "route", [
       el("div", "route-head", [el("strong", null, [title]), el("span", "muted", [where])]),
+      health,
       chart("Requests/s", [rate(r.requests_per_second)], [{ values: rps, color: "var(--accent)" }], slots, 1, "/s"),
       chart("5xx", [percent(r.error_ratio)], [{ values: err, color: "var(--bad)" }], slots, 1, " %"),
       chart("Latency", [keyed("var(--p50)", "p50 " + ms(r.p50_ms)), keyed("var(--p99)", "p99 " + ms(r.p99_ms))], [
@@ -155,6 +162,11 @@
     setText("t-parked", status.connections.parked.toLocaleString("en-US"));
     setText("t-tunnels", status.connections.tunnels.toLocaleString("en-US"));
     setText("t-websockets", status.connections.websockets.toLocaleString("en-US"));
+    var all = [].concat.apply([], status.routes.map(function (route) { return route.targets; }));
+    var up = all.filter(function (t) { return t.state === "healthy"; }).length;
+    $("t-targets-tile").hidden = all.length === 0;
+    setText("t-targets", up + " / " + all.length);
+    $("t-targets").className = "value" + (up < all.length ? " bad-text" : "");
     setText("traffic-span", "last " + span(traffic.history_seconds) + " · " + traffic.interval_seconds + " s samples");
 
     var byName = {};
@@ -170,7 +182,9 @@
     var rows = el("tbody");
     status.routes.forEach(function (route) {
       var series = traffic.series.find(function (s) { return s.route === route.name; });
-      rows.appendChild(routeRow(route.name, (route.host || "") + route.prefix, route.upstream, series, route));
+      var upstream = route.balance ? route.targets.length + " targets, " + route.balance : route.upstream;
+      rows.appendChild(routeRow(route.name, (route.host || "") + route.prefix, upstream, series, route));
+      route.targets.forEach(function (t) { rows.appendChild(targetRow(t)); });
     });
     var forward = traffic.series.find(function (s) { return s.route === null; });
     if (forward) rows.appendChild(routeRow("forward proxy", "absolute-form, CONNECT", "the request's target", forward, null));
@@ -199,6 +213,30 @@
         el("pre", "message", [reload.message])
       ]));
     }
+    // status.ai_usage (null until the AI gateway exists) is drawn here, after the reload, as
+    // page.rs renders it.
+  }
+
+  // The same words as the server-rendered page (`health_class`, `target_detail` in page.rs).
+  function healthClass(state) { return state === "healthy" ? "ok" : state === "down" ? "bad" : "warn"; }
+  function targetDetail(t) {
+    var parts = [];
+    if (t.state === "down") parts.push("failing its checks");
+    else if (t.state === "ejected") parts.push("back in " + span((t.ejected_for_ms || 0) / 1000));
+    else if (t.state === "cooling") parts.push("back in " + span((t.cooling_for_ms || 0) / 1000));
+    else if (t.consecutive_failures > 0) parts.push(t.consecutive_failures + " failed in a row");
+    parts.push(t.in_flight + " in flight");
+    return parts.join(" · ");
+  }
+
+  function targetRow(t) {
+    var cell = el("td", "num", [el("span", "pill " + healthClass(t.state), [t.state]), " ", el("span", "muted small", [targetDetail(t)])]);
+    cell.colSpan = 4;
+    return el("tr", "target", [
+      el("td", null, [el("div", "target-name", [t.name])]),
+      el("td", "mono wrap hide-narrow", [t.url, " ", el("span", "tag", ["tier " + t.tier]), el("span", "tag", ["weight " + t.weight])]),
+      cell
+    ]);
   }
 
   function emptyCell(span, text) { var td = el("td", "empty", [text]); td.colSpan = span; return td; }

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use crate::admin::status::{RouteStatus, SeriesStatus, Status};
+use crate::admin::status::{RouteStatus, SeriesStatus, Status, TargetHealth, TargetStatus};
 
 /// The page's style sheet.
 const STYLE: &str = include_str!("page.css");
@@ -79,6 +79,8 @@ pub fn render(status: &Status) -> String {
     routes(&mut out, status);
     listeners(&mut out, status);
     reload(&mut out, status);
+    // The AI gateway's usage per model and virtual key (`Status::ai_usage`, always `None`
+    // until the gateway exists) gets its own section here and in page.js's `render`.
     let _ = write!(
         out,
         "</main>\n<footer><a href=\"status.json\">status.json</a><a href=\"metrics\">metrics</a>\
@@ -89,6 +91,9 @@ pub fn render(status: &Status) -> String {
 
 fn tiles(out: &mut String, status: &Status) {
     let (rps, ratio) = totals(&status.traffic.series);
+    let targets = status.routes.iter().flat_map(|route| &route.targets);
+    let (healthy, total) = targets
+        .fold((0, 0), |(up, all), t| (up + usize::from(t.state == TargetHealth::Healthy), all + 1));
     let connections = &status.connections;
     let tiles = [
         ("Requests/s", "t-rps", rate(Some(rps)), "last minute"),
@@ -97,17 +102,21 @@ fn tiles(out: &mut String, status: &Status) {
         ("Parked", "t-parked", connections.parked.to_string(), "idle, socket only"),
         ("Tunnels", "t-tunnels", connections.tunnels.to_string(), "CONNECT"),
         ("WebSockets", "t-websockets", connections.websockets.to_string(), "open now"),
+        ("Targets", "t-targets", format!("{healthy} / {total}"), "healthy"),
     ];
     out.push_str("<section class=\"tiles\" aria-label=\"summary\">\n");
     for (label, id, value, hint) in tiles {
-        let class = if id == "t-errors" && ratio.is_some_and(|r| r > 0.0) {
-            "value bad-text"
-        } else {
-            "value"
+        let failing = match id {
+            "t-errors" => ratio.is_some_and(|r| r > 0.0),
+            "t-targets" => healthy < total,
+            _ => false,
         };
+        let class = if failing { "value bad-text" } else { "value" };
+        // The targets tile is there for the script to show once a route has targets.
+        let hidden = if id == "t-targets" && total == 0 { " hidden" } else { "" };
         let _ = writeln!(
             out,
-            "<div class=\"tile\"><div class=\"label\">{label}</div>\
+            "<div class=\"tile\" id=\"{id}-tile\"{hidden}><div class=\"label\">{label}</div>\
              <div id=\"{id}\" class=\"{class}\">{}</div><div class=\"hint\">{hint}</div></div>",
             escape(&value)
         );
@@ -137,7 +146,14 @@ fn routes(out: &mut String, status: &Status) {
     for route in &status.routes {
         let matched = format!("{}{}", route.host.as_deref().unwrap_or(""), route.prefix);
         let series = status.series(Some(&route.name));
-        route_row(out, &route.name, &matched, &route.upstream, series, Some(route));
+        let upstream = match route.balance {
+            Some(balance) => format!("{} targets, {balance}", route.targets.len()),
+            None => route.upstream.clone(),
+        };
+        route_row(out, &route.name, &matched, &upstream, series, Some(route));
+        for target in &route.targets {
+            target_row(out, target);
+        }
     }
     if let Some(forward) = status.series(None) {
         let (name, matched, upstream) =
@@ -180,6 +196,51 @@ fn route_row(
         ms(recent.and_then(|r| r.p50_ms)),
         ms(recent.and_then(|r| r.p99_ms)),
     );
+}
+
+/// A target's row under its route: its health, where it is, and what it is doing.
+fn target_row(out: &mut String, target: &TargetStatus) {
+    let _ = writeln!(
+        out,
+        "<tr class=\"target\"><td><div class=\"target-name\">{}</div></td>\
+         <td class=\"mono wrap hide-narrow\">{} <span class=\"tag\">tier {}</span>\
+         <span class=\"tag\">weight {}</span></td><td class=\"num\" colspan=\"4\">\
+         <span class=\"pill {}\">{}</span> <span class=\"muted small\">{}</span></td></tr>",
+        escape(&target.name),
+        escape(&target.url),
+        target.tier,
+        target.weight,
+        health_class(target.state),
+        target.state.as_str(),
+        escape(&target_detail(target)),
+    );
+}
+
+/// The pill colour of a target's state: red while its checks fail, amber while it sits out a
+/// timed ejection or cooling.
+fn health_class(state: TargetHealth) -> &'static str {
+    match state {
+        TargetHealth::Healthy => "ok",
+        TargetHealth::Down => "bad",
+        TargetHealth::Ejected | TargetHealth::Cooling => "warn",
+    }
+}
+
+/// What else there is to say about a target: why it is out, and its load.
+fn target_detail(target: &TargetStatus) -> String {
+    let left = |ms: Option<u64>| span(Duration::from_millis(ms.unwrap_or(0)));
+    let mut parts = Vec::new();
+    match target.state {
+        TargetHealth::Down => parts.push("failing its checks".to_owned()),
+        TargetHealth::Ejected => parts.push(format!("back in {}", left(target.ejected_for_ms))),
+        TargetHealth::Cooling => parts.push(format!("back in {}", left(target.cooling_for_ms))),
+        TargetHealth::Healthy if target.consecutive_failures > 0 => {
+            parts.push(format!("{} failed in a row", target.consecutive_failures));
+        }
+        TargetHealth::Healthy => {}
+    }
+    parts.push(format!("{} in flight", target.in_flight));
+    parts.join(" · ")
 }
 
 fn listeners(out: &mut String, status: &Status) {
@@ -371,6 +432,42 @@ mod tests {
             assert_eq!(span(Duration::from_secs(seconds)), text);
         }
         assert_eq!(clock(1_796_658_543_000), "2026-12-07 15:49:03 UTC");
+    }
+
+    fn target(state: TargetHealth, failures: u32, ejected_ms: Option<u64>) -> TargetStatus {
+        TargetStatus {
+            name: "a".to_owned(),
+            url: "http://127.0.0.1:9000/".to_owned(),
+            tier: 0,
+            weight: 1,
+            state,
+            checks: None,
+            ejected_for_ms: ejected_ms,
+            cooling_for_ms: Some(4_000),
+            consecutive_failures: failures,
+            in_flight: 3,
+            max_in_flight: 1024,
+        }
+    }
+
+    #[test]
+    fn a_target_reads_as_its_state_and_load() {
+        let cases = [
+            (target(TargetHealth::Healthy, 0, None), "ok", "3 in flight"),
+            (target(TargetHealth::Healthy, 2, None), "ok", "2 failed in a row · 3 in flight"),
+            (target(TargetHealth::Down, 5, None), "bad", "failing its checks · 3 in flight"),
+            (target(TargetHealth::Ejected, 5, Some(21_400)), "warn", "back in 21s · 3 in flight"),
+            (target(TargetHealth::Cooling, 0, None), "warn", "back in 4s · 3 in flight"),
+        ];
+        for (target, class, detail) in cases {
+            assert_eq!(health_class(target.state), class, "{target:?}");
+            assert_eq!(target_detail(&target), detail, "{target:?}");
+        }
+        let mut out = String::new();
+        let mut odd = target(TargetHealth::Healthy, 0, None);
+        odd.name = "<b>".to_owned();
+        target_row(&mut out, &odd);
+        assert!(out.contains("&lt;b&gt;") && !out.contains("<b>"), "{out}");
     }
 
     #[test]

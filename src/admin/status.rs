@@ -16,7 +16,9 @@ use serde::Serialize;
 
 use crate::config::{Config, ListenerConfig, RouteConfig};
 use crate::observe::history::{History, SAMPLE_INTERVAL, Series};
+use crate::proxy::router::Router;
 use crate::reload::Reloader;
+use crate::upstream::group::{Group, Member, Moment};
 
 /// The version of the `/status.json` schema; see the module documentation.
 pub const STATUS_SCHEMA: u32 = 1;
@@ -79,7 +81,7 @@ pub struct RouteStatus {
     pub host: Option<String>,
     /// The path prefix it matches on whole segments.
     pub prefix: String,
-    /// The upstream base URL.
+    /// The upstream base URL; for a route with targets, the first target's.
     pub upstream: String,
     /// The HTTP version spoken upstream: `auto`, `http1` or `http2`.
     pub protocol: &'static str,
@@ -87,6 +89,65 @@ pub struct RouteStatus {
     pub upgrades: Vec<String>,
     /// The route's request rate limit, if any.
     pub rate_limit: Option<RateStatus>,
+    /// How a route with targets spreads its requests (`round_robin`, `least_request`, ...);
+    /// `null` for a route with one upstream.
+    pub balance: Option<&'static str>,
+    /// A route's targets with their health now, by tier; empty for a route with one upstream.
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target of a route with several, as its group sees it now.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetStatus {
+    /// Its name within the route.
+    pub name: String,
+    /// Its base URL.
+    pub url: String,
+    /// Its failover tier, 0 first.
+    pub tier: u8,
+    /// Its share of the tier's requests, relative to the other targets' weights.
+    pub weight: u32,
+    /// Whether it takes requests, and if not, why.
+    pub state: TargetHealth,
+    /// The health checks' verdict, `up` or `down`; `null` when the route has no checks.
+    pub checks: Option<&'static str>,
+    /// How long its ejection still lasts, when ejected.
+    pub ejected_for_ms: Option<u64>,
+    /// How long its cooling still lasts, when cooling.
+    pub cooling_for_ms: Option<u64>,
+    /// Failed requests in a row (the passive health streak).
+    pub consecutive_failures: u32,
+    /// Requests in flight to it now.
+    pub in_flight: u32,
+    /// Its cap on requests in flight.
+    pub max_in_flight: u32,
+}
+
+/// Whether a target takes requests now, and if not the first reason that holds, in this
+/// order: its health checks outrank passive health, which outranks a `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetHealth {
+    /// It takes requests.
+    Healthy,
+    /// Its health checks fail.
+    Down,
+    /// Passive health took it out for failing requests, for a while.
+    Ejected,
+    /// It asked for a pause with `Retry-After` (a 429 or 503 answer).
+    Cooling,
+}
+
+impl TargetHealth {
+    /// The name `/status.json` and the page give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetHealth::Healthy => "healthy",
+            TargetHealth::Down => "down",
+            TargetHealth::Ejected => "ejected",
+            TargetHealth::Cooling => "cooling",
+        }
+    }
 }
 
 /// A rate limit.
@@ -173,6 +234,7 @@ impl Status {
     /// A snapshot of the running proxy.
     pub async fn collect(reloader: &Reloader, history: &Mutex<History>) -> Status {
         let config = reloader.config().await;
+        let proxy = reloader.proxy().await;
         let active = reloader.metrics().active();
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let traffic = {
@@ -186,7 +248,7 @@ impl Status {
             started_unix_ms: unix_ms(reloader.started()),
             state: if reloader.shutdown().is_signalled() { "draining" } else { "serving" },
             listeners: config.listeners.iter().map(listener).collect(),
-            routes: config.routes.iter().map(route).collect(),
+            routes: config.routes.iter().map(|r| route(r, &proxy.router, Moment::now())).collect(),
             connections: ConnectionStatus {
                 open: count(active.connections),
                 parked: count(active.parked),
@@ -219,7 +281,8 @@ fn listener(listener: &ListenerConfig) -> ListenerStatus {
     }
 }
 
-fn route(route: &RouteConfig) -> RouteStatus {
+fn route(route: &RouteConfig, router: &Router, now: Moment) -> RouteStatus {
+    let group = router.group_of(route);
     RouteStatus {
         name: route.name.clone(),
         host: route.host.clone(),
@@ -228,6 +291,46 @@ fn route(route: &RouteConfig) -> RouteStatus {
         protocol: route.protocol.as_str(),
         upgrades: route.allow_upgrades.clone(),
         rate_limit: route.rate_limit.map(|r| RateStatus { rate: r.rate, burst: r.burst }),
+        balance: group.map(|group| group.settings().balance.as_str()),
+        targets: group.map_or_else(Vec::new, |group| targets(group, now)),
+    }
+}
+
+/// Every target of `group` at `now`, as `GET /upstreams` reads them.
+fn targets(group: &Group, now: Moment) -> Vec<TargetStatus> {
+    let checked = group.settings().health_check.is_some();
+    group.targets().members().iter().map(|member| target(member, checked, now)).collect()
+}
+
+fn target(member: &Member, checked: bool, now: Moment) -> TargetStatus {
+    let (spec, state) = (&member.spec, &member.state);
+    let passive = &state.passive;
+    let remaining = |until: Option<Moment>| {
+        let left = until.filter(|until| *until > now).map(|until| until.since(now).as_millis());
+        left.map(|ms| u64::try_from(ms).unwrap_or(u64::MAX))
+    };
+    let checks_up = state.active.is_healthy();
+    let health = if !checks_up {
+        TargetHealth::Down
+    } else if passive.ejected(now) {
+        TargetHealth::Ejected
+    } else if passive.cooling(now) {
+        TargetHealth::Cooling
+    } else {
+        TargetHealth::Healthy
+    };
+    TargetStatus {
+        name: spec.name.to_string(),
+        url: spec.endpoint.url.to_string(),
+        tier: spec.tier,
+        weight: spec.weight,
+        state: health,
+        checks: checked.then_some(if checks_up { "up" } else { "down" }),
+        ejected_for_ms: remaining(passive.ejected_until()),
+        cooling_for_ms: remaining(passive.cooling_until()),
+        consecutive_failures: passive.consecutive_failures(),
+        in_flight: state.in_flight(),
+        max_in_flight: spec.caps.max_in_flight,
     }
 }
 
