@@ -182,7 +182,17 @@ impl Reloader {
 
     /// The configuration being served, with each listener's bound address.
     pub async fn config(&self) -> Config {
+        self.bound_config(&*self.state.lock().await)
+    }
+
+    /// The configuration being served (as [`Reloader::config`]) and the generation built from
+    /// it, read together so that a reload cannot come between them.
+    pub async fn serving(&self) -> (Config, Arc<Proxy>) {
         let state = self.state.lock().await;
+        (self.bound_config(&state), state.proxy.clone())
+    }
+
+    fn bound_config(&self, state: &State) -> Config {
         let mut config = state.config.clone();
         for (listener, running) in config.listeners.iter_mut().zip(&state.listeners) {
             listener.address = running.bound;

@@ -233,8 +233,9 @@ pub struct RecentStatus {
 impl Status {
     /// A snapshot of the running proxy.
     pub async fn collect(reloader: &Reloader, history: &Mutex<History>) -> Status {
-        let config = reloader.config().await;
-        let proxy = reloader.proxy().await;
+        // One generation's routes and groups, or a reload in between could leave a route
+        // without its targets.
+        let (config, proxy) = reloader.serving().await;
         let active = reloader.metrics().active();
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         let traffic = {
