@@ -11,8 +11,8 @@
 //! - [`upstream`] resolves, dials and pools upstream connections, with typed errors;
 //! - [`policy`] holds the checks of who may do what; [`headers`] and [`uri`] are pure
 //!   functions on header maps and request targets; [`relay`] copies tunnel bytes both ways;
-//! - [`observe`] writes the access log and keeps the metrics; [`admin`] serves them, health
-//!   and the effective config; [`reload`] applies a new configuration live; [`shutdown`]
+//! - [`observe`] writes the access log and keeps the metrics and the traffic history;
+//!   [`admin`] serves them, the status page, health and the effective config; [`reload`] applies a new configuration live; [`shutdown`]
 //!   drains connections with a deadline;
 //! - [`config`] loads and validates the configuration; [`tls`] configures rustls; [`body`] is
 //!   the one body type; [`memory`] gives heap freed after a burst back to the system.

@@ -15,7 +15,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use tokio::sync::Mutex;
@@ -73,6 +74,18 @@ impl fmt::Display for ReloadReport {
     }
 }
 
+/// The outcome of the latest reload, for the status page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRecord {
+    /// When it finished.
+    pub at: SystemTime,
+    /// Whether it applied.
+    pub result: ReloadResult,
+    /// What changed, or why it was refused (as `POST /reload` answers and the log says:
+    /// problems are named by file, line and key; values of secrets never appear in them).
+    pub message: String,
+}
+
 /// One listener being served.
 #[derive(Debug)]
 struct Running {
@@ -103,6 +116,10 @@ pub struct Reloader {
     state: Mutex<State>,
     /// The admin listener's bound address, shown by [`Reloader::config`].
     admin: Option<SocketAddr>,
+    /// When serving started.
+    started: SystemTime,
+    /// The latest reload's outcome.
+    last_reload: std::sync::Mutex<Option<ReloadRecord>>,
 }
 
 impl Reloader {
@@ -126,7 +143,15 @@ impl Reloader {
             running.push(launch(&shutdown, bound.socket, serving, configured, address));
         }
         let state = Mutex::new(State { config, proxy, listeners: running });
-        let reloader = Arc::new(Reloader { source, shutdown, metrics, state, admin });
+        let reloader = Arc::new(Reloader {
+            source,
+            shutdown,
+            metrics,
+            state,
+            admin,
+            started: SystemTime::now(),
+            last_reload: std::sync::Mutex::new(None),
+        });
         Ok((reloader, bound.admin))
     }
 
@@ -140,6 +165,16 @@ impl Reloader {
         self.state.lock().await.proxy.cache.clone()
     }
 
+    /// When serving started.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// The latest reload's outcome, if there was a reload.
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.last_reload.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// The shutdown handle the listeners run under.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
@@ -147,7 +182,17 @@ impl Reloader {
 
     /// The configuration being served, with each listener's bound address.
     pub async fn config(&self) -> Config {
+        self.bound_config(&*self.state.lock().await)
+    }
+
+    /// The configuration being served (as [`Reloader::config`]) and the generation built from
+    /// it, read together so that a reload cannot come between them.
+    pub async fn serving(&self) -> (Config, Arc<Proxy>) {
         let state = self.state.lock().await;
+        (self.bound_config(&state), state.proxy.clone())
+    }
+
+    fn bound_config(&self, state: &State) -> Config {
         let mut config = state.config.clone();
         for (listener, running) in config.listeners.iter_mut().zip(&state.listeners) {
             listener.address = running.bound;
@@ -174,23 +219,26 @@ impl Reloader {
         } else {
             self.apply(&mut state).await
         };
-        match &outcome {
+        let (result, message) = match &outcome {
             Ok(report) => {
-                self.metrics.reloaded(ReloadResult::Applied);
                 tracing::info!("{report}");
+                (ReloadResult::Applied, report.to_string())
             }
-            Err(ReloadError::ShuttingDown) => {
-                self.metrics.reloaded(ReloadResult::Refused);
+            Err(err @ ReloadError::ShuttingDown) => {
                 tracing::warn!("reload refused: shutting down");
+                (ReloadResult::Refused, err.to_string())
             }
             Err(err) => {
-                self.metrics.reloaded(ReloadResult::Refused);
                 let err_text = chain(err);
                 tracing::error!(
                     "reload refused, the running configuration is unchanged: {err_text}"
                 );
+                (ReloadResult::Refused, err_text)
             }
-        }
+        };
+        self.metrics.reloaded(result);
+        let record = ReloadRecord { at: SystemTime::now(), result, message };
+        *self.last_reload.lock().unwrap_or_else(PoisonError::into_inner) = Some(record);
         outcome
     }
 

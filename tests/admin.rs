@@ -181,7 +181,7 @@ async fn metrics_are_openmetrics_text_ending_in_eof_for_get_and_head() {
 async fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
     let proxy = forward_with_admin().await;
     let client = direct();
-    for path in ["/metrics", "/healthz", "/readyz", "/config", "/upstreams"] {
+    for path in ["/metrics", "/healthz", "/readyz", "/config", "/upstreams", "/", "/status.json"] {
         let response = within(client.post(proxy.admin_url(path)).send()).await.unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED, "POST {path}");
         assert_eq!(response.headers()["allow"], "GET, HEAD", "POST {path}");
@@ -191,13 +191,14 @@ async fn wrong_method_is_405_with_allow_and_unknown_path_is_404() {
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(response.headers()["allow"], "POST");
 
-    for path in ["/nope", "/", "/metrics/extra"] {
+    for path in ["/nope", "/index.html", "/metrics/extra", "/status.json/x"] {
         let (status, content_type, body) = admin_get(&proxy, path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "GET {path}");
         assert_eq!(content_type, TEXT_PLAIN);
         assert_eq!(
             body,
-            "not found; try /healthz /readyz /metrics /config /upstreams /reload /cache/purge\n"
+            "not found; try / /status.json /healthz /readyz /metrics /config /upstreams /reload \
+             /cache/purge\n"
         );
     }
 }
@@ -294,8 +295,29 @@ fn non_loopback_admin_address_is_refused_with_its_key_and_line() {
 
     let allowed = format!("{text}allow_remote = true\n");
     let config = Config::from_toml(&allowed, "remote-admin.toml").unwrap();
-    assert_eq!(config.admin, Some(AdminConfig { address: "0.0.0.0:9901".parse().unwrap() }));
+    assert_eq!(config.admin, Some(AdminConfig::on("0.0.0.0:9901".parse().unwrap())));
     let loopback = Config::from_toml("[admin]\naddress = \"[::1]:9901\"\n", "v6.toml").unwrap();
     let address: SocketAddr = "[::1]:9901".parse().unwrap();
-    assert_eq!(loopback.admin, Some(AdminConfig { address }));
+    assert_eq!(loopback.admin, Some(AdminConfig::on(address)));
+}
+
+#[test]
+fn status_history_is_a_duration_between_a_second_and_an_hour() {
+    let config = |history: &str| {
+        Config::from_toml(
+            &format!("[admin]\naddress = \"127.0.0.1:0\"\nhistory = \"{history}\"\n"),
+            "h.toml",
+        )
+    };
+    assert_eq!(config("90s").unwrap().admin.unwrap().history, std::time::Duration::from_secs(90));
+    let default = Config::from_toml(ADMIN, "h.toml").unwrap().admin.unwrap();
+    assert_eq!(default.history, sluice::config::DEFAULT_ADMIN_HISTORY);
+    for (bad, message) in [
+        ("2h", "h.toml:3: admin.history: must be at most 1h, got `2h`"),
+        ("500ms", "h.toml:3: admin.history: must be at least 1s, got `500ms`"),
+        ("soon", "h.toml:3: admin.history: `soon` is not a duration"),
+    ] {
+        let err = config(bad).unwrap_err().to_string();
+        assert!(err.contains(message), "{bad}: {err}");
+    }
 }

@@ -234,7 +234,7 @@ fn check_prints_the_tables_and_the_access_log_admin_and_request_id_settings() {
             "\naccess_log:\n  json to {}, query strings dropped, headers user-agent\n",
             dir.join("logs/access.log").display()
         ),
-        "\nadmin: 127.0.0.1:9901\nrequest_id: header x-trace-id, client ids trusted\n".to_owned(),
+        "\nadmin: 127.0.0.1:9901, status history 5m\nrequest_id: header x-trace-id, client ids trusted\n".to_owned(),
     ];
     for text in &expected {
         assert!(stdout.contains(text.as_str()), "missing {text:?} in:\n{stdout}");

@@ -68,8 +68,8 @@ impl ListenerConfig {
         })
     }
 
-    /// The protocols it speaks, as the summaries show them.
-    pub(super) fn protocol_label(&self) -> &'static str {
+    /// The protocols it speaks, as the summaries and the status page show them.
+    pub fn protocol_label(&self) -> &'static str {
         match (&self.tls, self.h2c) {
             (Some(_), _) => "https (h2, http/1.1)",
             (None, true) => "http (http/1.1, h2c)",

@@ -38,8 +38,8 @@ pub use security::{
 };
 
 pub use observe::{
-    ACCESS_LOG_QUEUE_LINES, AccessLogConfig, AdminConfig, LogDestination, LogFormat,
-    MAX_REQUEST_ID_BYTES, RequestIdConfig,
+    ACCESS_LOG_QUEUE_LINES, AccessLogConfig, AdminConfig, DEFAULT_ADMIN_HISTORY, LogDestination,
+    LogFormat, MAX_ADMIN_HISTORY, MAX_REQUEST_ID_BYTES, RequestIdConfig,
 };
 
 pub use crate::tls::client::UpstreamTls;

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use http::HeaderName;
 use serde::Deserialize;
@@ -21,6 +22,10 @@ pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// Access-log lines queued for the writer before new ones are dropped (and counted).
 pub const ACCESS_LOG_QUEUE_LINES: usize = 16 * 1024;
+/// How much per-route traffic history the status page charts, by default.
+pub const DEFAULT_ADMIN_HISTORY: Duration = Duration::from_secs(5 * 60);
+/// The longest `[admin] history`: one sample a second per route is kept in memory.
+pub const MAX_ADMIN_HISTORY: Duration = Duration::from_secs(60 * 60);
 
 /// Where and how each request, tunnel and WebSocket session is logged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,11 +91,21 @@ impl std::fmt::Display for LogDestination {
     }
 }
 
-/// The admin listener: health, readiness, metrics, the effective config and reloads.
+/// The admin listener: health, readiness, metrics, the status page, the effective config and
+/// reloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Address to bind; loopback unless `allow_remote` was set.
     pub address: SocketAddr,
+    /// How far back the status page's per-route traffic charts reach (one sample a second).
+    pub history: Duration,
+}
+
+impl AdminConfig {
+    /// An admin listener on `address` with every other setting at its default.
+    pub fn on(address: SocketAddr) -> AdminConfig {
+        AdminConfig { address, history: DEFAULT_ADMIN_HISTORY }
+    }
 }
 
 /// How each request's id is chosen and passed on.
@@ -136,6 +151,8 @@ pub struct FileAdmin {
     pub address: Spanned<String>,
     /// Allow a non-loopback address.
     pub allow_remote: Option<bool>,
+    /// How far back the status page's traffic charts reach.
+    pub history: Option<Spanned<String>>,
 }
 
 /// `[request_id]`.
@@ -216,7 +233,22 @@ impl Checker<'_> {
                 ),
             );
         }
-        Some(AdminConfig { address })
+        let history = self.duration(
+            "admin.history",
+            file.history.clone(),
+            DEFAULT_ADMIN_HISTORY,
+            MAX_ADMIN_HISTORY,
+        );
+        // One sample a second: a shorter history would hold none.
+        let history = match &file.history {
+            Some(value) if history < Duration::from_secs(1) => {
+                let message = format!("must be at least 1s, got `{}`", value.get_ref());
+                self.report(value.span(), "admin.history", message);
+                DEFAULT_ADMIN_HISTORY
+            }
+            _ => history,
+        };
+        Some(AdminConfig { address, history })
     }
 
     pub(super) fn request_id(&mut self, file: &FileRequestId) -> RequestIdConfig {
@@ -271,7 +303,11 @@ pub(super) fn write_summary(out: &mut String, config: &Config) {
     let _ = writeln!(
         out,
         "\nadmin: {}\nrequest_id: header {}, {}",
-        config.admin.map_or("off".to_owned(), |admin| admin.address.to_string()),
+        config.admin.map_or("off".to_owned(), |admin| format!(
+            "{}, status history {}",
+            admin.address,
+            humantime::format_duration(admin.history)
+        )),
         config.request_id.header,
         if config.request_id.trust_incoming { "client ids trusted" } else { "always generated" },
     );

@@ -127,7 +127,9 @@ impl Overrides {
                     issues: vec![issue],
                 });
             }
-            config.admin = Some(AdminConfig { address });
+            // The address from the command line; the rest of `[admin]` from the file.
+            let history = config.admin.map_or(AdminConfig::on(address).history, |a| a.history);
+            config.admin = Some(AdminConfig { address, history });
         }
         config.check_assembled()
     }

@@ -58,23 +58,37 @@ impl std::fmt::Display for UpstreamUrl {
     }
 }
 
+/// `text` with anything between `://` and the last `@` of the authority shown as `***`, so an
+/// error about a URL that carries credentials does not repeat them (in the log, the
+/// `POST /reload` answer and the status page).
+fn without_credentials(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else { return text.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}"),
+        None => text.to_owned(),
+    }
+}
+
 /// Parses an upstream base URL: `http` or `https`, a host, an optional port and base path.
 pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
-    let uri: http::Uri = text.parse().map_err(|err| format!("`{text}` is not a URL ({err})"))?;
+    let shown = without_credentials(text);
+    let uri: http::Uri = text.parse().map_err(|err| format!("`{shown}` is not a URL ({err})"))?;
     let scheme = match uri.scheme() {
         Some(scheme) if *scheme == Scheme::HTTP || *scheme == Scheme::HTTPS => scheme.clone(),
         Some(scheme) => {
             return Err(format!("scheme `{scheme}` is not supported; use http or https"));
         }
-        None => return Err(format!("`{text}` needs a scheme: http://... or https://...")),
+        None => return Err(format!("`{shown}` needs a scheme: http://... or https://...")),
     };
     let authority = uri
         .authority()
         .filter(|a| !a.host().is_empty())
         .cloned()
-        .ok_or_else(|| format!("`{text}` has no host"))?;
+        .ok_or_else(|| format!("`{shown}` has no host"))?;
     if authority.as_str().contains('@') {
-        return Err(format!("`{text}` must not contain credentials; use a header rule"));
+        return Err(format!("`{shown}` must not contain credentials; use a header rule"));
     }
     // `Uri` accepts any port text and `port_u16` then says `None`, which would silently mean
     // the scheme's default port: `:99999` would send to port 80.
@@ -89,7 +103,7 @@ pub fn parse_upstream_url(text: &str) -> Result<UpstreamUrl, String> {
     }
     // `Uri` parsing drops a fragment silently, so look at the text itself.
     if uri.query().is_some() || text.contains('#') {
-        return Err(format!("`{text}` must not have a query string or fragment"));
+        return Err(format!("`{shown}` must not have a query string or fragment"));
     }
     let base_path = uri.path().trim_end_matches('/').to_owned();
     Ok(UpstreamUrl { scheme, authority, base_path })
@@ -194,5 +208,20 @@ mod tests {
         ] {
             assert!(parse_upstream_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn errors_never_repeat_credentials() {
+        for (text, shown) in [
+            ("http://u:p4ss@h/", "`http://***@h/` must not contain credentials"),
+            ("https://user:s3cret@h:8443/v1?q", "`https://***@h:8443/v1?q`"),
+            ("http://a@b@h/x", "`http://***@h/x`"),
+        ] {
+            let err = parse_upstream_url(text).unwrap_err();
+            assert!(err.starts_with(shown), "{err}");
+            assert!(!err.contains("p4ss") && !err.contains("s3cret") && !err.contains("a@b"));
+        }
+        assert_eq!(without_credentials("http://h/a@b"), "http://h/a@b");
+        assert_eq!(without_credentials("nope"), "nope");
     }
 }

@@ -18,6 +18,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::observe::cache_metrics::CacheMetrics;
 use crate::observe::mode::Mode;
+use crate::observe::traffic::{RouteTally, Traffic};
 
 /// Upper bounds (seconds) of the latency buckets: sub-millisecond proxying up to the minutes a
 /// model server may take to stream a long answer.
@@ -115,6 +116,16 @@ pub enum ReloadResult {
     Refused,
 }
 
+impl ReloadResult {
+    /// The `result` label, and the status page's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Applied => "applied",
+            ReloadResult::Refused => "refused",
+        }
+    }
+}
+
 /// The `method` label values, in the order [`method_index`] numbers them.
 const METHODS: [&str; 10] =
     ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "OTHER"];
@@ -135,6 +146,8 @@ pub struct RouteSeries {
     sent: OnceLock<Counter>,
     /// `requests` by method, then status class.
     requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len()],
+    /// The route's tally for the status page.
+    tally: OnceLock<Arc<RouteTally>>,
 }
 
 impl RouteSeries {
@@ -149,6 +162,7 @@ impl RouteSeries {
             received: OnceLock::new(),
             sent: OnceLock::new(),
             requests: Default::default(),
+            tally: OnceLock::new(),
         }
     }
 
@@ -204,6 +218,20 @@ pub struct Metrics {
     cache: CacheMetrics,
     /// The targets of routes with several upstreams.
     pub upstreams: crate::observe::upstream::UpstreamMetrics,
+    traffic: Traffic,
+}
+
+/// The open connections and sessions at one moment, as the gauges count them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveCounts {
+    /// Open client connections (parked ones included).
+    pub connections: i64,
+    /// Client connections parked outside the HTTP stack between requests.
+    pub parked: i64,
+    /// Open CONNECT tunnels.
+    pub tunnels: i64,
+    /// Open WebSocket sessions.
+    pub websockets: i64,
 }
 
 impl Default for Metrics {
@@ -317,16 +345,27 @@ impl Metrics {
             reloads,
             access_log_dropped,
             upstreams,
+            traffic: Traffic::default(),
         }
     }
 
     /// Records one finished request, tunnel or WebSocket session.
     pub fn complete(&self, done: &Completed<'_>) {
+        let exchange = matches!(done.mode, Mode::Forward | Mode::Reverse);
         match done.series {
             Some(series) if series.mode == done.mode && series.route == *done.route => {
                 self.complete_on(series, done);
+                if exchange {
+                    let tally = series.tally.get_or_init(|| self.traffic.tally(&series.route.0));
+                    tally.record(done.status, done.duration);
+                }
             }
-            _ => self.complete_by_labels(done),
+            _ => {
+                self.complete_by_labels(done);
+                if exchange {
+                    self.traffic.tally(&done.route.0).record(done.status, done.duration);
+                }
+            }
         }
         match done.error {
             Some(kind) if kind.is_upstream() => {
@@ -408,11 +447,7 @@ impl Metrics {
 
     /// Counts a reload attempt.
     pub fn reloaded(&self, result: ReloadResult) {
-        let result = match result {
-            ReloadResult::Applied => "applied",
-            ReloadResult::Refused => "refused",
-        };
-        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        self.reloads.get_or_create(&ResultLabel { result: result.as_str() }).inc();
     }
 
     /// Counts an access-log line the writer had no room for.
@@ -440,6 +475,21 @@ impl Metrics {
     /// The HTTP cache's metrics.
     pub fn cache(&self) -> &CacheMetrics {
         &self.cache
+    }
+
+    /// The open connections, parked connections, tunnels and WebSocket sessions now.
+    pub fn active(&self) -> ActiveCounts {
+        ActiveCounts {
+            connections: self.connections.get(),
+            parked: self.parked.get(),
+            tunnels: self.tunnels.get(),
+            websockets: self.websockets.get(),
+        }
+    }
+
+    /// Every route's request tallies, for the status page's history.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// The registry in the OpenMetrics text format.
@@ -591,5 +641,37 @@ mod tests {
         assert!(metrics.encode().contains("sluice_tunnels_active 1"));
         drop(second);
         assert!(metrics.encode().contains("sluice_tunnels_active 0"));
+        let _parked = metrics.connection_parked();
+        let _websocket = metrics.session_opened(Mode::WebSocket);
+        let active = ActiveCounts { parked: 1, websockets: 1, ..ActiveCounts::default() };
+        assert_eq!(metrics.active(), active);
+    }
+
+    #[test]
+    fn requests_are_tallied_per_route_through_handles_or_labels_but_sessions_are_not() {
+        let metrics = Metrics::new();
+        let route = RouteLabel(Some(Arc::from("api")));
+        let series = RouteSeries::new(Mode::Reverse, route.clone());
+        for (mode, status, series) in [
+            (Mode::Reverse, 200, Some(&series)),
+            (Mode::Reverse, 503, None),
+            (Mode::WebSocket, 101, Some(&series)),
+        ] {
+            metrics.complete(&Completed {
+                mode,
+                route: &route,
+                method: &Method::GET,
+                status,
+                duration: Duration::from_millis(2),
+                upstream_ttfb: None,
+                received: 0,
+                sent: 0,
+                error: None,
+                series,
+            });
+        }
+        let tally = metrics.traffic().tally(&route.0).snapshot();
+        assert_eq!((tally.requests(), tally.errors), (2, 1));
+        assert_eq!(metrics.traffic().all().len(), 1);
     }
 }

@@ -4,13 +4,20 @@
 //! The request path keeps everything about a request in its one per-request context; when the
 //! response body ends, or a tunnel or WebSocket session closes, it hands [`Observer::finish`]
 //! an [`Event`], a borrowed view of that context, once.
+//!
+//! Besides the Prometheus metrics, each route's requests are tallied in [`traffic`] (with
+//! [`latency`] buckets fine enough for per-second percentiles), which [`history`] samples
+//! once a second for the admin status page.
 
 pub mod access_log;
 pub mod cache_metrics;
 pub mod event;
+pub mod history;
+pub mod latency;
 pub mod metrics;
 pub mod mode;
 pub mod request_id;
+pub mod traffic;
 pub mod upstream;
 
 use std::sync::Arc;

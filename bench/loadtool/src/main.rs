@@ -7,6 +7,7 @@
 //!   drained and answered `ok`, `/sse` an event every 10 ms carrying its send time, `/ws` a
 //!   WebSocket echo) and a raw TCP "blast" server on 127.0.0.1:P+1 (after the client's first
 //!   byte it writes 64 KiB chunks until the peer goes away).
+<<<<<<< HEAD
 //! - `bulk addr=A [target=T [socks=1]] conns=N secs=S`: bytes/s read from the blast server,
 //!   directly (`addr` is the blast server) or through `CONNECT target` at `addr` (a SOCKS5
 //!   `CONNECT` with `socks=1`; `target` an IPv4 `address:port`).
@@ -14,6 +15,15 @@
 //!   (and closed) per second.
 //! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50/p99 in µs).
 //! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p99.
+=======
+//! - `bulk addr=A [proxy=1 target=T] conns=N secs=S`: bytes/s read from the blast server,
+//!   directly (`addr` is the blast server) or through `CONNECT target` at `addr`.
+//! - `connrate addr=A target=T conns=N secs=S`: CONNECT tunnels set up (and closed) per second.
+//! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50, p90, p99 and
+//!   p99.9 in µs).
+//! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p50, p90,
+//!   p99 and p99.9 in µs.
+>>>>>>> 3d3786b (bench: SVG charts of every run, and of the published full run)
 //! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
 //!   connections (one request each, or one tunnel each), leaves them idle for `settle` ms
 //!   (default 2500), prints `READY ok=..`, holds them `hold` seconds.
@@ -291,6 +301,19 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted.get(idx).copied().unwrap_or(0)
 }
 
+/// `p50_us=.. p90_us=.. p99_us=.. p999_us=..` of sorted nanosecond samples: the latency
+/// distribution bench/run tabulates and charts.
+fn percentiles(sorted: &[u64]) -> String {
+    let us = |p| percentile(sorted, p) as f64 / 1e3;
+    format!(
+        "p50_us={:.1} p90_us={:.1} p99_us={:.1} p999_us={:.1}",
+        us(0.50),
+        us(0.90),
+        us(0.99),
+        us(0.999)
+    )
+}
+
 // ---------------------------------------------------------------- bulk / connrate
 
 async fn bulk(args: &Args) -> Res<()> {
@@ -437,12 +460,7 @@ async fn sse(args: &Args) -> Res<()> {
         }
     }
     all.sort_unstable();
-    println!(
-        "p50_us={:.1} p99_us={:.1} events={}",
-        percentile(&all, 0.50) as f64 / 1e3,
-        percentile(&all, 0.99) as f64 / 1e3,
-        all.len()
-    );
+    println!("{} events={}", percentiles(&all), all.len());
     Ok(())
 }
 
@@ -495,7 +513,7 @@ async fn ws(args: &Args) -> Res<()> {
     }
     let el = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    println!("msgs={:.0} p99_us={:.1}", all.len() as f64 / el, percentile(&all, 0.99) as f64 / 1e3);
+    println!("msgs={:.0} {}", all.len() as f64 / el, percentiles(&all));
     Ok(())
 }
 

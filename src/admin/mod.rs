@@ -1,19 +1,28 @@
 //! The admin listener (off unless `[admin]` is configured; loopback unless explicitly allowed):
 //!
-//! | request         | answer                                                            |
-//! |-----------------|-------------------------------------------------------------------|
-//! | `GET /healthz`  | 200 while the process runs (liveness)                             |
-//! | `GET /readyz`   | 200 once listeners are bound and the config loaded; 503 draining  |
-//! | `GET /metrics`  | Prometheus metrics, OpenMetrics text format                       |
-//! | `GET /config`   | the effective configuration, secrets redacted                     |
-//! | `GET /upstreams`| every route's upstreams as JSON: targets, health, load, ejection  |
-//! | `POST /reload`  | re-reads the config file; 200 with what changed, else 422/500;    |
-//! |                 | 503 while shutdown drains                                         |
+//! | request            | answer                                                          |
+//! |--------------------|-----------------------------------------------------------------|
+//! | `GET /`            | the status page, HTML ([`page`])                                |
+//! | `GET /status.json` | what the status page shows, as JSON ([`status`])                |
+//! | `GET /healthz`     | 200 while the process runs (liveness)                           |
+//! | `GET /readyz`      | 200 once listeners are bound and the config loaded; 503 draining|
+//! | `GET /metrics`     | Prometheus metrics, OpenMetrics text format                     |
+//! | `GET /config`      | the effective configuration, secrets redacted                   |
+//! | `GET /upstreams`   | every route's upstreams as JSON: targets, health, load, ejection|
+//! | `POST /reload`     | re-reads the config file; 200 with what changed, else 422/500;  |
+//! |                    | 503 while shutdown drains                                       |
 //! | `POST /cache/purge?url=URL` | removes the stored responses for one URL (all variants) |
 //! | `POST /cache/purge?prefix=URL` | removes those under a URL prefix, by whole path segments |
+//!
+//! The admin listener also takes the status page's traffic samples, once a second, into a
+//! [`History`] it owns: without an admin listener there is nobody to show them to.
+
+pub mod page;
+pub mod status;
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -23,11 +32,18 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio::time::MissedTickBehavior;
 
+use crate::admin::status::Status;
 use crate::cache::key::CacheKey;
 use crate::observe::cache_metrics::StoreSample;
+use crate::observe::history::{History, SAMPLE_INTERVAL};
 use crate::observe::metrics;
 use crate::reload::{ReloadError, Reloader, chain};
+
+/// What `GET` answers on an unknown path.
+const NOT_FOUND: &str = "not found; try / /status.json /healthz /readyz /metrics /config /upstreams /reload \
+     /cache/purge\n";
 
 /// Serves admin requests on `listener` until the returned future is dropped.
 ///
@@ -38,6 +54,13 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
     if let Ok(address) = listener.local_addr() {
         tracing::info!(%address, "admin listening");
     }
+    let window =
+        reloader.config().await.admin.map_or(crate::config::DEFAULT_ADMIN_HISTORY, |a| a.history);
+    let history = Arc::new(Mutex::new(History::new(window)));
+    let start = tokio::time::Instant::now() + SAMPLE_INTERVAL;
+    let mut samples = tokio::time::interval_at(start, SAMPLE_INTERVAL);
+    // A late tick takes its sample late rather than two at once.
+    samples.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -50,12 +73,19 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
                 }
             },
             Some(_) = connections.join_next() => continue,
+            _ = samples.tick() => {
+                let mut history = history.lock().unwrap_or_else(PoisonError::into_inner);
+                history.sample(reloader.metrics().traffic(), SystemTime::now());
+                continue;
+            }
         };
         let reloader = reloader.clone();
+        let history = history.clone();
         connections.spawn(async move {
             let service = service_fn(move |request| {
                 let reloader = reloader.clone();
-                async move { Ok::<_, Infallible>(respond(request, &reloader).await) }
+                let history = history.clone();
+                async move { Ok::<_, Infallible>(respond(request, &reloader, &history).await) }
             });
             let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             if let Err(err) = connection.await {
@@ -65,20 +95,41 @@ pub async fn serve(listener: TcpListener, reloader: Arc<Reloader>) {
     }
 }
 
-async fn respond(request: Request<Incoming>, reloader: &Reloader) -> Response<Full<Bytes>> {
+async fn respond(
+    request: Request<Incoming>,
+    reloader: &Reloader,
+    history: &Mutex<History>,
+) -> Response<Full<Bytes>> {
     let method = request.method();
     let allowed = match request.uri().path() {
-        "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" => "GET, HEAD",
-        "/reload" | "/cache/purge" => "POST",
-        _ => {
-            return text(
-                StatusCode::NOT_FOUND,
-                "not found; try /healthz /readyz /metrics /config /upstreams /reload /cache/purge\n",
-            );
+        "/" | "/status.json" | "/healthz" | "/readyz" | "/metrics" | "/config" | "/upstreams" => {
+            "GET, HEAD"
         }
+        "/reload" | "/cache/purge" => "POST",
+        _ => return text(StatusCode::NOT_FOUND, NOT_FOUND),
     };
     let get = method == Method::GET || method == Method::HEAD;
     match (request.uri().path(), get, method == Method::POST) {
+        ("/", true, _) => {
+            let status = Status::collect(reloader, history).await;
+            let mut response =
+                with_type(StatusCode::OK, page::render(&status), "text/html; charset=utf-8");
+            let headers = response.headers_mut();
+            if let Ok(policy) = header::HeaderValue::from_str(&page::CONTENT_SECURITY_POLICY) {
+                headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+            }
+            headers
+                .insert(header::REFERRER_POLICY, header::HeaderValue::from_static("no-referrer"));
+            headers.insert(header::X_FRAME_OPTIONS, header::HeaderValue::from_static("DENY"));
+            response
+        }
+        ("/status.json", true, _) => {
+            let status = Status::collect(reloader, history).await;
+            match serde_json::to_vec(&status) {
+                Ok(json) => with_type(StatusCode::OK, json, "application/json"),
+                Err(err) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("status: {err}\n")),
+            }
+        }
         ("/healthz", true, _) => text(StatusCode::OK, "ok\n"),
         ("/readyz", true, _) if reloader.shutdown().is_signalled() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
@@ -194,11 +245,21 @@ fn percent_decode(value: &str) -> Option<String> {
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    with_type(status, body, "text/plain; charset=utf-8")
+}
+
+/// A response of `content_type`. The status page and its JSON change every second, and none
+/// of the admin answers should be cached or sniffed as something else.
+fn with_type(
+    status: StatusCode,
+    body: impl Into<Bytes>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("no-store"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
     response
 }
