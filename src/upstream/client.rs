@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use http::header::PROXY_AUTHORIZATION;
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpInfo;
@@ -23,6 +23,7 @@ use crate::body::{Body, BoxError};
 use crate::config::{Config, MIN_RESPONSE_HEAD_BYTES, UpstreamProtocol, UpstreamUrl};
 use crate::upstream::connect::{ConnectError, Connector, HandshakeDeadline, ParentPeer};
 use crate::upstream::egress::EgressError;
+use crate::upstream::parent::ParentError;
 use crate::upstream::route_pool::RoutePool;
 
 /// Why an exchange with an upstream failed.
@@ -234,10 +235,30 @@ impl Upstream {
             _ => tokio::time::timeout(after, send_via(&self.client, request)).await,
         };
         match sent {
-            Ok(Ok(answered)) => Ok(answered),
+            Ok(Ok(answered)) => refused_by_parent(answered, target),
             Ok(Err(source)) => Err(classify(source, target)),
             Err(_) => Err(UpstreamError::ResponseTimeout { target: target.clone(), after }),
         }
+    }
+}
+
+/// A `407` from a parent that forwards sluice's requests is that parent refusing sluice's own
+/// credentials (RFC 9110 §11.7.1: `Proxy-Authenticate` is for the parent's immediate client):
+/// a failure reaching the upstream (502), never a challenge passed on to the client, who has
+/// no business answering it.
+fn refused_by_parent(answered: Answered, target: &Authority) -> Result<Answered, UpstreamError> {
+    let status = answered.response.status();
+    match answered.response.extensions().get::<ParentPeer>() {
+        Some(parent) if parent.forwards && status == StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+            Err(UpstreamError::Parent {
+                target: target.clone(),
+                source: EgressError::Parent {
+                    parent: parent.addr.to_string(),
+                    source: Arc::new(ParentError::Status { status }),
+                },
+            })
+        }
+        _ => Ok(answered),
     }
 }
 
@@ -270,7 +291,7 @@ async fn send_via(
     let extensions = response.extensions();
     let peer = match extensions.get::<HttpInfo>() {
         Some(info) => Some(info.remote_addr()),
-        None => extensions.get::<ParentPeer>().map(|parent| parent.0),
+        None => extensions.get::<ParentPeer>().map(|parent| parent.addr),
     };
     Ok(Answered { response, peer })
 }

@@ -162,10 +162,15 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-/// The address of the parent proxy a connection goes through, in the extensions of every
-/// response that came over it (as hyper-util's `HttpInfo` has the peer of a direct one).
+/// The parent proxy a connection goes through, in the extensions of every response that came
+/// over it (as hyper-util's `HttpInfo` has the peer of a direct one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ParentPeer(pub SocketAddr);
+pub struct ParentPeer {
+    /// The parent's address.
+    pub addr: SocketAddr,
+    /// The parent forwards the requests itself (absolute-form), so a `407` on them is its own.
+    pub forwards: bool,
+}
 
 /// A connection the pooled clients dial: TCP straight to the upstream, or through a parent;
 /// holding its place under its dialer's caps while it is open.
@@ -204,9 +209,12 @@ impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
         match &self.io {
             Io::Direct(stream) => stream.connected(),
-            Io::Parent(through) => Connected::new()
-                .proxy(through.carriage == Carriage::Forward)
-                .extra(ParentPeer(through.parent)),
+            Io::Parent(through) => {
+                Connected::new().proxy(through.carriage == Carriage::Forward).extra(ParentPeer {
+                    addr: through.parent,
+                    forwards: through.carriage == Carriage::Forward,
+                })
+            }
         }
     }
 }
