@@ -358,6 +358,54 @@ mod tests {
     }
 
     #[test]
+    fn upstream_proxy_is_the_routes_and_a_targets_own_overrides_it() {
+        let env = |name: &str| (name == "EGRESS").then(|| "s3cret".to_owned());
+        let config = parse_and_validate(
+            "[[route]]\nprefix = \"/\"\n\
+             [route.upstream_proxy]\nvia = [\"http://egress:3128\", \"socks5://b:1080\"]\n\
+             username = \"svc\"\npassword = \"${EGRESS}\"\n\
+             [[route.target]]\nurl = \"http://a.test\"\nmax_connections = 8\n\
+             [[route.target]]\nurl = \"http://b.test\"\n\
+             [route.target.upstream_proxy]\nvia = [\"https://other:443\"]\n",
+            &env,
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        let urls =
+            |parents: &[ParentProxy]| parents.iter().map(ParentProxy::url).collect::<Vec<_>>();
+        assert_eq!(urls(&route.upstream_proxy), ["http://egress:3128", "socks5://b:1080"]);
+        let (user, password) = route.upstream_proxy[0].credentials.as_ref().unwrap();
+        assert_eq!((user.as_str(), password.expose()), ("svc", "s3cret"));
+        let targets = &route.group.as_ref().unwrap().targets;
+        assert_eq!(urls(&targets[0].upstream_proxy), urls(&route.upstream_proxy));
+        assert_eq!(targets[0].max_connections, Some(8));
+        assert_eq!(urls(&targets[1].upstream_proxy), ["https://other:443"]);
+        assert_eq!(targets[1].max_connections, None);
+    }
+
+    #[test]
+    fn bad_upstream_proxies_and_connection_caps_are_refused() {
+        let found = refused(
+            "[[route]]\nprefix = \"/a\"\nupstream = \"http://a.test\"\n\
+             [route.upstream_proxy]\nvia = []\n\
+             [[route]]\nprefix = \"/b\"\nupstream = \"http://b.test\"\n\
+             [route.upstream_proxy]\nvia = [\"ftp://x:21\"]\nusername = \"u\"\n\
+             [[route]]\nprefix = \"/c\"\n\
+             [[route.target]]\nurl = \"http://c.test\"\nmax_connections = 0\n",
+        );
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "route[0].upstream_proxy.via",
+                "route[1].upstream_proxy.password",
+                "route[1].upstream_proxy.via",
+                "route[2].target[0].max_connections"
+            ]
+        );
+    }
+
+    #[test]
     fn bad_rules_are_refused() {
         let found = refused(
             "[[parent]]\nvia = [\"ftp://x:21\", \"http://user:pw@x:1\"]\n\
