@@ -375,3 +375,54 @@ fn runtime_parent(config: &ParentProxy, tls: &Arc<rustls::ClientConfig>) -> Opti
     });
     Some(Parent { address, protocol, credentials })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn parent(protocol: ParentProtocol, user: Option<(&str, &str)>) -> Parent {
+        Parent {
+            address: "parent.test:3128".parse().unwrap(),
+            protocol,
+            credentials: user.map(|(name, password)| ParentCredentials {
+                username: name.to_owned(),
+                password: Secret::new(password.to_owned()),
+            }),
+        }
+    }
+
+    /// `None`: tunnelled; `Some(authorization)`: forwarded in absolute-form with it.
+    fn plain(parents: &[Parent]) -> Option<Option<String>> {
+        match plain_http_of(parents) {
+            PlainHttp::Tunnelled => None,
+            PlainHttp::Forwarded(value) => Some(value.map(|v| v.to_str().unwrap().to_owned())),
+        }
+    }
+
+    #[test]
+    fn plain_http_is_forwarded_only_where_no_credentials_can_leak_into_a_tunnel() {
+        use ParentProtocol::{Http, Socks5};
+        let alice = Some(("alice", "pw"));
+        let basic = Some(Some("Basic YWxpY2U6cHc=".to_owned()));
+        let cases: [(Vec<Parent>, Option<Option<String>>); 7] = [
+            (vec![parent(Http, None)], Some(None)),
+            (vec![parent(Http, alice)], basic.clone()),
+            (vec![parent(Http, alice), parent(Http, alice)], basic),
+            // Different credentials per parent: no one header fits every connection.
+            (vec![parent(Http, alice), parent(Http, Some(("bob", "pw")))], None),
+            (vec![parent(Http, alice), parent(Http, None)], None),
+            (vec![parent(Socks5, None)], None),
+            // Credentials prepared for an HTTP parent could reach an origin through the
+            // SOCKS tunnel of the same rule.
+            (vec![parent(Socks5, alice), parent(Http, alice)], None),
+        ];
+        for (index, (parents, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(plain(&parents), expected, "case {index}");
+        }
+        // Without credentials, a mixed rule forwards to its HTTP parents and tunnels through
+        // the SOCKS ones.
+        let mixed = [parent(Socks5, None), parent(Http, None)];
+        assert_eq!(plain(&mixed), Some(None));
+    }
+}
