@@ -132,3 +132,42 @@ async fn a_target_takes_its_own_upstream_proxy_and_the_others_go_direct() {
     assert!(seen.iter().all(|s| s.uri.to_string() == proxied.url("/t")));
     assert!(straight.seen().iter().all(|s| s.uri == "/t"));
 }
+
+#[tokio::test]
+async fn connections_through_the_upstream_proxy_count_toward_max_connections() {
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let held = gate.clone();
+    let origin = Origin::start(move |_| {
+        let held = held.clone();
+        async move {
+            held.notified().await;
+            support::upstream::full("done")
+        }
+    })
+    .await;
+    let parent = http_parent(None).await;
+    let proxy = reverse(&format!(
+        "[[route]]\nprefix = \"/\"\n\
+         [[route.target]]\nname = \"only\"\nurl = \"{}\"\nmax_connections = 1\n\
+         [route.target.upstream_proxy]\nvia = [\"http://{}\"]\n",
+        origin.url(""),
+        parent.addr
+    ))
+    .await;
+    let url = format!("{}/slow", proxy.url());
+    let first = tokio::spawn(direct().get(url.clone()).send());
+    within(async {
+        while origin.seen().is_empty() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Its one connection (to the parent) is busy: refused at once.
+    let response = within(direct().get(url).send()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let status = response.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(status.contains("error=connection_limit_reached"), "{status}");
+    gate.notify_one();
+    assert_eq!(within(first).await.unwrap().unwrap().status(), StatusCode::OK);
+    assert_eq!(parent.seen().len(), 1);
+}

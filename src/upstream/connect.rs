@@ -122,12 +122,15 @@ impl Connector {
         let io = match &self.egress {
             None => Io::Direct(self.dialer.connect(host, port).await?),
             Some(egress) => {
-                // A connection through a parent counts under the target's cap too; taken
-                // before dialling, so two dials cannot both take the last place.
-                let slot = self.dialer.connections().take(None)?;
+                // A connection through a parent counts under the target's cap too (a direct
+                // one takes its own place as it is dialled); taken before dialling, so two
+                // dials cannot both take the last place.
+                let slot = match egress.parents_for(host) {
+                    Some(_) => Some(self.dialer.connections().take(None)?),
+                    None => None,
+                };
                 let payload = if https { Payload::Opaque } else { Payload::PlainHttp };
                 match egress.open(&self.dialer, host, port, payload).await {
-                    // The direct connection holds its own place; this one is given back.
                     Ok(Dialed::Direct(stream)) => Io::Direct(stream),
                     Ok(Dialed::Parent { tunnel, parent, carriage }) => {
                         Io::Parent(Box::new(ThroughParent {
@@ -192,7 +195,7 @@ struct ThroughParent {
     parent: SocketAddr,
     carriage: Carriage,
     /// Its place under the target's cap.
-    _slot: UpstreamSlot,
+    _slot: Option<UpstreamSlot>,
 }
 
 impl UpstreamStream {
