@@ -86,7 +86,7 @@ pub enum ProxyError {
     /// No target of the route could take the request (all down, or all at their caps).
     #[error("{}", match .0 {
         Unavailable::NoHealthyTarget => "no target of this route is healthy",
-        Unavailable::AtCapacity => "every healthy target of this route is at its limit of requests in flight",
+        Unavailable::AtCapacity => "every healthy target of this route is at its limit of requests in flight or connections",
     })]
     NoUpstream(Unavailable),
     /// The request carries this instance's own `Via` entry: it went round in a loop.
@@ -402,7 +402,9 @@ pub fn connect_kind(err: &ConnectError) -> ErrorKind {
         ConnectError::Timeout { .. } => ErrorKind::ConnectionTimeout,
         ConnectError::Io { .. } | ConnectError::MissingHost => ErrorKind::DestinationUnavailable,
         ConnectError::Prohibited { .. } => ErrorKind::DestinationIpProhibited,
-        ConnectError::AtCapacity { .. } => ErrorKind::UpstreamAtCapacity,
+        ConnectError::AtCapacity { .. } | ConnectError::TargetAtCapacity { .. } => {
+            ErrorKind::UpstreamAtCapacity
+        }
     }
 }
 
@@ -535,7 +537,8 @@ fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
             headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
-        // A protective limit, or every target (or the upstream address) at its cap.
+        // A protective limit, or every target (or the upstream address, or a target's
+        // connections) at its cap.
         _ if matches!(kind, ErrorKind::Overloaded | ErrorKind::UpstreamAtCapacity) => {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -567,6 +567,72 @@ async fn targets_at_their_cap_get_a_fast_503_with_proxy_status() {
     assert_eq!(within(held).await.unwrap(), StatusCode::OK);
 }
 
+/// An origin that answers `200` with `name` once `gate` is notified.
+async fn gated(name: &'static str, gate: Arc<Notify>) -> Backend {
+    Backend::start(move |_| {
+        let gate = gate.clone();
+        async move {
+            gate.notified().await;
+            text(StatusCode::OK, name)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_target_with_all_its_connections_busy_is_skipped_then_a_fast_503() {
+    let (gate_a, gate_b) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let a = gated("a", gate_a.clone()).await;
+    let b = gated("b", gate_b.clone()).await;
+    let proxy = proxy(
+        "",
+        &format!(
+            "{}{}",
+            target("a", &a, "max_connections = 1"),
+            target("b", &b, "max_connections = 1")
+        ),
+    )
+    .await;
+    let url = format!("{}/", proxy.url());
+    let first = tokio::spawn(direct().get(url.clone()).send());
+    within(async {
+        while a.hits() + b.hits() < 1 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Whichever took the first request has its one connection busy: the second goes to the
+    // other target.
+    let second = tokio::spawn(direct().get(url.clone()).send());
+    within(async {
+        while a.hits() + b.hits() < 2 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!((a.hits(), b.hits()), (1, 1));
+    assert_eq!(upstream(&proxy, "a").await["connections"], 1);
+    assert_eq!(upstream(&proxy, "a").await["max_connections"], 1);
+    // Both full: refused at once, never queued behind the busy connections.
+    let response = within(direct().get(url.clone()).send()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let status = response.headers()["proxy-status"].to_str().unwrap().to_owned();
+    assert!(status.contains("error=connection_limit_reached"), "{status}");
+    assert_eq!(a.hits() + b.hits(), 2);
+    gate_a.notify_one();
+    gate_b.notify_one();
+    for held in [first, second] {
+        assert_eq!(within(held).await.unwrap().unwrap().status(), StatusCode::OK);
+    }
+    // Once answered, each connection is idle in its pool and serves the next request: still
+    // one connection per target.
+    gate_a.notify_one();
+    gate_b.notify_one();
+    assert_eq!(get(&proxy, "/").await.0, StatusCode::OK);
+    assert_eq!(upstream(&proxy, "a").await["connections"], 1);
+    assert_eq!(upstream(&proxy, "b").await["connections"], 1);
+}
+
 #[tokio::test]
 async fn a_reload_keeps_the_health_of_unchanged_targets() {
     let failing = Backend::start(|_| async { text(StatusCode::BAD_GATEWAY, "broken") }).await;

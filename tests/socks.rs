@@ -277,6 +277,29 @@ async fn each_session_is_one_access_log_line_with_mode_socks() {
 }
 
 #[tokio::test]
+async fn refused_credentials_are_an_access_log_line_with_407() {
+    let dir = test_dir("socks-refused-credentials");
+    let log = dir.join("access.log");
+    let config = format!(
+        "{}[access_log]\npath = {}\n[auth]\n[[auth.user]]\nname = \"alice\"\npassword = \"right\"\n",
+        listener("", ""),
+        toml_path(&log)
+    );
+    let proxy = TestProxy::start(&config).await;
+    let echo = tcp_echo().await;
+    let wrong =
+        within(Socks5Stream::connect_with_password(proxy.addr, echo, "alice", "wrong")).await;
+    assert!(wrong.is_err());
+    let lines = log_lines(&log, 1).await;
+    let (_, _, status) = request_line(&lines[0]);
+    assert_eq!(status, 407, "{}", lines[0]);
+    let fields = text_fields(&lines[0]);
+    assert_eq!(fields["mode"], "socks");
+    assert_eq!(fields["error"], "proxy_auth_required");
+    assert!(!lines[0].contains(&echo.to_string()), "no destination was named yet");
+}
+
+#[tokio::test]
 async fn open_socks_listeners_on_public_addresses_are_refused() {
     let err = sluice::config::Config::from_toml(
         "[[listener]]\naddress = \"0.0.0.0:1080\"\nforward = false\nsocks = true\n",

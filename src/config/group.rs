@@ -12,6 +12,7 @@ use toml::Spanned;
 
 use super::headers::{Direction, FileHeaderRules, HeaderRules, write_rules};
 use super::health::{FileHealthCheck, FilePassiveHealth, HealthCheck, OutlierSettings};
+use super::parent::{FileUpstreamProxy, ParentProxy, describe_via};
 use super::retry::{FileRetry, RetryPolicy};
 use super::upstream::{FileRouteTls, UpstreamProtocol, UpstreamUrl, parse_upstream_url};
 use super::validate::Checker;
@@ -29,6 +30,11 @@ pub const MAX_TIER: u8 = 7;
 pub const DEFAULT_MAX_IN_FLIGHT: u32 = 1024;
 /// Largest `max_in_flight`.
 pub const MAX_MAX_IN_FLIGHT: u32 = 1_000_000;
+/// Default cap on one target's open connections, idle pooled ones included: none (the
+/// requests in flight are capped instead).
+pub const DEFAULT_MAX_CONNECTIONS: Option<u32> = None;
+/// Largest `max_connections`.
+pub const MAX_MAX_CONNECTIONS: u32 = 1_000_000;
 /// Default time between two lookups of an expanded host name.
 pub const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(30);
 /// Longest `dns_refresh`.
@@ -150,6 +156,12 @@ pub struct TargetConfig {
     pub response_headers: HeaderRules,
     /// Requests in flight to it at once; beyond, it is skipped.
     pub max_in_flight: u32,
+    /// Connections open to it at once, idle pooled ones included; at the cap it takes a
+    /// request only over a free connection.
+    pub max_connections: Option<u32>,
+    /// The parent proxies it is reached through (its own `upstream_proxy`, else the route's);
+    /// empty: directly.
+    pub upstream_proxy: Vec<ParentProxy>,
     /// When set, the host name is expanded into one target per address it resolves to, looked
     /// up again this often.
     pub dns_refresh: Option<Duration>,
@@ -193,6 +205,10 @@ pub struct FileTarget {
     pub tls: Option<FileRouteTls>,
     /// Requests in flight to it at once.
     pub max_in_flight: Option<Spanned<i64>>,
+    /// Connections open to it at once.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Parent proxies it is reached through; defaults to the route's.
+    pub upstream_proxy: Option<FileUpstreamProxy>,
     /// Expand the host name into every address it resolves to.
     pub expand_dns: Option<bool>,
     /// How often an expanded host name is looked up again.
@@ -237,21 +253,31 @@ impl FileGroupKeys<'_> {
     }
 }
 
+/// What a target without settings of its own takes from its route.
+#[derive(Debug, Clone, Copy)]
+pub struct TargetDefaults<'a> {
+    /// The route's `protocol`.
+    pub protocol: UpstreamProtocol,
+    /// The route's `[route.tls]`.
+    pub tls: &'a UpstreamTls,
+    /// The route's `upstream_proxy`.
+    pub upstream_proxy: &'a [ParentProxy],
+}
+
 impl Checker<'_> {
-    /// The targets of the route at `key` and how it uses them; `protocol` and `tls` are the
-    /// route's, which a target without its own inherits.
+    /// The targets of the route at `key` and how it uses them; a target without its own
+    /// protocol, TLS settings or upstream proxy takes the `route`'s.
     pub(super) fn group(
         &mut self,
         key: &str,
         targets: &[FileTarget],
         keys: &FileGroupKeys<'_>,
-        protocol: UpstreamProtocol,
-        tls: &UpstreamTls,
+        route: &TargetDefaults<'_>,
     ) -> Option<GroupConfig> {
         let mut configs: Vec<TargetConfig> = Vec::with_capacity(targets.len());
         for (index, file) in targets.iter().enumerate() {
             let key = format!("{key}.target[{index}]");
-            let Some(target) = self.target(&key, file, protocol, tls) else { continue };
+            let Some(target) = self.target(&key, file, route) else { continue };
             if configs.iter().any(|earlier| earlier.name == target.name) {
                 let span = file.name.as_ref().map_or(file.url.span(), Spanned::span);
                 self.report(
@@ -328,9 +354,17 @@ impl Checker<'_> {
         &mut self,
         key: &str,
         file: &FileTarget,
-        route_protocol: UpstreamProtocol,
-        route_tls: &UpstreamTls,
+        route: &TargetDefaults<'_>,
     ) -> Option<TargetConfig> {
+        let (route_protocol, route_tls) = (route.protocol, route.tls);
+        let upstream_proxy = match &file.upstream_proxy {
+            Some(proxy) => self.upstream_proxy(&format!("{key}.upstream_proxy"), proxy),
+            None => route.upstream_proxy.to_vec(),
+        };
+        let max_connections = file.max_connections.clone().map(|value| {
+            let key = format!("{key}.max_connections");
+            self.count(&key, Some(value), MAX_MAX_CONNECTIONS, 1..=MAX_MAX_CONNECTIONS)
+        });
         let url = parse_upstream_url(file.url.get_ref())
             .map_err(|message| self.report(file.url.span(), &format!("{key}.url"), message))
             .ok();
@@ -415,6 +449,8 @@ impl Checker<'_> {
                 DEFAULT_MAX_IN_FLIGHT,
                 1..=MAX_MAX_IN_FLIGHT,
             ),
+            max_connections: max_connections.or(DEFAULT_MAX_CONNECTIONS),
+            upstream_proxy,
             dns_refresh,
             url,
         })
@@ -432,13 +468,14 @@ pub(super) fn write_summary(out: &mut String, group: &GroupConfig) {
     for target in &group.targets {
         let _ = writeln!(
             out,
-            "    target {:<20} {} weight {} tier {} protocol {}, max in flight {}{}",
+            "    target {:<20} {} weight {} tier {} protocol {}, max in flight {}{}{}",
             target.name,
             target.url,
             target.weight,
             target.tier,
             target.protocol.as_str(),
             target.max_in_flight,
+            target.max_connections.map_or(String::new(), |max| format!(", max connections {max}")),
             target.dns_refresh.map_or(String::new(), |every| format!(
                 ", every address, looked up every {}",
                 humantime::format_duration(every)
@@ -446,6 +483,9 @@ pub(super) fn write_summary(out: &mut String, group: &GroupConfig) {
         );
         if target.tls.insecure_skip_verify {
             let _ = writeln!(out, "      tls VERIFICATION DISABLED (insecure_skip_verify)");
+        }
+        if !target.upstream_proxy.is_empty() {
+            let _ = writeln!(out, "      upstream proxy {}", describe_via(&target.upstream_proxy));
         }
         write_rules(out, "      request", &target.request_headers);
         write_rules(out, "      response", &target.response_headers);

@@ -1,7 +1,9 @@
 //! `[[parent]]`: parent proxies (chaining), as written in the file, as validated, and as
 //! `sluice check` shows them. Rules are tried in order; the first whose `hosts` match the
 //! destination decides: `direct = true`, or `via` one or more parents, tried in order until
-//! one opens the tunnel. No rule matching means direct.
+//! one takes the connection. No rule matching means direct. A route's or target's
+//! `upstream_proxy` ([`FileUpstreamProxy`]) names parents the same way for all its
+//! connections.
 
 use std::fmt::Write as _;
 
@@ -101,7 +103,46 @@ pub struct FileParent {
     pub password: Option<Spanned<String>>,
 }
 
+/// `upstream_proxy` of a route or target: the parents every connection to its upstream goes
+/// through, tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamProxy {
+    /// Parents as `http://host:port`, `https://host:port` or `socks5://host:port`.
+    pub via: Vec<Spanned<String>>,
+    /// User name for these parents.
+    pub username: Option<Spanned<String>>,
+    /// Password for these parents, usually `${ENV_VAR}`.
+    pub password: Option<Spanned<String>>,
+}
+
 impl Checker<'_> {
+    /// The parents of the `upstream_proxy` at `key`.
+    pub(super) fn upstream_proxy(
+        &mut self,
+        key: &str,
+        file: &FileUpstreamProxy,
+    ) -> Vec<ParentProxy> {
+        let credentials = self.parent_credentials(key, &file.username, &file.password);
+        if let Some(extra) = file.via.get(MAX_PARENTS_PER_RULE) {
+            self.report(
+                extra.span(),
+                &format!("{key}.via"),
+                format!("at most {MAX_PARENTS_PER_RULE} parents"),
+            );
+        }
+        let parents: Vec<ParentProxy> = file
+            .via
+            .iter()
+            .filter_map(|url| self.parent_url(&format!("{key}.via"), url, &credentials))
+            .collect();
+        if file.via.is_empty() {
+            let span = file.username.as_ref().map(Spanned::span).unwrap_or_default();
+            self.report(span, &format!("{key}.via"), "needs at least one parent".to_owned());
+        }
+        parents
+    }
+
     pub(super) fn parents(&mut self, file: &[FileParent]) -> Vec<ParentRule> {
         if let Some(extra) = file.get(MAX_PARENT_RULES) {
             let span = extra.via.first().map(|v| v.span()).unwrap_or_default();
@@ -113,7 +154,7 @@ impl Checker<'_> {
     fn parent(&mut self, index: usize, file: &FileParent) -> Option<ParentRule> {
         let key = format!("parent[{index}]");
         let hosts = self.parent_hosts(&format!("{key}.hosts"), &file.hosts);
-        let credentials = self.parent_credentials(&key, file);
+        let credentials = self.parent_credentials(&key, &file.username, &file.password);
         let direct = file.direct.as_ref().is_some_and(|d| *d.get_ref());
         let route = match (direct, file.via.is_empty()) {
             (true, true) => ParentRoute::Direct,
@@ -181,8 +222,13 @@ impl Checker<'_> {
             .collect()
     }
 
-    fn parent_credentials(&mut self, key: &str, file: &FileParent) -> Option<(String, Secret)> {
-        match (&file.username, &file.password) {
+    fn parent_credentials(
+        &mut self,
+        key: &str,
+        username: &Option<Spanned<String>>,
+        password: &Option<Spanned<String>>,
+    ) -> Option<(String, Secret)> {
+        match (username, password) {
             (None, None) => None,
             (Some(user), Some(password)) => {
                 let expanded = match expand_env(password.get_ref(), self.env) {
@@ -271,15 +317,18 @@ pub(super) fn write_summary(out: &mut String, rules: &[ParentRule]) {
             if hosts.is_empty() { "every destination".to_owned() } else { hosts.join(", ") };
         let route = match &rule.route {
             ParentRoute::Direct => "direct".to_owned(),
-            ParentRoute::Via(parents) => {
-                let urls: Vec<String> = parents.iter().map(ParentProxy::url).collect();
-                let user = parents.first().and_then(|p| p.credentials.as_ref());
-                let user = user.map(|(name, _)| format!(" as {name}")).unwrap_or_default();
-                format!("via {}{user}", urls.join(", then "))
-            }
+            ParentRoute::Via(parents) => describe_via(parents),
         };
         let _ = writeln!(out, "  {hosts} -> {route}");
     }
+}
+
+/// `via URL, then URL as USER`: parents as `sluice check` shows them (never the password).
+pub(super) fn describe_via(parents: &[ParentProxy]) -> String {
+    let urls: Vec<String> = parents.iter().map(ParentProxy::url).collect();
+    let user = parents.first().and_then(|p| p.credentials.as_ref());
+    let user = user.map(|(name, _)| format!(" as {name}")).unwrap_or_default();
+    format!("via {}{user}", urls.join(", then "))
 }
 
 #[cfg(test)]
@@ -306,6 +355,54 @@ mod tests {
         assert_eq!((user.as_str(), password.expose()), ("relay", "s3cret"));
         assert!(config.parents[1].hosts.is_empty());
         let _ = no_env;
+    }
+
+    #[test]
+    fn upstream_proxy_is_the_routes_and_a_targets_own_overrides_it() {
+        let env = |name: &str| (name == "EGRESS").then(|| "s3cret".to_owned());
+        let config = parse_and_validate(
+            "[[route]]\nprefix = \"/\"\n\
+             [route.upstream_proxy]\nvia = [\"http://egress:3128\", \"socks5://b:1080\"]\n\
+             username = \"svc\"\npassword = \"${EGRESS}\"\n\
+             [[route.target]]\nurl = \"http://a.test\"\nmax_connections = 8\n\
+             [[route.target]]\nurl = \"http://b.test\"\n\
+             [route.target.upstream_proxy]\nvia = [\"https://other:443\"]\n",
+            &env,
+        )
+        .unwrap();
+        let route = &config.routes[0];
+        let urls =
+            |parents: &[ParentProxy]| parents.iter().map(ParentProxy::url).collect::<Vec<_>>();
+        assert_eq!(urls(&route.upstream_proxy), ["http://egress:3128", "socks5://b:1080"]);
+        let (user, password) = route.upstream_proxy[0].credentials.as_ref().unwrap();
+        assert_eq!((user.as_str(), password.expose()), ("svc", "s3cret"));
+        let targets = &route.group.as_ref().unwrap().targets;
+        assert_eq!(urls(&targets[0].upstream_proxy), urls(&route.upstream_proxy));
+        assert_eq!(targets[0].max_connections, Some(8));
+        assert_eq!(urls(&targets[1].upstream_proxy), ["https://other:443"]);
+        assert_eq!(targets[1].max_connections, None);
+    }
+
+    #[test]
+    fn bad_upstream_proxies_and_connection_caps_are_refused() {
+        let found = refused(
+            "[[route]]\nprefix = \"/a\"\nupstream = \"http://a.test\"\n\
+             [route.upstream_proxy]\nvia = []\n\
+             [[route]]\nprefix = \"/b\"\nupstream = \"http://b.test\"\n\
+             [route.upstream_proxy]\nvia = [\"ftp://x:21\"]\nusername = \"u\"\n\
+             [[route]]\nprefix = \"/c\"\n\
+             [[route.target]]\nurl = \"http://c.test\"\nmax_connections = 0\n",
+        );
+        let keys: Vec<_> = found.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "route[0].upstream_proxy.via",
+                "route[1].upstream_proxy.password",
+                "route[1].upstream_proxy.via",
+                "route[2].target[0].max_connections"
+            ]
+        );
     }
 
     #[test]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::group::{FileGroupKeys, FileTarget, GroupConfig};
+use super::group::{FileGroupKeys, FileTarget, GroupConfig, TargetDefaults};
 use super::headers::{Direction, FileHeaderRules, HeaderRules, write_rules};
 use super::health::{FileHealthCheck, FilePassiveHealth};
+use super::parent::{FileUpstreamProxy, ParentProxy, describe_via};
 use super::retry::FileRetry;
 use super::security::FileRate;
 use super::upstream::{FileRouteTls, UpstreamProtocol, UpstreamUrl, parse_upstream_url};
@@ -50,6 +51,9 @@ pub struct RouteConfig {
     pub protocol: UpstreamProtocol,
     /// TLS settings for an https upstream.
     pub tls: UpstreamTls,
+    /// The parent proxies the upstream is reached through, tried in order (`upstream_proxy`);
+    /// empty: directly.
+    pub upstream_proxy: Vec<ParentProxy>,
     /// Largest request body; more gets 413.
     pub max_body_bytes: u64,
     /// Request rate across all clients of this route.
@@ -130,6 +134,7 @@ impl RouteConfig {
             response_headers: HeaderRules::default(),
             protocol: UpstreamProtocol::Auto,
             tls: UpstreamTls::default(),
+            upstream_proxy: Vec::new(),
             max_body_bytes: super::DEFAULT_MAX_REQUEST_BODY_BYTES,
             rate_limit: None,
             cache: super::RouteCache::default(),
@@ -179,6 +184,8 @@ pub struct FileRoute {
     /// TLS to an https upstream.
     #[serde(default)]
     pub tls: FileRouteTls,
+    /// Parent proxies the upstream is reached through.
+    pub upstream_proxy: Option<FileUpstreamProxy>,
     /// Request body limit for this route.
     pub max_body_bytes: Option<Spanned<i64>>,
     /// Request rate limit for this route, across all clients.
@@ -326,6 +333,10 @@ impl Checker<'_> {
             }),
         };
         let tls = self.upstream_tls(&key, &file.tls);
+        let upstream_proxy = match &file.upstream_proxy {
+            Some(proxy) => self.upstream_proxy(&format!("{key}.upstream_proxy"), proxy),
+            None => Vec::new(),
+        };
         let group_keys = FileGroupKeys {
             balance: file.balance.as_ref(),
             hash_on: file.hash_on.as_ref(),
@@ -360,7 +371,10 @@ impl Checker<'_> {
                 );
                 None
             }
-            (None, false) => self.group(&key, &file.targets, &group_keys, protocol, &tls),
+            (None, false) => {
+                let route = TargetDefaults { protocol, tls: &tls, upstream_proxy: &upstream_proxy };
+                self.group(&key, &file.targets, &group_keys, &route)
+            }
             (Some(_), true) => None,
         };
         let upstream = match &group {
@@ -381,6 +395,7 @@ impl Checker<'_> {
             cache,
             protocol,
             tls,
+            upstream_proxy,
             max_body_bytes,
             rate_limit,
             name: file.name.as_ref().map_or_else(|| prefix.clone(), |n| n.get_ref().clone()),
@@ -457,6 +472,9 @@ pub(super) fn write_summary(out: &mut String, routes: &[RouteConfig]) {
         }
         if tls.insecure_skip_verify {
             let _ = writeln!(out, "    tls VERIFICATION DISABLED (insecure_skip_verify)");
+        }
+        if !route.upstream_proxy.is_empty() {
+            let _ = writeln!(out, "    upstream proxy {}", describe_via(&route.upstream_proxy));
         }
         write_rules(out, "    request", &route.request_headers);
         write_rules(out, "    response", &route.response_headers);

@@ -16,7 +16,7 @@ use http::{Request, StatusCode};
 
 use crate::body::Body;
 use crate::body::replay::Replay;
-use crate::error::ProxyError;
+use crate::error::{ErrorKind, ProxyError};
 use crate::headers::rules;
 use crate::observe::metrics::Metrics;
 use crate::observe::upstream::AttemptOutcome;
@@ -148,8 +148,10 @@ pub async fn send(
         record(group, metrics, &set, index, verdict, elapsed, now, failed);
         drop(slot);
         // A broken or oversized request body is the client's doing: another target would
-        // get the same.
-        let next = if kind.is_upstream() && retry::retries(policy, &ctx.method, failure) {
+        // get the same. A target found with every connection open (`max_connections`) was
+        // sent nothing, and another may have room.
+        let elsewhere = kind.is_upstream() || kind == ErrorKind::UpstreamAtCapacity;
+        let next = if elsewhere && retry::retries(policy, &ctx.method, failure) {
             let from = Step { set: &set, key, tried: &tried, previous: endpoint, now };
             next_attempt(group, &from, &attempt, ctx, metrics, &mut rng).await
         } else {

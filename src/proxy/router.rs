@@ -18,6 +18,7 @@ use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
+use crate::upstream::egress::Egress;
 use crate::upstream::group::{Group, Moment, TargetError};
 use crate::uri::path::segment_prefix;
 
@@ -139,8 +140,17 @@ impl Router {
             }) {
                 Some(first) => first,
                 None => {
-                    let connector = Connector::new(settings.connect, hosts.clone(), None)
+                    let mut connector = Connector::new(settings.connect, hosts.clone(), None)
                         .capped(settings.max_connections_per_address);
+                    if let Some(egress) = Egress::for_upstream(
+                        &config.upstream_proxy,
+                        settings.connect,
+                        hosts,
+                        default_tls,
+                        config.protocol,
+                    ) {
+                        connector = connector.through(egress);
+                    }
                     Upstream::new(settings, tls, config.protocol, server_name, connector)
                         .with_route_pool(&config.upstream, upstream_host.clone())
                 }

@@ -19,7 +19,7 @@ use crate::policy::destination::{self, DestinationGuard};
 use crate::proxy::router::{RouteError, Router};
 use crate::shutdown::Shutdown;
 use crate::upstream::client::{Upstream, UpstreamSettings};
-use crate::upstream::connect::{Connector, StaticHosts};
+use crate::upstream::connect::{Connector, Dialer, StaticHosts};
 use crate::upstream::egress::Egress;
 
 /// Everything shared by all connections of one configuration generation: configuration,
@@ -40,8 +40,9 @@ pub struct Proxy {
     pub cache: Option<Arc<Cache>>,
     /// This instance's `Via` entry, whether or not it is written (loops are recognised by it).
     pub via_entry: Option<Via>,
-    /// The parent-proxy rules tunnels leave by.
-    pub egress: Egress,
+    /// The parent-proxy rules forward-proxy traffic leaves by (tunnels, SOCKS sessions and
+    /// absolute-form requests), shared by every listener's forward connector.
+    pub egress: Arc<Egress>,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
     /// This host's own addresses, read for this generation (the forward proxy's guards refuse
@@ -75,8 +76,9 @@ impl Proxy {
         let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
         let via_entry = Via::new(&config.headers.via_pseudonym);
         // Parents are dialled without the destination guard: the operator chose them.
-        let parents = Connector::new(settings.connect, hosts.clone(), None);
-        let egress = Egress::new(&config.parents, parents, &default_tls, settings.connect);
+        let parents = Dialer::new(settings.connect, hosts.clone(), None);
+        let egress =
+            Arc::new(Egress::new(&config.parents, parents, &default_tls, settings.connect));
         let own_addresses = destination::own_addresses();
         tracing::debug!(addresses = ?own_addresses, "this host's own addresses");
         Ok(Proxy {
@@ -101,14 +103,16 @@ impl Proxy {
 
     /// The per-listener state: its modes and policy, and a forward-proxy client whose
     /// connector enforces this listener's destination guard (a separate pool per listener, so
-    /// a connection opened for a trusted listener is never reused for a guarded one).
+    /// a connection opened for a trusted listener is never reused for a guarded one) and
+    /// leaves by the `[[parent]]` rules.
     pub fn listener_context(&self, listener: &ListenerConfig, secure: bool) -> ListenerContext {
         let guard = DestinationGuard::new(&listener.policy, &self.config.destinations)
             .with_own_addresses(&self.own_addresses);
         let guard = Arc::new(guard);
         let settings = UpstreamSettings::from_config(&self.config);
         let connector = Connector::new(settings.connect, self.hosts.clone(), Some(guard.clone()))
-            .capped(settings.max_connections_per_address);
+            .capped(settings.max_connections_per_address)
+            .through(self.egress.clone());
         let forward = Upstream::new(
             settings,
             self.default_tls.clone(),

@@ -32,8 +32,9 @@ pub async fn open(
     proxy: &Proxy,
     listener: &ListenerContext,
 ) -> Result<Reply, ProxyError> {
-    let connector = listener.forward.connector();
-    let dialed = proxy.egress.dial(connector, &listener.guard, target.host(), target.port).await;
+    // Through the parents the `[[parent]]` rules name for the destination, or straight
+    // there with the listener's guard judging every resolved address.
+    let dialed = listener.forward.connector().open(target.host(), target.port).await;
     let upstream = dialed.map_err(|err| egress_failure(target.authority.clone(), err))?;
     ctx.answered_by(upstream.peer_addr());
     let on_upgrade = hyper::upgrade::on(request);

@@ -96,8 +96,10 @@ impl Reply {
                 io::ErrorKind::ConnectionRefused => Reply::ConnectionRefused,
                 _ => Reply::GeneralFailure,
             },
-            // RFC 1928 has no "busy"; the connection cap is sluice's, not the host's.
-            ConnectError::MissingHost | ConnectError::AtCapacity { .. } => Reply::GeneralFailure,
+            // RFC 1928 has no "busy"; the connection caps are sluice's, not the host's.
+            ConnectError::MissingHost
+            | ConnectError::AtCapacity { .. }
+            | ConnectError::TargetAtCapacity { .. } => Reply::GeneralFailure,
         }
     }
 

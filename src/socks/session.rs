@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Uri, Version};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::downstream::hold::ConnectionHold;
-use crate::error::ProxyError;
+use crate::error::{ErrorKind, ProxyError};
 use crate::observe::metrics::{Rejection, RouteLabel};
 use crate::observe::{Event, Failure, Mode, RequestId};
 use crate::policy::{self, Denied};
@@ -61,13 +61,18 @@ pub async fn serve(
     let request = match negotiate(&mut client, auth, handshake).await {
         Ok(request) => request,
         Err(err) => {
-            refused_handshake(proxy, peer, &err);
+            refused_handshake(proxy, peer, started, &err);
             return;
         }
     };
-    let mut entry = Entry::new(started, peer, &request);
+    let target = request
+        .destination
+        .authority()
+        .and_then(|authority| Uri::try_from(authority.as_str()).ok())
+        .unwrap_or_else(|| Uri::from_static("*"));
+    let mut entry = Entry::new(started, peer, target);
     let dialed = match admitted {
-        Ok(()) => dial(&request, proxy, listener).await,
+        Ok(()) => dial(&request, listener).await,
         Err(err) => Err(err),
     };
     let upstream = match dialed {
@@ -110,11 +115,7 @@ fn admit_client(proxy: &Proxy, peer: SocketAddr) -> Result<(), ProxyError> {
 /// The destination checks of an HTTP `CONNECT`, then the dial: through the parents the
 /// `[[parent]]` rules name for the destination, or straight there with the listener's
 /// connector, whose guard judges every resolved address.
-async fn dial(
-    request: &Negotiated,
-    proxy: &Proxy,
-    listener: &ListenerContext,
-) -> Result<Dialed, ProxyError> {
+async fn dial(request: &Negotiated, listener: &ListenerContext) -> Result<Dialed, ProxyError> {
     let destination = &request.destination;
     let (host, port) = (destination.host(), destination.port());
     policy::check_connect_port(&listener.policy, port)?;
@@ -122,8 +123,7 @@ async fn dial(
         return Err(Denied::Host.into());
     }
     let target = destination.authority().ok_or(Denied::Host)?;
-    let connector = listener.forward.connector();
-    let dialed = proxy.egress.dial(connector, &listener.guard, &host, port).await;
+    let dialed = listener.forward.connector().open(&host, port).await;
     dialed.map_err(|err| egress_failure(target, err).into())
 }
 
@@ -138,14 +138,21 @@ fn reply_for(err: &ProxyError) -> Reply {
     }
 }
 
-/// Counts a handshake that never reached a request, as the HTTP parser's refusals are
-/// counted; these have no access-log line, since no destination was named.
-fn refused_handshake(proxy: &Proxy, peer: SocketAddr, err: &HandshakeError) {
+/// Records a handshake that never named a destination. Refused credentials (or no method
+/// sluice accepts) are what a `407` is to an HTTP client: an access-log line (`mode=socks`,
+/// status 407, target `*`, `error=proxy_auth_required`), counted with the requests and the
+/// rejections as that `407` is. A slow or malformed handshake is what a slow or malformed
+/// HTTP head is: counted in the rejections only, with no line, as no request was made.
+fn refused_handshake(proxy: &Proxy, peer: SocketAddr, started: Instant, err: &HandshakeError) {
     tracing::debug!(%peer, "SOCKS handshake refused: {err}");
     let rejection = match err {
         HandshakeError::Timeout { .. } => Some(Rejection::RequestHeadTimeout),
         HandshakeError::Credentials | HandshakeError::NoAcceptableMethod => {
-            Some(Rejection::Request(crate::error::ErrorKind::ProxyAuthRequired))
+            let mut entry = Entry::new(started, peer, Uri::from_static("*"));
+            entry.status = StatusCode::PROXY_AUTHENTICATION_REQUIRED.as_u16();
+            entry.failure = Some(Failure::Proxy(ErrorKind::ProxyAuthRequired));
+            entry.finish(proxy);
+            None
         }
         HandshakeError::Io(_) => None,
         HandshakeError::Version(_)
@@ -205,12 +212,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(started: Instant, peer: SocketAddr, request: &Negotiated) -> Entry {
-        let target = request
-            .destination
-            .authority()
-            .and_then(|authority| Uri::try_from(authority.as_str()).ok())
-            .unwrap_or_else(|| Uri::from_static("*"));
+    /// A session from `peer` for `target` (`*` when none was named), admitted so far.
+    fn new(started: Instant, peer: SocketAddr, target: Uri) -> Entry {
         Entry {
             started,
             peer,

@@ -10,8 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::header::PROXY_AUTHORIZATION;
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpInfo;
@@ -20,7 +21,9 @@ use rustls::pki_types::ServerName;
 
 use crate::body::{Body, BoxError};
 use crate::config::{Config, MIN_RESPONSE_HEAD_BYTES, UpstreamProtocol, UpstreamUrl};
-use crate::upstream::connect::{ConnectError, Connector, HandshakeDeadline};
+use crate::upstream::connect::{ConnectError, Connector, HandshakeDeadline, ParentPeer};
+use crate::upstream::egress::EgressError;
+use crate::upstream::parent::ParentError;
 use crate::upstream::route_pool::RoutePool;
 
 /// Why an exchange with an upstream failed.
@@ -60,14 +63,14 @@ pub enum UpstreamError {
         #[source]
         source: BoxError,
     },
-    /// No parent proxy opened a tunnel to the upstream.
+    /// No parent proxy took the connection to the upstream.
     #[error("cannot reach {target} through a parent proxy")]
     Parent {
         /// `host:port` of the upstream.
         target: Authority,
         /// The last parent's failure.
         #[source]
-        source: crate::upstream::egress::EgressError,
+        source: EgressError,
     },
 }
 
@@ -167,13 +170,18 @@ impl Upstream {
     /// that upstream speaks only HTTP/1.1 (a plain `http://` one with `protocol = "auto"`, or
     /// any with `protocol = "http1"`), every request but upgrades goes through a pool of the
     /// route's own ([`route_pool`]). An upstream that may speak HTTP/2 (by ALPN, or `http2`)
-    /// stays on the general client.
+    /// stays on the general client, as does one whose requests a parent proxy takes in
+    /// absolute-form (`upstream_proxy` through an HTTP parent): the route pool writes
+    /// origin-form.
     pub fn with_route_pool(mut self, url: &UpstreamUrl, host: HeaderValue) -> Upstream {
         let http1_only = match self.protocol {
             UpstreamProtocol::Http1 => true,
             UpstreamProtocol::Auto => url.scheme == http::uri::Scheme::HTTP,
             UpstreamProtocol::Http2 => false,
         };
+        let forwarded = url.scheme == http::uri::Scheme::HTTP
+            && self.connector.egress().is_some_and(|egress| egress.forwards(url.authority.host()));
+        let http1_only = http1_only && !forwarded;
         let origin = Uri::builder()
             .scheme(url.scheme.clone())
             .authority(url.authority.clone())
@@ -204,13 +212,17 @@ impl Upstream {
     }
 
     /// Sends `request` (absolute URI) over a pooled connection and waits for the response head.
-    /// An upgrade request always goes over HTTP/1.1.
+    /// An upgrade request always goes over HTTP/1.1. A plain `http://` request that a parent
+    /// proxy takes in absolute-form carries the parent's credentials.
     pub async fn send(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
         target: &Authority,
         upgrade: bool,
     ) -> Result<Answered, UpstreamError> {
+        if let Some(egress) = self.connector.egress() {
+            authorize(egress, &mut request);
+        }
         let after = self.settings.response_header;
         let sent = match (&self.route_pool, &self.upgrade_client, upgrade) {
             // Boxed, like the general client's response future: inline, this future would
@@ -223,10 +235,44 @@ impl Upstream {
             _ => tokio::time::timeout(after, send_via(&self.client, request)).await,
         };
         match sent {
-            Ok(Ok(answered)) => Ok(answered),
+            Ok(Ok(answered)) => refused_by_parent(answered, target),
             Ok(Err(source)) => Err(classify(source, target)),
             Err(_) => Err(UpstreamError::ResponseTimeout { target: target.clone(), after }),
         }
+    }
+}
+
+/// A `407` from a parent that forwards sluice's requests is that parent refusing sluice's own
+/// credentials (RFC 9110 §11.7.1: `Proxy-Authenticate` is for the parent's immediate client):
+/// a failure reaching the upstream (502), never a challenge passed on to the client, who has
+/// no business answering it.
+fn refused_by_parent(answered: Answered, target: &Authority) -> Result<Answered, UpstreamError> {
+    let status = answered.response.status();
+    match answered.response.extensions().get::<ParentPeer>() {
+        Some(parent) if parent.forwards && status == StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+            Err(UpstreamError::Parent {
+                target: target.clone(),
+                source: EgressError::Parent {
+                    parent: parent.addr.to_string(),
+                    source: Arc::new(ParentError::Status { status }),
+                },
+            })
+        }
+        _ => Ok(answered),
+    }
+}
+
+/// Adds the parent's `Proxy-Authorization` to a plain `http://` request that `egress` sends
+/// to an HTTP parent in absolute-form (RFC 9110 §11.7.2: the credentials are for that
+/// parent, which consumes them). The client's own were removed with the hop-by-hop fields.
+fn authorize(egress: &crate::upstream::egress::Egress, request: &mut Request<Body>) {
+    if request.uri().scheme() != Some(&http::uri::Scheme::HTTP) {
+        return;
+    }
+    let Some(host) = request.uri().host() else { return };
+    if let Some(credentials) = egress.authorization(host) {
+        let credentials = credentials.clone();
+        request.headers_mut().insert(PROXY_AUTHORIZATION, credentials);
     }
 }
 
@@ -240,8 +286,13 @@ async fn send_via(
     request: Request<Body>,
 ) -> Result<Answered, BoxError> {
     let response = client.request(request).await?;
-    // hyper-util's client reports the connection's addresses in the response's extensions.
-    let peer = response.extensions().get::<HttpInfo>().map(HttpInfo::remote_addr);
+    // hyper-util's client reports the connection's addresses in the response's extensions;
+    // a connection through a parent reports the parent's.
+    let extensions = response.extensions();
+    let peer = match extensions.get::<HttpInfo>() {
+        Some(info) => Some(info.remote_addr()),
+        None => extensions.get::<ParentPeer>().map(|parent| parent.addr),
+    };
     Ok(Answered { response, peer })
 }
 
@@ -321,6 +372,9 @@ fn classify(source: BoxError, target: &Authority) -> UpstreamError {
     if let Some(connect) = find_connect_error(&*source) {
         return UpstreamError::Connect { target: target.clone(), source: connect };
     }
+    if let Some(parent) = find_in_chain::<EgressError>(&*source) {
+        return UpstreamError::Parent { target: target.clone(), source: parent };
+    }
     if let Some(reason) = find_tls_error(&*source) {
         return UpstreamError::Tls { target: target.clone(), reason };
     }
@@ -351,6 +405,13 @@ fn rustls_error_in<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a
 
 /// The connector's own error, when the exchange failed while connecting.
 fn find_connect_error(err: &(dyn std::error::Error + 'static)) -> Option<ConnectError> {
+    find_in_chain::<ConnectError>(err)
+}
+
+/// An error of type `E` in the cause chain of an exchange that failed while connecting.
+fn find_in_chain<E: std::error::Error + Clone + 'static>(
+    err: &(dyn std::error::Error + 'static),
+) -> Option<E> {
     if let Some(legacy) = err.downcast_ref::<hyper_util::client::legacy::Error>()
         && !legacy.is_connect()
     {
@@ -358,8 +419,8 @@ fn find_connect_error(err: &(dyn std::error::Error + 'static)) -> Option<Connect
     }
     let mut cause = Some(err);
     while let Some(current) = cause {
-        if let Some(connect) = current.downcast_ref::<ConnectError>() {
-            return Some(connect.clone());
+        if let Some(found) = current.downcast_ref::<E>() {
+            return Some(found.clone());
         }
         cause = current.source();
     }

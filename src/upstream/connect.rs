@@ -1,21 +1,20 @@
-//! Reaching an upstream: resolve its name (static `[dns] hosts` first), check each address
-//! against the destination guard and its connection cap, open TCP within the connect timeout
-//! ([`Connector`]), and bound the TLS handshake by the same deadline ([`HandshakeDeadline`]).
+//! Reaching an upstream: the connections the pooled clients dial ([`Connector`]), straight to
+//! the upstream with the TCP [`Dialer`] or through parent proxies ([`Egress`]: the forward
+//! proxy's `[[parent]]` rules, a route's `upstream_proxy`), each counted under the dialer's
+//! caps while it is open ([`OpenConnections`]: per address, and a group target's
+//! `max_connections` in all, a connection through a parent included), and the TLS handshake
+//! bounded by the same deadline ([`HandshakeDeadline`]).
 //!
-//! Every connection a connector opens holds a place under its per-address cap
-//! ([`UpstreamTcp`]) until it closes, pooled and idle or not: the cap bounds the descriptors
-//! one upstream address can take, whatever the clients do (HTTP/2 streams fan out to one
-//! upstream connection each when the upstream speaks HTTP/1.1).
-//!
-//! Failures are typed ([`ConnectError`]) so a refused connection (502), a timeout (504) and a
-//! prohibited address (403) are told apart without reading message strings.
+//! A connection is an [`UpstreamStream`]: which way it went is decided once, when it is
+//! opened, so the pools that keep it need no key beyond the destination they already use. A
+//! connection to an HTTP parent that forwards requests tells hyper so
+//! (`Connected::proxy`), and hyper writes those requests in absolute-form.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,294 +23,266 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::BoxError;
 use crate::config::UpstreamProtocol;
 use crate::policy::destination::DestinationGuard;
+pub use crate::upstream::dialer::{
+    ConnectError, Dialer, OpenConnections, StaticHosts, UpstreamSlot, UpstreamTcp,
+};
+use crate::upstream::egress::{Carriage, Dialed, Egress, EgressError, Payload};
+use crate::upstream::parent::ParentTunnel;
 
-/// Why a TCP connection to an upstream could not be made.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
-    /// The name did not resolve.
-    #[error("DNS lookup of {host} failed")]
-    Dns {
-        /// The name looked up.
-        host: String,
-        /// The resolver's error.
-        #[source]
-        source: Arc<io::Error>,
-    },
-    /// The name resolved to no addresses.
-    #[error("DNS lookup of {host} returned no addresses")]
-    NoAddresses {
-        /// The name looked up.
-        host: String,
-    },
-    /// Every address refused the connection.
-    #[error("connection refused by {addr}")]
-    Refused {
-        /// The last address tried.
-        addr: SocketAddr,
-    },
-    /// Resolution and connection together took longer than the connect timeout.
-    #[error("no connection within {}", humantime::format_duration(*after))]
-    Timeout {
-        /// The configured timeout that fired.
-        after: Duration,
-    },
-    /// Connecting failed for another reason (unreachable network, no route, ...).
-    #[error("connecting to {addr} failed")]
-    Io {
-        /// The last address tried.
-        addr: SocketAddr,
-        /// The socket error.
-        #[source]
-        source: Arc<io::Error>,
-    },
-    /// The URI given to the pooled client has no host (never the case for a parsed target).
-    #[error("the upstream URI has no host")]
-    MissingHost,
-    /// Every address the name resolved to is refused by the destination rules.
-    #[error("{addr} is not an allowed destination")]
-    Prohibited {
-        /// The (last) refused address.
-        addr: SocketAddr,
-    },
-    /// Every allowed address already has as many connections open as the cap allows.
-    #[error("{addr} already has {cap} connections open (limits.max_upstream_connections)")]
-    AtCapacity {
-        /// The (last) address at its cap.
-        addr: SocketAddr,
-        /// The cap.
-        cap: usize,
-    },
-}
-
-/// Static DNS answers consulted before the system resolver (`[dns] hosts`).
-pub type StaticHosts = Arc<std::collections::BTreeMap<String, Vec<IpAddr>>>;
-
-/// Resolves a host name and opens a TCP connection within the connect timeout, to an address
-/// the destination guard allows.
+/// How the pooled clients reach an upstream: the TCP dialer (resolution, the destination
+/// guard, the connect timeout), the parent rules when there are any, and the connection cap of
+/// a group's target.
 #[derive(Debug, Clone)]
 pub struct Connector {
-    timeout: Duration,
-    hosts: StaticHosts,
-    guard: Option<Arc<DestinationGuard>>,
-    /// Connections open per address, shared by every clone of this connector.
-    open: Arc<OpenConnections>,
+    dialer: Dialer,
+    egress: Option<Arc<Egress>>,
 }
 
 impl Connector {
     /// A connector whose every dial, DNS included, is bounded by `timeout`; `guard`, when
-    /// given, is applied to each resolved address before connecting to it.
+    /// given, is applied to each resolved address before connecting to it. It connects
+    /// straight to every upstream until given parent rules ([`Connector::through`]).
     pub fn new(
         timeout: Duration,
         hosts: StaticHosts,
         guard: Option<Arc<DestinationGuard>>,
     ) -> Connector {
-        Connector { timeout, hosts, guard, open: Arc::new(OpenConnections::new(usize::MAX)) }
+        Connector { dialer: Dialer::new(timeout, hosts, guard), egress: None }
     }
 
-    /// This connector (and every clone of it) opening at most `cap` connections at once to
-    /// any one address; an address at its cap is skipped, and when every address is,
-    /// connecting fails with [`ConnectError::AtCapacity`] at once.
-    pub fn capped(mut self, cap: usize) -> Connector {
-        self.open = Arc::new(OpenConnections::new(cap));
+    /// The same connector, opening its connections by `egress`'s rules (no rules: unchanged).
+    pub fn through(mut self, egress: Arc<Egress>) -> Connector {
+        self.egress = (!egress.is_empty()).then_some(egress);
         self
     }
 
-    /// Dials `host:port`, trying each resolved address in turn; `host` may be an IP literal,
-    /// with or without IPv6 brackets. The address checked is the address connected to, so a
-    /// name cannot pass the guard with one answer and connect with another (DNS rebinding).
+    /// This connector (and every clone of it) opening at most `cap` connections at once to
+    /// any one address (see [`Dialer::capped`]).
+    pub fn capped(mut self, cap: usize) -> Connector {
+        self.dialer = self.dialer.capped(cap);
+        self
+    }
+
+    /// The same connector, opening at most `limit` connections in all (a group target's
+    /// `max_connections`), direct or through parents.
+    pub fn limited(self, limit: Option<u32>) -> Connector {
+        self.dialer.connections().set_limit(limit);
+        self
+    }
+
+    /// The connections it has open, and their caps.
+    pub fn connections(&self) -> &Arc<OpenConnections> {
+        self.dialer.connections()
+    }
+
+    /// The TCP dialer under it.
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// The parent rules, when there are any.
+    pub fn egress(&self) -> Option<&Egress> {
+        self.egress.as_deref()
+    }
+
+    /// The longest opening a connection may take before the upstream's own TLS handshake:
+    /// the connect timeout, or through parents every parent's connection and handshake.
+    pub fn deadline(&self) -> Duration {
+        match &self.egress {
+            None => self.dialer.timeout(),
+            Some(egress) => egress.longest_dial().max(self.dialer.timeout()),
+        }
+    }
+
+    /// Dials `host:port` over TCP, straight there (no parent rules): what a caller that must
+    /// reach the host itself uses.
     pub async fn connect(&self, host: &str, port: u16) -> Result<UpstreamTcp, ConnectError> {
-        let after = self.timeout;
-        tokio::time::timeout(after, self.dial(host, port))
-            .await
-            .unwrap_or(Err(ConnectError::Timeout { after }))
+        self.dialer.connect(host, port).await
     }
 
-    async fn resolve(&self, bare: &str, port: u16) -> Result<Vec<SocketAddr>, ConnectError> {
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(vec![SocketAddr::new(ip, port)]);
+    /// Opens a tunnel to `host:port`: through the parents the rules name for it, else
+    /// straight there (counted under the per-address cap while the tunnel lasts).
+    pub async fn open(&self, host: &str, port: u16) -> Result<Dialed, EgressError> {
+        match &self.egress {
+            None => Ok(Dialed::Direct(self.dialer.connect(host, port).await?)),
+            Some(egress) => egress.open(&self.dialer, host, port, Payload::Opaque).await,
         }
-        let name = bare.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(ips) = self.hosts.get(&name) {
-            return Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
-        }
-        let resolved = tokio::net::lookup_host((bare, port)).await.map_err(|source| {
-            ConnectError::Dns { host: bare.to_owned(), source: Arc::new(source) }
-        })?;
-        Ok(resolved.collect())
     }
 
-    async fn dial(&self, host: &str, port: u16) -> Result<UpstreamTcp, ConnectError> {
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let addrs = self.resolve(bare, port).await?;
-        let mut last = ConnectError::NoAddresses { host: bare.to_owned() };
-        for addr in addrs {
-            if let Some(guard) = &self.guard
-                && !guard.address_allowed(addr.ip())
-            {
-                last = ConnectError::Prohibited { addr };
-                continue;
-            }
-            let Some(slot) = self.open.try_take(addr) else {
-                last = ConnectError::AtCapacity { addr, cap: self.open.cap };
-                continue;
-            };
-            match TcpStream::connect(addr).await {
-                Ok(stream) => {
-                    // Proxied traffic is latency-sensitive (SSE, interactive tunnels); never
-                    // let Nagle hold back a small write.
-                    let _ = stream.set_nodelay(true);
-                    return Ok(UpstreamTcp { stream, slot });
-                }
-                Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => {
-                    last = ConnectError::Refused { addr };
-                }
-                Err(err) => {
-                    last = ConnectError::Io { addr, source: Arc::new(err) };
+    /// The connection a pooled client asked for by `uri` (`scheme://authority`).
+    async fn stream_to(&self, uri: &Uri) -> Result<UpstreamStream, BoxError> {
+        let host = uri.host().ok_or(ConnectError::MissingHost)?;
+        let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let io = match &self.egress {
+            None => Io::Direct(self.dialer.connect(host, port).await?),
+            Some(egress) => {
+                // A connection through a parent counts under the target's cap too (a direct
+                // one takes its own place as it is dialled); taken before dialling, so two
+                // dials cannot both take the last place.
+                let slot = match egress.parents_for(host) {
+                    Some(_) => Some(self.dialer.connections().take(None)?),
+                    None => None,
+                };
+                let payload = if https { Payload::Opaque } else { Payload::PlainHttp };
+                match egress.open(&self.dialer, host, port, payload).await {
+                    Ok(Dialed::Direct(stream)) => Io::Direct(stream),
+                    Ok(Dialed::Parent { tunnel, parent, carriage }) => {
+                        Io::Parent(Box::new(ThroughParent {
+                            tunnel,
+                            parent,
+                            carriage,
+                            _slot: slot,
+                        }))
+                    }
+                    // The direct failure is a plain connect error, as without parents.
+                    Err(EgressError::Direct(err)) => return Err(err.into()),
+                    Err(err) => return Err(err.into()),
                 }
             }
-        }
-        Err(last)
-    }
-}
-
-/// Connections open per upstream address, under a cap.
-#[derive(Debug)]
-struct OpenConnections {
-    cap: usize,
-    open: Mutex<HashMap<SocketAddr, usize>>,
-}
-
-impl OpenConnections {
-    fn new(cap: usize) -> OpenConnections {
-        OpenConnections { cap, open: Mutex::new(HashMap::new()) }
-    }
-
-    /// A place for one more connection to `addr`, unless it has `cap` already.
-    fn try_take(self: &Arc<Self>, addr: SocketAddr) -> Option<UpstreamSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let count = open.entry(addr).or_insert(0);
-        if *count >= self.cap {
-            return None;
-        }
-        *count += 1;
-        Some(UpstreamSlot { counts: self.clone(), addr })
-    }
-}
-
-/// One counted upstream connection's place under the per-address cap; freed when dropped.
-#[derive(Debug)]
-pub struct UpstreamSlot {
-    counts: Arc<OpenConnections>,
-    addr: SocketAddr,
-}
-
-impl Drop for UpstreamSlot {
-    fn drop(&mut self) {
-        let mut open = self.counts.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = open.get_mut(&self.addr) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.addr);
-            }
-        }
-    }
-}
-
-/// A TCP connection to an upstream that holds its place under the connector's per-address
-/// cap until it is dropped, wherever it ends up: in a pool, under TLS, in a tunnel.
-#[derive(Debug)]
-pub struct UpstreamTcp {
-    stream: TcpStream,
-    slot: UpstreamSlot,
-}
-
-impl UpstreamTcp {
-    /// The socket.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.stream
-    }
-
-    /// The socket, and a guard that keeps the connection counted until it is dropped (a
-    /// tunnel relays the bare socket and keeps the guard beside it).
-    pub fn into_parts(self) -> (TcpStream, UpstreamSlot) {
-        (self.stream, self.slot)
-    }
-}
-
-impl tokio::io::AsyncRead for UpstreamTcp {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for UpstreamTcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-impl Connection for UpstreamTcp {
-    fn connected(&self) -> Connected {
-        self.stream.connected()
+        };
+        Ok(UpstreamStream { io })
     }
 }
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<UpstreamTcp>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+    type Response = TokioIo<UpstreamStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connector = self.clone();
-        Box::pin(async move {
-            let host = uri.host().ok_or(ConnectError::MissingHost)?;
-            let default_port =
-                if uri.scheme() == Some(&http::uri::Scheme::HTTPS) { 443 } else { 80 };
-            let port = uri.port_u16().unwrap_or(default_port);
-            connector.connect(host, port).await.map(TokioIo::new)
-        })
+        Box::pin(async move { connector.stream_to(&uri).await.map(TokioIo::new) })
     }
 }
 
-/// Bounds connecting *and* the TLS handshake by the connect timeout: a server that accepts
-/// TCP and then never completes the handshake is a connect timeout (504), not a hang.
+/// The parent proxy a connection goes through, in the extensions of every response that came
+/// over it (as hyper-util's `HttpInfo` has the peer of a direct one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParentPeer {
+    /// The parent's address.
+    pub addr: SocketAddr,
+    /// The parent forwards the requests itself (absolute-form), so a `407` on them is its own.
+    pub forwards: bool,
+}
+
+/// A connection the pooled clients dial: TCP straight to the upstream, or through a parent;
+/// holding its place under its dialer's caps while it is open.
+#[derive(Debug)]
+pub struct UpstreamStream {
+    io: Io,
+}
+
+#[derive(Debug)]
+enum Io {
+    Direct(UpstreamTcp),
+    /// Boxed: the direct connection stays as small as a bare TCP stream.
+    Parent(Box<ThroughParent>),
+}
+
+#[derive(Debug)]
+struct ThroughParent {
+    tunnel: ParentTunnel,
+    parent: SocketAddr,
+    carriage: Carriage,
+    /// Its place under the target's cap.
+    _slot: Option<UpstreamSlot>,
+}
+
+impl UpstreamStream {
+    /// The address at the other end of sluice's socket: the upstream, or the parent.
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match &self.io {
+            Io::Direct(stream) => stream.get_ref().peer_addr(),
+            Io::Parent(through) => Ok(through.parent),
+        }
+    }
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match &self.io {
+            Io::Direct(stream) => stream.connected(),
+            Io::Parent(through) => {
+                Connected::new().proxy(through.carriage == Carriage::Forward).extra(ParentPeer {
+                    addr: through.parent,
+                    forwards: through.carriage == Carriage::Forward,
+                })
+            }
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Direct(stream) => Pin::new(stream).poll_read(cx, buf),
+            Io::Parent(through) => Pin::new(&mut through.tunnel).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Direct(stream) => Pin::new(stream).poll_write(cx, buf),
+            Io::Parent(through) => Pin::new(&mut through.tunnel).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().io {
+            Io::Direct(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Io::Parent(through) => Pin::new(&mut through.tunnel).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // hyper asks once per connection; a direct one keeps TCP's gathered writes.
+        match &self.io {
+            Io::Direct(stream) => stream.is_write_vectored(),
+            Io::Parent(through) => through.tunnel.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Direct(stream) => Pin::new(stream).poll_flush(cx),
+            Io::Parent(through) => Pin::new(&mut through.tunnel).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().io {
+            Io::Direct(stream) => Pin::new(stream).poll_shutdown(cx),
+            Io::Parent(through) => Pin::new(&mut through.tunnel).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Bounds connecting *and* the TLS handshake by the connector's deadline: a server that
+/// accepts TCP and then never completes the handshake is a connect timeout (504), not a hang.
 #[derive(Debug, Clone)]
 pub struct HandshakeDeadline {
     inner: HttpsConnector<Connector>,
@@ -342,7 +313,7 @@ impl tower_service::Service<Uri> for HandshakeDeadline {
 impl HandshakeDeadline {
     /// Dials through `connector`, then makes the TLS connection for `https` upstreams with
     /// `tls`, offering the ALPN protocols `protocol` allows (and verifying `server_name` instead
-    /// of the URL's host, when given), all within the connector's timeout.
+    /// of the URL's host, when given), all within the connector's deadline.
     pub fn new(
         connector: &Connector,
         tls: &Arc<rustls::ClientConfig>,
@@ -363,6 +334,6 @@ impl HandshakeDeadline {
             }
             UpstreamProtocol::Http2 => builder.enable_http2().wrap_connector(connector.clone()),
         };
-        HandshakeDeadline { inner, after: connector.timeout }
+        HandshakeDeadline { inner, after: connector.deadline() }
     }
 }

@@ -84,7 +84,7 @@ pub struct Parent {
 pub enum ParentError {
     /// The parent could not be reached.
     #[error("cannot connect to the parent")]
-    Connect(#[source] crate::upstream::connect::ConnectError),
+    Connect(#[source] crate::upstream::dialer::ConnectError),
     /// The handshake with the parent took longer than the deadline.
     #[error("no tunnel through the parent within {}", humantime::format_duration(*after))]
     Timeout {
@@ -219,11 +219,7 @@ async fn handshake(
             Ok(ParentTunnel { early, stream: ParentStream::Plain(stream) })
         }
         ParentProtocol::Https(tls) => {
-            let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
-            let mut stream = connector
-                .connect(tls.server_name.clone(), stream)
-                .await
-                .map_err(ParentError::Tls)?;
+            let mut stream = secure(stream, tls).await?;
             let early = http_connect(&mut stream, host, port, credentials).await?;
             Ok(ParentTunnel { early, stream: ParentStream::Tls(Box::new(stream)) })
         }
@@ -232,6 +228,30 @@ async fn handshake(
             Ok(ParentTunnel { early: Bytes::new(), stream: ParentStream::Plain(stream) })
         }
     }
+}
+
+/// Makes `stream`, a TCP connection to an HTTPS parent, the TLS connection to it, within
+/// `timeout`: what carries requests in absolute-form to such a parent.
+pub async fn secure_within(
+    stream: TcpStream,
+    tls: &ParentTls,
+    timeout: Duration,
+) -> Result<TlsStream<TcpStream>, ParentError> {
+    tokio::time::timeout(timeout, secure(stream, tls))
+        .await
+        .unwrap_or(Err(ParentError::Timeout { after: timeout }))
+}
+
+/// The TLS handshake with an HTTPS parent over `stream`.
+async fn secure(stream: TcpStream, tls: &ParentTls) -> Result<TlsStream<TcpStream>, ParentError> {
+    let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+    connector.connect(tls.server_name.clone(), stream).await.map_err(ParentError::Tls)
+}
+
+/// The `Proxy-Authorization` field value (Basic, RFC 7617) that presents `credentials`.
+pub fn basic_authorization(credentials: &ParentCredentials) -> String {
+    let pair = format!("{}:{}", credentials.username, credentials.password.expose());
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
 }
 
 /// `host:port` as a request-target, an IPv6 address in brackets.
@@ -257,10 +277,8 @@ where
     let target = authority_text(host, port);
     let mut request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
     if let Some(credentials) = credentials {
-        let pair = format!("{}:{}", credentials.username, credentials.password.expose());
-        let token = base64::engine::general_purpose::STANDARD.encode(pair);
-        request.push_str("Proxy-Authorization: Basic ");
-        request.push_str(&token);
+        request.push_str("Proxy-Authorization: ");
+        request.push_str(&basic_authorization(credentials));
         request.push_str("\r\n");
     }
     request.push_str("\r\n");

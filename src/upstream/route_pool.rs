@@ -142,9 +142,9 @@ impl RoutePool {
         let mut connector = self.inner.connector.clone();
         let io = connector.call(self.inner.origin.clone()).await?;
         let addr = match &io {
-            MaybeHttpsStream::Http(tcp) => tcp.inner().get_ref().peer_addr().ok(),
+            MaybeHttpsStream::Http(tcp) => tcp.inner().peer_addr().ok(),
             MaybeHttpsStream::Https(tls) => {
-                tls.inner().get_ref().0.inner().inner().get_ref().peer_addr().ok()
+                tls.inner().get_ref().0.inner().inner().peer_addr().ok()
             }
         };
         let (sender, connection) =

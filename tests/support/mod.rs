@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod h2;
 pub mod observe;
+pub mod parent;
 pub mod process;
 pub mod proxy;
 pub mod sse;

@@ -20,7 +20,8 @@ use crate::headers::rules;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
-use crate::upstream::connect::{Connector, StaticHosts};
+use crate::upstream::connect::{Connector, OpenConnections, StaticHosts};
+use crate::upstream::egress::Egress;
 use crate::uri::path;
 
 /// A target's client could not be set up.
@@ -61,6 +62,9 @@ pub struct Endpoint {
     /// The URL is the route's own (its first target's), so the URI the route phase built
     /// can be sent as it is.
     pub route_url: bool,
+    /// Its open connections and their cap (`max_connections`), counted by its client's
+    /// connector.
+    pub connections: Arc<OpenConnections>,
 }
 
 impl Endpoint {
@@ -97,6 +101,8 @@ pub struct Blueprint {
     route_request_headers: HeaderRules,
     settings: UpstreamSettings,
     hosts: StaticHosts,
+    /// Verifies HTTPS parent proxies (`upstream_proxy`).
+    parent_tls: Arc<rustls::ClientConfig>,
     targets: Vec<TargetPlan>,
     probe: Option<ProbeKind>,
 }
@@ -155,6 +161,7 @@ impl Blueprint {
             route_request_headers: route.request_headers.clone(),
             settings,
             hosts: hosts.clone(),
+            parent_tls: default_tls.clone(),
             targets,
             probe: group.health_check.as_ref().map(|check| check.probe.clone()),
         })
@@ -243,6 +250,8 @@ impl Blueprint {
                 .map(|m| m.spec.endpoint.clone())
         });
         let endpoint = kept.unwrap_or_else(|| Arc::new(self.endpoint(plan, addr)));
+        // A kept endpoint keeps its pool and its count; a changed cap applies from now on.
+        endpoint.connections.set_limit(plan.config.max_connections);
         MemberSpec {
             name,
             weight: plan.config.weight,
@@ -265,8 +274,19 @@ impl Blueprint {
             }
             None => self.hosts.clone(),
         };
-        let connector = Connector::new(self.settings.connect, hosts, None)
-            .capped(self.settings.max_connections_per_address);
+        let mut connector = Connector::new(self.settings.connect, hosts.clone(), None)
+            .capped(self.settings.max_connections_per_address)
+            .limited(plan.config.max_connections);
+        if let Some(egress) = Egress::for_upstream(
+            &plan.config.upstream_proxy,
+            self.settings.connect,
+            &hosts,
+            &self.parent_tls,
+            plan.config.protocol,
+        ) {
+            connector = connector.through(egress);
+        }
+        let connections = connector.connections().clone();
         let upstream = Upstream::new(
             self.settings,
             plan.tls.clone(),
@@ -282,6 +302,7 @@ impl Blueprint {
             request_headers: plan.config.request_headers.clone(),
             response_headers: plan.config.response_headers.clone(),
             route_url: plan.config.url == self.route_url,
+            connections,
         }
     }
 
@@ -328,13 +349,19 @@ fn default_port(url: &UpstreamUrl) -> u16 {
 }
 
 /// A hash of everything that makes a target a different one when it changes: where it is,
-/// how it is spoken to, and what is sent to it. Not its weight, tier or caps: changing those
-/// keeps its health.
+/// how it is spoken to (its parent proxies included), and what is sent to it. Not its
+/// weight, tier or caps: changing those keeps its health.
 fn fingerprint(config: &TargetConfig) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     config.url.to_string().hash(&mut hasher);
     config.protocol.as_str().hash(&mut hasher);
     format!("{:?}", config.tls).hash(&mut hasher);
+    for parent in &config.upstream_proxy {
+        parent.url().hash(&mut hasher);
+        if let Some((user, password)) = &parent.credentials {
+            (user, password.expose()).hash(&mut hasher);
+        }
+    }
     for rules in [&config.request_headers, &config.response_headers] {
         for name in &rules.remove {
             name.as_str().hash(&mut hasher);

@@ -23,6 +23,7 @@ use crate::body::Body;
 use crate::config::health::{ExpectStatus, HealthSettings};
 use crate::upstream::client::{Upstream, UpstreamError};
 use crate::upstream::connect::{ConnectError, Connector};
+use crate::upstream::egress::EgressError;
 
 /// A change of a target's health, logged once when it happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +126,8 @@ impl Active {
 pub enum Probe {
     /// A TCP connection to `host:port` opens.
     Tcp {
-        /// Dials with the target's DNS and static hosts.
+        /// Dials with the target's DNS and static hosts (through its `upstream_proxy`, if it
+        /// has one).
         connector: Connector,
         /// The target's host.
         host: String,
@@ -163,6 +165,9 @@ pub enum CheckFailure {
     /// The TCP connection could not be opened.
     #[error("connect failed")]
     Connect(#[source] ConnectError),
+    /// No parent proxy (`upstream_proxy`) opened a tunnel to the target.
+    #[error("no tunnel through the parent proxy")]
+    Parent(#[source] EgressError),
     /// The HTTP exchange failed.
     #[error("request failed")]
     Exchange(#[source] UpstreamError),
@@ -181,11 +186,15 @@ impl Probe {
 
     async fn run(&self) -> Result<(), CheckFailure> {
         match self {
-            Probe::Tcp { connector, host, port } => match connector.connect(host, *port).await {
-                // sluice's own cap on connections to the target is full: the check says
+            Probe::Tcp { connector, host, port } => match connector.open(host, *port).await {
+                // sluice's own caps on connections to the target are full: the check says
                 // nothing about the target, which sluice is busy talking to.
-                Ok(_) | Err(ConnectError::AtCapacity { .. }) => Ok(()),
-                Err(err) => Err(CheckFailure::Connect(err)),
+                Ok(_)
+                | Err(EgressError::Direct(
+                    ConnectError::AtCapacity { .. } | ConnectError::TargetAtCapacity { .. },
+                )) => Ok(()),
+                Err(EgressError::Direct(err)) => Err(CheckFailure::Connect(err)),
+                Err(err) => Err(CheckFailure::Parent(err)),
             },
             Probe::Http(http) => {
                 let HttpProbe { upstream, uri, authority, host, headers, expect } = &**http;
@@ -198,7 +207,9 @@ impl Probe {
                     Ok(answered) => answered,
                     // As for a TCP check: sluice's own connection cap, not the target.
                     Err(UpstreamError::Connect {
-                        source: ConnectError::AtCapacity { .. }, ..
+                        source:
+                            ConnectError::AtCapacity { .. } | ConnectError::TargetAtCapacity { .. },
+                        ..
                     }) => {
                         return Ok(());
                     }

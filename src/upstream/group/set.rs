@@ -18,7 +18,7 @@ pub struct MemberSpec {
     pub weight: u32,
     /// Failover tier: 0 first.
     pub tier: u8,
-    /// Caps on requests in flight.
+    /// Caps on requests in flight (its connection cap is its endpoint's).
     pub caps: Caps,
     /// A hash of everything else about the target (URL, headers, TLS): a reload keeps the
     /// health state of a target whose name and fingerprint are unchanged.
@@ -38,6 +38,15 @@ pub struct Member {
     pub series: Arc<TargetSeries>,
     /// A stable hash of its name, for rendezvous hashing.
     identity: u64,
+}
+
+impl Member {
+    /// Whether the target can take another request under its caps: fewer requests in flight
+    /// than `max_in_flight`, and below `max_connections` or with a connection free.
+    pub fn has_room(&self) -> bool {
+        let connections = &self.spec.endpoint.connections;
+        self.state.has_room(&self.spec.caps) && connections.admits(self.state.in_flight())
+    }
 }
 
 /// The targets of one tier: a range of the set's members.
@@ -191,8 +200,7 @@ impl TargetSet {
                 continue;
             }
             let usable = |offset: usize| {
-                healthy(offset)
-                    && members.get(offset).is_some_and(|m| m.state.has_room(&m.spec.caps))
+                healthy(offset) && members.get(offset).is_some_and(Member::has_room)
             };
             let weight = |offset: usize| {
                 usable(offset).then(|| members.get(offset).map_or(1, |m| m.spec.weight.max(1)))

@@ -44,6 +44,7 @@ fn endpoint() -> Arc<Endpoint> {
                 request_headers: Default::default(),
                 response_headers: Default::default(),
                 route_url: true,
+                connections: crate::upstream::connect::OpenConnections::new(usize::MAX),
             })
         })
         .clone()

@@ -35,6 +35,7 @@ fn target(member: &Member, now: Moment) -> Value {
         until.filter(|until| *until > now).map(|until| until.since(now).as_millis() as u64)
     };
     let checks = if state.active.is_healthy() { "up" } else { "down" };
+    let connections = &member.spec.endpoint.connections;
     json!({
         "name": &*member.spec.name,
         "url": member.spec.endpoint.url.to_string(),
@@ -48,6 +49,8 @@ fn target(member: &Member, now: Moment) -> Value {
         "consecutive_failures": passive.consecutive_failures(),
         "in_flight": state.in_flight(),
         "max_in_flight": member.spec.caps.max_in_flight,
+        "connections": connections.open(),
+        "max_connections": connections.limit(),
         "attempts": state.attempts.load(std::sync::atomic::Ordering::Relaxed),
         "failures": state.failures.load(std::sync::atomic::Ordering::Relaxed),
         "retries": state.retries.load(std::sync::atomic::Ordering::Relaxed),
