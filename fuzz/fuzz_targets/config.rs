@@ -92,6 +92,7 @@ fn within_bounds(config: &Config) {
     assert!(cache.max_variants as u64 <= cache::MAX_CACHE_MAX_VARIANTS);
     assert!(cache.collapse_timeout <= cache::MAX_COLLAPSE_TIMEOUT);
     assert!(cache.fill_timeout <= cache::MAX_FILL_TIMEOUT);
+    assert!((1..=cache::MAX_CACHE_MAX_BACKGROUND).contains(&(cache.max_background as u64)));
     assert!(cache.max_heuristic <= cache::MAX_MAX_HEURISTIC);
     for route in &config.routes {
         assert!(route.cache.stale_when_down.is_none_or(|d| d <= cache::MAX_STALE_WHEN_DOWN));

@@ -142,6 +142,8 @@ async fn respond(
                     bytes: store.bytes(),
                     objects: store.objects(),
                     evictions: store.evictions(),
+                    background_running: cache.background.running() as u64,
+                    background_skipped: cache.background.skipped(),
                 };
                 reloader.metrics().cache().sample(sample);
             }

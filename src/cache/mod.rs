@@ -13,9 +13,12 @@
 //! - [`collapse`]: one request to the origin per key, with the others waiting for it;
 //! - [`plan`]: what to do with a request before it goes to the origin, and with the
 //!   origin's answer;
-//! - [`answer`]: the response a stored object gives one request (Age, 304, 206/416, HEAD).
+//! - [`answer`]: the response a stored object gives one request (Age, 304, 206/416, HEAD);
+//! - [`background`]: refreshes and fills that go on after the client has its answer, tracked
+//!   by graceful shutdown and bounded.
 
 pub mod answer;
+pub mod background;
 pub mod body;
 pub mod collapse;
 pub mod fill;
@@ -30,7 +33,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::CacheConfig;
+use crate::shutdown::Shutdown;
 
+use self::background::Background;
 use self::collapse::Collapser;
 use self::plan::Rules;
 use self::policy::freshness::Heuristic;
@@ -48,12 +53,15 @@ pub struct Cache {
     pub config: CacheConfig,
     /// The RFC 9111 choices from it (the route adds its own `stale_when_down`).
     pub rules: Rules,
+    /// Starts refreshes and fills that outlive their request, under the shutdown tracker.
+    pub background: Background,
 }
 
 impl Cache {
     /// The cache for `config`, keeping `previous`'s stored responses when its store has the
-    /// same limits (a reload that did not touch them keeps the cache warm).
-    pub fn new(config: &CacheConfig, previous: Option<&Cache>) -> Arc<Cache> {
+    /// same limits (a reload that did not touch them keeps the cache warm). Its background
+    /// tasks run under `shutdown`, and share `previous`'s bound when that is unchanged.
+    pub fn new(config: &CacheConfig, previous: Option<&Cache>, shutdown: &Shutdown) -> Arc<Cache> {
         let limits = StoreLimits {
             max_bytes: config.max_bytes,
             max_object_bytes: config.max_object_bytes,
@@ -70,7 +78,13 @@ impl Cache {
             heuristic: Heuristic { percent: config.heuristic_percent, max: config.max_heuristic },
             stale_when_down: None,
         };
-        Arc::new(Cache { store, collapser, config: config.clone(), rules })
+        let background = match previous {
+            Some(previous) if previous.background.max() == config.max_background => {
+                previous.background.clone()
+            }
+            _ => Background::new(shutdown.clone(), config.max_background),
+        };
+        Arc::new(Cache { store, collapser, config: config.clone(), rules, background })
     }
 
     /// The rules for a route that lets stored responses stand in for a down upstream for

@@ -33,6 +33,11 @@ pub const MAX_COLLAPSE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_FILL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest `fill_timeout` accepted.
 pub const MAX_FILL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default number of background tasks (refreshes, fills whose client left, disk writes) the
+/// cache runs at once.
+pub const DEFAULT_CACHE_MAX_BACKGROUND: u64 = 64;
+/// Largest `max_background` accepted.
+pub const MAX_CACHE_MAX_BACKGROUND: u64 = 4096;
 /// Default share (percent) of the time since `Last-Modified` used as heuristic freshness.
 pub const DEFAULT_HEURISTIC_PERCENT: u64 = 10;
 /// Default cap on heuristic freshness: one day.
@@ -57,6 +62,8 @@ pub struct CacheConfig {
     pub collapse_timeout: Duration,
     /// How long a response may take to finish storing after its first client went away.
     pub fill_timeout: Duration,
+    /// Background tasks (refreshes, fills whose client left, disk writes) run at once.
+    pub max_background: usize,
     /// Percentage of (Date − Last-Modified) used as heuristic freshness; 0 turns it off.
     pub heuristic_percent: u32,
     /// Cap on heuristic freshness.
@@ -77,6 +84,7 @@ impl Default for CacheConfig {
             max_variants: DEFAULT_CACHE_MAX_VARIANTS as usize,
             collapse_timeout: DEFAULT_COLLAPSE_TIMEOUT,
             fill_timeout: DEFAULT_FILL_TIMEOUT,
+            max_background: DEFAULT_CACHE_MAX_BACKGROUND as usize,
             heuristic_percent: DEFAULT_HEURISTIC_PERCENT as u32,
             max_heuristic: DEFAULT_MAX_HEURISTIC,
             targeted_fields: Vec::new(),
@@ -110,6 +118,8 @@ pub struct FileCache {
     pub collapse_timeout: Option<Spanned<String>>,
     /// Finishing a response after its first client left.
     pub fill_timeout: Option<Spanned<String>>,
+    /// Background tasks at once.
+    pub max_background: Option<Spanned<i64>>,
     /// Heuristic freshness, percent of the time since Last-Modified.
     pub heuristic_percent: Option<Spanned<i64>>,
     /// Cap on heuristic freshness.
@@ -147,6 +157,13 @@ impl Checker<'_> {
             DEFAULT_CACHE_MAX_VARIANTS,
             1,
             MAX_CACHE_MAX_VARIANTS,
+        );
+        let max_background = self.cache_count(
+            "cache.max_background",
+            &file.max_background,
+            DEFAULT_CACHE_MAX_BACKGROUND,
+            1,
+            MAX_CACHE_MAX_BACKGROUND,
         );
         let heuristic_percent = self.cache_count(
             "cache.heuristic_percent",
@@ -202,6 +219,7 @@ impl Checker<'_> {
                 d.fill_timeout,
                 MAX_FILL_TIMEOUT,
             ),
+            max_background: usize::try_from(max_background).unwrap_or(usize::MAX),
             heuristic_percent: u32::try_from(heuristic_percent).unwrap_or(100),
             max_heuristic: self.cache_duration(
                 "cache.max_heuristic",
@@ -319,12 +337,13 @@ pub(super) fn write_summary(out: &mut String, config: &super::Config) {
     let _ = writeln!(
         out,
         "\ncache: {} bytes, objects up to {} bytes, {} variants per URI, collapse {}, fill {}, \
-         heuristic {}% up to {}, Cache-Status {}",
+         {} background tasks, heuristic {}% up to {}, Cache-Status {}",
         c.max_bytes,
         c.max_object_bytes,
         c.max_variants,
         d(c.collapse_timeout),
         d(c.fill_timeout),
+        c.max_background,
         c.heuristic_percent,
         d(c.max_heuristic),
         if c.cache_status { format!("as {}", c.name) } else { "off".to_owned() },

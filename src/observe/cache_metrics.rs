@@ -54,6 +54,10 @@ pub struct StoreSample {
     pub objects: u64,
     /// Stored responses evicted so far.
     pub evictions: u64,
+    /// Background tasks (refreshes, fills, disk writes) running now.
+    pub background_running: u64,
+    /// Background tasks skipped so far because every slot was busy.
+    pub background_skipped: u64,
 }
 
 /// The cache's metric handles.
@@ -65,6 +69,8 @@ pub struct CacheMetrics {
     stored_bytes: Gauge,
     stored_objects: Gauge,
     evictions: Counter,
+    background_running: Gauge,
+    background_skipped: Counter,
 }
 
 impl CacheMetrics {
@@ -102,6 +108,16 @@ impl CacheMetrics {
             "Stored responses evicted to keep the store within its bound",
             metrics.evictions.clone(),
         );
+        registry.register(
+            "cache_background_tasks",
+            "Background tasks of the cache running now (refreshes, fills whose client left, disk writes)",
+            metrics.background_running.clone(),
+        );
+        registry.register(
+            "cache_background_skipped",
+            "Background tasks not started because every slot was busy (cache.max_background)",
+            metrics.background_skipped.clone(),
+        );
         for outcome in OUTCOMES {
             drop(metrics.requests.get_or_create(&OutcomeLabel { outcome }));
         }
@@ -130,10 +146,17 @@ impl CacheMetrics {
     pub fn sample(&self, sample: StoreSample) {
         self.stored_bytes.set(i64::try_from(sample.bytes).unwrap_or(i64::MAX));
         self.stored_objects.set(i64::try_from(sample.objects).unwrap_or(i64::MAX));
-        let counted = self.evictions.get();
-        if sample.evictions > counted {
-            self.evictions.inc_by(sample.evictions - counted);
-        }
+        catch_up(&self.evictions, sample.evictions);
+        self.background_running.set(i64::try_from(sample.background_running).unwrap_or(i64::MAX));
+        catch_up(&self.background_skipped, sample.background_skipped);
+    }
+}
+
+/// Advances `counter` to `total`, a count kept elsewhere that only grows.
+fn catch_up(counter: &Counter, total: u64) {
+    let counted = counter.get();
+    if total > counted {
+        counter.inc_by(total - counted);
     }
 }
 
@@ -148,8 +171,20 @@ mod tests {
         metrics.request("hit");
         metrics.collapsed_wait();
         metrics.revalidated(Revalidation::NotModified);
-        metrics.sample(StoreSample { bytes: 10, objects: 2, evictions: 5 });
-        metrics.sample(StoreSample { bytes: 8, objects: 1, evictions: 3 });
+        metrics.sample(StoreSample {
+            bytes: 10,
+            objects: 2,
+            evictions: 5,
+            background_skipped: 2,
+            ..StoreSample::default()
+        });
+        metrics.sample(StoreSample {
+            bytes: 8,
+            objects: 1,
+            evictions: 3,
+            background_running: 1,
+            ..StoreSample::default()
+        });
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains("cache_requests_total{outcome=\"hit\"} 1"), "{out}");
@@ -159,5 +194,7 @@ mod tests {
         assert!(out.contains("cache_stored_bytes 8"), "{out}");
         assert!(out.contains("cache_objects 1"), "{out}");
         assert!(out.contains("cache_evictions_total 5"), "{out}");
+        assert!(out.contains("cache_background_tasks 1"), "{out}");
+        assert!(out.contains("cache_background_skipped_total 2"), "{out}");
     }
 }

@@ -497,7 +497,9 @@ impl Cached {
                 };
                 let object = Arc::clone(admission.object());
                 flight.settle(Settled::Stored(Arc::clone(&object)));
-                let tee = Tee::new(body, Some(admission), flight.cache.config.fill_timeout);
+                let cache = &flight.cache;
+                let tee =
+                    Tee::new(body, Some(admission), cache.config.fill_timeout, &cache.background);
                 let status = CacheStatus { stored: true, ..forwarded };
                 let answer = answer::answer(
                     &object,
@@ -541,10 +543,13 @@ impl Cached {
 
 impl Refresh {
     /// Sends the prepared conditional `request` to `target` through `upstream` in the
-    /// background and updates the store with the answer (`stale-while-revalidate`).
+    /// background and updates the store with the answer (`stale-while-revalidate`). The task
+    /// is one of the cache's background tasks: graceful shutdown waits for it, and when all
+    /// of their slots are taken it is skipped (its followers then ask the origin themselves).
     pub fn spawn(self, upstream: Upstream, request: Request<Body>, target: Authority) {
         let mut flight = self.0;
-        tokio::spawn(async move {
+        let background = flight.cache.background.clone();
+        let started = background.try_spawn(async move {
             let body_idle = upstream.settings().body_idle;
             let answered = match upstream.send(request, &target, false).await {
                 Ok(answered) => answered,
@@ -581,7 +586,8 @@ impl Refresh {
                         flight.settle(Settled::Stored(Arc::clone(admission.object())));
                         let fill_timeout = flight.cache.config.fill_timeout;
                         let body = Body::Upstream(IdleBody::new(body, body_idle));
-                        let tee = Tee::new(body, Some(admission), fill_timeout);
+                        let background = &flight.cache.background;
+                        let tee = Tee::new(body, Some(admission), fill_timeout, background);
                         let _ = tokio::time::timeout(fill_timeout, tee.collect()).await;
                     }
                 }
@@ -591,5 +597,8 @@ impl Refresh {
                 }
             }
         });
+        if !started {
+            tracing::debug!("background revalidation skipped: every background slot is busy");
+        }
     }
 }
