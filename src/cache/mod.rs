@@ -6,6 +6,7 @@
 //! - [`policy`]: the RFC 9111 rules, pure functions with table tests;
 //! - [`range`]: byte ranges served from complete stored responses (RFC 9110 §14);
 //! - [`status`]: `Cache-Status` (RFC 9211) and the outcome logged and counted;
+//! - [`object`]: one stored response;
 //! - [`store`]: the bounded in-memory store of responses and their variants;
 //! - [`body`]: a stored body that readers stream from while it is still being filled;
 //! - [`fill`]: the response body that passes the origin's bytes to the first client and into
@@ -23,6 +24,7 @@ pub mod body;
 pub mod collapse;
 pub mod fill;
 pub mod key;
+pub mod object;
 pub mod plan;
 pub mod policy;
 pub mod range;
