@@ -215,8 +215,7 @@ async fn purge(query: Option<&str>, reloader: &Reloader) -> Response<Full<Bytes>
             "give one absolute URL: ?url=http://host/path or ?prefix=http://host/path\n",
         );
     };
-    let purged =
-        if by_prefix { cache.store.purge_prefix(key.url()) } else { cache.store.invalidate(&key) };
+    let purged = if by_prefix { cache.purge_prefix(key.url()) } else { cache.invalidate(&key) };
     tracing::info!(target = key.url(), by_prefix, purged, "cache purge");
     text(StatusCode::OK, format!("purged {purged} stored responses\n"))
 }

@@ -21,6 +21,7 @@ use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use super::body::BodyEnd;
+use super::disk::DiskWriter;
 use super::key::CacheKey;
 pub use super::object::Object;
 
@@ -205,7 +206,7 @@ impl Store {
         }
         let object = Arc::new(object);
         self.put(&key, &object, None);
-        Some(Admission { store: Arc::clone(self), key, object, settled: false })
+        Some(Admission { store: Arc::clone(self), key, object, settled: false, disk: None })
     }
 
     /// Replaces `old` (if it is still stored) with `new`, a revalidated copy. Stores `new` as a
@@ -239,6 +240,14 @@ impl Store {
             *variants = Variants::new(list);
             EntryAction::Retain(())
         });
+    }
+
+    /// Stores `object`, whose body is complete, for `key` (a response read back from the disk
+    /// tier), in place of the variant with its secondary key.
+    pub fn promote(&self, key: &CacheKey, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        self.put(key, &object, None);
+        object
     }
 
     /// Puts `object` into `key`'s variants: in place of `old` when given, else in place of the
@@ -353,7 +362,7 @@ impl Store {
 }
 
 /// Whether `url` is `prefix` or lies under it by whole path segments.
-fn under_prefix(url: &str, prefix: &str) -> bool {
+pub fn under_prefix(url: &str, prefix: &str) -> bool {
     match url.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with(['/', '?']),
         None => false,
@@ -373,6 +382,8 @@ pub struct Admission {
     object: Arc<Object>,
     /// Whether it was completed or abandoned.
     settled: bool,
+    /// Where it is written once complete, when there is a disk tier.
+    disk: Option<DiskWriter>,
 }
 
 impl Admission {
@@ -384,6 +395,12 @@ impl Admission {
     /// The key it is stored under.
     pub fn key(&self) -> &CacheKey {
         &self.key
+    }
+
+    /// Also writes the response to the disk tier once it is complete.
+    pub fn with_disk(mut self, writer: DiskWriter) -> Self {
+        self.disk = Some(writer);
+        self
     }
 
     /// The store's object size limit.
@@ -404,6 +421,11 @@ impl Admission {
         if let Some(compact) = self.object.body.compacted() {
             let object = self.object.with_body(compact);
             self.store.compact(&self.key, &self.object, object);
+        }
+        // The disk tier gets the object even when memory evicted it meanwhile: the tiers
+        // are bounded each on its own.
+        if let Some(writer) = self.disk.take() {
+            writer.write(self.key.clone(), Arc::clone(&self.object));
         }
     }
 
