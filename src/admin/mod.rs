@@ -144,6 +144,8 @@ async fn respond(
                     evictions: store.evictions(),
                     background_running: cache.background.running() as u64,
                     background_skipped: cache.background.skipped(),
+                    disk_bytes: cache.disk.as_ref().map_or(0, |disk| disk.bytes()),
+                    disk_objects: cache.disk.as_ref().map_or(0, |disk| disk.objects()),
                 };
                 reloader.metrics().cache().sample(sample);
             }

@@ -58,6 +58,10 @@ pub struct StoreSample {
     pub background_running: u64,
     /// Background tasks skipped so far because every slot was busy.
     pub background_skipped: u64,
+    /// Bytes of the disk tier's files (0 without a disk tier).
+    pub disk_bytes: u64,
+    /// Responses the disk tier holds.
+    pub disk_objects: u64,
 }
 
 /// The cache's metric handles.
@@ -71,6 +75,8 @@ pub struct CacheMetrics {
     evictions: Counter,
     background_running: Gauge,
     background_skipped: Counter,
+    disk_bytes: Gauge,
+    disk_objects: Gauge,
 }
 
 impl CacheMetrics {
@@ -118,6 +124,17 @@ impl CacheMetrics {
             "Background tasks not started because every slot was busy (cache.max_background)",
             metrics.background_skipped.clone(),
         );
+        registry.register_with_unit(
+            "cache_disk",
+            "Bytes of the cache's disk tier files, weighed against cache.disk_max_bytes",
+            Unit::Bytes,
+            metrics.disk_bytes.clone(),
+        );
+        registry.register(
+            "cache_disk_objects",
+            "Responses the cache's disk tier holds",
+            metrics.disk_objects.clone(),
+        );
         for outcome in OUTCOMES {
             drop(metrics.requests.get_or_create(&OutcomeLabel { outcome }));
         }
@@ -149,6 +166,8 @@ impl CacheMetrics {
         catch_up(&self.evictions, sample.evictions);
         self.background_running.set(i64::try_from(sample.background_running).unwrap_or(i64::MAX));
         catch_up(&self.background_skipped, sample.background_skipped);
+        self.disk_bytes.set(i64::try_from(sample.disk_bytes).unwrap_or(i64::MAX));
+        self.disk_objects.set(i64::try_from(sample.disk_objects).unwrap_or(i64::MAX));
     }
 }
 
@@ -183,6 +202,8 @@ mod tests {
             objects: 1,
             evictions: 3,
             background_running: 1,
+            disk_bytes: 4096,
+            disk_objects: 3,
             ..StoreSample::default()
         });
         let mut out = String::new();
@@ -192,6 +213,8 @@ mod tests {
         assert!(out.contains("cache_collapsed_waits_total 1"), "{out}");
         assert!(out.contains("cache_revalidations_total{result=\"not_modified\"} 1"), "{out}");
         assert!(out.contains("cache_stored_bytes 8"), "{out}");
+        assert!(out.contains("cache_disk_bytes 4096"), "{out}");
+        assert!(out.contains("cache_disk_objects 3"), "{out}");
         assert!(out.contains("cache_objects 1"), "{out}");
         assert!(out.contains("cache_evictions_total 5"), "{out}");
         assert!(out.contains("cache_background_tasks 1"), "{out}");
