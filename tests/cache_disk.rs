@@ -5,14 +5,16 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
+use support::config::ADMIN;
 use support::config::{reverse_config, route, write_config};
-use support::process::Sluice;
+use support::process::{Sluice, address_field};
 use support::tls::toml_path;
 use support::upstream::{Origin, full};
 use support::{sha256, within};
@@ -63,6 +65,23 @@ async fn start(config: &Path) -> Sluice {
     let mut command = support::process::command("info");
     command.arg("--config").arg(config).args(["--workers", "1"]);
     Sluice::spawn(command).await
+}
+
+/// The admin listener's address, from the log of a `sluice` whose config has `[admin]`.
+async fn admin_address(sluice: &mut Sluice) -> SocketAddr {
+    const ADMIN_LINE: &str = " admin listening address=";
+    let line = match sluice.log.iter().find(|line| line.contains(ADMIN_LINE)) {
+        Some(line) => line.clone(),
+        None => sluice.line_containing(ADMIN_LINE).await,
+    };
+    address_field(&line).unwrap()
+}
+
+/// `POST /cache/purge?{query}` on the admin listener at `admin`: the answer's text.
+async fn purge(admin: SocketAddr, query: &str) -> String {
+    let url = format!("http://{admin}/cache/purge?{query}");
+    let response = within(reqwest::Client::new().post(url).send()).await.unwrap();
+    within(response.text()).await.unwrap()
 }
 
 /// The host the client asks for: the cache key holds it, and it must stay the same when the
@@ -180,5 +199,43 @@ async fn the_disk_tier_keeps_to_its_bound_and_a_damaged_file_is_a_miss() {
         assert_eq!(digest, sha256(&body_for(path)));
     }
     assert_eq!(count.load(Ordering::SeqCst), 6);
+    sluice.stop().await;
+}
+
+#[tokio::test]
+async fn purges_and_unsafe_methods_reach_responses_only_on_disk() {
+    let (origin, count) = origin().await;
+    let dir = disk_dir("purge");
+    let config = config("cache-disk-purge.toml", &origin, &dir, &format!("\n{ADMIN}"));
+    let paths = ["/doc-1", "/docs/a-1", "/docs/b-1", "/post-1"];
+    let sluice = start(&config).await;
+    for path in paths {
+        assert_eq!(get(&sluice, path).await.0, StatusCode::OK);
+    }
+    sluice.stop().await;
+    assert_eq!(files(&dir).len(), 4);
+
+    // After a restart memory is empty: what a purge or a POST removes is on disk only.
+    let mut sluice = start(&config).await;
+    let admin = admin_address(&mut sluice).await;
+    assert_eq!(
+        purge(admin, &format!("url=http://{HOST}/doc-1")).await,
+        "purged 1 stored responses\n"
+    );
+    assert_eq!(
+        purge(admin, &format!("prefix=http://{HOST}/docs")).await,
+        "purged 2 stored responses\n"
+    );
+    let url = format!("http://{}/post-1", sluice.addr);
+    let posted = reqwest::Client::new().post(url).header("host", HOST).body("x").send();
+    assert_eq!(within(posted).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(count.load(Ordering::SeqCst), 5);
+    for path in paths {
+        let (status, cache_status, digest) = get(&sluice, path).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(cache_status, "sluice; fwd=uri-miss; fwd-status=200; stored", "{path}");
+        assert_eq!(digest, sha256(&body_for(path)));
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 9, "every one of them went to the origin again");
     sluice.stop().await;
 }
