@@ -319,6 +319,10 @@ impl BodyReader {
                         let length = chunk.len() as u64;
                         self.skip = self.skip.saturating_add(length);
                         self.remaining = self.remaining.saturating_sub(length);
+                        if self.skip >= self.body.len() {
+                            // The end of the body: the frame after this one is none.
+                            self.remaining = 0;
+                        }
                         Poll::Ready(Some(Ok(Frame::data(chunk))))
                     }
                     Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {

@@ -440,6 +440,13 @@ mod tests {
         assert_eq!(read.freshness, stored.freshness);
         assert_eq!(body_of(&read, 0, u64::MAX).await.unwrap(), big);
         assert_eq!(body_of(&read, 1, 3).await.unwrap(), &big[1..4]);
+        // The reader says it has ended with its last chunk, not one frame later.
+        let mut whole = read.body.reader();
+        let mut seen = 0;
+        while !http_body::Body::is_end_stream(&whole) {
+            seen += whole.frame().await.unwrap().unwrap().into_data().unwrap().len();
+        }
+        assert_eq!(seen, big.len());
         let tail = FILE_CHUNK * 2;
         assert_eq!(body_of(&read, tail, 100).await.unwrap(), &big[tail as usize..]);
         // Purged while being read: the reader still has its file.
