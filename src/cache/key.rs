@@ -104,6 +104,14 @@ impl CacheKey {
     }
 }
 
+/// Whether `url` is `prefix` or lies under it by whole path segments.
+pub fn under_prefix(url: &str, prefix: &str) -> bool {
+    match url.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with(['/', '?']),
+        None => false,
+    }
+}
+
 /// A URL without its `#fragment`.
 fn strip_fragment(url: &str) -> &str {
     url.split('#').next().unwrap_or(url)

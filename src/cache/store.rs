@@ -22,7 +22,7 @@ use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
 use super::body::BodyEnd;
 use super::disk::DiskWriter;
-use super::key::CacheKey;
+use super::key::{CacheKey, under_prefix};
 pub use super::object::Object;
 
 /// Default bound of the store's memory, in bytes: 256 MiB.
@@ -358,14 +358,6 @@ impl Store {
     /// Stored responses evicted so far to stay within the bound.
     pub fn evictions(&self) -> u64 {
         self.counters.evictions.load(Ordering::Relaxed)
-    }
-}
-
-/// Whether `url` is `prefix` or lies under it by whole path segments.
-pub fn under_prefix(url: &str, prefix: &str) -> bool {
-    match url.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with(['/', '?']),
-        None => false,
     }
 }
 

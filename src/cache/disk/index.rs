@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use http::HeaderMap;
 
-use crate::cache::key::{CacheKey, Vary, VaryKey};
-use crate::cache::store::under_prefix;
+use crate::cache::key::{CacheKey, Vary, VaryKey, under_prefix};
 
 /// A file's number; its name in the directory is this number in hexadecimal.
 pub type FileId = u64;
