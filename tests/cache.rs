@@ -490,3 +490,60 @@ async fn the_access_log_names_what_the_cache_did() {
     let outcomes: Vec<_> = lines.iter().map(|line| text_fields(line)["cache"].clone()).collect();
     assert_eq!(outcomes, ["miss", "hit"]);
 }
+
+/// A route caching the answers of an origin whose first response is stale at once under
+/// `stale-while-revalidate`, and which holds every later request (the background refresh)
+/// until `release` is notified, reporting its arrival on `arrived`.
+async fn held_refresh(
+    grace: &str,
+) -> (Origin, TestProxy, tokio::sync::mpsc::Receiver<()>, Arc<tokio::sync::Notify>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let (arrived_tx, arrived) = tokio::sync::mpsc::channel(4);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = release.clone();
+    let origin = Origin::start(move |_request: Request<Incoming>| {
+        let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        let (arrived_tx, gate) = (arrived_tx.clone(), gate.clone());
+        async move {
+            if n > 1 {
+                let _ = arrived_tx.send(()).await;
+                gate.notified().await;
+            }
+            let mut response = full(format!("r{n}"));
+            let fields =
+                [("cache-control", "max-age=0, stale-while-revalidate=600"), ("etag", "\"h\"")];
+            for (name, value) in fields {
+                response.headers_mut().insert(name, value.parse().unwrap());
+            }
+            response
+        }
+    })
+    .await;
+    let config = format!("{}[timeouts]\nshutdown_grace = \"{grace}\"\n", cached(&origin, "", ""));
+    let proxy = TestProxy::start(&config).await;
+    (origin, proxy, arrived, release)
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_a_background_refresh_until_the_grace_period_ends() {
+    let (_origin, proxy, mut arrived, _release) = held_refresh("1s").await;
+    assert_eq!(get(&proxy, "/held", &[]).await.2, "r1");
+    let (_, headers, body) = get(&proxy, "/held", &[]).await;
+    assert_eq!(body, "r1");
+    assert!(headers["cache-status"].to_str().unwrap().contains("stale-while-revalidate"));
+    within(arrived.recv()).await.unwrap();
+    // The refresh never ends: the drain waits for it for the whole grace period.
+    assert_eq!(proxy.shutdown().await, sluice::shutdown::Drained::GraceExpired);
+}
+
+#[tokio::test]
+async fn shutdown_completes_once_a_background_refresh_has_finished() {
+    let (origin, mut proxy, mut arrived, release) = held_refresh("30s").await;
+    assert_eq!(get(&proxy, "/held", &[]).await.2, "r1");
+    assert_eq!(get(&proxy, "/held", &[]).await.2, "r1");
+    within(arrived.recv()).await.unwrap();
+    proxy.signal_shutdown();
+    release.notify_one();
+    assert_eq!(proxy.finished().await, sluice::shutdown::Drained::Complete);
+    assert_eq!(origin.seen().len(), 2);
+}

@@ -92,7 +92,12 @@ fn within_bounds(config: &Config) {
     assert!(cache.max_variants as u64 <= cache::MAX_CACHE_MAX_VARIANTS);
     assert!(cache.collapse_timeout <= cache::MAX_COLLAPSE_TIMEOUT);
     assert!(cache.fill_timeout <= cache::MAX_FILL_TIMEOUT);
+    assert!((1..=cache::MAX_CACHE_MAX_BACKGROUND).contains(&(cache.max_background as u64)));
     assert!(cache.max_heuristic <= cache::MAX_MAX_HEURISTIC);
+    assert!(
+        (cache::MIN_CACHE_DISK_MAX_BYTES..=cache::MAX_CACHE_DISK_MAX_BYTES)
+            .contains(&cache.disk_max_bytes)
+    );
     for route in &config.routes {
         assert!(route.cache.stale_when_down.is_none_or(|d| d <= cache::MAX_STALE_WHEN_DOWN));
         assert!(route.timeouts.connect <= c::MAX_CONNECT_TIMEOUT);

@@ -142,6 +142,10 @@ async fn respond(
                     bytes: store.bytes(),
                     objects: store.objects(),
                     evictions: store.evictions(),
+                    background_running: cache.background.running() as u64,
+                    background_skipped: cache.background.skipped(),
+                    disk_bytes: cache.disk.as_ref().map_or(0, |disk| disk.bytes()),
+                    disk_objects: cache.disk.as_ref().map_or(0, |disk| disk.objects()),
                 };
                 reloader.metrics().cache().sample(sample);
             }
@@ -213,8 +217,7 @@ async fn purge(query: Option<&str>, reloader: &Reloader) -> Response<Full<Bytes>
             "give one absolute URL: ?url=http://host/path or ?prefix=http://host/path\n",
         );
     };
-    let purged =
-        if by_prefix { cache.store.purge_prefix(key.url()) } else { cache.store.invalidate(&key) };
+    let purged = if by_prefix { cache.purge_prefix(key.url()) } else { cache.invalidate(&key) };
     tracing::info!(target = key.url(), by_prefix, purged, "cache purge");
     text(StatusCode::OK, format!("purged {purged} stored responses\n"))
 }

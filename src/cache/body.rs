@@ -5,7 +5,13 @@
 //! caught up with the writer. A body that ends early (the origin failed, or the response
 //! outgrew the cache's object limit and was abandoned) tells every reader so: a reader never
 //! mistakes a truncated body for a complete one.
+//!
+//! A body read back from the disk tier is complete from the start and stays in its file:
+//! each reader reads its own way through it, a chunk at a time, with positional reads on the
+//! one open file (so readers never share a file cursor, and a file removed from the directory
+//! by eviction or purge stays readable by those already streaming it).
 
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -14,6 +20,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::ReusableBoxFuture;
 
 /// Stored bodies at most this long are copied into one buffer of their own once complete.
@@ -21,6 +28,9 @@ use tokio_util::sync::ReusableBoxFuture;
 /// than a small body (a 1 KiB response may keep an 8 KiB buffer alive); large bodies fill the
 /// buffers they arrive in, so copying them would only cost time.
 pub const COMPACT_LIMIT: u64 = 256 * 1024;
+
+/// Bytes read from a file at a time when a body is streamed from the disk tier.
+pub const FILE_CHUNK: u64 = 128 * 1024;
 
 /// How a body stopped growing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +53,9 @@ pub enum BodyError {
     /// The origin's body failed before its end.
     #[error("the origin's response body failed before it was complete")]
     Failed,
+    /// The body's file on the disk tier could not be read to its end.
+    #[error("the cached response could not be read from disk")]
+    Unreadable,
 }
 
 /// What the writer has produced so far.
@@ -63,19 +76,54 @@ pub struct SharedBody {
     progress: watch::Sender<Progress>,
     /// The length announced by `Content-Length`, if any.
     expected: Option<u64>,
+    /// Where the bytes are when they are in a file of the disk tier (the chunks are then
+    /// empty).
+    file: Option<InFile>,
+}
+
+/// A body's place in a file of the disk tier.
+#[derive(Debug)]
+struct InFile {
+    /// The open file.
+    file: Arc<std::fs::File>,
+    /// Where the body starts in it.
+    offset: u64,
 }
 
 impl SharedBody {
     /// An empty body that is about to be filled; `expected` is the announced length.
     pub fn filling(expected: Option<u64>) -> Arc<Self> {
-        Arc::new(SharedBody { progress: watch::Sender::new(Progress::default()), expected })
+        Arc::new(SharedBody {
+            progress: watch::Sender::new(Progress::default()),
+            expected,
+            file: None,
+        })
     }
 
     /// A body that is already complete.
     pub fn complete(chunks: Vec<Bytes>) -> Arc<Self> {
         let length = chunks.iter().map(|chunk| chunk.len() as u64).sum();
         let progress = Progress { chunks, length, end: Some(BodyEnd::Complete) };
-        Arc::new(SharedBody { progress: watch::Sender::new(progress), expected: Some(length) })
+        Arc::new(SharedBody {
+            progress: watch::Sender::new(progress),
+            expected: Some(length),
+            file: None,
+        })
+    }
+
+    /// A complete body of `length` bytes at `offset` in `file` (on the disk tier).
+    pub fn in_file(file: std::fs::File, offset: u64, length: u64) -> Arc<Self> {
+        let progress = Progress { chunks: Vec::new(), length, end: Some(BodyEnd::Complete) };
+        Arc::new(SharedBody {
+            progress: watch::Sender::new(progress),
+            expected: Some(length),
+            file: Some(InFile { file: Arc::new(file), offset }),
+        })
+    }
+
+    /// Whether the bytes are in a file of the disk tier rather than in memory.
+    pub fn is_in_file(&self) -> bool {
+        self.file.is_some()
     }
 
     /// Appends a chunk and wakes the readers waiting for it. Ignored once the body ended.
@@ -172,6 +220,7 @@ impl SharedBody {
         BodyReader {
             progress: Some(self.progress.subscribe()),
             waiting: None,
+            reading: None,
             next: 0,
             skip: start,
             remaining: length,
@@ -187,9 +236,12 @@ pub struct BodyReader {
     progress: Option<watch::Receiver<Progress>>,
     /// The wait for the next change, which hands the receiver back.
     waiting: Option<ReusableBoxFuture<'static, watch::Receiver<Progress>>>,
+    /// The read under way from the body's file, for a body on the disk tier.
+    reading: Option<JoinHandle<std::io::Result<Bytes>>>,
     /// Index of the next chunk to send.
     next: usize,
-    /// Bytes still to skip before the range starts.
+    /// Bytes still to skip before the range starts (for a body in a file: the offset in the
+    /// body of the next read).
     skip: u64,
     /// Bytes still to send.
     remaining: u64,
@@ -250,6 +302,53 @@ impl BodyReader {
     }
 }
 
+impl BodyReader {
+    /// The next chunk of a body in a file, read on the blocking pool (as `tokio::fs` reads),
+    /// at most [`FILE_CHUNK`] bytes at a time.
+    fn poll_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        in_file: &InFile,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            if let Some(reading) = self.reading.as_mut() {
+                let read = ready!(Pin::new(reading).poll(cx));
+                self.reading = None;
+                return match read {
+                    Ok(Ok(chunk)) if !chunk.is_empty() => {
+                        let length = chunk.len() as u64;
+                        self.skip = self.skip.saturating_add(length);
+                        self.remaining = self.remaining.saturating_sub(length);
+                        if self.skip >= self.body.len() {
+                            // The end of the body: the frame after this one is none.
+                            self.remaining = 0;
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(chunk))))
+                    }
+                    Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+                        self.progress = None;
+                        self.remaining = 0;
+                        Poll::Ready(Some(Err(BodyError::Unreadable)))
+                    }
+                };
+            }
+            let left = self.body.len().saturating_sub(self.skip).min(self.remaining);
+            if left == 0 {
+                self.progress = None;
+                return Poll::Ready(None);
+            }
+            let want = usize::try_from(left.min(FILE_CHUNK)).unwrap_or(0);
+            let at = in_file.offset.saturating_add(self.skip);
+            let file = Arc::clone(&in_file.file);
+            self.reading = Some(tokio::task::spawn_blocking(move || {
+                let mut buffer = vec![0u8; want];
+                file.read_exact_at(&mut buffer, at)?;
+                Ok(Bytes::from(buffer))
+            }));
+        }
+    }
+}
+
 impl http_body::Body for BodyReader {
     type Data = Bytes;
     type Error = BodyError;
@@ -259,6 +358,12 @@ impl http_body::Body for BodyReader {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
+        if this.body.file.is_some() {
+            let body = Arc::clone(&this.body);
+            if let Some(in_file) = body.file.as_ref() {
+                return this.poll_file(cx, in_file);
+            }
+        }
         loop {
             if let Some(waiting) = this.waiting.as_mut() {
                 let receiver = ready!(waiting.poll(cx));

@@ -5,7 +5,8 @@
 //! clients stream. When the body outgrows the object size limit the stored copy is abandoned
 //! and the rest passes through untouched, so nothing is buffered for a response too large to
 //! keep. When the first client goes away before the end, the rest of the body is read into
-//! the store by a background task, within a time limit, so the clients streaming from the
+//! the store by a background task (tracked by graceful shutdown, and only while the cache's
+//! bound on background tasks allows), within a time limit, so the clients streaming from the
 //! store still get the whole response.
 
 use std::pin::Pin;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
+use super::background::Background;
 use super::body::BodyEnd;
 use super::store::Admission;
 
@@ -34,6 +36,8 @@ where
     admission: Option<Admission>,
     /// How long a background drain may take.
     drain_timeout: Duration,
+    /// Where a background drain runs.
+    background: Background,
 }
 
 impl<B> std::fmt::Debug for Tee<B>
@@ -49,9 +53,16 @@ impl<B> Tee<B>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
 {
-    /// Streams `upstream` and fills `admission` with it (or only streams, without one).
-    pub fn new(upstream: B, admission: Option<Admission>, drain_timeout: Duration) -> Self {
-        Tee { upstream: Some(upstream), admission, drain_timeout }
+    /// Streams `upstream` and fills `admission` with it (or only streams, without one). When
+    /// the client goes away first, the rest is stored by a task on `background`, for at most
+    /// `drain_timeout`.
+    pub fn new(
+        upstream: B,
+        admission: Option<Admission>,
+        drain_timeout: Duration,
+        background: &Background,
+    ) -> Self {
+        Tee { upstream: Some(upstream), admission, drain_timeout, background: background.clone() }
     }
 
     /// Whether the response is still being stored.
@@ -134,10 +145,9 @@ where
         else {
             return;
         };
-        // Without a runtime (only at shutdown) the admission is dropped here, which abandons it.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(drain(upstream, admission, self.drain_timeout));
-        }
+        // Without a free background slot, or a runtime (only at exit), the admission is
+        // dropped with the task, which abandons it.
+        self.background.try_spawn(drain(upstream, admission, self.drain_timeout));
     }
 }
 
@@ -186,6 +196,7 @@ mod tests {
     use crate::cache::policy::directives::effective;
     use crate::cache::policy::freshness::{Freshness, Heuristic};
     use crate::cache::store::{Lookup, Object, Store, StoreLimits};
+    use crate::shutdown::Shutdown;
     use http::{HeaderMap, Method, StatusCode};
     use http_body_util::StreamBody;
     use http_body_util::channel::Channel;
@@ -220,6 +231,10 @@ mod tests {
         store.admit(key(), object).unwrap()
     }
 
+    fn background() -> Background {
+        Background::new(Shutdown::new(), 4)
+    }
+
     fn stored(store: &Store) -> Option<Arc<Object>> {
         match store.lookup(&key(), &HeaderMap::new()) {
             Lookup::Found(object) => Some(object),
@@ -242,7 +257,12 @@ mod tests {
         let store = Arc::new(Store::new(StoreLimits::default()));
         let admission = admit(&store, None);
         let body = Arc::clone(&admission.object().body);
-        let tee = Tee::new(chunks(&[b"abc", b"def"]), Some(admission), DEFAULT_DRAIN_TIMEOUT);
+        let tee = Tee::new(
+            chunks(&[b"abc", b"def"]),
+            Some(admission),
+            DEFAULT_DRAIN_TIMEOUT,
+            &background(),
+        );
         let client = tee.collect().await.unwrap().to_bytes();
         assert_eq!(client, "abcdef");
         assert!(body.is_complete());
@@ -256,8 +276,12 @@ mod tests {
             Arc::new(Store::new(StoreLimits { max_object_bytes: 4, ..StoreLimits::default() }));
         let admission = admit(&store, None);
         let body = Arc::clone(&admission.object().body);
-        let mut tee =
-            Tee::new(chunks(&[b"abc", b"def", b"ghi"]), Some(admission), DEFAULT_DRAIN_TIMEOUT);
+        let mut tee = Tee::new(
+            chunks(&[b"abc", b"def", b"ghi"]),
+            Some(admission),
+            DEFAULT_DRAIN_TIMEOUT,
+            &background(),
+        );
         let first = tee.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(first, "abc");
         assert!(tee.is_storing());
@@ -276,7 +300,7 @@ mod tests {
         let admission = admit(&store, None);
         let body = Arc::clone(&admission.object().body);
         let (mut sender, upstream) = Channel::<Bytes, &'static str>::new(4);
-        let mut tee = Tee::new(upstream, Some(admission), DEFAULT_DRAIN_TIMEOUT);
+        let mut tee = Tee::new(upstream, Some(admission), DEFAULT_DRAIN_TIMEOUT, &background());
         sender.send_data(Bytes::from_static(b"abc")).await.unwrap();
         sender.abort("origin went away");
         assert_eq!(tee.frame().await.unwrap().unwrap().into_data().unwrap(), "abc");
@@ -291,7 +315,7 @@ mod tests {
         let admission = admit(&store, Some(6));
         let body = Arc::clone(&admission.object().body);
         let (mut sender, upstream) = Channel::<Bytes, Infallible>::new(4);
-        let mut tee = Tee::new(upstream, Some(admission), DEFAULT_DRAIN_TIMEOUT);
+        let mut tee = Tee::new(upstream, Some(admission), DEFAULT_DRAIN_TIMEOUT, &background());
         sender.send_data(Bytes::from_static(b"abc")).await.unwrap();
         assert_eq!(tee.frame().await.unwrap().unwrap().into_data().unwrap(), "abc");
         drop(tee);
@@ -310,7 +334,7 @@ mod tests {
         let admission = admit(&store, None);
         let body = Arc::clone(&admission.object().body);
         let (_sender, upstream) = Channel::<Bytes, Infallible>::new(4);
-        drop(Tee::new(upstream, Some(admission), Duration::from_millis(20)));
+        drop(Tee::new(upstream, Some(admission), Duration::from_millis(20), &background()));
         assert_eq!(body.wait_end(Duration::from_secs(5)).await, Some(BodyEnd::Failed));
         assert!(stored(&store).is_none());
     }

@@ -104,6 +104,14 @@ impl CacheKey {
     }
 }
 
+/// Whether `url` is `prefix` or lies under it by whole path segments.
+pub fn under_prefix(url: &str, prefix: &str) -> bool {
+    match url.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with(['/', '?']),
+        None => false,
+    }
+}
+
 /// A URL without its `#fragment`.
 fn strip_fragment(url: &str) -> &str {
     url.split('#').next().unwrap_or(url)
@@ -185,6 +193,17 @@ impl Vary {
 pub struct VaryKey(Box<[Option<Box<[u8]>>]>);
 
 impl VaryKey {
+    /// A key made of these normalised values (as [`VaryKey::values`] gave them), for a
+    /// response read back from the disk tier.
+    pub fn from_values(values: Vec<Option<Box<[u8]>>>) -> Self {
+        VaryKey(values.into_boxed_slice())
+    }
+
+    /// The normalised values, in the order of the `Vary` they were taken under.
+    pub fn values(&self) -> &[Option<Box<[u8]>>] {
+        &self.0
+    }
+
     /// Approximate heap bytes the key holds, for the store's weigher.
     pub fn heap_size(&self) -> usize {
         self.0.iter().map(|value| value.as_ref().map_or(0, |bytes| bytes.len()) + 16).sum()

@@ -63,6 +63,15 @@ pub enum Plan {
     },
 }
 
+/// Whether [`plan`] looks a request up in the store at all: a GET or HEAD without the
+/// preconditions that only the origin evaluates. The lookup can then be done beforehand (the
+/// disk tier's is asynchronous).
+pub fn consults_store(method: &Method, request: &HeaderMap) -> bool {
+    (*method == Method::GET || *method == Method::HEAD)
+        && !request.contains_key(header::IF_MATCH)
+        && !request.contains_key(header::IF_UNMODIFIED_SINCE)
+}
+
 /// Decides what to do with a `method` request with header fields `request` and Cache-Control
 /// `directives` at `now`; `lookup` asks the store, and is only called when the cache can
 /// answer the request at all.

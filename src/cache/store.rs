@@ -16,13 +16,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use http::{HeaderMap, StatusCode};
+use http::HeaderMap;
 use quick_cache::sync::{Cache, EntryAction, EntryResult};
 use quick_cache::{DefaultHashBuilder, Lifecycle, OptionsBuilder, Weighter};
 
-use super::body::{BodyEnd, SharedBody};
-use super::key::{CacheKey, Vary, VaryKey};
-use super::policy::freshness::Freshness;
+use super::body::BodyEnd;
+use super::disk::DiskWriter;
+use super::key::{CacheKey, under_prefix};
+pub use super::object::Object;
 
 /// Default bound of the store's memory, in bytes: 256 MiB.
 pub const DEFAULT_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -31,11 +32,6 @@ pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
 /// Default number of variants (by `Vary`) kept per URI; the oldest goes first.
 pub const DEFAULT_MAX_VARIANTS: usize = 8;
 
-/// Bytes charged for each stored response on top of its header fields and body: the object,
-/// its freshness and its place in the store's tables.
-const OBJECT_OVERHEAD: u64 = 512;
-/// Bytes charged for each header field on top of its name and value.
-const FIELD_OVERHEAD: u64 = 32;
 /// The smallest shard quick_cache is given, in multiples of the largest object, so that one
 /// large object never takes most of a shard.
 const OBJECTS_PER_SHARD: u64 = 4;
@@ -60,54 +56,6 @@ impl Default for StoreLimits {
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
             max_variants: DEFAULT_MAX_VARIANTS,
         }
-    }
-}
-
-/// One stored response.
-#[derive(Debug)]
-pub struct Object {
-    /// Its status code.
-    pub status: StatusCode,
-    /// Its header fields as stored (hop-by-hop and `private`-named fields removed).
-    pub headers: HeaderMap,
-    /// The `Vary` it was stored under.
-    pub vary: Vary,
-    /// The secondary key of the request it answered.
-    pub vary_key: VaryKey,
-    /// Its freshness, assessed when it arrived or was last validated.
-    pub freshness: Freshness,
-    /// Its body, possibly still arriving.
-    pub body: Arc<SharedBody>,
-}
-
-impl Object {
-    /// Bytes this object is charged for: its body (the announced length while it is still
-    /// arriving, when larger), header fields, secondary key and fixed bookkeeping.
-    pub fn weight(&self) -> u64 {
-        let headers: u64 = self
-            .headers
-            .iter()
-            .map(|(name, value)| (name.as_str().len() + value.len()) as u64 + FIELD_OVERHEAD)
-            .sum();
-        let body = self.body.len().max(self.body.expected_len().unwrap_or(0));
-        OBJECT_OVERHEAD + headers + self.vary_key.heap_size() as u64 + body
-    }
-
-    /// A copy with other header fields and freshness (after a 304) and the same body.
-    pub fn revalidated(&self, headers: HeaderMap, freshness: Freshness) -> Object {
-        Object {
-            status: self.status,
-            headers,
-            vary: self.vary.clone(),
-            vary_key: self.vary_key.clone(),
-            freshness,
-            body: Arc::clone(&self.body),
-        }
-    }
-
-    /// A copy with another body.
-    fn with_body(&self, body: Arc<SharedBody>) -> Object {
-        Object { body, ..self.revalidated(self.headers.clone(), self.freshness.clone()) }
     }
 }
 
@@ -258,7 +206,7 @@ impl Store {
         }
         let object = Arc::new(object);
         self.put(&key, &object, None);
-        Some(Admission { store: Arc::clone(self), key, object, settled: false })
+        Some(Admission { store: Arc::clone(self), key, object, settled: false, disk: None })
     }
 
     /// Replaces `old` (if it is still stored) with `new`, a revalidated copy. Stores `new` as a
@@ -292,6 +240,14 @@ impl Store {
             *variants = Variants::new(list);
             EntryAction::Retain(())
         });
+    }
+
+    /// Stores `object`, whose body is complete, for `key` (a response read back from the disk
+    /// tier), in place of the variant with its secondary key.
+    pub fn promote(&self, key: &CacheKey, object: Object) -> Arc<Object> {
+        let object = Arc::new(object);
+        self.put(key, &object, None);
+        object
     }
 
     /// Puts `object` into `key`'s variants: in place of `old` when given, else in place of the
@@ -405,14 +361,6 @@ impl Store {
     }
 }
 
-/// Whether `url` is `prefix` or lies under it by whole path segments.
-fn under_prefix(url: &str, prefix: &str) -> bool {
-    match url.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with(['/', '?']),
-        None => false,
-    }
-}
-
 /// A stored response whose body is still arriving. Its filler calls [`Admission::complete`] at
 /// the end of the body or [`Admission::abandon`] when it cannot be stored after all; dropping
 /// it unsettled abandons it.
@@ -426,6 +374,8 @@ pub struct Admission {
     object: Arc<Object>,
     /// Whether it was completed or abandoned.
     settled: bool,
+    /// Where it is written once complete, when there is a disk tier.
+    disk: Option<DiskWriter>,
 }
 
 impl Admission {
@@ -437,6 +387,12 @@ impl Admission {
     /// The key it is stored under.
     pub fn key(&self) -> &CacheKey {
         &self.key
+    }
+
+    /// Also writes the response to the disk tier once it is complete.
+    pub fn with_disk(mut self, writer: DiskWriter) -> Self {
+        self.disk = Some(writer);
+        self
     }
 
     /// The store's object size limit.
@@ -457,6 +413,11 @@ impl Admission {
         if let Some(compact) = self.object.body.compacted() {
             let object = self.object.with_body(compact);
             self.store.compact(&self.key, &self.object, object);
+        }
+        // The disk tier gets the object even when memory evicted it meanwhile: the tiers
+        // are bounded each on its own.
+        if let Some(writer) = self.disk.take() {
+            writer.write(self.key.clone(), Arc::clone(&self.object));
         }
     }
 
@@ -481,10 +442,13 @@ impl Drop for Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::body::SharedBody;
+    use crate::cache::key::Vary;
     use crate::cache::policy::directives::effective;
+    use crate::cache::policy::freshness::Freshness;
     use crate::cache::policy::freshness::Heuristic;
     use bytes::Bytes;
-    use http::{HeaderName, HeaderValue, Method};
+    use http::{HeaderName, HeaderValue, Method, StatusCode};
     use std::time::{Duration, UNIX_EPOCH};
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

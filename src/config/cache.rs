@@ -4,6 +4,7 @@
 //! requests (`cache = true` on a `[[listener]]`); all of them share the one store.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderName;
@@ -21,6 +22,12 @@ pub const DEFAULT_CACHE_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
 /// `max_object_bytes` may be at most this share of `max_bytes` (one in four), so one object
 /// never needs most of the store.
 pub const CACHE_OBJECTS_PER_STORE: u64 = 4;
+/// Default bound of the disk tier's files, when `disk_dir` turns it on: 1 GiB.
+pub const DEFAULT_CACHE_DISK_MAX_BYTES: u64 = 1 << 30;
+/// Smallest `disk_max_bytes` accepted: 1 MiB.
+pub const MIN_CACHE_DISK_MAX_BYTES: u64 = 1 << 20;
+/// Largest `disk_max_bytes` accepted: 64 TiB.
+pub const MAX_CACHE_DISK_MAX_BYTES: u64 = 1 << 46;
 /// Default number of variants (by `Vary`) kept per URI.
 pub const DEFAULT_CACHE_MAX_VARIANTS: u64 = 8;
 /// Largest `max_variants` accepted.
@@ -33,6 +40,11 @@ pub const MAX_COLLAPSE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_FILL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest `fill_timeout` accepted.
 pub const MAX_FILL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default number of background tasks (refreshes, fills whose client left, disk writes) the
+/// cache runs at once.
+pub const DEFAULT_CACHE_MAX_BACKGROUND: u64 = 64;
+/// Largest `max_background` accepted.
+pub const MAX_CACHE_MAX_BACKGROUND: u64 = 4096;
 /// Default share (percent) of the time since `Last-Modified` used as heuristic freshness.
 pub const DEFAULT_HEURISTIC_PERCENT: u64 = 10;
 /// Default cap on heuristic freshness: one day.
@@ -57,6 +69,8 @@ pub struct CacheConfig {
     pub collapse_timeout: Duration,
     /// How long a response may take to finish storing after its first client went away.
     pub fill_timeout: Duration,
+    /// Background tasks (refreshes, fills whose client left, disk writes) run at once.
+    pub max_background: usize,
     /// Percentage of (Date − Last-Modified) used as heuristic freshness; 0 turns it off.
     pub heuristic_percent: u32,
     /// Cap on heuristic freshness.
@@ -67,6 +81,10 @@ pub struct CacheConfig {
     pub name: String,
     /// Whether responses carry `Cache-Status`.
     pub cache_status: bool,
+    /// The directory of the disk tier; `None` (the default) keeps the cache in memory only.
+    pub disk_dir: Option<PathBuf>,
+    /// Bound of the disk tier's files, in bytes.
+    pub disk_max_bytes: u64,
 }
 
 impl Default for CacheConfig {
@@ -77,11 +95,14 @@ impl Default for CacheConfig {
             max_variants: DEFAULT_CACHE_MAX_VARIANTS as usize,
             collapse_timeout: DEFAULT_COLLAPSE_TIMEOUT,
             fill_timeout: DEFAULT_FILL_TIMEOUT,
+            max_background: DEFAULT_CACHE_MAX_BACKGROUND as usize,
             heuristic_percent: DEFAULT_HEURISTIC_PERCENT as u32,
             max_heuristic: DEFAULT_MAX_HEURISTIC,
             targeted_fields: Vec::new(),
             name: DEFAULT_CACHE_NAME.to_owned(),
             cache_status: true,
+            disk_dir: None,
+            disk_max_bytes: DEFAULT_CACHE_DISK_MAX_BYTES,
         }
     }
 }
@@ -110,6 +131,8 @@ pub struct FileCache {
     pub collapse_timeout: Option<Spanned<String>>,
     /// Finishing a response after its first client left.
     pub fill_timeout: Option<Spanned<String>>,
+    /// Background tasks at once.
+    pub max_background: Option<Spanned<i64>>,
     /// Heuristic freshness, percent of the time since Last-Modified.
     pub heuristic_percent: Option<Spanned<i64>>,
     /// Cap on heuristic freshness.
@@ -120,6 +143,10 @@ pub struct FileCache {
     pub name: Option<Spanned<String>>,
     /// Send Cache-Status.
     pub cache_status: Option<bool>,
+    /// Directory of the disk tier.
+    pub disk_dir: Option<Spanned<String>>,
+    /// Bound of the disk tier, in bytes.
+    pub disk_max_bytes: Option<Spanned<i64>>,
 }
 
 impl Checker<'_> {
@@ -147,6 +174,13 @@ impl Checker<'_> {
             DEFAULT_CACHE_MAX_VARIANTS,
             1,
             MAX_CACHE_MAX_VARIANTS,
+        );
+        let max_background = self.cache_count(
+            "cache.max_background",
+            &file.max_background,
+            DEFAULT_CACHE_MAX_BACKGROUND,
+            1,
+            MAX_CACHE_MAX_BACKGROUND,
         );
         let heuristic_percent = self.cache_count(
             "cache.heuristic_percent",
@@ -186,6 +220,29 @@ impl Checker<'_> {
             Some(name) => name.get_ref().clone(),
             None => d.name,
         };
+        let disk_max_bytes = self.cache_count(
+            "cache.disk_max_bytes",
+            &file.disk_max_bytes,
+            d.disk_max_bytes,
+            MIN_CACHE_DISK_MAX_BYTES,
+            MAX_CACHE_DISK_MAX_BYTES,
+        );
+        let disk_dir = match (&file.disk_dir, &file.disk_max_bytes) {
+            (Some(dir), _) if dir.get_ref().trim().is_empty() => {
+                self.report(dir.span(), "cache.disk_dir", "must name a directory".to_owned());
+                None
+            }
+            (Some(dir), _) => Some(PathBuf::from(dir.get_ref())),
+            (None, Some(bound)) => {
+                self.report(
+                    bound.span(),
+                    "cache.disk_max_bytes",
+                    "bounds the disk tier, which only `disk_dir` turns on".to_owned(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
         CacheConfig {
             max_bytes,
             max_object_bytes,
@@ -202,6 +259,7 @@ impl Checker<'_> {
                 d.fill_timeout,
                 MAX_FILL_TIMEOUT,
             ),
+            max_background: usize::try_from(max_background).unwrap_or(usize::MAX),
             heuristic_percent: u32::try_from(heuristic_percent).unwrap_or(100),
             max_heuristic: self.cache_duration(
                 "cache.max_heuristic",
@@ -212,6 +270,8 @@ impl Checker<'_> {
             targeted_fields,
             name,
             cache_status: file.cache_status.unwrap_or(true),
+            disk_dir,
+            disk_max_bytes,
         }
     }
 
@@ -319,16 +379,20 @@ pub(super) fn write_summary(out: &mut String, config: &super::Config) {
     let _ = writeln!(
         out,
         "\ncache: {} bytes, objects up to {} bytes, {} variants per URI, collapse {}, fill {}, \
-         heuristic {}% up to {}, Cache-Status {}",
+         {} background tasks, heuristic {}% up to {}, Cache-Status {}",
         c.max_bytes,
         c.max_object_bytes,
         c.max_variants,
         d(c.collapse_timeout),
         d(c.fill_timeout),
+        c.max_background,
         c.heuristic_percent,
         d(c.max_heuristic),
         if c.cache_status { format!("as {}", c.name) } else { "off".to_owned() },
     );
+    if let Some(dir) = &c.disk_dir {
+        let _ = writeln!(out, "  disk tier {} up to {} bytes", dir.display(), c.disk_max_bytes);
+    }
     if !c.targeted_fields.is_empty() {
         let names: Vec<&str> = c.targeted_fields.iter().map(HeaderName::as_str).collect();
         let _ = writeln!(out, "  targeted fields {}", names.join(", "));
@@ -396,5 +460,32 @@ mod tests {
                 "route[0].cache_stale_when_down",
             ]
         );
+    }
+
+    #[test]
+    fn the_disk_tier_is_off_unless_a_directory_is_given() {
+        let config = parse_and_validate(
+            "[cache]\ndisk_dir = \"/var/cache/sluice\"\ndisk_max_bytes = 2097152\n\
+             [[route]]\nprefix = \"/\"\nupstream = \"http://h\"\ncache = true\n",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(config.cache.disk_dir, Some(PathBuf::from("/var/cache/sluice")));
+        assert_eq!(config.cache.disk_max_bytes, 2 << 20);
+        let summary = crate::config::summary::effective(&config, "test");
+        assert!(summary.contains("disk tier /var/cache/sluice up to 2097152 bytes"), "{summary}");
+        let config = parse_and_validate("[cache]\ndisk_dir = \"d\"\n", &no_env).unwrap();
+        assert_eq!(config.cache.disk_max_bytes, DEFAULT_CACHE_DISK_MAX_BYTES);
+        let cases: &[(&str, &str)] = &[
+            ("disk_max_bytes = 2097152\n", "cache.disk_max_bytes"),
+            ("disk_dir = \"d\"\ndisk_max_bytes = 1024\n", "cache.disk_max_bytes"),
+            ("disk_dir = \"d\"\ndisk_max_bytes = 70368744177665\n", "cache.disk_max_bytes"),
+            ("disk_dir = \" \"\n", "cache.disk_dir"),
+        ];
+        for (lines, key) in cases {
+            let found = refused(&format!("[cache]\n{lines}"));
+            let keys: Vec<_> = found.iter().map(|issue| issue.key.as_str()).collect();
+            assert_eq!(keys, [*key], "{lines}");
+        }
     }
 }

@@ -54,6 +54,14 @@ pub struct StoreSample {
     pub objects: u64,
     /// Stored responses evicted so far.
     pub evictions: u64,
+    /// Background tasks (refreshes, fills, disk writes) running now.
+    pub background_running: u64,
+    /// Background tasks skipped so far because every slot was busy.
+    pub background_skipped: u64,
+    /// Bytes of the disk tier's files (0 without a disk tier).
+    pub disk_bytes: u64,
+    /// Responses the disk tier holds.
+    pub disk_objects: u64,
 }
 
 /// The cache's metric handles.
@@ -65,6 +73,10 @@ pub struct CacheMetrics {
     stored_bytes: Gauge,
     stored_objects: Gauge,
     evictions: Counter,
+    background_running: Gauge,
+    background_skipped: Counter,
+    disk_bytes: Gauge,
+    disk_objects: Gauge,
 }
 
 impl CacheMetrics {
@@ -102,6 +114,27 @@ impl CacheMetrics {
             "Stored responses evicted to keep the store within its bound",
             metrics.evictions.clone(),
         );
+        registry.register(
+            "cache_background_tasks",
+            "Background tasks of the cache running now (refreshes, fills whose client left, disk writes)",
+            metrics.background_running.clone(),
+        );
+        registry.register(
+            "cache_background_skipped",
+            "Background tasks not started because every slot was busy (cache.max_background)",
+            metrics.background_skipped.clone(),
+        );
+        registry.register_with_unit(
+            "cache_disk",
+            "Bytes of the cache's disk tier files, weighed against cache.disk_max_bytes",
+            Unit::Bytes,
+            metrics.disk_bytes.clone(),
+        );
+        registry.register(
+            "cache_disk_objects",
+            "Responses the cache's disk tier holds",
+            metrics.disk_objects.clone(),
+        );
         for outcome in OUTCOMES {
             drop(metrics.requests.get_or_create(&OutcomeLabel { outcome }));
         }
@@ -130,10 +163,19 @@ impl CacheMetrics {
     pub fn sample(&self, sample: StoreSample) {
         self.stored_bytes.set(i64::try_from(sample.bytes).unwrap_or(i64::MAX));
         self.stored_objects.set(i64::try_from(sample.objects).unwrap_or(i64::MAX));
-        let counted = self.evictions.get();
-        if sample.evictions > counted {
-            self.evictions.inc_by(sample.evictions - counted);
-        }
+        catch_up(&self.evictions, sample.evictions);
+        self.background_running.set(i64::try_from(sample.background_running).unwrap_or(i64::MAX));
+        catch_up(&self.background_skipped, sample.background_skipped);
+        self.disk_bytes.set(i64::try_from(sample.disk_bytes).unwrap_or(i64::MAX));
+        self.disk_objects.set(i64::try_from(sample.disk_objects).unwrap_or(i64::MAX));
+    }
+}
+
+/// Advances `counter` to `total`, a count kept elsewhere that only grows.
+fn catch_up(counter: &Counter, total: u64) {
+    let counted = counter.get();
+    if total > counted {
+        counter.inc_by(total - counted);
     }
 }
 
@@ -148,8 +190,22 @@ mod tests {
         metrics.request("hit");
         metrics.collapsed_wait();
         metrics.revalidated(Revalidation::NotModified);
-        metrics.sample(StoreSample { bytes: 10, objects: 2, evictions: 5 });
-        metrics.sample(StoreSample { bytes: 8, objects: 1, evictions: 3 });
+        metrics.sample(StoreSample {
+            bytes: 10,
+            objects: 2,
+            evictions: 5,
+            background_skipped: 2,
+            ..StoreSample::default()
+        });
+        metrics.sample(StoreSample {
+            bytes: 8,
+            objects: 1,
+            evictions: 3,
+            background_running: 1,
+            disk_bytes: 4096,
+            disk_objects: 3,
+            ..StoreSample::default()
+        });
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
         assert!(out.contains("cache_requests_total{outcome=\"hit\"} 1"), "{out}");
@@ -157,7 +213,11 @@ mod tests {
         assert!(out.contains("cache_collapsed_waits_total 1"), "{out}");
         assert!(out.contains("cache_revalidations_total{result=\"not_modified\"} 1"), "{out}");
         assert!(out.contains("cache_stored_bytes 8"), "{out}");
+        assert!(out.contains("cache_disk_bytes 4096"), "{out}");
+        assert!(out.contains("cache_disk_objects 3"), "{out}");
         assert!(out.contains("cache_objects 1"), "{out}");
         assert!(out.contains("cache_evictions_total 5"), "{out}");
+        assert!(out.contains("cache_background_tasks 1"), "{out}");
+        assert!(out.contains("cache_background_skipped_total 2"), "{out}");
     }
 }

@@ -20,7 +20,6 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::body::{Body, IdleBody};
-use crate::cache::Cache;
 use crate::cache::answer::{self, AnswerBody, Validated};
 use crate::cache::body::BodyEnd;
 use crate::cache::collapse::{Leader, Role, Settled};
@@ -31,7 +30,9 @@ use crate::cache::policy::directives::RequestDirectives;
 use crate::cache::policy::invalidation;
 use crate::cache::policy::validation::{self, CONDITIONAL_FIELDS};
 use crate::cache::status::{CacheStatus, Forward, Outcome};
+use crate::cache::store::Lookup;
 use crate::cache::store::Object;
+use crate::cache::{Cache, Tier};
 use crate::error::ProxyError;
 use crate::headers::hop_by_hop;
 use crate::observe::cache_metrics::{CacheMetrics, Revalidation};
@@ -147,13 +148,12 @@ pub async fn lookup(
     let path = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let key = CacheKey::new(&method, address.scheme, address.authority, path);
     let directives = RequestDirectives::parse(request.headers());
-    let plan = plan::plan(
-        &method,
-        request.headers(),
-        &directives,
-        || cache.store.lookup(&key, request.headers()),
-        now,
-    );
+    let (found, tier) = if plan::consults_store(&method, request.headers()) {
+        cache.lookup(&key, request.headers()).await
+    } else {
+        (Lookup::Miss, Tier::Memory)
+    };
+    let plan = plan::plan(&method, request.headers(), &directives, || found, now);
     let mut flight = Box::new(Flight {
         cache: Arc::clone(cache),
         metrics: Arc::clone(&proxy.observer.metrics),
@@ -183,7 +183,10 @@ pub async fn lookup(
             flight.finish(&mut response, &status, Outcome::Unavailable, ctx);
             Looked::Answered { reply: Reply::plain(response), refresh: None }
         }
-        Plan::Serve { object, status, refresh } => {
+        Plan::Serve { object, mut status, refresh } => {
+            if tier == Tier::Disk && status.detail.is_none() {
+                status.detail = Some("disk");
+            }
             if !flight.usable_body(&object).await {
                 flight.reason = Forward::UriMiss;
                 return go_on(flight, request, None, ctx).await;
@@ -449,7 +452,7 @@ impl Cached {
                     parts.status,
                     &parts.headers,
                 ) {
-                    flight.cache.store.invalidate(&key);
+                    flight.cache.invalidate(&key);
                 }
             }
             let mut response = Response::from_parts(parts, body);
@@ -469,7 +472,7 @@ impl Cached {
                     flight.exchange(response_time),
                     &flight.rules,
                 );
-                let refreshed = flight.cache.store.replace(&flight.key, &stored, refreshed);
+                let refreshed = flight.cache.replace(&flight.key, &stored, refreshed);
                 flight.metrics().revalidated(Revalidation::NotModified);
                 flight.settle(Settled::Stored(Arc::clone(&refreshed)));
                 let status =
@@ -489,7 +492,7 @@ impl Cached {
                 if flight.stored.is_some() {
                     flight.metrics().revalidated(Revalidation::Modified);
                 }
-                let Some(admission) = flight.cache.store.admit(flight.key.clone(), *object) else {
+                let Some(admission) = flight.cache.admit(flight.key.clone(), *object) else {
                     flight.settle(Settled::NotShared);
                     let mut response = Response::from_parts(parts, body);
                     flight.finish(&mut response, &forwarded, Outcome::Miss, ctx);
@@ -497,7 +500,9 @@ impl Cached {
                 };
                 let object = Arc::clone(admission.object());
                 flight.settle(Settled::Stored(Arc::clone(&object)));
-                let tee = Tee::new(body, Some(admission), flight.cache.config.fill_timeout);
+                let cache = &flight.cache;
+                let tee =
+                    Tee::new(body, Some(admission), cache.config.fill_timeout, &cache.background);
                 let status = CacheStatus { stored: true, ..forwarded };
                 let answer = answer::answer(
                     &object,
@@ -529,7 +534,7 @@ impl Cached {
                     && parts.status != StatusCode::NOT_MODIFIED
                 {
                     flight.metrics().revalidated(Revalidation::Modified);
-                    flight.cache.store.invalidate(&flight.key);
+                    flight.cache.invalidate(&flight.key);
                 }
                 let mut response = Response::from_parts(parts, body);
                 flight.finish(&mut response, &forwarded, Outcome::Miss, ctx);
@@ -541,10 +546,13 @@ impl Cached {
 
 impl Refresh {
     /// Sends the prepared conditional `request` to `target` through `upstream` in the
-    /// background and updates the store with the answer (`stale-while-revalidate`).
+    /// background and updates the store with the answer (`stale-while-revalidate`). The task
+    /// is one of the cache's background tasks: graceful shutdown waits for it, and when all
+    /// of their slots are taken it is skipped (its followers then ask the origin themselves).
     pub fn spawn(self, upstream: Upstream, request: Request<Body>, target: Authority) {
         let mut flight = self.0;
-        tokio::spawn(async move {
+        let background = flight.cache.background.clone();
+        let started = background.try_spawn(async move {
             let body_idle = upstream.settings().body_idle;
             let answered = match upstream.send(request, &target, false).await {
                 Ok(answered) => answered,
@@ -570,18 +578,19 @@ impl Refresh {
                             flight.exchange(response_time),
                             &flight.rules,
                         );
-                        let refreshed = flight.cache.store.replace(&flight.key, &stored, refreshed);
+                        let refreshed = flight.cache.replace(&flight.key, &stored, refreshed);
                         flight.metrics().revalidated(Revalidation::NotModified);
                         flight.settle(Settled::Stored(refreshed));
                     }
                 }
                 AfterFetch::Store(object) => {
                     flight.metrics().revalidated(Revalidation::Modified);
-                    if let Some(admission) = flight.cache.store.admit(flight.key.clone(), *object) {
+                    if let Some(admission) = flight.cache.admit(flight.key.clone(), *object) {
                         flight.settle(Settled::Stored(Arc::clone(admission.object())));
                         let fill_timeout = flight.cache.config.fill_timeout;
                         let body = Body::Upstream(IdleBody::new(body, body_idle));
-                        let tee = Tee::new(body, Some(admission), fill_timeout);
+                        let background = &flight.cache.background;
+                        let tee = Tee::new(body, Some(admission), fill_timeout, background);
                         let _ = tokio::time::timeout(fill_timeout, tee.collect()).await;
                     }
                 }
@@ -591,5 +600,8 @@ impl Refresh {
                 }
             }
         });
+        if !started {
+            tracing::debug!("background revalidation skipped: every background slot is busy");
+        }
     }
 }

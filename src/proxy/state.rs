@@ -73,7 +73,7 @@ impl Proxy {
         let caching = config.routes.iter().any(|route| route.cache.enabled)
             || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward);
         let previous_cache = previous.and_then(|proxy| proxy.cache.as_deref());
-        let cache = caching.then(|| Cache::new(&config.cache, previous_cache));
+        let cache = caching.then(|| Cache::new(&config.cache, previous_cache, &shutdown));
         let via_entry = Via::new(&config.headers.via_pseudonym);
         // Parents are dialled without the destination guard: the operator chose them.
         let parents = Dialer::new(settings.connect, hosts.clone(), None);
