@@ -1,6 +1,7 @@
 //! Shared test harness: real upstream servers, the real proxy, real clients, all on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod ai;
 pub mod browser;
 pub mod client;
 pub mod config;
