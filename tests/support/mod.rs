@@ -10,6 +10,7 @@ pub mod observe;
 pub mod parent;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod sse;
 pub mod tls;
 pub mod upstream;
