@@ -60,6 +60,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<super::RateLimit>,
     /// Whether and how the route's responses are cached.
     pub cache: super::RouteCache,
+    /// The AI provider API the route serves, when it is an AI route (`[route.ai]`).
+    pub ai: Option<super::AiRoute>,
 }
 
 /// Upstream timeouts of one route.
@@ -138,6 +140,7 @@ impl RouteConfig {
             max_body_bytes: super::DEFAULT_MAX_REQUEST_BODY_BYTES,
             rate_limit: None,
             cache: super::RouteCache::default(),
+            ai: None,
         })
     }
 }
@@ -194,6 +197,8 @@ pub struct FileRoute {
     pub cache: Option<bool>,
     /// How long past freshness a stored response may stand in for a down upstream.
     pub cache_stale_when_down: Option<Spanned<String>>,
+    /// `[route.ai]`: the route serves an AI provider's API.
+    pub ai: Option<super::gateway::FileAiRoute>,
 }
 
 /// `[route.timeouts]`.
@@ -390,9 +395,11 @@ impl Checker<'_> {
         let rate_limit =
             file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
         let cache = self.route_cache(&key, file.cache, &file.cache_stale_when_down);
+        let ai = file.ai.as_ref().and_then(|ai| self.ai_route(&key, ai));
         let prefix = prefix?;
         Some(RouteConfig {
             cache,
+            ai,
             protocol,
             tls,
             upstream_proxy,

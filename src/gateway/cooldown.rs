@@ -77,7 +77,7 @@ pub fn go_duration(text: &str) -> Option<Duration> {
             "m" => 60.0,
             "s" => 1.0,
             "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
+            "us" | "\u{b5}s" => 1e-6, // µs
             "ns" => 1e-9,
             _ => return None,
         };

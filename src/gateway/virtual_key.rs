@@ -22,9 +22,6 @@ use subtle::ConstantTimeEq;
 
 use crate::gateway::budget::{Budget, BudgetCounters, Holder};
 
-/// How often a key file is checked for changes, unless configured.
-pub const DEFAULT_KEY_FILE_INTERVAL: Duration = Duration::from_secs(5);
-
 /// Largest key file read; a larger one is refused (and the keys in use are kept).
 pub const MAX_KEY_FILE_BYTES: u64 = 16 * 1024 * 1024;
 

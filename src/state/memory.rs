@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::state::{Admission, Charge, Check, Counters, StateError, UnixTime, Window};
+use crate::state::counter::{Admission, Charge, Check, Counters, StateError, UnixTime, Window};
 
 /// Most counters (or cooldowns) kept per window length. Counter names come from the
 /// configuration (virtual keys, routes, provider keys), not from clients, so this is a

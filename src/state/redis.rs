@@ -13,7 +13,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, RedisError, Script};
 
-use crate::state::{Admission, Charge, Check, Counters, StateError, UnixTime, Window};
+use crate::state::counter::{Admission, Charge, Check, Counters, StateError, UnixTime, Window};
 
 /// How long a window's key outlives the window, so an instance whose clock is slightly behind
 /// still finds the counter it is adding to.
