@@ -10,6 +10,7 @@
 //! once a second for the admin status page.
 
 pub mod access_log;
+pub mod ai;
 pub mod cache_metrics;
 pub mod event;
 pub mod history;
