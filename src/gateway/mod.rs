@@ -10,14 +10,12 @@
 //!   headers;
 //! - [`gate`]: the first-event gate, which holds a stream's response head until its first
 //!   event, so a stream that fails at once can still fall back;
-//! - [`cache`]: the exact response cache for completions, in the HTTP cache's store;
 //! - [`virtual_key`]: the keys sluice issues to clients, hashed, from the configuration or a
 //!   key file that reloads;
 //! - [`budget`]: requests and tokens per minute and per day, as checks and charges on the
 //!   shared counters of [`crate::state`].
 
 pub mod budget;
-pub mod cache;
 pub mod cooldown;
 pub mod gate;
 pub mod provider;

@@ -1,7 +1,7 @@
 //! The exact response cache for completions, opt-in per route: an answer is reused only for
 //! the same route, the same model and the same request body, compared as canonical JSON (keys
 //! sorted, no insignificant whitespace), so two clients that serialise one request
-//! differently share it. It lives in the HTTP cache's bounded store ([`crate::cache::store`]),
+//! differently share it. It lives in the HTTP cache's bounded store ([`super::store`]),
 //! within the `[cache]` memory bound, for the route's time to live. A streamed answer is
 //! stored frame by frame as it passes to its first client and replayed as a stream with the
 //! same frames.
@@ -15,10 +15,10 @@ use http::header::CONTENT_TYPE;
 use http::{HeaderMap, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
-use crate::cache::body::SharedBody;
-use crate::cache::key::{CacheKey, Vary};
-use crate::cache::policy::freshness::{Freshness, LifetimeSource};
-use crate::cache::store::{Admission, Lookup, Object, Store};
+use super::body::SharedBody;
+use super::key::{CacheKey, Vary};
+use super::policy::freshness::{Freshness, LifetimeSource};
+use super::store::{Admission, Lookup, Object, Store};
 
 /// The scheme part of the keys of AI answers: no request URI can take this form, so they never
 /// meet the HTTP cache's entries.
@@ -48,7 +48,7 @@ pub fn lookup(store: &Store, key: &CacheKey, now: SystemTime) -> Option<Arc<Obje
 }
 
 /// Starts storing an answer with `content_type` for `key`, reusable for `ttl` from `now`; the
-/// returned handle fills it (see [`crate::cache::fill::Tee`]). `None` when the store refuses.
+/// returned handle fills it (see [`super::fill::Tee`]). `None` when the store refuses.
 pub fn admit(
     store: &Arc<Store>,
     key: CacheKey,
