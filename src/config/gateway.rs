@@ -43,6 +43,16 @@ pub const MAX_AI_MAX_REQUEST_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_FIRST_EVENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest `first_event_timeout` accepted.
 pub const MAX_FIRST_EVENT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long a provider key rests after a `429` that names no time (no `Retry-After`, no
+/// rate-limit reset header).
+pub const DEFAULT_KEY_COOLDOWN: Duration = Duration::from_secs(5);
+/// Longest `key_cooldown` accepted.
+pub const MAX_KEY_COOLDOWN: Duration = Duration::from_secs(86_400);
+/// How long a provider key that got `401` or `403` stays out of service (a reload that
+/// changes the key brings it back at once).
+pub const DEFAULT_KEY_REMOVAL: Duration = Duration::from_secs(86_400);
+/// Longest `key_removal` accepted.
+pub const MAX_KEY_REMOVAL: Duration = Duration::from_secs(30 * 86_400);
 /// How long an answer stays in the exact response cache.
 pub const DEFAULT_AI_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Longest `cache_ttl` accepted.
@@ -108,6 +118,10 @@ pub struct AiRoute {
     pub max_request_bytes: u64,
     /// Time to the first event of a streamed answer before the attempt fails.
     pub first_event_timeout: Duration,
+    /// Rest of a key after a `429` that names no time.
+    pub key_cooldown: Duration,
+    /// Time a key refused with `401`/`403` stays out of service.
+    pub key_removal: Duration,
     /// The route's own budget, across all its clients.
     pub budget: Budget,
     /// The exact response cache's time to live, when the cache is on.
@@ -208,6 +222,10 @@ pub struct FileAiRoute {
     pub max_request_bytes: Option<Spanned<i64>>,
     /// Time-to-first-token timeout.
     pub first_event_timeout: Option<Spanned<String>>,
+    /// Rest of a key after a 429 without a time.
+    pub key_cooldown: Option<Spanned<String>>,
+    /// Time a refused key stays out.
+    pub key_removal: Option<Spanned<String>>,
     /// Route budget: requests per minute.
     pub requests_per_minute: Option<Spanned<i64>>,
     /// Route budget: tokens per minute.
@@ -394,13 +412,29 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            let provider = match &tier.provider {
+            let tier_provider = match &tier.provider {
                 Some(text) => self.provider(&format!("{tier_key}.provider"), text)?,
                 None => provider,
             };
+            if tier_provider.is_openai_format() != provider.is_openai_format() {
+                // sluice passes requests through; it does not translate between formats.
+                if let Some(text) = &tier.provider {
+                    self.report(
+                        text.span(),
+                        &format!("{tier_key}.provider"),
+                        format!(
+                            "`{}` speaks another format than the route's `{}`: a fallback \
+                             tier must accept the same requests",
+                            tier_provider.as_str(),
+                            provider.as_str()
+                        ),
+                    );
+                }
+                continue;
+            }
             tiers.push(AiTier {
                 tier: number,
-                provider,
+                provider: tier_provider,
                 aliases: self.aliases(&format!("{tier_key}.models"), &tier.models),
                 serves: tier.serves.iter().map(|p| ModelPattern::parse(p.get_ref())).collect(),
             });
@@ -415,6 +449,18 @@ impl Checker<'_> {
                 &file.first_event_timeout,
                 DEFAULT_FIRST_EVENT_TIMEOUT,
                 MAX_FIRST_EVENT_TIMEOUT,
+            ),
+            key_cooldown: self.bounded_duration(
+                &format!("{key}.ai.key_cooldown"),
+                &file.key_cooldown,
+                DEFAULT_KEY_COOLDOWN,
+                MAX_KEY_COOLDOWN,
+            ),
+            key_removal: self.bounded_duration(
+                &format!("{key}.ai.key_removal"),
+                &file.key_removal,
+                DEFAULT_KEY_REMOVAL,
+                MAX_KEY_REMOVAL,
             ),
             budget,
             cache_ttl,
@@ -603,7 +649,7 @@ mod tests {
              [[route]]\nname = \"chat\"\nprefix = \"/v1\"\nupstream = \"https://api.openai.com/v1\"\n\
              [route.ai]\nprovider = \"openai\"\nrequests_per_minute = 600\ncache = true\n\
              models = {{ fast = \"gpt-4o-mini\" }}\n\
-             [[route.ai.tier]]\ntier = 1\nprovider = \"anthropic\"\n\
+             [[route.ai.tier]]\ntier = 1\nprovider = \"openai-compatible\"\n\
              models = {{ fast = \"claude-3-5-haiku\" }}\nserves = [\"fast\", \"gpt-4o*\"]\n",
             hash("sk-alice")
         );
@@ -622,7 +668,8 @@ mod tests {
         assert!(ai.virtual_keys && ai.include_usage);
         assert_eq!(ai.budget.requests_per_minute, Some(600));
         assert_eq!(ai.cache_ttl, Some(DEFAULT_AI_CACHE_TTL));
-        assert_eq!(ai.provider_of(1), Provider::Anthropic);
+        assert_eq!(ai.provider_of(1), Provider::OpenAiCompatible);
+        assert_eq!(ai.key_cooldown, DEFAULT_KEY_COOLDOWN);
         assert_eq!(ai.model_for(0, "fast"), "gpt-4o-mini");
         assert_eq!(ai.model_for(1, "fast"), "claude-3-5-haiku");
         assert_eq!(ai.model_for(1, "gpt-4o"), "gpt-4o");
@@ -647,7 +694,8 @@ mod tests {
              [[route]]\nprefix = \"/b\"\nupstream = \"http://h\"\n\
              [route.ai]\nprovider = \"openai\"\ntokens_per_day = 0\nmax_request_bytes = 10\n\
              first_event_timeout = \"2h\"\n\
-             [[route.ai.tier]]\ntier = 0\n",
+             [[route.ai.tier]]\ntier = 0\n\
+             [[route.ai.tier]]\ntier = 2\nprovider = \"anthropic\"\n",
         );
         let keys: Vec<&str> = found.iter().map(|i| i.key.as_str()).collect();
         assert_eq!(
@@ -660,6 +708,7 @@ mod tests {
                 "route[1].ai.tokens_per_day",
                 "route[1].ai.max_request_bytes",
                 "route[1].ai.tier[0].tier",
+                "route[1].ai.tier[1].provider",
                 "route[1].ai.first_event_timeout",
             ]
         );

@@ -80,6 +80,20 @@ pub enum ErrorCategory {
 }
 
 impl ErrorCategory {
+    /// The category of an error sent with `status`.
+    pub fn for_status(status: http::StatusCode) -> ErrorCategory {
+        match status.as_u16() {
+            401 => ErrorCategory::Authentication,
+            403 => ErrorCategory::Permission,
+            413 => ErrorCategory::TooLarge,
+            429 => ErrorCategory::RateLimit,
+            503 => ErrorCategory::Overloaded,
+            504 => ErrorCategory::Timeout,
+            500..=599 => ErrorCategory::Upstream,
+            _ => ErrorCategory::InvalidRequest,
+        }
+    }
+
     /// The HTTP status sent with an error of this category.
     pub fn status(self) -> http::StatusCode {
         use http::StatusCode as S;

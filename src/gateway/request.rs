@@ -51,6 +51,9 @@ pub enum FieldError {
     /// `max_tokens` is not a whole number.
     #[error("`max_tokens` must be a whole number")]
     MaxTokens,
+    /// The body broke off before its end.
+    #[error("the request body ended abnormally")]
+    Broken,
 }
 
 impl RequestFields {

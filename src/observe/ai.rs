@@ -19,6 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::gateway::metering::CacheResult;
 use crate::gateway::usage::Usage;
 use crate::state::StateMetrics;
 
@@ -32,25 +33,6 @@ const TTFT_BUCKETS: [f64; 14] =
 /// Upper bounds of the tokens-per-second buckets.
 const RATE_BUCKETS: [f64; 12] =
     [1.0, 5.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 150.0, 200.0, 500.0, 1000.0];
-
-/// Whether an exact-cache lookup found an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheResult {
-    /// Served from the cache.
-    Hit,
-    /// Sent to the provider (and stored, when it answered well).
-    Miss,
-}
-
-impl CacheResult {
-    /// Name for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-        }
-    }
-}
 
 /// What the access log and the metrics are told about one AI request.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -76,6 +76,9 @@ impl Observer {
             },
             series: event.series,
         });
+        if let (Some(ai), Some(route)) = (event.ai, &event.route.0) {
+            self.metrics.ai.complete(route, event.status, ai);
+        }
         if let Some(log) = &self.log {
             log.write(event, duration);
         }

@@ -73,13 +73,26 @@ pub fn prepare(
     let route = routed.route;
     let request = Body::limit_request(request, route.config.max_body_bytes, ctx.received.clone())?;
     let (mut parts, body) = request.into_parts();
+    prepare_head(&mut parts, routed, ctx, proxy);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The head part of [`prepare`]: the rewrite both modes share, forwarding headers, the
+/// request id, the global and the route's request rules.
+pub fn prepare_head(
+    parts: &mut http::request::Parts,
+    routed: &Routed<'_>,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+) {
+    let route = routed.route;
     let host = match (&routed.client_host, route.config.preserve_host) {
         (Some(client), true) => client.clone(),
         _ => route.upstream_host.clone(),
     };
     let settings = &proxy.config.headers;
     exchange::prepare_head(
-        &mut parts,
+        parts,
         routed.uri.clone(),
         host,
         routed.upgrade.as_ref(),
@@ -95,7 +108,6 @@ pub fn prepare(
     parts.headers.insert(proxy.config.request_id.header.clone(), ctx.id_header());
     rules::apply(&settings.request, &mut parts.headers);
     rules::apply(&route.config.request_headers, &mut parts.headers);
-    Ok(Request::from_parts(parts, body))
 }
 
 /// `example.com` from `example.com:8080`, `[::1]` from `[::1]:8080`.

@@ -10,6 +10,7 @@ use rustls::pki_types::ServerName;
 use crate::config::{RouteConfig, UpstreamTls};
 use crate::headers::lookalike::OwnedNames;
 use crate::headers::rules;
+use crate::gateway::budget::{BudgetCounters, Holder};
 use crate::observe::Mode;
 use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
@@ -42,6 +43,8 @@ pub struct Route {
     /// The request header names sluice writes on this route (its rules, and the global ones
     /// given to [`Router::claim_names`]), whose `_` look-alikes are dropped.
     pub owned_names: OwnedNames,
+    /// The budget of an AI route that has one, with its counters' names.
+    pub ai_budget: Option<Arc<BudgetCounters>>,
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -164,6 +167,9 @@ impl Router {
                 limiter: config.rate_limit.map(RateLimiter::new),
                 series: Arc::new(RouteSeries::new(Mode::Reverse, name)),
                 owned_names: OwnedNames::new(rules::names(&config.request_headers)),
+                ai_budget: config.ai.as_ref().filter(|ai| ai.budget.is_limited()).map(|ai| {
+                    Arc::new(BudgetCounters::new(Holder::Route, &config.name, ai.budget))
+                }),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.
