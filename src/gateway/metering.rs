@@ -60,10 +60,16 @@ impl Metered {
         let charged = self.virtual_key.iter().any(|key| key.budget.budget.is_limited())
             || self.route_budget.iter().any(|budget| budget.budget.is_limited());
         if tokens > 0 && charged && self.cache != Some(CacheResult::Hit) {
+            let now = UnixTime::now();
+            let key_charges = self.virtual_key.iter().flat_map(|key| key.budget.charges(tokens));
+            let route_charges = self.route_budget.iter().flat_map(|route| route.charges(tokens));
+            let charges: Vec<_> = key_charges.chain(route_charges).collect();
+            if self.state.charge_in_memory(&charges, now) {
+                return record;
+            }
             let key = self.virtual_key.clone();
             let route = self.route_budget.clone();
             let state = self.state.clone();
-            let now = UnixTime::now();
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 runtime.spawn(async move {
                     let key_charges = key.iter().flat_map(|key| key.budget.charges(tokens));

@@ -164,7 +164,7 @@ async fn phases<'p>(
             Refusal::Body(FieldError::Broken).into()
         }
     })?;
-    if peeked.rest.is_some() {
+    if peeked.rest.is_some() || peeked.head.len() > limit {
         return Err(ProxyError::BodyTooLarge { limit: ai.max_request_bytes });
     }
     let fields = peeked.fields().map_err(Refusal::Body)?;

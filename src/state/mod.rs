@@ -137,6 +137,18 @@ impl SharedState {
         }
     }
 
+    /// Adds `charges` at once when the counters are in this process's memory (so the next
+    /// request already sees them); returns false, adding nothing, when they are in Redis.
+    pub fn charge_in_memory(&self, charges: &[Charge<'_>], now: UnixTime) -> bool {
+        match self.store {
+            Store::Memory => {
+                self.local.charge_now(charges, now);
+                true
+            }
+            Store::Redis(_) => false,
+        }
+    }
+
     /// Whether the shared store is currently unreachable.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)
