@@ -1,4 +1,4 @@
-//! A real `redis-server` (Debian package `redis-server`; `.ci/run` installs it) for the
+//! A real `redis-server` (Debian package `redis-server`; `tools/test` installs it) for the
 //! shared-state tests: on a free loopback port, with its own directory, nothing saved, killed
 //! when dropped.
 
@@ -34,7 +34,7 @@ impl RedisServer {
                 return server;
             }
         }
-        panic!("redis-server did not start (is the redis-server package installed?)");
+        panic!("redis-server did not start (run the tests with tools/test, which installs it)");
     }
 
     /// Starts a server on `port` (again, after [`RedisServer::stop`]); `None` if it exits
@@ -54,7 +54,7 @@ impl RedisServer {
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .expect("redis-server can be run (install the redis-server package)");
+            .expect("redis-server is missing: run the tests with tools/test, which installs it");
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let ready = within(async {
             loop {
