@@ -1,6 +1,7 @@
 //! The shared counters on a real `redis-server`: admissions atomic across instances, charges
 //! and cooldowns seen by every instance, and what happens while Redis is unreachable
-//! (fail-open counts locally, fail-closed refuses, both say so once and count failures).
+//! (fail-open counts locally, fail-closed refuses, both say so once and count failures); and
+//! two `sluice` processes on one Redis enforcing one budget.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
@@ -14,6 +15,9 @@ use sluice::state::{
     Admission, Charge, Check, Counters, FailMode, SharedState, StateError, StateMetrics, UnixTime,
     Window,
 };
+use support::ai::MockProvider;
+use support::config::write_config;
+use support::process::{Sluice, command};
 use support::redis::RedisServer;
 use support::within;
 
@@ -190,4 +194,59 @@ async fn counting_moves_back_to_redis_when_it_returns() {
     let fresh = RedisCounters::new(&url, "t4:", TIMEOUT).unwrap();
     let tight = [Check { name: "vk:b:requests", window: Window::Day, cost: 0, limit: 2 }];
     assert_eq!(fresh.admit(&tight, now).await.unwrap(), Admission::Admitted);
+}
+
+/// Two `sluice` processes with one config on one Redis: a virtual key's budget of three
+/// requests a minute holds across both, whichever instance the requests reach.
+#[tokio::test]
+async fn two_sluice_processes_on_one_redis_share_a_budget() {
+    let server = RedisServer::start().await;
+    let mock = MockProvider::start("a").await;
+    let key = "sk-virtual-shared-0123456789";
+    let config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\
+         [gateway.redis]\nurl = \"{}\"\nkey_prefix = \"two-processes:\"\n\
+         [[gateway.virtual_key]]\nname = \"team\"\nhash = \"{}\"\nrequests_per_minute = 3\n\
+         [[route]]\nname = \"chat\"\nprefix = \"/v1\"\nupstream = \"{}\"\n\
+         [route.headers.request]\nset = {{ authorization = \"Bearer sk-provider\" }}\n\
+         [route.ai]\nprovider = \"openai\"\n",
+        server.url(),
+        sluice::gateway::virtual_key::hash(key),
+        mock.url("/v1"),
+    );
+    let path = write_config("two-processes.toml", &config);
+    let start = || {
+        let mut sluice = command("info");
+        sluice.arg("--config").arg(&path);
+        Sluice::spawn(sluice)
+    };
+    let (one, two) = (start().await, start().await);
+    let chat = |at: std::net::SocketAddr| async move {
+        let response = within(
+            support::client::direct()
+                .post(format!("http://{at}/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(r#"{"model":"gpt-test","messages":[]}"#)
+                .send(),
+        )
+        .await
+        .unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body = within(response.text()).await.unwrap();
+        (status, retry_after, body)
+    };
+    assert_eq!(chat(one.addr).await.0, 200);
+    assert_eq!(chat(two.addr).await.0, 200);
+    assert_eq!(chat(one.addr).await.0, 200);
+    for at in [two.addr, one.addr] {
+        let (status, retry_after, body) = chat(at).await;
+        assert_eq!(status, 429, "{body}");
+        assert!(retry_after.is_some(), "{body}");
+        assert!(body.contains("requests_per_minute_exceeded"), "{body}");
+    }
+    assert_eq!(mock.requests(), 3);
+    one.kill().await;
+    two.kill().await;
 }

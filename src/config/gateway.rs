@@ -724,4 +724,23 @@ mod tests {
         let found = parse_and_validate(&text, &no_env).unwrap_err();
         assert!(found[0].message.contains("same digest"), "{}", found[0].message);
     }
+
+    #[test]
+    fn keeping_clients_on_a_key_needs_their_virtual_keys() {
+        let targets =
+            "[[route.target]]\nurl = \"http://a\"\n[[route.target]]\nurl = \"http://b\"\n";
+        let sticky = "balance = \"hash\"\nhash_on = \"virtual_key\"\n";
+        let found = refused(&format!("[[route]]\nprefix = \"/a\"\n{sticky}{targets}"));
+        assert_eq!(found[0].key, "route[0].hash_on");
+        assert!(found[0].message.contains("[route.ai]"), "{}", found[0].message);
+        let open = format!(
+            "[[route]]\nprefix = \"/a\"\n{sticky}[route.ai]\nprovider = \"openai\"\n\
+             virtual_keys = false\n{targets}"
+        );
+        assert_eq!(refused(&open)[0].key, "route[0].hash_on");
+        let valid = format!(
+            "[[route]]\nprefix = \"/a\"\n{sticky}[route.ai]\nprovider = \"openai\"\n{targets}"
+        );
+        assert!(parse_and_validate(&valid, &no_env).is_ok());
+    }
 }

@@ -396,6 +396,15 @@ impl Checker<'_> {
             file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
         let cache = self.route_cache(&key, file.cache, &file.cache_stale_when_down);
         let ai = file.ai.as_ref().and_then(|ai| self.ai_route(&key, ai));
+        // Only an AI route's admission knows the client's virtual key.
+        let by_virtual_key =
+            group.as_ref().is_some_and(|g| g.hash_on == Some(super::group::HashOn::VirtualKey));
+        if let (true, Some(text)) = (by_virtual_key, &file.hash_on)
+            && !ai.as_ref().is_some_and(|ai| ai.virtual_keys)
+        {
+            let message = "hash_on = \"virtual_key\" needs [route.ai] with virtual keys".to_owned();
+            self.report(text.span(), &format!("{key}.hash_on"), message);
+        }
         let prefix = prefix?;
         Some(RouteConfig {
             cache,

@@ -39,6 +39,7 @@ use crate::cache::exact;
 use crate::cache::fill::Tee;
 use crate::cache::key::CacheKey;
 use crate::config::AiRoute;
+use crate::config::group::HashOn;
 use crate::error::{self, ProxyError};
 use crate::gateway::Gateway;
 use crate::gateway::budget::{BudgetCounters, admission};
@@ -122,12 +123,14 @@ async fn phases<'p>(
     };
     let provider = ai.provider;
     let operation = provider.operation(request.uri().path());
-    let affinity = route.group.as_ref().and_then(|group| {
-        let on = group.settings().hash_on.as_ref()?;
-        affinity::key(on, request.headers(), ctx.downstream.addr.ip())
-    });
+    let hash_on = route.group.as_ref().and_then(|group| group.settings().hash_on.as_ref());
+    let mut affinity =
+        hash_on.and_then(|on| affinity::key(on, request.headers(), ctx.downstream.addr.ip()));
     let virtual_key = if ai.virtual_keys {
         let key = admit_key(request.headers(), provider, &route.config.name, gateway)?;
+        if hash_on == Some(&HashOn::VirtualKey) {
+            affinity = Some(affinity::of_name(&key.name));
+        }
         // The client's key never goes upstream.
         request.headers_mut().remove(AUTHORIZATION);
         request.headers_mut().remove("x-api-key");
