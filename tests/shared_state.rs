@@ -250,3 +250,54 @@ async fn two_sluice_processes_on_one_redis_share_a_budget() {
     one.kill().await;
     two.kill().await;
 }
+
+/// A provider key that answered 429 to one `sluice` rests for the other as well: the second
+/// instance goes straight to the next key instead of finding out again.
+#[tokio::test]
+async fn a_key_rate_limited_at_one_sluice_rests_at_the_other() {
+    let server = RedisServer::start().await;
+    let mock = MockProvider::start("a").await;
+    mock.on_key("sk-a", support::ai::Behaviour::RateLimited { retry_after: 60 });
+    let mut config = format!(
+        "[[listener]]\naddress = \"127.0.0.1:0\"\nforward = false\nreverse = true\n\
+         [gateway.redis]\nurl = \"{}\"\nkey_prefix = \"rests:\"\n\
+         [[route]]\nname = \"chat\"\nprefix = \"/v1\"\n\
+         [route.ai]\nprovider = \"openai\"\nvirtual_keys = false\n",
+        server.url(),
+    );
+    for (name, tier, key) in [("key-a", 0, "sk-a"), ("key-b", 1, "sk-b")] {
+        config.push_str(&format!(
+            "[[route.target]]\nname = \"{name}\"\nurl = \"{}\"\ntier = {tier}\n\
+             [route.target.headers.request]\nset = {{ authorization = \"Bearer {key}\" }}\n",
+            mock.url("/v1")
+        ));
+    }
+    let path = write_config("shared-rests.toml", &config);
+    let start = || {
+        let mut sluice = command("info");
+        sluice.arg("--config").arg(&path);
+        Sluice::spawn(sluice)
+    };
+    let (one, two) = (start().await, start().await);
+    let chat = |at: std::net::SocketAddr| async move {
+        let response = within(
+            support::client::direct()
+                .post(format!("http://{at}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(r#"{"model":"gpt-test","messages":[]}"#)
+                .send(),
+        )
+        .await
+        .unwrap();
+        response.status().as_u16()
+    };
+    assert_eq!(chat(one.addr).await, 200);
+    let keys: Vec<_> = mock.keys().into_iter().flatten().collect();
+    assert_eq!(keys, ["sk-a", "sk-b"]);
+    server.wait_for_key("rests:cool:key:chat:key-a").await;
+    assert_eq!(chat(two.addr).await, 200);
+    let keys: Vec<_> = mock.keys().into_iter().flatten().collect();
+    assert_eq!(keys, ["sk-a", "sk-b", "sk-b"]);
+    one.kill().await;
+    two.kill().await;
+}

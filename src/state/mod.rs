@@ -149,6 +149,11 @@ impl SharedState {
         }
     }
 
+    /// Whether the counters are shared with other instances (kept in Redis).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.store, Store::Redis(_))
+    }
+
     /// Whether the shared store is currently unreachable.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed)

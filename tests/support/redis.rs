@@ -92,6 +92,27 @@ impl Drop for RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Waits until the key `key` exists (what sluice writes in the background, such as a
+    /// provider key's rest).
+    pub async fn wait_for_key(&self, key: &str) {
+        let addr = self.addr;
+        within(async {
+            loop {
+                let mut stream = TcpStream::connect(addr).await.unwrap();
+                stream.write_all(format!("EXISTS {key}\r\n").as_bytes()).await.unwrap();
+                let mut answer = [0u8; 4];
+                stream.read_exact(&mut answer).await.unwrap();
+                if &answer == b":1\r\n" {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+}
+
 /// Whether a Redis server answers `PING` at `addr`.
 async fn ping(addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect(addr).await else { return false };
