@@ -274,3 +274,16 @@ async fn ai_gateway_keys_admits_its_virtual_keys_and_falls_back_to_the_second_pr
     assert_eq!(seen.json()["model"], "openai/gpt-4o-mini");
     assert_eq!(seen.key.as_deref(), Some("sk-openrouter_api_key"));
 }
+
+/// The AI gateway configuration in README.md is one a user can run.
+#[test]
+fn the_readmes_ai_gateway_config_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## AI gateway").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let toml = &section[start..start + section[start..].find("```").unwrap()];
+    let env = |name: &str| name.starts_with("OPENAI_API_KEY").then(|| "sk-x".to_owned());
+    let config = Config::from_toml_with_env(toml, "README.md", &env).unwrap();
+    assert!(config.routes[0].ai.is_some());
+}
