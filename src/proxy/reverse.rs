@@ -91,13 +91,7 @@ pub fn prepare_head(
         _ => route.upstream_host.clone(),
     };
     let settings = &proxy.config.headers;
-    exchange::prepare_head(
-        parts,
-        routed.uri.clone(),
-        host,
-        routed.upgrade.as_ref(),
-        proxy.via(),
-    );
+    exchange::prepare_head(parts, routed.uri.clone(), host, routed.upgrade.as_ref(), proxy.via());
     // Before sluice writes its own fields: a client's `X_Api_Key` beside an injected
     // `X-Api-Key` would reach a CGI-style origin as the same variable.
     lookalike::drop_lookalikes(&mut parts.headers, &route.owned_names);

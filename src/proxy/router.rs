@@ -8,9 +8,9 @@ use http::{HeaderName, HeaderValue};
 use rustls::pki_types::ServerName;
 
 use crate::config::{RouteConfig, UpstreamTls};
+use crate::gateway::budget::{BudgetCounters, Holder};
 use crate::headers::lookalike::OwnedNames;
 use crate::headers::rules;
-use crate::gateway::budget::{BudgetCounters, Holder};
 use crate::observe::Mode;
 use crate::observe::metrics::Metrics;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
