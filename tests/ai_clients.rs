@@ -1,7 +1,7 @@
-//! AI routes as their users see them: OpenAI's own client library (`async-openai`) streaming
-//! through sluice with a virtual key, Anthropic's messages streamed with `x-api-key`, the
-//! usage of each in the access log and the metrics, and a client kept on one provider key
-//! (for the provider's prompt cache) while that key answers.
+//! AI routes as their users see them: OpenAI's own client library (`async-openai`) and curl
+//! streaming through sluice with a virtual key, Anthropic's messages streamed with
+//! `x-api-key`, the usage of each in the access log and the metrics, and a client kept on one
+//! provider key (for the provider's prompt cache) while that key answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
@@ -243,4 +243,29 @@ async fn each_client_keeps_its_provider_key_while_that_key_answers() {
     let moved = &after[1];
     assert_ne!(moved.as_deref(), Some(first.as_str()));
     assert!(after[2..].iter().all(|k| k == moved), "{after:?}");
+}
+
+#[tokio::test]
+async fn curl_streams_a_completion_through_sluice_as_the_provider_sent_it() {
+    let mock = MockProvider::start("a").await;
+    let log = log_path("curl");
+    let routes = openai_pool(&mock, &[("key-1", "sk-provider-1")], "");
+    let proxy = TestProxy::start(&config(&log, &routes)).await;
+    let output = within(
+        tokio::process::Command::new("curl")
+            .args(["-sS", "-N", "--max-time", "10", "-H", "content-type: application/json"])
+            .arg("-H")
+            .arg(format!("authorization: Bearer {ALICE}"))
+            .args(["-d", r#"{"model":"gpt-test","stream":true,"messages":[]}"#])
+            .arg(format!("http://{}/v1/chat/completions", proxy.addr))
+            .output(),
+    )
+    .await
+    .expect("curl is installed (tools/test installs it)");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // The provider's stream without the usage chunk sluice asked for, byte for byte.
+    let sent = mock.stream_body(Format::OpenAiChat, "gpt-test", true);
+    let expected: String =
+        sent.split_inclusive("\n\n").filter(|e| !e.contains("\"choices\":[]")).collect();
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
 }

@@ -586,6 +586,16 @@ pub(super) fn write_summary(out: &mut String, gateway: &GatewayConfig, routes: &
             budget_text(&ai.budget),
             ai.cache_ttl.map_or("off".to_owned(), |ttl| format!("ttl {}", d(ttl))),
         );
+        if let Some(group) = &route.group {
+            // The AI send phase decides by the provider's answers, not by the retry lists.
+            let _ = writeln!(
+                out,
+                "    attempts: up to {} per request over the key pool and tiers, on 429, 401/403, \
+                 5xx, failed connections and streams failing before their first event \
+                 (retry statuses and methods do not apply)",
+                group.retry.max_attempts
+            );
+        }
         for (alias, model) in &ai.aliases {
             let _ = writeln!(out, "    model {alias} -> {model}");
         }
