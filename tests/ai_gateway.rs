@@ -250,6 +250,28 @@ async fn a_key_the_provider_refuses_is_taken_out() {
     let keys: Vec<String> = mock.keys().into_iter().flatten().collect();
     assert!(keys.iter().filter(|k| *k == "sk-revoked").count() <= 1, "{keys:?}");
     assert_eq!(keys.iter().filter(|k| *k == "sk-good").count(), 4, "{keys:?}");
+    if keys.iter().any(|k| k == "sk-revoked") {
+        // Said loudly: counted by the key's id (the key itself is never a label).
+        let series = r#"sluice_ai_key_removals_total{route="chat",key_id="old"}"#;
+        let admin = proxy.admin_url("/metrics");
+        let samples = scrape_until(&admin, |s| sample(s, series) == 1.0).await;
+        let fallbacks = r#"sluice_ai_fallbacks_total{route="chat",reason="key_refused"}"#;
+        assert_eq!(sample(&samples, fallbacks), 1.0);
+    }
+}
+
+#[tokio::test]
+async fn a_routes_own_budget_holds_across_its_clients() {
+    let mock = MockProvider::start("a").await;
+    let proxy = TestProxy::start(&config("", &single(&mock, "requests_per_minute = 2\n"))).await;
+    assert_eq!(chat(&proxy, Some(ALICE), PLAIN).await.status(), StatusCode::OK);
+    assert_eq!(chat(&proxy, Some(BOB), PLAIN).await.status(), StatusCode::OK);
+    let refused = chat(&proxy, Some(ALICE), PLAIN).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let series = r#"sluice_ai_budget_refusals_total{route="chat",holder="route",name="chat",limit="requests_per_minute"}"#;
+    scrape_until(&proxy.admin_url("/metrics"), |s| sample(s, series) == 1.0).await;
+    assert_eq!(mock.requests(), 2);
 }
 
 /// The stream as the client sees it when sluice added `include_usage`.
