@@ -250,14 +250,35 @@ async fn a_key_the_provider_refuses_is_taken_out() {
     let keys: Vec<String> = mock.keys().into_iter().flatten().collect();
     assert!(keys.iter().filter(|k| *k == "sk-revoked").count() <= 1, "{keys:?}");
     assert_eq!(keys.iter().filter(|k| *k == "sk-good").count(), 4, "{keys:?}");
-    if keys.iter().any(|k| k == "sk-revoked") {
-        // Said loudly: counted by the key's id (the key itself is never a label).
-        let series = r#"sluice_ai_key_removals_total{route="chat",key_id="old"}"#;
-        let admin = proxy.admin_url("/metrics");
-        let samples = scrape_until(&admin, |s| sample(s, series) == 1.0).await;
-        let fallbacks = r#"sluice_ai_fallbacks_total{route="chat",reason="key_refused"}"#;
-        assert_eq!(sample(&samples, fallbacks), 1.0);
+}
+
+#[tokio::test]
+async fn a_refused_key_is_said_loudly_without_the_key() {
+    let mock = MockProvider::start("a").await;
+    mock.on_key("sk-revoked", Behaviour::Unauthorized);
+    // The refused key alone in tier 0: every request tries it until it is out.
+    let targets = [("old", &mock, 0, "sk-revoked"), ("new", &mock, 1, "sk-good")];
+    let proxy = TestProxy::start(&config("", &pool(&targets, ""))).await;
+    for _ in 0..3 {
+        assert_eq!(chat(&proxy, Some(ALICE), PLAIN).await.status(), StatusCode::OK);
     }
+    let keys: Vec<String> = mock.keys().into_iter().flatten().collect();
+    assert_eq!(keys, ["sk-revoked", "sk-good", "sk-good", "sk-good"]);
+    // Counted by the key's id (the key itself is never a label), with the fallback it caused.
+    let series = r#"sluice_ai_key_removals_total{route="chat",key_id="old"}"#;
+    let admin = proxy.admin_url("/metrics");
+    let samples = scrape_until(&admin, |s| sample(s, series) == 1.0).await;
+    let fallbacks = r#"sluice_ai_fallbacks_total{route="chat",reason="key_refused"}"#;
+    assert_eq!(sample(&samples, fallbacks), 1.0);
+    assert!(
+        !within(direct().get(&admin).send())
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("sk-revoked")
+    );
 }
 
 #[tokio::test]
