@@ -2,7 +2,7 @@
 //! refusals in each provider's error shape, budgets in requests and tokens, usage read from
 //! streams (with `include_usage` added and its chunk removed), fallback across a key pool and
 //! provider tiers before the first byte and never after it, model aliases per tier, and the
-//! exact response cache.
+//! exact response cache; virtual keys issued and withdrawn through the key file.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 mod support;
@@ -426,4 +426,34 @@ async fn events_reach_the_client_as_the_provider_sends_them() {
     // The provider paused 150 ms before each of the 7 later events: the first was not held
     // back until the end.
     assert!(started.elapsed() >= first_at + Duration::from_millis(150 * 6), "{first_at:?}");
+}
+
+#[tokio::test]
+async fn keys_issued_in_the_key_file_come_and_go_without_a_reload() {
+    let mock = MockProvider::start("a").await;
+    let dir = support::tls::test_dir("ai-key-file");
+    let file = dir.join("keys.toml");
+    let entry =
+        |name: &str, key: &str| format!("[[key]]\nname = \"{name}\"\nhash = \"{}\"\n", hash(key));
+    std::fs::write(&file, entry("carol", "sk-virtual-carol-0123456789")).unwrap();
+    let gateway = format!(
+        "[gateway]\nvirtual_keys_file = {}\nvirtual_keys_check_interval = \"20ms\"\n",
+        support::tls::toml_path(&file)
+    );
+    let proxy =
+        TestProxy::start(&format!("{}{gateway}{}", listener(REVERSE, ""), single(&mock, ""))).await;
+    let carol = "sk-virtual-carol-0123456789";
+    let dave = "sk-virtual-dave-0123456789";
+    assert_eq!(chat(&proxy, Some(carol), PLAIN).await.status(), StatusCode::OK);
+    assert_eq!(chat(&proxy, Some(dave), PLAIN).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Carol's key is withdrawn and Dave's issued: the file is read again when it changes.
+    std::fs::write(&file, format!("{}\n# v2\n", entry("dave", dave))).unwrap();
+    within(async {
+        while chat(&proxy, Some(dave), PLAIN).await.status() != StatusCode::OK {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert_eq!(chat(&proxy, Some(carol), PLAIN).await.status(), StatusCode::UNAUTHORIZED);
 }
