@@ -374,7 +374,13 @@ pub fn parent_kind(err: &ParentError) -> ErrorKind {
         ParentError::Connect(connect) => connect_kind(connect),
         ParentError::Timeout { .. } => ErrorKind::ConnectionTimeout,
         ParentError::Io(_) | ParentError::Closed => ErrorKind::ConnectionTerminated,
-        ParentError::Tls(_) => ErrorKind::TlsProtocolError,
+        // rustls reports a handshake failure as an io::Error wrapping its own error.
+        ParentError::Tls(io) => {
+            match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(_)) => ErrorKind::TlsCertificateError,
+                _ => ErrorKind::TlsProtocolError,
+            }
+        }
         ParentError::Status { status } => match status.as_u16() {
             403 => ErrorKind::HttpRequestDenied,
             504 => ErrorKind::ConnectionTimeout,

@@ -18,7 +18,7 @@ use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
-use crate::upstream::egress::Egress;
+use crate::upstream::egress::{Egress, ParentTrust};
 use crate::upstream::group::{Group, Moment, TargetError};
 use crate::uri::path::segment_prefix;
 
@@ -61,6 +61,15 @@ pub enum RouteError {
         /// Which file, and why.
         #[source]
         source: TlsFileError,
+    },
+    /// A `ca` file of the route's `upstream_proxy` is unusable.
+    #[error("route {route}: TLS to its upstream_proxy cannot be set up")]
+    ProxyTls {
+        /// The route's name.
+        route: String,
+        /// Which file, and why (boxed: a rare error keeps the enum small).
+        #[source]
+        source: Box<TlsFileError>,
     },
     /// `tls.server_name` is not a DNS name or IP address.
     #[error("route {route}: `{name}` is not a valid TLS server name")]
@@ -142,11 +151,16 @@ impl Router {
                 None => {
                     let mut connector = Connector::new(settings.connect, hosts.clone(), None)
                         .capped(settings.max_connections_per_address);
+                    let mut trust = ParentTrust::new(default_tls);
+                    trust.add(&config.upstream_proxy).map_err(|source| RouteError::ProxyTls {
+                        route: config.name.clone(),
+                        source: Box::new(source),
+                    })?;
                     if let Some(egress) = Egress::for_upstream(
                         &config.upstream_proxy,
                         settings.connect,
                         hosts,
-                        default_tls,
+                        &trust,
                         config.protocol,
                     ) {
                         connector = connector.through(egress);
