@@ -15,6 +15,7 @@
 //! - [`body`] relays a body by its framing, re-framing it only where the two sides differ;
 //! - [`write`] serialises request and response heads, applying [`crate::headers::edit`] edits
 //!   while copying the fields;
+//! - [`buffers`] lends connections their buffers only while they use them;
 //! - [`date`] keeps the `Date` value a generated response carries, formatted once a second.
 //!
 //! A leaf: it knows bytes and the header rules, nothing of connections or the request path.
@@ -22,6 +23,7 @@
 //! request targets are accepted or refused exactly as the general path does.
 
 pub mod body;
+pub mod buffers;
 pub mod chunked;
 pub mod date;
 pub mod fields;

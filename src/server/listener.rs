@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::downstream::h1::Prefixed;
 use crate::downstream::hold::{ConnectionHold, PerAddress};
 use crate::downstream::wire::WireGuard;
 use crate::error::{self, Overload, ProxyError};
@@ -95,7 +96,7 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
                 tasks.spawn(crate::server::detect::serve_plain(connection, stream, max_head))
             }
             None => {
-                let io = WireGuard::new(stream, max_head, first_request)
+                let io = WireGuard::new(Prefixed::new(stream), max_head, first_request)
                     .counting_into(metrics.clone())
                     .sending_within(client_send, Some(metrics.clone()));
                 tasks.spawn(connection.serve(io))

@@ -11,5 +11,6 @@ pub mod connect;
 pub mod dialer;
 pub mod egress;
 pub mod group;
+pub mod h1;
 pub mod parent;
 pub mod route_pool;
