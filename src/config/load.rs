@@ -11,7 +11,7 @@ use super::file::{FileConfig, FileDns, FileLimits, FileTimeouts};
 use super::hostname::dns_name_problem;
 use super::validate::{Checker, Env, line_of};
 use super::{
-    Config, ConfigIssue, Limits, MAX_BODY_IDLE_TIMEOUT, MAX_CLIENT_SEND_TIMEOUT,
+    Config, ConfigIssue, DEFAULT_HTTP1_FAST_PATH, Limits, MAX_BODY_IDLE_TIMEOUT, MAX_CLIENT_SEND_TIMEOUT,
     MAX_CONCURRENT_STREAMS, MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_HTTP2_IDLE_TIMEOUT,
     MAX_IDLE_UPSTREAM_PER_HOST, MAX_REQUEST_BODY_BYTES, MAX_REQUEST_HEAD_BYTES,
     MAX_REQUEST_HEADER_TIMEOUT, MAX_REQUEST_HEADERS, MAX_REQUEST_LINE_BYTES,
@@ -79,6 +79,7 @@ impl Checker<'_> {
         Config {
             listeners,
             workers,
+            http1_fast_path: file.http1_fast_path.unwrap_or(DEFAULT_HTTP1_FAST_PATH),
             timeouts,
             limits,
             headers: self.headers(file.headers),

@@ -21,13 +21,23 @@ pub fn request_line(out: &mut Vec<u8>, method: &[u8], target: &[u8]) {
 
 /// Appends `HTTP/1.1 SP status SP reason CRLF` (RFC 9112 §4): the status line is sluice's own,
 /// so an HTTP/1.0 upstream does not downgrade the client's connection; the reason phrase is
-/// the upstream's.
+/// the upstream's. [`status_line_http10`] is the one for an HTTP/1.0 client.
 pub fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: &[u8]) {
     if status == StatusCode::OK && reason == b"OK" {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
         return;
     }
     out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `HTTP/1.0 SP status SP reason CRLF`: the status line for an HTTP/1.0 client, which
+/// is answered in its own version (as hyper's server does, RFC 9110 §6.2).
+pub fn status_line_http10(out: &mut Vec<u8>, status: StatusCode, reason: &[u8]) {
+    out.extend_from_slice(b"HTTP/1.0 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(reason);

@@ -22,6 +22,7 @@ pub mod cache;
 pub mod context;
 pub mod exchange;
 pub mod failover;
+pub mod fast;
 pub mod forward;
 pub mod head;
 pub mod log;
@@ -41,6 +42,7 @@ use crate::body::Body;
 use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
 use crate::error::{self, NotServed, ProxyError};
+use crate::observe::metrics::RequestPath;
 use crate::observe::{Failure, Mode, RequestId};
 use crate::policy::{self, framing};
 use crate::proxy::cache::Looked;
@@ -98,6 +100,7 @@ pub async fn handle(
     downstream: Downstream,
     hold: Arc<ConnectionHold>,
 ) -> Response<ObservedBody> {
+    proxy.observer.metrics.request_path(RequestPath::General);
     let kind = classify(&request, listener.modes, &proxy.router);
     let id = RequestId::for_request(request.headers(), &proxy.config.request_id);
     let observer = &proxy.observer;
