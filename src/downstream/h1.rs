@@ -8,13 +8,17 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use std::sync::Arc;
+
 use crate::downstream::park::Readiness;
 use crate::h1::buffers;
+use crate::observe::metrics::{Metrics, Rejection};
 
 /// A plain TCP client connection served by the fast path.
 #[derive(Debug)]
@@ -24,11 +28,21 @@ pub struct ClientConn {
     buf: Vec<u8>,
     /// Whether the client has closed its sending side.
     eof: bool,
+    /// A write the client accepts nothing of for this long fails (`timeouts.client_send`).
+    send_timeout: Duration,
+    /// Where a client disconnected for the send timeout is counted.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ClientConn {
-    /// Serves `stream`, with `early` bytes already read from it.
-    pub fn new(stream: TcpStream, early: Bytes) -> ClientConn {
+    /// Serves `stream`, with `early` bytes already read from it; a write the client accepts
+    /// nothing of for `send_timeout` fails.
+    pub fn new(
+        stream: TcpStream,
+        early: Bytes,
+        send_timeout: Duration,
+        metrics: Option<Arc<Metrics>>,
+    ) -> ClientConn {
         let buf = if early.is_empty() {
             Vec::new()
         } else {
@@ -36,7 +50,7 @@ impl ClientConn {
             buf.extend_from_slice(&early);
             buf
         };
-        ClientConn { stream, buf, eof: false }
+        ClientConn { stream, buf, eof: false, send_timeout, metrics }
     }
 
     /// The socket.
@@ -88,8 +102,24 @@ impl ClientConn {
     }
 
     /// Writes all of `head` and then `body` (in one system call when the socket takes them).
+    /// Fails with [`io::ErrorKind::TimedOut`] when the client accepts nothing for the send
+    /// timeout, as the wire guard fails hyper's writes on the general path.
     pub async fn write_all(&mut self, head: &[u8], body: &[u8]) -> io::Result<()> {
-        write_both(&mut self.stream, head, body).await
+        let (mut head, mut body) = (head, body);
+        while !head.is_empty() || !body.is_empty() {
+            let write = write_some(&mut self.stream, head, body);
+            let Ok(written) = tokio::time::timeout(self.send_timeout, write).await else {
+                if let Some(metrics) = self.metrics.take() {
+                    metrics.reject(Rejection::ClientSendTimeout);
+                }
+                return Err(io::ErrorKind::TimedOut.into());
+            };
+            let written = written?;
+            let from_head = written.min(head.len());
+            head = head.get(from_head..).unwrap_or_default();
+            body = body.get(written - from_head..).unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// Closes the sending side, so the client sees the end of a close-delimited response.
@@ -106,9 +136,31 @@ impl ClientConn {
     }
 }
 
+/// Writes some of `head` then `body` (both in one `writev`); returns how much.
+async fn write_some(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];
+    let count = if body.is_empty() {
+        1
+    } else if head.is_empty() {
+        0
+    } else {
+        2
+    };
+    let slices = if count == 0 { slices.get(1..) } else { slices.get(..count) };
+    let written = stream.write_vectored(slices.unwrap_or_default()).await?;
+    if written == 0 {
+        return Err(io::ErrorKind::WriteZero.into());
+    }
+    Ok(written)
+}
+
 /// Writes all of `head` then `body` to `stream`, both in one `writev` when the socket has
 /// room.
-pub async fn write_both(stream: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+pub async fn write_both(
+    stream: &mut (impl AsyncWrite + Unpin),
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
     let (mut head, mut body) = (head, body);
     while !head.is_empty() {
         let slices = [io::IoSlice::new(head), io::IoSlice::new(body)];

@@ -72,7 +72,18 @@ pub fn parse<'b>(
     answering: Answering,
     fields: &'b mut Vec<Field>,
 ) -> Result<Parsed<ResponseHead<'b>>, ResponseError> {
-    let limits = RESPONSE_LIMITS;
+    parse_within(buf, answering, fields, RESPONSE_LIMITS.max_bytes)
+}
+
+/// [`parse`], refusing a head (informational ones included) over `max_bytes` as too large:
+/// the upstream's `limits.max_response_head_bytes`, as the general client applies it.
+pub fn parse_within<'b>(
+    buf: &'b [u8],
+    answering: Answering,
+    fields: &'b mut Vec<Field>,
+    max_bytes: usize,
+) -> Result<Parsed<ResponseHead<'b>>, ResponseError> {
+    let limits = HeadLimits { max_bytes, ..RESPONSE_LIMITS };
     let mut skipped = 0;
     loop {
         let rest = buf.get(skipped..).unwrap_or_default();

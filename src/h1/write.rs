@@ -75,6 +75,18 @@ pub fn fields(
     edits: &[Edit<'_>],
     keep_length: bool,
 ) -> Written {
+    fields_without(out, received, edits, keep_length, |_| false)
+}
+
+/// [`fields`], also leaving out every received line whose name `dropped` says is to go (the
+/// look-alikes of names sluice writes, `headers::lookalike`).
+pub fn fields_without(
+    out: &mut Vec<u8>,
+    received: &Fields<'_>,
+    edits: &[Edit<'_>],
+    keep_length: bool,
+    dropped: impl Fn(&[u8]) -> bool,
+) -> Written {
     let has_connection = received.get("connection").is_some();
     let mut written = Written::default();
     for (name, _, line) in received.lines() {
@@ -83,6 +95,7 @@ pub fn fields(
                 && received.get_all("connection").any(|value| hop_by_hop::names(value, name)))
             || (!keep_length && name.eq_ignore_ascii_case(b"content-length"))
             || edit::drops(edits, name)
+            || dropped(name)
         {
             continue;
         }

@@ -217,7 +217,12 @@ async fn prepare<'p>(
     let target = routed.uri.path_and_query().map_or("/", |pq| pq.as_str());
     write::request_line(&mut out, head.method.as_str().as_bytes(), target.as_bytes());
     let keep_length = matches!(head.framing, Framing::Length(_));
-    let written = write::fields(&mut out, &head.fields, &edits, keep_length);
+    // A client's `X_Api_Key` beside an injected `X-Api-Key` would reach a CGI-style origin as
+    // the same variable: dropped, as the general path drops it (`lookalike::drop_lookalikes`).
+    let owned = &routed.route.owned_names;
+    let written = write::fields_without(&mut out, &head.fields, &edits, keep_length, |name| {
+        owned.drops(name)
+    });
     if !written.host {
         // A rule removed `Host`: the upstream's authority, as the general client sends.
         write::field(&mut out, HOST.as_str().as_bytes(), routed.route.upstream_host.as_bytes());
@@ -338,7 +343,7 @@ async fn send(
     let connector = route.upstream.connector();
     let connected = if fresh {
         connector.connect(host, port).await.map(|stream| {
-            let peer = stream.peer_addr().ok();
+            let peer = stream.get_ref().peer_addr().ok();
             H1Conn { stream, peer, reused: false }
         })
     } else {
@@ -444,7 +449,8 @@ fn respond_head(
     proxy: &Proxy,
 ) -> Result<Option<Answer>, ProxyError> {
     let mut fields = Vec::new();
-    let head = match response::parse(buf, answering, &mut fields) {
+    let max_head = routed.route.upstream.settings().max_response_head;
+    let head = match response::parse_within(buf, answering, &mut fields, max_head) {
         Ok(Parsed::Complete(head)) => head,
         Ok(Parsed::Partial) => return Ok(None),
         Err(err) => {

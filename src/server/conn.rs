@@ -272,7 +272,9 @@ impl Connection {
     pub async fn serve_plain(self, stream: TcpStream, max_head: usize) {
         let accepted = Instant::now();
         let timeout = self.settings.request_header;
-        let mut client = ClientConn::new(stream, bytes::Bytes::new());
+        let client_send = self.settings.client_send;
+        let metrics = Some(self.settings.metrics.clone());
+        let mut client = ClientConn::new(stream, bytes::Bytes::new(), client_send, metrics);
         let mut fields = Vec::new();
         let downstream = Downstream::new(self.peer);
         let mut served = 0u64;
@@ -331,8 +333,10 @@ impl Connection {
         } else {
             timeout
         };
-        let metrics = self.settings.metrics.clone();
-        let io = WireGuard::new(client.into_prefixed(), max_head, remaining).counting_into(metrics);
+        let metrics = &self.settings.metrics;
+        let io = WireGuard::new(client.into_prefixed(), max_head, remaining)
+            .counting_into(metrics.clone())
+            .sending_within(client_send, Some(metrics.clone()));
         Box::pin(self.serve_after(io, served)).await;
     }
 

@@ -17,17 +17,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::h1::response::ResponseError;
-use crate::upstream::connect::{ConnectError, Connector};
+use crate::upstream::connect::{ConnectError, Connector, UpstreamTcp};
 
 /// A connection to an upstream, owned by one exchange at a time.
 #[derive(Debug)]
 pub struct H1Conn {
-    /// The socket.
-    pub stream: TcpStream,
+    /// The socket, counted under the connector's per-address cap while it lives.
+    pub stream: UpstreamTcp,
     /// The upstream's address.
     pub peer: Option<SocketAddr>,
     /// Whether an earlier exchange used it (it came from the pool).
@@ -51,7 +50,7 @@ pub enum ExchangeFailure {
 /// A connection waiting for its next exchange.
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
+    stream: UpstreamTcp,
     peer: Option<SocketAddr>,
     since: Instant,
 }
@@ -114,7 +113,7 @@ impl FastPool {
             return Ok(conn);
         }
         let stream = connector.connect(host, port).await?;
-        let peer = stream.peer_addr().ok();
+        let peer = stream.get_ref().peer_addr().ok();
         Ok(H1Conn { stream, peer, reused: false })
     }
 
@@ -169,41 +168,51 @@ impl FastPool {
 /// Whether an idle connection is still open: the upstream neither closed it nor sent anything
 /// unasked. A socket with nothing new to read answers from its cached readiness, without a
 /// system call.
-fn still_open(stream: &TcpStream) -> bool {
+fn still_open(stream: &UpstreamTcp) -> bool {
+    let stream = stream.get_ref();
     let mut byte = [0u8; 1];
     matches!(stream.try_read(&mut byte), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// Closes connections idle for longer than the idle timeout, checking every half timeout;
-/// ends when no connection is left (the next release starts it again) or the pool is gone.
+/// Closes each idle connection when it has been idle for the idle timeout (waking at the
+/// oldest one's deadline, as the route pool's sweeper does, so none outlives its timeout by a
+/// sweep period); ends when no connection is left (the next release starts it again) or the
+/// pool is gone.
 async fn sweep(pool: Weak<Inner>) {
-    let every = match pool.upgrade() {
-        Some(pool) => (pool.idle_timeout / 2).max(Duration::from_millis(100)),
-        None => return,
-    };
     loop {
-        tokio::time::sleep(every).await;
-        let Some(pool) = pool.upgrade() else { return };
-        let mut stacks = pool.stacks.lock().unwrap_or_else(|p| p.into_inner());
-        let timeout = pool.idle_timeout;
-        let keep = |idle: &Idle| idle.since.elapsed() < timeout && still_open(&idle.stream);
-        let empty = match &mut *stacks {
-            Stacks::One(stack) => {
-                stack.retain(keep);
-                stack.is_empty()
-            }
-            Stacks::Keyed(stacks) => {
-                stacks.retain(|_, stack| {
+        let next = {
+            let Some(pool) = pool.upgrade() else { return };
+            let mut stacks = pool.stacks.lock().unwrap_or_else(|p| p.into_inner());
+            let timeout = pool.idle_timeout;
+            let keep = |idle: &Idle| idle.since.elapsed() < timeout && still_open(&idle.stream);
+            let oldest = match &mut *stacks {
+                Stacks::One(stack) => {
                     stack.retain(keep);
-                    !stack.is_empty()
-                });
-                stacks.is_empty()
+                    stack.iter().map(|idle| idle.since).min()
+                }
+                Stacks::Keyed(stacks) => {
+                    stacks.retain(|_, stack| {
+                        stack.retain(keep);
+                        !stack.is_empty()
+                    });
+                    stacks.values().flatten().map(|idle| idle.since).min()
+                }
+            };
+            match oldest {
+                // A deadline beyond what the clock can hold never comes.
+                Some(oldest) => match oldest.checked_add(timeout) {
+                    Some(deadline) => deadline,
+                    None => return,
+                },
+                None => {
+                    // Under the lock, so a release that follows sees the flag down and starts
+                    // a new sweeper.
+                    pool.sweeping.store(false, Ordering::Release);
+                    return;
+                }
             }
         };
-        if empty {
-            pool.sweeping.store(false, Ordering::Release);
-            return;
-        }
+        tokio::time::sleep_until(next).await;
     }
 }
 
@@ -211,11 +220,14 @@ async fn sweep(pool: Weak<Inner>) {
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+    async fn pair(listener: &TcpListener) -> (UpstreamTcp, TcpStream) {
         let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let connector = Connector::new(Duration::from_secs(5), Arc::default(), None);
+        let ip = addr.ip().to_string();
+        let (client, accepted) =
+            tokio::join!(connector.connect(&ip, addr.port()), listener.accept());
         (client.unwrap(), accepted.unwrap().0)
     }
 
@@ -225,7 +237,7 @@ mod tests {
         let pool = FastPool::keyed(2, Duration::from_secs(60));
         let (a, _a_server) = pair(&listener).await;
         let (b, mut b_server) = pair(&listener).await;
-        let a_port = a.local_addr().unwrap().port();
+        let a_port = a.get_ref().local_addr().unwrap().port();
         pool.release("h:1", H1Conn { stream: a, peer: None, reused: false });
         pool.release("h:1", H1Conn { stream: b, peer: None, reused: false });
         assert_eq!(pool.idle_count(), 2);
@@ -235,7 +247,7 @@ mod tests {
         drop(b_server);
         tokio::time::sleep(Duration::from_millis(50)).await;
         let got = pool.checkout("h:1").expect("a is still open");
-        assert_eq!(got.stream.local_addr().unwrap().port(), a_port);
+        assert_eq!(got.stream.get_ref().local_addr().unwrap().port(), a_port);
         assert!(got.reused);
         assert!(pool.checkout("h:1").is_none());
     }
