@@ -7,23 +7,17 @@
 //!   drained and answered `ok`, `/sse` an event every 10 ms carrying its send time, `/ws` a
 //!   WebSocket echo) and a raw TCP "blast" server on 127.0.0.1:P+1 (after the client's first
 //!   byte it writes 64 KiB chunks until the peer goes away).
-<<<<<<< HEAD
 //! - `bulk addr=A [target=T [socks=1]] conns=N secs=S`: bytes/s read from the blast server,
 //!   directly (`addr` is the blast server) or through `CONNECT target` at `addr` (a SOCKS5
 //!   `CONNECT` with `socks=1`; `target` an IPv4 `address:port`).
 //! - `connrate addr=A target=T [socks=1] conns=N secs=S`: CONNECT (or SOCKS5) tunnels set up
 //!   (and closed) per second.
-//! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50/p99 in µs).
-//! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p99.
-=======
-//! - `bulk addr=A [proxy=1 target=T] conns=N secs=S`: bytes/s read from the blast server,
-//!   directly (`addr` is the blast server) or through `CONNECT target` at `addr`.
-//! - `connrate addr=A target=T conns=N secs=S`: CONNECT tunnels set up (and closed) per second.
 //! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50, p90, p99 and
 //!   p99.9 in µs).
 //! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p50, p90,
 //!   p99 and p99.9 in µs.
->>>>>>> 3d3786b (bench: SVG charts of every run, and of the published full run)
+//! - `echo addr=A [target=T] [socks=1] clients=N size=B secs=S [count=C]`: small messages
+//!   through tunnels: echo messages/s and RTT p99.
 //! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
 //!   connections (one request each, or one tunnel each), leaves them idle for `settle` ms
 //!   (default 2500), prints `READY ok=..`, holds them `hold` seconds.
