@@ -18,7 +18,8 @@
 //! already read in front of the socket: upgrades and CONNECT, `Expect`, chunked request bodies, bodies over the route's limit, TRACE
 //! and OPTIONS (Max-Forwards), absolute-form targets (the forward proxy), the PAC file,
 //! requests no route takes, routes with several targets, routes that cache, upstreams over TLS
-//! or HTTP/2, and every head the parser refuses (the wire guard and hyper answer those, so a
+//! or HTTP/2, a head that has not arrived whole by the first read after the connection woke
+//! (hyper's header timeout then applies to the rest of it), and every head the parser refuses (the wire guard and hyper answer those, so a
 //! refusal is the general path's by construction).
 
 use std::sync::Arc;
