@@ -17,8 +17,8 @@
 //! general path, which then serves the connection from that request on, with the bytes
 //! already read in front of the socket: upgrades and CONNECT, `Expect`, chunked request bodies, bodies over the route's limit, TRACE
 //! and OPTIONS (Max-Forwards), absolute-form targets (the forward proxy), the PAC file,
-//! requests no route takes, routes with several targets, routes that cache, upstreams over TLS
-//! or HTTP/2, a head that has not arrived whole by the first read after the connection woke
+//! requests no route takes, routes with several targets, routes that cache, routes reached
+//! through an `upstream_proxy`, upstreams over TLS or HTTP/2, a head that has not arrived whole by the first read after the connection woke
 //! (hyper's header timeout then applies to the rest of it), and every head the parser refuses (the wire guard and hyper answer those, so a
 //! refusal is the general path's by construction).
 

@@ -49,9 +49,11 @@ pub struct Route {
 }
 
 /// Whether the HTTP/1 fast path (`proxy::fast`) can serve a route at all: one upstream (no
-/// targets), plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge), and no cache.
+/// targets), plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge), reached directly
+/// (no `upstream_proxy`), and no cache.
 pub fn serves_fast(route: &RouteConfig) -> bool {
-    route.group.is_none()
+    route.upstream_proxy.is_empty()
+        && route.group.is_none()
         && route.upstream.scheme == http::uri::Scheme::HTTP
         && route.protocol != crate::config::UpstreamProtocol::Http2
         && !route.cache.enabled
