@@ -515,6 +515,12 @@ pub fn render_http1(err: &ProxyError) -> Vec<u8> {
     out
 }
 
+/// The status, header fields and body text of [`render`]'s response, for a response written
+/// without hyper (the HTTP/1 fast path writes it itself); logs the error as [`render`] does.
+pub fn render_parts(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
+    rendered(err)
+}
+
 /// The status, header fields and body text an error becomes; logs it on the way.
 fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
     let kind = err.kind();

@@ -28,6 +28,7 @@ pub mod cache;
 pub mod config;
 pub mod downstream;
 pub mod error;
+pub mod h1;
 pub mod headers;
 pub mod memory;
 pub mod observe;

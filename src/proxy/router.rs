@@ -20,6 +20,7 @@ use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
 use crate::upstream::egress::{Egress, ParentTrust};
 use crate::upstream::group::{Group, Moment, TargetError};
+use crate::upstream::h1::FastPool;
 use crate::uri::path::segment_prefix;
 
 /// A route ready to serve: its configuration and its own upstream pool.
@@ -42,6 +43,20 @@ pub struct Route {
     /// The request header names sluice writes on this route (its rules, and the global ones
     /// given to [`Router::claim_names`]), whose `_` look-alikes are dropped.
     pub owned_names: OwnedNames,
+    /// The connections the HTTP/1 fast path owns, when the route can be served by it
+    /// ([`serves_fast`]).
+    pub fast: Option<FastPool>,
+}
+
+/// Whether the HTTP/1 fast path (`proxy::fast`) can serve a route at all: one upstream (no
+/// targets), plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge), reached directly
+/// (no `upstream_proxy`), and no cache.
+pub fn serves_fast(route: &RouteConfig) -> bool {
+    route.upstream_proxy.is_empty()
+        && route.group.is_none()
+        && route.upstream.scheme == http::uri::Scheme::HTTP
+        && route.protocol != crate::config::UpstreamProtocol::Http2
+        && !route.cache.enabled
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -170,7 +185,10 @@ impl Router {
                 }
             };
             let name = RouteLabel(Some(Arc::from(config.name.as_str())));
+            let fast = serves_fast(config)
+                .then(|| FastPool::for_route(settings.max_idle_per_host, settings.pool_idle));
             routes.push(Route {
+                fast,
                 config: config.clone(),
                 upstream,
                 group,

@@ -13,6 +13,7 @@ pub mod connect;
 pub mod dialer;
 pub mod egress;
 pub mod group;
+pub mod h1;
 pub mod parent;
 pub mod replay;
 pub mod route_pool;
