@@ -402,7 +402,13 @@ pub fn parent_kind(err: &ParentError) -> ErrorKind {
         ParentError::Connect(connect) => connect_kind(connect),
         ParentError::Timeout { .. } => ErrorKind::ConnectionTimeout,
         ParentError::Io(_) | ParentError::Closed => ErrorKind::ConnectionTerminated,
-        ParentError::Tls(_) => ErrorKind::TlsProtocolError,
+        // rustls reports a handshake failure as an io::Error wrapping its own error.
+        ParentError::Tls(io) => {
+            match io.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+                Some(rustls::Error::InvalidCertificate(_)) => ErrorKind::TlsCertificateError,
+                _ => ErrorKind::TlsProtocolError,
+            }
+        }
         ParentError::Status { status } => match status.as_u16() {
             403 => ErrorKind::HttpRequestDenied,
             504 => ErrorKind::ConnectionTimeout,
@@ -547,6 +553,12 @@ pub fn render_http1(err: &ProxyError) -> Vec<u8> {
     out.extend_from_slice(b"connection: close\r\n\r\n");
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+/// The status, header fields and body text of [`render`]'s response, for a response written
+/// without hyper (the HTTP/1 fast path writes it itself); logs the error as [`render`] does.
+pub fn render_parts(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
+    rendered(err)
 }
 
 /// The status, header fields and body text an error becomes; logs it on the way.

@@ -29,6 +29,7 @@ pub mod config;
 pub mod downstream;
 pub mod error;
 pub mod gateway;
+pub mod h1;
 pub mod headers;
 pub mod memory;
 pub mod observe;

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
@@ -115,16 +116,30 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The file holding the response for `path`, found by the URI in its head.
-fn file_of(dir: &Path, path: &str) -> PathBuf {
+/// The file holding the response for `path`, if any, found by the URI in its head.
+fn find_file(dir: &Path, path: &str) -> Option<PathBuf> {
     let url = format!("http://{HOST}{path}");
-    files(dir)
-        .into_iter()
-        .find(|file| {
-            let bytes = std::fs::read(file).unwrap();
-            bytes.windows(url.len()).any(|window| window == url.as_bytes())
-        })
-        .unwrap_or_else(|| panic!("no file holds {url}"))
+    files(dir).into_iter().find(|file| {
+        // A file evicted between listing and reading is simply not the one.
+        std::fs::read(file).is_ok_and(|bytes| bytes.windows(url.len()).any(|w| w == url.as_bytes()))
+    })
+}
+
+/// The file holding the response for `path`.
+fn file_of(dir: &Path, path: &str) -> PathBuf {
+    find_file(dir, path).unwrap_or_else(|| panic!("no file holds {path}"))
+}
+
+/// Waits until the response for `path` is on disk: it is written in the background after the
+/// client has its answer, and the next request must not race it (for the eviction order, and
+/// for a free background slot).
+async fn until_on_disk(dir: &Path, path: &str) {
+    within(async {
+        while find_file(dir, path).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -174,6 +189,7 @@ async fn the_disk_tier_keeps_to_its_bound_and_a_damaged_file_is_a_miss() {
     let sluice = start(&config).await;
     for path in paths {
         assert_eq!(get(&sluice, path).await.0, StatusCode::OK);
+        until_on_disk(&dir, path).await;
     }
     sluice.stop().await;
     assert_eq!(files(&dir).len(), 3, "{:?}", files(&dir));

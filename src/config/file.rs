@@ -37,6 +37,8 @@ pub struct FileConfig {
     pub listeners: Vec<FileListener>,
     /// Runtime worker threads.
     pub workers: Option<Spanned<i64>>,
+    /// Whether plain HTTP/1.1 requests that need nothing else are served by the fast path.
+    pub http1_fast_path: Option<bool>,
     /// `[timeouts]`.
     #[serde(default)]
     pub timeouts: FileTimeouts,

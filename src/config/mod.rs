@@ -70,6 +70,8 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 /// A year of 365.25 days, as durations are written (`"1y"`) and shown (`1year`).
 const YEAR: Duration = Duration::from_secs(31_557_600);
 
+/// Whether the HTTP/1 fast path serves the plain HTTP/1.1 requests it can (`http1_fast_path`).
+pub const DEFAULT_HTTP1_FAST_PATH: bool = true;
 /// Most runtime worker threads; more only add memory and contention.
 pub const MAX_WORKERS: usize = 1024;
 /// Upstream connect timeout, DNS resolution included.
@@ -177,6 +179,9 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// Runtime worker threads; `None` means one per CPU the process may use.
     pub workers: Option<NonZeroUsize>,
+    /// Whether plain HTTP/1.1 requests that need nothing beyond it are served by sluice's own
+    /// HTTP/1 codec (`proxy::fast`); `false` sends every request through the general path.
+    pub http1_fast_path: bool,
     /// Every timeout, in one place.
     pub timeouts: Timeouts,
     /// Every size and count limit, in one place.
@@ -311,6 +316,7 @@ impl Default for Config {
                 false,
             )],
             workers: None,
+            http1_fast_path: DEFAULT_HTTP1_FAST_PATH,
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             headers: HeaderSettings::default(),

@@ -4,8 +4,13 @@
 //! one takes the connection. No rule matching means direct. A route's or target's
 //! `upstream_proxy` ([`FileUpstreamProxy`]) names parents the same way for all its
 //! connections.
+//!
+//! TLS to an `https://` parent is verified against the built-in web roots and, when the rule
+//! (or `upstream_proxy`) has a `ca`, against those files too: a corporate parent usually
+//! presents a certificate from an internal CA.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -55,6 +60,9 @@ pub struct ParentProxy {
     pub port: u16,
     /// The user and password it wants, when it wants them.
     pub credentials: Option<(String, Secret)>,
+    /// PEM CA files its certificate may chain to besides the built-in roots; only ever set
+    /// for `https://` parents.
+    pub ca: Vec<PathBuf>,
 }
 
 impl ParentProxy {
@@ -101,6 +109,9 @@ pub struct FileParent {
     pub username: Option<Spanned<String>>,
     /// Password for these parents, usually `${ENV_VAR}`.
     pub password: Option<Spanned<String>>,
+    /// PEM CA files trusted for TLS to the `https://` parents in `via`.
+    #[serde(default)]
+    pub ca: Vec<Spanned<String>>,
 }
 
 /// `upstream_proxy` of a route or target: the parents every connection to its upstream goes
@@ -114,6 +125,9 @@ pub struct FileUpstreamProxy {
     pub username: Option<Spanned<String>>,
     /// Password for these parents, usually `${ENV_VAR}`.
     pub password: Option<Spanned<String>>,
+    /// PEM CA files trusted for TLS to the `https://` parents in `via`.
+    #[serde(default)]
+    pub ca: Vec<Spanned<String>>,
 }
 
 impl Checker<'_> {
@@ -124,6 +138,7 @@ impl Checker<'_> {
         file: &FileUpstreamProxy,
     ) -> Vec<ParentProxy> {
         let credentials = self.parent_credentials(key, &file.username, &file.password);
+        let ca = self.parent_ca(key, &file.ca, &file.via);
         if let Some(extra) = file.via.get(MAX_PARENTS_PER_RULE) {
             self.report(
                 extra.span(),
@@ -134,7 +149,7 @@ impl Checker<'_> {
         let parents: Vec<ParentProxy> = file
             .via
             .iter()
-            .filter_map(|url| self.parent_url(&format!("{key}.via"), url, &credentials))
+            .filter_map(|url| self.parent_url(&format!("{key}.via"), url, &credentials, &ca))
             .collect();
         if file.via.is_empty() {
             let span = file.username.as_ref().map(Spanned::span).unwrap_or_default();
@@ -155,6 +170,7 @@ impl Checker<'_> {
         let key = format!("parent[{index}]");
         let hosts = self.parent_hosts(&format!("{key}.hosts"), &file.hosts);
         let credentials = self.parent_credentials(&key, &file.username, &file.password);
+        let ca = self.parent_ca(&key, &file.ca, &file.via);
         let direct = file.direct.as_ref().is_some_and(|d| *d.get_ref());
         let route = match (direct, file.via.is_empty()) {
             (true, true) => ParentRoute::Direct,
@@ -169,7 +185,9 @@ impl Checker<'_> {
                 let parents: Vec<ParentProxy> = file
                     .via
                     .iter()
-                    .filter_map(|url| self.parent_url(&format!("{key}.via"), url, &credentials))
+                    .filter_map(|url| {
+                        self.parent_url(&format!("{key}.via"), url, &credentials, &ca)
+                    })
                     .collect();
                 ParentRoute::Via(parents)
             }
@@ -262,11 +280,38 @@ impl Checker<'_> {
         }
     }
 
+    /// The `ca` files of the rule (or `upstream_proxy`) at `key`, read now; refused where
+    /// `via` names no `https://` parent, since nothing else would ever use them.
+    fn parent_ca(
+        &mut self,
+        key: &str,
+        ca: &[Spanned<String>],
+        via: &[Spanned<String>],
+    ) -> Vec<PathBuf> {
+        let ca_key = format!("{key}.ca");
+        let Some(first) = ca.first() else { return Vec::new() };
+        let https = via.iter().any(|url| {
+            url.get_ref().trim().split_once("://").is_some_and(|(scheme, _)| {
+                scheme.eq_ignore_ascii_case(ParentScheme::Https.as_str())
+            })
+        });
+        if !https {
+            self.report(
+                first.span(),
+                &ca_key,
+                "applies only to https:// parents, and `via` names none".to_owned(),
+            );
+            return Vec::new();
+        }
+        self.ca_files(&ca_key, ca)
+    }
+
     fn parent_url(
         &mut self,
         key: &str,
         url: &Spanned<String>,
         credentials: &Option<(String, Secret)>,
+        ca: &[PathBuf],
     ) -> Option<ParentProxy> {
         let text = url.get_ref().trim();
         let parsed = text.split_once("://").and_then(|(scheme, rest)| {
@@ -282,7 +327,8 @@ impl Checker<'_> {
             }
             let port = authority.port_u16()?;
             let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-            Some(ParentProxy { scheme, host, port, credentials: credentials.clone() })
+            let ca = if scheme == ParentScheme::Https { ca.to_vec() } else { Vec::new() };
+            Some(ParentProxy { scheme, host, port, credentials: credentials.clone(), ca })
         });
         if parsed.is_none() {
             self.report(
@@ -323,12 +369,20 @@ pub(super) fn write_summary(out: &mut String, rules: &[ParentRule]) {
     }
 }
 
-/// `via URL, then URL as USER`: parents as `sluice check` shows them (never the password).
+/// `via URL, then URL as USER, trusting CA`: parents as `sluice check` shows them (never the
+/// password).
 pub(super) fn describe_via(parents: &[ParentProxy]) -> String {
     let urls: Vec<String> = parents.iter().map(ParentProxy::url).collect();
     let user = parents.first().and_then(|p| p.credentials.as_ref());
     let user = user.map(|(name, _)| format!(" as {name}")).unwrap_or_default();
-    format!("via {}{user}", urls.join(", then "))
+    let ca = parents.iter().find(|p| !p.ca.is_empty()).map(|p| &p.ca);
+    let ca = ca
+        .map(|files| {
+            let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+            format!(", trusting {}", files.join(", "))
+        })
+        .unwrap_or_default();
+    format!("via {}{user}{ca}", urls.join(", then "))
 }
 
 #[cfg(test)]
@@ -403,6 +457,68 @@ mod tests {
                 "route[2].target[0].max_connections"
             ]
         );
+    }
+
+    /// A PEM CA certificate written for test `name`, and its path as TOML text.
+    fn ca_file(name: &str) -> (PathBuf, String) {
+        let dir = std::env::temp_dir().join(format!("sluice-parent-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.pem"));
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        std::fs::write(&path, ca.cert.pem()).unwrap();
+        let toml = format!("'{}'", path.display());
+        (path, toml)
+    }
+
+    #[test]
+    fn a_rules_ca_goes_to_its_https_parents_only() {
+        let (path, toml) = ca_file("rule");
+        let config = parse_and_validate(
+            &format!(
+                "[[parent]]\nvia = [\"https://corp.example:3129\", \"http://b:3128\", \
+                 \"socks5://c:1080\", \"HTTPS://d:443\"]\nca = [{toml}]\n\
+                 [[parent]]\nvia = [\"https://public.example:443\"]\n\
+                 [[route]]\nprefix = \"/\"\nupstream = \"http://api.test\"\n\
+                 [route.upstream_proxy]\nvia = [\"https://egress:8443\"]\nca = [{toml}]\n"
+            ),
+            &no_env,
+        )
+        .unwrap();
+        let ParentRoute::Via(parents) = &config.parents[0].route else { panic!() };
+        let cas: Vec<&[PathBuf]> = parents.iter().map(|p| p.ca.as_slice()).collect();
+        let with = [path.clone()];
+        assert_eq!(cas, [&with[..], &[], &[], &with[..]]);
+        let ParentRoute::Via(parents) = &config.parents[1].route else { panic!() };
+        assert!(parents[0].ca.is_empty(), "a rule without `ca` trusts the built-in roots only");
+        assert_eq!(config.routes[0].upstream_proxy[0].ca, with);
+        let summary = crate::config::summary::effective(&config, "test");
+        let shown = format!("trusting {}", path.display());
+        assert_eq!(summary.matches(&shown).count(), 2, "{summary}");
+    }
+
+    #[test]
+    fn a_ca_without_an_https_parent_or_unreadable_is_refused() {
+        let (_, toml) = ca_file("refused");
+        let found = refused(&format!(
+            "[[parent]]\nhosts = [\"a.test\"]\ndirect = true\nca = [{toml}]\n\
+             [[parent]]\nvia = [\"http://x:3128\", \"socks5://y:1080\"]\nca = [{toml}]\n\
+             [[parent]]\nvia = [\"https://x:3129\"]\nca = [\"/nonexistent/ca.pem\", \"/dev/zero\"]\n\
+             [[route]]\nprefix = \"/\"\nupstream = \"http://a.test\"\n\
+             [route.upstream_proxy]\nvia = [\"socks5://z:1080\"]\nca = [{toml}]\n"
+        ));
+        let issues: Vec<_> = found.iter().map(|i| (i.key.as_str(), i.message.as_str())).collect();
+        let none = "applies only to https:// parents, and `via` names none";
+        // Routes are checked before the parent rules.
+        assert_eq!(issues[0], ("route[0].upstream_proxy.ca", none));
+        assert_eq!(issues[1], ("parent[0].ca", none));
+        assert_eq!(issues[2], ("parent[1].ca", none));
+        assert_eq!(issues[3].0, "parent[2].ca");
+        assert!(issues[3].1.contains("/nonexistent/ca.pem"), "{}", issues[3].1);
+        assert_eq!(
+            issues[4],
+            ("parent[2].ca", "cannot read /dev/zero: it is a character device, not a regular file")
+        );
+        assert_eq!(issues.len(), 5, "{issues:?}");
     }
 
     #[test]

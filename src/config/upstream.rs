@@ -131,14 +131,7 @@ impl Checker<'_> {
     /// start-up with its name.
     pub(super) fn upstream_tls(&mut self, key: &str, file: &FileRouteTls) -> UpstreamTls {
         let tls_key = format!("{key}.tls");
-        let mut extra_roots = Vec::new();
-        for ca in &file.ca {
-            let path = self.path(ca);
-            match crate::tls::files::certificates(&path) {
-                Ok(_) => extra_roots.push(path),
-                Err(err) => self.report(ca.span(), &format!("{tls_key}.ca"), err.to_string()),
-            }
-        }
+        let extra_roots = self.ca_files(&format!("{tls_key}.ca"), &file.ca);
         let client_certificate = match (&file.client_certificate, &file.client_key) {
             (Some(cert), Some(private_key)) => {
                 self.certificate_files(&format!("{tls_key}.client_certificate"), cert, private_key)

@@ -68,6 +68,20 @@ impl Checker<'_> {
         }
     }
 
+    /// PEM CA files trusted besides the built-in roots (`ca` of a route's TLS or of parent
+    /// proxies), each read now so a bad one stops start-up with its name and key.
+    pub(super) fn ca_files(&mut self, key: &str, values: &[Spanned<String>]) -> Vec<PathBuf> {
+        let mut paths = Vec::with_capacity(values.len());
+        for value in values {
+            let path = self.path(value);
+            match crate::tls::files::certificates(&path) {
+                Ok(_) => paths.push(path),
+                Err(err) => self.report(value.span(), key, err.to_string()),
+            }
+        }
+        paths
+    }
+
     /// A duration such as `"10s"`, longer than zero and at most `max`; `default` when absent
     /// or invalid.
     pub(super) fn duration(

@@ -2,11 +2,13 @@
 //! ([`Downstream`]), the connection's place under the connection limits ([`hold`]), the
 //! byte-level framing guard in front of hyper ([`wire`]), what the client has accepted of
 //! what it is sent ([`send`]), the requests open on a multiplexed connection ([`streams`]),
-//! parking an idle connection outside hyper ([`park`]), and taking back the socket of a
-//! connection a tunnel took over ([`into_plain_tcp`]).
+//! parking an idle connection outside hyper ([`park`]), the connection as the HTTP/1 fast path
+//! serves it ([`h1`]), and taking back the socket of a connection a tunnel took over
+//! ([`into_plain_tcp`]).
 //!
 //! `proxy/` reaches the client connection only through this module.
 
+pub mod h1;
 pub mod hold;
 pub mod park;
 pub mod send;
@@ -21,6 +23,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::downstream::h1::Prefixed;
 use crate::downstream::park::Parkable;
 use crate::downstream::send::SendProgress;
 use crate::downstream::streams::OpenStreams;
@@ -50,8 +53,9 @@ impl Downstream {
     }
 }
 
-/// The I/O hyper serves on a plain HTTP/1 connection.
-pub type PlainIo = TokioIo<Parkable<WireGuard<TcpStream>>>;
+/// The I/O hyper serves on a plain HTTP/1 connection: the socket, behind what the fast path
+/// had read of it.
+pub type PlainIo = TokioIo<Parkable<WireGuard<Prefixed<TcpStream>>>>;
 
 /// The client's TCP socket and the bytes hyper had already read from it, when a connection
 /// that switched protocols (a CONNECT tunnel) is a plain TCP connection; the upgraded
@@ -59,5 +63,17 @@ pub type PlainIo = TokioIo<Parkable<WireGuard<TcpStream>>>;
 /// parked, which cannot happen to a connection being upgraded.
 pub fn into_plain_tcp(upgraded: Upgraded) -> Result<Option<(TcpStream, Bytes)>, Upgraded> {
     let parts = upgraded.downcast::<PlainIo>()?;
-    Ok(parts.io.into_inner().into_inner().map(|guard| (guard.into_inner(), parts.read_buf)))
+    let read_buf = parts.read_buf;
+    Ok(parts.io.into_inner().into_inner().map(|guard| {
+        // hyper's unread bytes came first; what it never read of the prefix follows them.
+        let (stream, unread) = guard.into_inner().into_parts();
+        let early = if unread.is_empty() {
+            read_buf
+        } else {
+            let mut early = read_buf.to_vec();
+            early.extend_from_slice(&unread);
+            Bytes::from(early)
+        };
+        (stream, early)
+    }))
 }

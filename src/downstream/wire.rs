@@ -24,10 +24,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::downstream::send::{SendDeadline, SendProgress};
+use crate::h1::chunked::{MAX_CHUNK_LINE, chunk_size};
 use crate::observe::metrics::{Metrics, Rejection};
-
-/// Longest chunk-size line (size, extensions, CRLF) accepted.
-const MAX_CHUNK_LINE: usize = 4096;
 
 #[derive(Debug)]
 enum State {
@@ -360,65 +358,6 @@ fn framing_of(head: &[u8]) -> Framing {
         (0, Some(n)) => Framing::Length(n),
         (0, None) => Framing::None,
     }
-}
-
-/// The size on a chunk-size line `hex *( BWS ";" BWS name [ BWS "=" BWS value ] ) CRLF`, or
-/// `None` if the line is malformed (RFC 9112 §7.1.1).
-fn chunk_size(line: &[u8]) -> Option<u64> {
-    let line = line.strip_suffix(b"\r\n")?;
-    let hex_len = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if hex_len == 0 || hex_len > 16 {
-        return None;
-    }
-    let size = u64::from_str_radix(std::str::from_utf8(line.get(..hex_len)?).ok()?, 16).ok()?;
-    let mut rest = line.get(hex_len..)?;
-    loop {
-        rest = trim_ws(rest);
-        if rest.is_empty() {
-            return Some(size);
-        }
-        rest = trim_ws(rest.strip_prefix(b";")?);
-        let name_len = rest.iter().take_while(|&&b| is_tchar(b)).count();
-        if name_len == 0 {
-            return None;
-        }
-        rest = trim_ws(rest.get(name_len..)?);
-        if let Some(after) = rest.strip_prefix(b"=") {
-            rest = trim_ws(after);
-            if let Some(quoted) = rest.strip_prefix(b"\"") {
-                let mut escaped = false;
-                let mut end = None;
-                for (i, &b) in quoted.iter().enumerate() {
-                    if escaped {
-                        escaped = false;
-                    } else if b == b'\\' {
-                        escaped = true;
-                    } else if b == b'"' {
-                        end = Some(i);
-                        break;
-                    } else if b < 0x20 && b != b'\t' {
-                        return None;
-                    }
-                }
-                rest = quoted.get(end? + 1..)?;
-            } else {
-                let value_len = rest.iter().take_while(|&&b| is_tchar(b)).count();
-                if value_len == 0 {
-                    return None;
-                }
-                rest = rest.get(value_len..)?;
-            }
-        }
-    }
-}
-
-fn trim_ws(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    bytes.get(start..).unwrap_or_default()
-}
-
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for WireGuard<I> {

@@ -3,6 +3,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::headers::edit::{self, Edit};
+
 use std::net::IpAddr;
 
 /// A client's IP address, with its header form for `X-Forwarded-For` rendered once (per
@@ -36,23 +38,19 @@ pub struct Hop<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
-const XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
-const XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
-
 /// The forwarding headers `settings` has sluice write (or replace, or remove): the names
 /// [`apply_forwarding`] owns on a routed request.
 pub fn written_names(settings: &crate::config::HeaderSettings) -> Vec<HeaderName> {
     use crate::config::ForwardMode;
     [
-        (XFF, settings.x_forwarded_for),
-        (XFP, settings.x_forwarded_proto),
-        (XFH, settings.x_forwarded_host),
-        (http::header::FORWARDED, settings.forwarded),
+        (&XFF, settings.x_forwarded_for),
+        (&XFP, settings.x_forwarded_proto),
+        (&XFH, settings.x_forwarded_host),
+        (&FORWARDED, settings.forwarded),
     ]
     .into_iter()
     .filter(|(_, mode)| *mode != ForwardMode::Off)
-    .map(|(name, _)| name)
+    .map(|(name, _)| name.clone())
     .collect()
 }
 
@@ -62,44 +60,68 @@ pub fn apply_forwarding(
     hop: Hop<'_>,
     settings: &crate::config::HeaderSettings,
 ) {
-    use crate::config::ForwardMode;
-    use http::header::FORWARDED;
-
-    fn write(headers: &mut HeaderMap, name: HeaderName, mode: ForwardMode, value: HeaderValue) {
-        match mode {
-            ForwardMode::Off => {}
-            ForwardMode::Replace => {
-                headers.insert(name, value);
-            }
-            ForwardMode::Append => {
-                headers.append(name, value);
-            }
-        }
-    }
-
-    if settings.x_forwarded_for != ForwardMode::Off {
-        write(headers, XFF, settings.x_forwarded_for, hop.client.header.clone());
-    }
-    if settings.x_forwarded_proto != ForwardMode::Off {
-        write(headers, XFP, settings.x_forwarded_proto, proto_value(hop.proto));
-    }
-    if let Some(host) = hop.host {
-        write(headers, XFH, settings.x_forwarded_host, host.clone());
-    } else if settings.x_forwarded_host == ForwardMode::Replace {
-        headers.remove(XFH);
-    }
-    if settings.forwarded != ForwardMode::Off
-        && let Ok(value) = HeaderValue::from_str(&forwarded_element(hop))
-    {
-        write(headers, FORWARDED, settings.forwarded, value);
-    }
+    let forwarding = Forwarding::new(hop, settings);
+    let mut edits = Vec::with_capacity(4);
+    forwarding.edits(hop, settings, &mut edits);
+    edit::apply(edits, headers);
 }
 
-fn proto_value(proto: &str) -> HeaderValue {
-    if proto == "https" {
-        HeaderValue::from_static("https")
-    } else {
-        HeaderValue::from_static("http")
+static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
+static XFP: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static XFH: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = http::header::FORWARDED;
+static HTTP: HeaderValue = HeaderValue::from_static("http");
+static HTTPS: HeaderValue = HeaderValue::from_static("https");
+
+/// The value of a hop's `Forwarded` element, made once per request when that field is on.
+#[derive(Debug)]
+pub struct Forwarding {
+    forwarded: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    /// What `hop` needs made for its forwarding fields under `settings`.
+    pub fn new(hop: Hop<'_>, settings: &crate::config::HeaderSettings) -> Forwarding {
+        let forwarded = (settings.forwarded != crate::config::ForwardMode::Off)
+            .then(|| HeaderValue::from_str(&forwarded_element(hop)).ok())
+            .flatten();
+        Forwarding { forwarded }
+    }
+
+    /// The edits that write `hop`'s forwarding fields according to `settings`, in the order
+    /// [`apply_forwarding`] makes them.
+    pub fn edits<'a>(
+        &'a self,
+        hop: Hop<'a>,
+        settings: &crate::config::HeaderSettings,
+        out: &mut Vec<Edit<'a>>,
+    ) {
+        use crate::config::ForwardMode;
+
+        fn write<'a>(
+            out: &mut Vec<Edit<'a>>,
+            name: &'a HeaderName,
+            mode: ForwardMode,
+            value: &'a HeaderValue,
+        ) {
+            match mode {
+                ForwardMode::Off => {}
+                ForwardMode::Replace => out.push(Edit::Set(name, value)),
+                ForwardMode::Append => out.push(Edit::Append(name, value)),
+            }
+        }
+
+        write(out, &XFF, settings.x_forwarded_for, &hop.client.header);
+        let proto = if hop.proto == "https" { &HTTPS } else { &HTTP };
+        write(out, &XFP, settings.x_forwarded_proto, proto);
+        if let Some(host) = hop.host {
+            write(out, &XFH, settings.x_forwarded_host, host);
+        } else if settings.x_forwarded_host == ForwardMode::Replace {
+            out.push(Edit::Remove(&XFH));
+        }
+        if let Some(value) = &self.forwarded {
+            write(out, &FORWARDED, settings.forwarded, value);
+        }
     }
 }
 

@@ -67,6 +67,29 @@ fn connection_options(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
+/// The streaming form of [`strip`], for a head copied line by line: whether a line named
+/// `name` (as received, any case) is hop-by-hop, given the values of every `Connection` line
+/// of the head. Options are compared as `strip` compares them: a `Connection` value that is
+/// not visible ASCII names nothing, and names are case-insensitive.
+pub fn is_hop_by_hop<'v>(name: &[u8], connection: impl IntoIterator<Item = &'v [u8]>) -> bool {
+    is_fixed(name) || connection.into_iter().any(|value| names(value, name))
+}
+
+/// Whether `name` (any case) is one of the fields removed whatever `Connection` says.
+pub fn is_fixed(name: &[u8]) -> bool {
+    // Most names are none of them: compare lengths before bytes.
+    ALWAYS.iter().any(|always| name.eq_ignore_ascii_case(always.as_str().as_bytes()))
+}
+
+/// Whether the `Connection` value `value` lists `name` among its options.
+pub fn names(value: &[u8], name: &[u8]) -> bool {
+    value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        && value
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+            .any(|option| !option.is_empty() && option.eq_ignore_ascii_case(name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +155,46 @@ mod tests {
             let mut headers = map(input);
             strip(&mut headers);
             assert_eq!(names(&headers), *expected, "input: {input:?}");
+        }
+    }
+
+    /// The streaming form keeps exactly the lines `strip` keeps.
+    #[test]
+    fn streaming_form_agrees_with_strip() {
+        let cases: &[&[(&str, &str)]] = &[
+            &[("host", "a"), ("accept", "*/*")],
+            &[
+                ("Connection", "keep-alive, X-Secret"),
+                ("Keep-Alive", "5"),
+                ("X-SECRET", "1"),
+                ("x-kept", "1"),
+            ],
+            &[("connection", "close"), ("connection", " X-A ,,x-b "), ("x-a", "1"), ("X-B", "2")],
+            &[("connection", "bad token, x-c"), ("x-c", "1"), ("x-d", "1"), ("TE", "trailers")],
+            &[
+                ("Proxy-Authorization", "x"),
+                ("Trailer", "x-sum"),
+                ("Upgrade", "h2c"),
+                ("Transfer-Encoding", "chunked"),
+            ],
+        ];
+        for lines in cases {
+            let mut headers = map(lines);
+            strip(&mut headers);
+            let connection: Vec<&[u8]> = lines
+                .iter()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+                .map(|(_, value)| value.as_bytes())
+                .collect();
+            let mut kept: Vec<String> = lines
+                .iter()
+                .filter(|(name, _)| !is_hop_by_hop(name.as_bytes(), connection.iter().copied()))
+                .map(|(name, _)| name.to_ascii_lowercase())
+                .collect();
+            kept.sort_unstable();
+            let mut expected: Vec<String> = headers.iter().map(|(n, _)| n.to_string()).collect();
+            expected.sort_unstable();
+            assert_eq!(kept, expected, "{lines:?}");
         }
     }
 

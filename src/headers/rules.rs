@@ -3,19 +3,20 @@
 use http::{HeaderMap, HeaderName};
 
 use crate::config::HeaderRules;
+use crate::headers::edit::{self, Edit};
 
 /// Applies `rules` to `headers`. Removal runs first so a rule can replace a field the client
 /// sent; `set` replaces every line of a name with one; `append` adds a line.
 pub fn apply(rules: &HeaderRules, headers: &mut HeaderMap) {
-    for name in &rules.remove {
-        headers.remove(name);
-    }
-    for rule in &rules.set {
-        headers.insert(rule.name.clone(), rule.value.clone());
-    }
-    for rule in &rules.append {
-        headers.append(rule.name.clone(), rule.value.clone());
-    }
+    edit::apply(edits(rules), headers);
+}
+
+/// `rules` as the edits [`apply`] makes, in order (for rewriting a head while copying it).
+pub fn edits(rules: &HeaderRules) -> impl Iterator<Item = Edit<'_>> {
+    let removed = rules.remove.iter().map(Edit::Remove);
+    let set = rules.set.iter().map(|rule| Edit::Set(&rule.name, &rule.value));
+    let appended = rules.append.iter().map(|rule| Edit::Append(&rule.name, &rule.value));
+    removed.chain(set).chain(appended)
 }
 
 /// Every name `rules` removes, sets or appends.

@@ -7,7 +7,9 @@
 //! comments only.
 
 use http::header::VIA;
-use http::{HeaderMap, HeaderValue, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Version};
+
+use crate::headers::edit::{self, Edit};
 
 /// This instance's `Via` entry (RFC 9110 §7.6.3): its pseudonym, and the field value for each
 /// protocol version a message can be received with, rendered once.
@@ -36,21 +38,36 @@ impl Via {
     /// other intermediaries are kept in order (a new field line is equivalent to a new
     /// comma-separated member, RFC 9110 §5.3).
     pub fn append(&self, headers: &mut HeaderMap, version: Version) {
-        let at = match version {
-            Version::HTTP_09 => 0,
-            Version::HTTP_10 => 1,
-            Version::HTTP_2 => 3,
-            Version::HTTP_3 => 4,
-            _ => 2,
-        };
-        if let Some(value) = self.values.get(at) {
-            headers.append(VIA, value.clone());
-        }
+        edit::apply(self.edit(version), headers);
     }
 
     /// Whether a message with `headers` already passed through this instance.
     pub fn seen_in(&self, headers: &HeaderMap) -> bool {
         loops_through(headers, &self.pseudonym)
+    }
+
+    /// [`Via::seen_in`] on the values of a message's `Via` lines.
+    pub fn seen_in_values<'a>(&self, lines: impl Iterator<Item = &'a [u8]>) -> bool {
+        loops_through_values(lines, &self.pseudonym)
+    }
+
+    /// The edit that appends this proxy's entry for a message received with `version` (what
+    /// [`Via::append`] does, for a head rewritten while it is copied).
+    pub fn edit(&self, version: Version) -> Option<Edit<'_>> {
+        self.values.get(index(version)).map(|value| Edit::Append(&VIA_NAME, value))
+    }
+}
+
+static VIA_NAME: HeaderName = VIA;
+
+/// Where the value for `version` is in [`Via`]'s values.
+fn index(version: Version) -> usize {
+    match version {
+        Version::HTTP_09 => 0,
+        Version::HTTP_10 => 1,
+        Version::HTTP_2 => 3,
+        Version::HTTP_3 => 4,
+        _ => 2,
     }
 }
 
@@ -58,10 +75,13 @@ impl Via {
 /// (its `received-by`, compared case-insensitively). An instance's pseudonym must be its own
 /// for this to mean a loop: two instances with one name look like one to each other.
 pub fn loops_through(headers: &HeaderMap, pseudonym: &str) -> bool {
-    headers
-        .get_all(VIA)
-        .iter()
-        .flat_map(|line| members(line.as_bytes()))
+    loops_through_values(headers.get_all(VIA).iter().map(HeaderValue::as_bytes), pseudonym)
+}
+
+/// [`loops_through`] on the values of the `Via` lines.
+pub fn loops_through_values<'a>(lines: impl Iterator<Item = &'a [u8]>, pseudonym: &str) -> bool {
+    lines
+        .flat_map(members)
         .filter_map(received_by)
         .any(|by| by.eq_ignore_ascii_case(pseudonym.as_bytes()))
 }

@@ -107,6 +107,31 @@ impl Rejection {
     }
 }
 
+/// Which implementation of the request path served a request (`proxy::fast::decide`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestPath {
+    /// The HTTP/1 fast path: sluice's own codec on both sides.
+    Fast,
+    /// hyper's server and client.
+    General,
+}
+
+impl RequestPath {
+    /// The `path` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestPath::Fast => "fast",
+            RequestPath::General => "general",
+        }
+    }
+}
+
+/// A single `path` label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
 /// Whether a reload applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -202,6 +227,9 @@ pub struct Completed<'a> {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
+    /// Requests by the path that served them, fast then general (kept outside the family so
+    /// counting costs no lookup).
+    paths: [Counter; 2],
     duration: HistogramFamily,
     upstream_ttfb: HistogramFamily,
     received: Family<RouteLabels, Counter>,
@@ -265,6 +293,15 @@ impl Metrics {
             "requests",
             "Requests, tunnels and WebSocket sessions completed, by mode, route, method and status class",
             requests.clone(),
+        );
+        // A counter's clone shares its value: the array holds the family's two series.
+        let path_family = Family::<PathLabel, Counter>::default();
+        let paths = [RequestPath::Fast, RequestPath::General]
+            .map(|path| path_family.get_or_create(&PathLabel { path: path.as_str() }).clone());
+        registry.register(
+            "requests_path",
+            "Requests by the implementation of the request path that served them: the HTTP/1 fast path or the general one",
+            path_family,
         );
         registry.register_with_unit(
             "request_duration",
@@ -334,6 +371,7 @@ impl Metrics {
             cache,
             registry,
             requests,
+            paths,
             duration,
             upstream_ttfb,
             received,
@@ -436,6 +474,17 @@ impl Metrics {
         }
         if done.sent > 0 {
             self.sent.get_or_create(&route).inc_by(done.sent);
+        }
+    }
+
+    /// Counts a request served by `path`.
+    pub fn request_path(&self, path: RequestPath) {
+        let at = match path {
+            RequestPath::Fast => 0,
+            RequestPath::General => 1,
+        };
+        if let Some(counter) = self.paths.get(at) {
+            counter.inc();
         }
     }
 

@@ -43,6 +43,18 @@ impl RequestId {
         RequestId::Local(NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// [`RequestId::for_request`] on the value of the request's id field, when it has one.
+    pub fn for_value(value: Option<&[u8]>, config: &RequestIdConfig) -> RequestId {
+        if config.trust_incoming
+            && let Some(value) = value
+            && is_safe_id(value)
+            && let Ok(value) = HeaderValue::from_bytes(value)
+        {
+            return RequestId::Client(value);
+        }
+        RequestId::Local(NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// The id as a header value, to pass upstream and back to the client.
     pub fn to_header_value(&self) -> HeaderValue {
         match self {

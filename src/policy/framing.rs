@@ -28,7 +28,15 @@ pub enum FramingError {
 /// Checks the framing fields of a message head.
 pub fn check(headers: &HeaderMap) -> Result<(), FramingError> {
     let lengths = headers.get_all(CONTENT_LENGTH).iter().count();
-    let mut encodings = headers.get_all(TRANSFER_ENCODING).iter();
+    check_fields(lengths, headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes()))
+}
+
+/// [`check`] on what it reads: how many `Content-Length` lines the head has, and the values of
+/// its `Transfer-Encoding` lines.
+pub fn check_fields<'a>(
+    lengths: usize,
+    mut encodings: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), FramingError> {
     let encoding = encodings.next();
     if encoding.is_some() && lengths > 0 {
         return Err(FramingError::LengthAndEncoding);
@@ -37,7 +45,9 @@ pub fn check(headers: &HeaderMap) -> Result<(), FramingError> {
         return Err(FramingError::RepeatedLength);
     }
     if let Some(value) = encoding {
-        let chunked = value.to_str().is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        // Read as text (visible ASCII), as a header value's `to_str` reads it.
+        let text = value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
+        let chunked = text && value.trim_ascii().eq_ignore_ascii_case(b"chunked");
         if !chunked || encodings.next().is_some() {
             return Err(FramingError::Encoding);
         }

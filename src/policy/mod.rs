@@ -95,25 +95,35 @@ pub struct CredentialsRequired {
 /// HTTP/1 request carries two. Anything else is refused (400) rather than guessed at, since
 /// the host chooses the route and is copied into forwarding headers.
 pub fn check_host<B>(request: &Request<B>) -> Result<(), HostError> {
-    if request.version() >= http::Version::HTTP_2 || request.method() == Method::CONNECT {
+    let hosts = request.headers().get_all(http::header::HOST).iter().map(HeaderValue::as_bytes);
+    check_host_fields(request.method(), request.uri(), request.version(), hosts)
+}
+
+/// [`check_host`] on what it reads: the method, target and version, and the values of the
+/// `Host` lines.
+pub fn check_host_fields<'a>(
+    method: &Method,
+    uri: &http::Uri,
+    version: http::Version,
+    mut hosts: impl Iterator<Item = &'a [u8]>,
+) -> Result<(), HostError> {
+    if version >= http::Version::HTTP_2 || method == Method::CONNECT {
         return Ok(());
     }
-    let mut hosts = request.headers().get_all(http::header::HOST).iter();
     let (first, second) = (hosts.next(), hosts.next());
-    let valid = |value: &HeaderValue| {
-        value
-            .to_str()
-            .ok()
-            .and_then(|text| text.parse::<http::uri::Authority>().ok())
-            .is_some_and(|authority| !authority.as_str().contains('@'))
+    let valid = |value: &[u8]| {
+        // Read as text (visible ASCII), as a header value's `to_str` reads it.
+        value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+            && std::str::from_utf8(value)
+                .ok()
+                .and_then(|text| text.parse::<http::uri::Authority>().ok())
+                .is_some_and(|authority| !authority.as_str().contains('@'))
     };
     let ok = match (first, second) {
         (_, Some(_)) => false,
         (Some(host), None) => valid(host),
         // HTTP/1.0 and absolute-form requests may omit Host.
-        (None, None) => {
-            request.version() < http::Version::HTTP_11 || request.uri().authority().is_some()
-        }
+        (None, None) => version < http::Version::HTTP_11 || uri.authority().is_some(),
     };
     if ok { Ok(()) } else { Err(HostError) }
 }
@@ -155,11 +165,19 @@ impl Policy {
 
     /// The request line (method, target and version with their two spaces) within the limit.
     pub fn check_request_line<B>(&self, request: &Request<B>) -> Result<(), RequestLineTooLong> {
-        let uri = request.uri();
+        self.check_request_line_of(request.method(), request.uri())
+    }
+
+    /// [`Policy::check_request_line`] on a request's method and target.
+    pub fn check_request_line_of(
+        &self,
+        method: &Method,
+        uri: &http::Uri,
+    ) -> Result<(), RequestLineTooLong> {
         let target = uri.scheme_str().map_or(0, |s| s.len() + 3)
             + uri.authority().map_or(0, |a| a.as_str().len())
             + uri.path_and_query().map_or(0, |pq| pq.as_str().len());
-        let line = request.method().as_str().len() + target + 10;
+        let line = method.as_str().len() + target + 10;
         if line > self.max_request_line_bytes {
             return Err(RequestLineTooLong { limit: self.max_request_line_bytes });
         }
@@ -183,7 +201,15 @@ impl Policy {
 
     /// Verifies the request's `Proxy-Authorization` against the configured users.
     pub async fn check_credentials(&self, headers: &HeaderMap) -> Result<(), CredentialsRequired> {
-        match self.authenticator.check(headers).await {
+        self.check_credentials_value(headers.get(http::header::PROXY_AUTHORIZATION)).await
+    }
+
+    /// [`Policy::check_credentials`] on the `Proxy-Authorization` value, when there is one.
+    pub async fn check_credentials_value(
+        &self,
+        value: Option<&HeaderValue>,
+    ) -> Result<(), CredentialsRequired> {
+        match self.authenticator.check(value).await {
             Ok(_user) => Ok(()),
             Err(reason) => Err(CredentialsRequired {
                 reason,

@@ -77,10 +77,9 @@ fn reflect<B>(request: &Request<B>) -> Bytes {
     Bytes::from(text)
 }
 
-/// Whether `request` asks for the PAC file.
-pub fn is_pac_request<B>(request: &Request<B>) -> bool {
-    (request.method() == Method::GET || request.method() == Method::HEAD)
-        && request.uri().path() == PAC_PATH
+/// Whether a request with this method and target asks for the PAC file.
+pub fn is_pac(method: &Method, uri: &http::Uri) -> bool {
+    (method == Method::GET || method == Method::HEAD) && uri.path() == PAC_PATH
 }
 
 /// The PAC file for `rules`, served as `application/x-ns-proxy-autoconfig`. With no proxies

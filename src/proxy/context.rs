@@ -81,6 +81,21 @@ pub struct RequestContext {
     observer: Arc<Observer>,
 }
 
+/// What the context keeps of a request's head.
+#[derive(Debug)]
+pub struct Received {
+    /// The method.
+    pub method: Method,
+    /// The request target.
+    pub target: Uri,
+    /// The client's HTTP version.
+    pub version: Version,
+    /// The fields the access log asked for.
+    pub logged_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether a body follows the head.
+    pub has_body: bool,
+}
+
 /// The no-route label, for requests that matched no route.
 static NO_ROUTE: RouteLabel = RouteLabel(None);
 
@@ -103,7 +118,27 @@ impl RequestContext {
                 request.headers().get(name).map(|value| (name.clone(), value.clone()))
             })
             .collect();
-        let has_body = !request.body().is_end_stream();
+        let received = Received {
+            method: request.method().clone(),
+            target: request.uri().clone(),
+            version: request.version(),
+            logged_headers,
+            has_body: !request.body().is_end_stream(),
+        };
+        RequestContext::begin(received, mode, id, downstream, scheme, hold, observer)
+    }
+
+    /// Starts the context of a request whose head said `received`.
+    pub fn begin(
+        received: Received,
+        mode: Mode,
+        id: RequestId,
+        downstream: Downstream,
+        scheme: &'static str,
+        hold: Arc<ConnectionHold>,
+        observer: &Arc<Observer>,
+    ) -> RequestContext {
+        let Received { method, target, version, logged_headers, has_body } = received;
         let open = downstream.streams.as_ref().map(OpenStreams::start);
         RequestContext {
             id,
@@ -112,9 +147,9 @@ impl RequestContext {
             hold,
             started: Instant::now(),
             mode,
-            method: request.method().clone(),
-            target: request.uri().clone(),
-            version: request.version(),
+            method,
+            target,
+            version,
             logged_headers,
             series: None,
             upstream: None,

@@ -10,11 +10,12 @@ use std::time::Duration;
 
 use http::header::{HOST, UPGRADE};
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, request};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, request};
 
 use crate::body::{Body, FedBody, IdleBody};
 use crate::config::HeaderRules;
 use crate::error::ProxyError;
+use crate::headers::edit::{self, Edit};
 use crate::headers::via::Via;
 use crate::headers::{hop_by_hop, rules};
 use crate::observe::metrics::Rejection;
@@ -24,13 +25,14 @@ use crate::proxy::state::Proxy;
 use crate::proxy::upgrade::PendingUpgrade;
 use crate::upstream::client::{Answered, Upstream};
 
-/// Rewrites a client's request head for the upstream.
-pub fn prepare_head(
+/// Rewrites a client's request head for the upstream, then applies `edits` (made by
+/// [`head_edits`] and the mode's own additions): the map form of what the HTTP/1 fast path does
+/// while copying the head (`h1::write::fields`).
+pub fn prepare_head<'a>(
     parts: &mut request::Parts,
     uri: Uri,
-    host: HeaderValue,
     upgrade: Option<&PendingUpgrade>,
-    via: Option<&Via>,
+    edits: impl IntoIterator<Item = Edit<'a>>,
 ) {
     let received = parts.version;
     parts.uri = uri;
@@ -43,10 +45,35 @@ pub fn prepare_head(
     if let Some(upgrade) = upgrade {
         upgrade.restore(parts);
     }
-    parts.headers.insert(HOST, host);
-    if let Some(via) = via {
-        via.append(&mut parts.headers, received);
+    edit::apply(edits, &mut parts.headers);
+}
+
+static HOST_NAME: HeaderName = HOST;
+
+/// The edits every mode makes to a request head once hop-by-hop fields are gone: `Host` set to
+/// `host`, and this proxy's `Via` entry for a request received with `received`.
+pub fn head_edits<'a>(
+    host: &'a HeaderValue,
+    via: Option<&'a Via>,
+    received: Version,
+    out: &mut Vec<Edit<'a>>,
+) {
+    out.push(Edit::Set(&HOST_NAME, host));
+    out.extend(via.and_then(|via| via.edit(received)));
+}
+
+/// The edits the respond phase makes to a response head once hop-by-hop fields are gone:
+/// `rules` in order, then this proxy's `Via` entry for a response received with `received`.
+pub fn response_edits<'a>(
+    rules: &[&'a HeaderRules],
+    via: Option<&'a Via>,
+    received: Version,
+    out: &mut Vec<Edit<'a>>,
+) {
+    for rule_set in rules {
+        out.extend(rules::edits(rule_set));
     }
+    out.extend(via.and_then(|via| via.edit(received)));
 }
 
 /// HTTP/2 clients may split `Cookie` into several fields; HTTP/1.1 allows only one, so they
@@ -105,12 +132,9 @@ pub fn respond(
     let (mut parts, body) = response.into_parts();
     let accepted = parts.headers.get(UPGRADE).cloned();
     hop_by_hop::strip(&mut parts.headers);
-    for rule_set in response_rules {
-        rules::apply(rule_set, &mut parts.headers);
-    }
-    if let Some(via) = proxy.via() {
-        via.append(&mut parts.headers, parts.version);
-    }
+    let mut edits = Vec::new();
+    response_edits(response_rules, proxy.via(), parts.version, &mut edits);
+    edit::apply(edits, &mut parts.headers);
     // The status line is ours: an HTTP/1.0 origin must not downgrade the client's connection.
     parts.version = Version::default();
     match (upgrade, upstream_upgrade) {

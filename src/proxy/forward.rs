@@ -27,8 +27,14 @@ pub fn prepare(
     let request = Body::limit_request(request, limit, ctx.received.clone())?;
     let (mut parts, body) = request.into_parts();
     // RFC 9112 §3.2.2: a proxy receiving absolute-form replaces Host with the target's authority.
-    let host =
-        HeaderValue::from_str(target.authority.as_str()).map_err(|_| TargetError::MissingHost)?;
-    exchange::prepare_head(&mut parts, uri, host, pending.as_ref(), proxy.via());
+    let host = host_of(target)?;
+    let mut edits = Vec::with_capacity(2);
+    exchange::head_edits(&host, proxy.via(), parts.version, &mut edits);
+    exchange::prepare_head(&mut parts, uri, pending.as_ref(), edits);
     Ok((Request::from_parts(parts, body), pending))
+}
+
+/// The `Host` a forwarded request carries: its target's authority (RFC 9112 §3.2.2).
+pub fn host_of(target: &Target) -> Result<HeaderValue, TargetError> {
+    HeaderValue::from_str(target.authority.as_str()).map_err(|_| TargetError::MissingHost)
 }

@@ -23,7 +23,9 @@ pub mod cache;
 pub mod context;
 pub mod exchange;
 pub mod failover;
+pub mod fast;
 pub mod forward;
+pub mod head;
 pub mod log;
 pub mod reverse;
 pub mod router;
@@ -33,17 +35,20 @@ pub mod upgrade;
 
 use std::sync::Arc;
 
-use http::{Method, Request, Response, Uri, Version};
+use http::header::{CONTENT_LENGTH, HOST, PROXY_AUTHORIZATION, TRANSFER_ENCODING, VIA};
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
 use crate::error::{self, NotServed, ProxyError};
+use crate::observe::metrics::RequestPath;
 use crate::observe::{Failure, Mode, RequestId};
 use crate::policy::{self, framing};
 use crate::proxy::cache::Looked;
 use crate::proxy::context::RequestContext;
+use crate::proxy::head::Head;
 use crate::proxy::log::{ObservedBody, Reply, SessionLog};
 use crate::proxy::router::Router;
 use crate::proxy::state::{ListenerContext, Proxy};
@@ -96,6 +101,7 @@ pub async fn handle(
     downstream: Downstream,
     hold: Arc<ConnectionHold>,
 ) -> Response<ObservedBody> {
+    proxy.observer.metrics.request_path(RequestPath::General);
     let kind = classify(&request, listener.modes, &proxy.router);
     let id = RequestId::for_request(request.headers(), &proxy.config.request_id);
     let observer = &proxy.observer;
@@ -278,8 +284,19 @@ pub fn classify<B>(
     modes: crate::config::Modes,
     router: &Router,
 ) -> RequestKind {
+    let extended = upgrade::is_extended_connect(request);
+    classify_head(request, extended, modes, router)
+}
+
+/// [`classify`] on a head, `extended` saying whether it is an HTTP/2 extended CONNECT.
+pub fn classify_head(
+    request: &impl Head,
+    extended: bool,
+    modes: crate::config::Modes,
+    router: &Router,
+) -> RequestKind {
     let uri = request.uri();
-    if upgrade::is_extended_connect(request) {
+    if extended {
         // RFC 8441: WebSocket over HTTP/2 names a path on this server.
         RequestKind::Origin
     } else if request.method() == Method::CONNECT {
@@ -299,7 +316,7 @@ pub fn classify<B>(
 /// the listener's modes; returns where the request goes. The checks that need a route run in
 /// the route phase.
 pub async fn admit(
-    request: &Request<Incoming>,
+    request: &impl Head,
     kind: RequestKind,
     ctx: &RequestContext,
     proxy: &Proxy,
@@ -308,13 +325,14 @@ pub async fn admit(
     let policy = &proxy.policy;
     let client = ctx.downstream.addr.ip();
     policy.check_client(client)?;
-    framing::check(request.headers())?;
-    policy::check_host(request)?;
-    policy.check_request_line(request)?;
+    framing::check_fields(request.count(&CONTENT_LENGTH), request.values(&TRANSFER_ENCODING))?;
+    let (method, uri) = (request.method(), request.uri());
+    policy::check_host_fields(method, uri, request.version(), request.values(&HOST))?;
+    policy.check_request_line_of(method, uri)?;
     policy.check_client_rate(client)?;
     // A request carrying this instance's own Via entry went round in a loop (508).
     if let Some(via) = &proxy.via_entry
-        && via.seen_in(request.headers())
+        && via.seen_in_values(request.values(&VIA))
     {
         return Err(ProxyError::Loop { pseudonym: via.pseudonym().to_owned() });
     }
@@ -328,7 +346,10 @@ pub async fn admit(
                 (target, Some(uri))
             };
             if listener.policy.auth_required {
-                policy.check_credentials(request.headers()).await?;
+                let credentials = request
+                    .first(&PROXY_AUTHORIZATION)
+                    .and_then(|value| HeaderValue::from_bytes(value).ok());
+                policy.check_credentials_value(credentials.as_ref()).await?;
             }
             if kind == RequestKind::Connect {
                 policy::check_connect_port(&listener.policy, target.port)?;
@@ -347,7 +368,7 @@ pub async fn admit(
         RequestKind::Origin
             if listener.modes.forward
                 && proxy.config.pac.is_some()
-                && answer::is_pac_request(request) =>
+                && answer::is_pac(request.method(), request.uri()) =>
         {
             Ok(Destination::Pac)
         }

@@ -19,8 +19,9 @@ use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
-use crate::upstream::egress::Egress;
+use crate::upstream::egress::{Egress, ParentTrust};
 use crate::upstream::group::{Group, Moment, TargetError};
+use crate::upstream::h1::FastPool;
 use crate::uri::path::segment_prefix;
 
 /// A route ready to serve: its configuration and its own upstream pool.
@@ -45,6 +46,22 @@ pub struct Route {
     pub owned_names: OwnedNames,
     /// The budget of an AI route that has one, with its counters' names.
     pub ai_budget: Option<Arc<BudgetCounters>>,
+    /// The connections the HTTP/1 fast path owns, when the route can be served by it
+    /// ([`serves_fast`]).
+    pub fast: Option<FastPool>,
+}
+
+/// Whether the HTTP/1 fast path (`proxy::fast`) can serve a route at all: one upstream (no
+/// targets), plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge), reached directly
+/// (no `upstream_proxy`), no cache, and not an AI route (which reads the request body and
+/// taps the response).
+pub fn serves_fast(route: &RouteConfig) -> bool {
+    route.upstream_proxy.is_empty()
+        && route.group.is_none()
+        && route.upstream.scheme == http::uri::Scheme::HTTP
+        && route.protocol != crate::config::UpstreamProtocol::Http2
+        && !route.cache.enabled
+        && route.ai.is_none()
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -64,6 +81,15 @@ pub enum RouteError {
         /// Which file, and why.
         #[source]
         source: TlsFileError,
+    },
+    /// A `ca` file of the route's `upstream_proxy` is unusable.
+    #[error("route {route}: TLS to its upstream_proxy cannot be set up")]
+    ProxyTls {
+        /// The route's name.
+        route: String,
+        /// Which file, and why (boxed: a rare error keeps the enum small).
+        #[source]
+        source: Box<TlsFileError>,
     },
     /// `tls.server_name` is not a DNS name or IP address.
     #[error("route {route}: `{name}` is not a valid TLS server name")]
@@ -145,11 +171,16 @@ impl Router {
                 None => {
                     let mut connector = Connector::new(settings.connect, hosts.clone(), None)
                         .capped(settings.max_connections_per_address);
+                    let mut trust = ParentTrust::new(default_tls);
+                    trust.add(&config.upstream_proxy).map_err(|source| RouteError::ProxyTls {
+                        route: config.name.clone(),
+                        source: Box::new(source),
+                    })?;
                     if let Some(egress) = Egress::for_upstream(
                         &config.upstream_proxy,
                         settings.connect,
                         hosts,
-                        default_tls,
+                        &trust,
                         config.protocol,
                     ) {
                         connector = connector.through(egress);
@@ -159,7 +190,10 @@ impl Router {
                 }
             };
             let name = RouteLabel(Some(Arc::from(config.name.as_str())));
+            let fast = serves_fast(config)
+                .then(|| FastPool::for_route(settings.max_idle_per_host, settings.pool_idle));
             routes.push(Route {
+                fast,
                 config: config.clone(),
                 upstream,
                 group,

@@ -24,7 +24,7 @@ use crate::state::redis::RedisCounters;
 use crate::state::{SharedState, StateError};
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, Dialer, StaticHosts};
-use crate::upstream::egress::Egress;
+use crate::upstream::egress::{Egress, ParentTrust};
 
 /// Everything shared by all connections of one configuration generation: configuration,
 /// policy, routes, the task tracker.
@@ -89,8 +89,9 @@ impl Proxy {
         let via_entry = Via::new(&config.headers.via_pseudonym);
         // Parents are dialled without the destination guard: the operator chose them.
         let parents = Dialer::new(settings.connect, hosts.clone(), None);
-        let egress =
-            Arc::new(Egress::new(&config.parents, parents, &default_tls, settings.connect));
+        let trust =
+            ParentTrust::for_rules(&config.parents, &default_tls).map_err(BuildError::ParentTls)?;
+        let egress = Arc::new(Egress::new(&config.parents, parents, &trust, settings.connect));
         let own_addresses = destination::own_addresses();
         tracing::debug!(addresses = ?own_addresses, "this host's own addresses");
         Ok(Proxy {
@@ -210,6 +211,9 @@ pub enum BuildError {
     /// The shared counters' store is not usable.
     #[error(transparent)]
     SharedState(#[from] StateError),
+    /// A `ca` file of a `[[parent]]` rule is unusable.
+    #[error("TLS to the [[parent]] proxies cannot be set up")]
+    ParentTls(#[source] crate::tls::files::TlsFileError),
 }
 
 /// What one listener serves and enforces, shared by its connections.

@@ -10,6 +10,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,12 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::BoxError;
 use crate::downstream::Downstream;
+use crate::downstream::h1::ClientConn;
 use crate::downstream::hold::ConnectionHold;
 use crate::downstream::park::{self, Idleness, InFlight, Parkable, Readiness};
 use crate::downstream::streams::OpenStreams;
 use crate::downstream::wire::WireGuard;
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::proxy;
+use crate::proxy::fast::Served;
 use crate::server::serving::{HttpBuilder, Live, Serving};
 
 /// A served connection that can be asked to finish gracefully.
@@ -256,9 +259,95 @@ impl Connection {
     where
         I: Readiness + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_after(io, 0).await;
+    }
+
+    /// Serves a plain TCP connection: each request the HTTP/1 fast path takes is served there
+    /// ([`proxy::fast`]); from the first it does not take, hyper serves the connection (as
+    /// [`Connection::serve`]), with the bytes already read in front of the socket.
+    ///
+    /// Between requests the connection waits holding only its socket, as a parked one does,
+    /// within the same deadlines: the first request's head from the accept, the next one within
+    /// `timeouts.request_header`.
+    pub async fn serve_plain(self, stream: TcpStream, max_head: usize) {
+        let accepted = Instant::now();
+        let timeout = self.settings.request_header;
+        let client_send = self.settings.client_send;
+        let metrics = Some(self.settings.metrics.clone());
+        let mut client = ClientConn::new(stream, bytes::Bytes::new(), client_send, metrics);
+        let mut fields = Vec::new();
+        let downstream = Downstream::new(self.peer);
+        let mut served = 0u64;
+        loop {
+            if client.buffered().is_empty() {
+                client.release_buffer();
+                let first = served == 0;
+                let deadline = if first { accepted + timeout } else { Instant::now() + timeout };
+                let parked = self.settings.metrics.connection_parked();
+                tokio::select! {
+                    ready = client.stream().readable() => if ready.is_err() { return },
+                    () = tokio::time::sleep_until(deadline) => {
+                        if first {
+                            self.settings.metrics.reject(Rejection::RequestHeadTimeout);
+                        }
+                        return;
+                    }
+                    () = self.stop.cancelled() => return,
+                }
+                drop(parked);
+                match client.read_more().await {
+                    Ok(1..) => {}
+                    Ok(0) | Err(_) => return,
+                }
+            }
+            let current = self.live.load_full();
+            if !current.proxy.config.http1_fast_path
+                || !matches!(*current.builder, HttpBuilder::Http1(_))
+            {
+                break;
+            }
+            let last = served + 1 >= self.settings.max_requests;
+            let (proxy, listener) = (&current.proxy, &current.context);
+            // Boxed: the request's state is freed between requests, so an idle connection's
+            // task stays small.
+            let request = proxy::fast::serve(
+                &mut client,
+                &mut fields,
+                proxy,
+                listener,
+                &downstream,
+                &self.hold,
+                last,
+            );
+            match Box::pin(request).await {
+                Served::KeepAlive => served += 1,
+                Served::Close => {
+                    client.shutdown().await;
+                    return;
+                }
+                Served::General => break,
+            }
+        }
+        let remaining = if served == 0 {
+            timeout.saturating_sub(accepted.elapsed()).max(Duration::from_millis(1))
+        } else {
+            timeout
+        };
+        let metrics = &self.settings.metrics;
+        let io = WireGuard::new(client.into_prefixed(), max_head, remaining)
+            .counting_into(metrics.clone())
+            .sending_within(client_send, Some(metrics.clone()));
+        Box::pin(self.serve_after(io, served)).await;
+    }
+
+    /// [`Connection::serve`], for a connection that has already served `served` requests.
+    async fn serve_after<I>(self, io: WireGuard<I>, served: u64)
+    where
+        I: Readiness + tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let Connection { peer, live, settings, hold, stop } = self;
         let max_requests = settings.max_requests;
-        let served = Arc::new(AtomicU64::new(0));
+        let served = Arc::new(AtomicU64::new(served));
         let parking = match &*settings.builder {
             HttpBuilder::Http1(_) if I::PARKABLE => Some(Idleness::new()),
             _ => None,

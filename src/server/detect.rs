@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::downstream::h1::Prefixed;
 use crate::downstream::wire::WireGuard;
 use crate::observe::metrics::Rejection;
 use crate::server::conn::Connection;
@@ -44,7 +45,7 @@ pub async fn serve_plain(connection: Connection, stream: TcpStream, max_head: us
             Box::pin(socks::session::serve(stream, peer, service, hold)).await;
         }
         Ok(Ok(1..)) if connection.live.load().context.modes.http() => {
-            let io = WireGuard::new(stream, max_head, remaining)
+            let io = WireGuard::new(Prefixed::new(stream), max_head, remaining)
                 .counting_into(metrics.clone())
                 .sending_within(connection.settings.client_send, Some(metrics.clone()));
             Box::pin(connection.serve(io)).await;

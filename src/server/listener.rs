@@ -11,12 +11,13 @@ use tokio::sync::Semaphore;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::downstream::h1::Prefixed;
 use crate::downstream::hold::{ConnectionHold, PerAddress};
 use crate::downstream::wire::WireGuard;
 use crate::error::{self, Overload, ProxyError};
 use crate::observe::metrics::Rejection;
 use crate::server::conn;
-use crate::server::serving::{Live, Serving};
+use crate::server::serving::{HttpBuilder, Live, Serving};
 
 /// Pause after a failed `accept` (typically EMFILE) so a full file table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -94,8 +95,15 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
             None if serving.context.modes.socks => {
                 tasks.spawn(crate::server::detect::serve_plain(connection, stream, max_head))
             }
+            // With the fast path on, a plain HTTP/1 connection starts there; off, hyper serves
+            // it from its first byte, exactly as before the fast path existed.
+            None if serving.proxy.config.http1_fast_path
+                && matches!(*serving.builder, HttpBuilder::Http1(_)) =>
+            {
+                tasks.spawn(connection.serve_plain(stream, max_head))
+            }
             None => {
-                let io = WireGuard::new(stream, max_head, first_request)
+                let io = WireGuard::new(Prefixed::new(stream), max_head, first_request)
                     .counting_into(metrics.clone())
                     .sending_within(client_send, Some(metrics.clone()));
                 tasks.spawn(connection.serve(io))

@@ -20,8 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use base64::Engine as _;
-use http::header::PROXY_AUTHORIZATION;
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::address::{Destination, MAX_NAME_BYTES};
@@ -253,9 +252,8 @@ async fn verify(users: &Authenticator, user: &[u8], password: &[u8]) -> Option<S
     let user = std::str::from_utf8(user).ok().filter(|user| !user.contains(':'))?;
     let password = std::str::from_utf8(password).ok()?;
     let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let mut headers = HeaderMap::new();
-    headers.insert(PROXY_AUTHORIZATION, HeaderValue::from_str(&format!("Basic {token}")).ok()?);
-    users.check(&headers).await.ok()
+    let value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    users.check(Some(&value)).await.ok()
 }
 
 /// Reads a SOCKS5 request (RFC 1928 §4) and answers at once what cannot be served.

@@ -18,12 +18,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpInfo;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
+use tokio::time::Instant;
 
 use crate::body::{Body, BoxError};
 use crate::config::{Config, MIN_RESPONSE_HEAD_BYTES, UpstreamProtocol, UpstreamUrl};
 use crate::upstream::connect::{ConnectError, Connector, HandshakeDeadline, ParentPeer};
 use crate::upstream::egress::EgressError;
 use crate::upstream::parent::ParentError;
+use crate::upstream::replay::{self, Replay};
 use crate::upstream::route_pool::RoutePool;
 
 /// Why an exchange with an upstream failed.
@@ -213,7 +215,9 @@ impl Upstream {
 
     /// Sends `request` (absolute URI) over a pooled connection and waits for the response head.
     /// An upgrade request always goes over HTTP/1.1. A plain `http://` request that a parent
-    /// proxy takes in absolute-form carries the parent's credentials.
+    /// proxy takes in absolute-form carries the parent's credentials. An idempotent request
+    /// that a reused connection lost as the upstream closed it is sent once more
+    /// ([`super::replay`]), within the same response timeout.
     pub async fn send(
         &self,
         mut request: Request<Body>,
@@ -231,8 +235,14 @@ impl Upstream {
             (Some(pool), _, false) => {
                 tokio::time::timeout(after, Box::pin(send_pooled(pool, request))).await
             }
-            (_, Some(http1), true) => tokio::time::timeout(after, send_via(http1, request)).await,
-            _ => tokio::time::timeout(after, send_via(&self.client, request)).await,
+            (_, Some(http1), true) => {
+                tokio::time::timeout(after, send_via(http1, request, None)).await
+            }
+            _ => {
+                // An upgrade is never sent twice: the upstream may have switched protocols.
+                let replay = if upgrade { None } else { Replay::of(&request) };
+                tokio::time::timeout(after, send_via(&self.client, request, replay)).await
+            }
         };
         match sent {
             Ok(Ok(answered)) => refused_by_parent(answered, target),
@@ -281,11 +291,30 @@ async fn send_pooled(pool: &RoutePool, request: Request<Body>) -> Result<Answere
     Ok(Answered { response, peer })
 }
 
+/// Sends `request` through hyper-util's client; sends `replay` once more when the pooled
+/// connection the request took closed before answering.
 async fn send_via(
     client: &Client<HandshakeDeadline, Body>,
     request: Request<Body>,
+    replay: Option<Replay>,
 ) -> Result<Answered, BoxError> {
-    let response = client.request(request).await?;
+    let started = Instant::now();
+    let response = match client.request(request).await {
+        Ok(response) => response,
+        Err(err) => match replay {
+            Some(replay)
+                if replay::reused_before(&err, started) && replay::connection_closed(&err) =>
+            {
+                tracing::debug!(
+                    error = ?err,
+                    "the upstream closed a reused connection as a request went out; sending it \
+                     again"
+                );
+                client.request(replay.into_request()).await?
+            }
+            _ => return Err(err.into()),
+        },
+    };
     // hyper-util's client reports the connection's addresses in the response's extensions;
     // a connection through a parent reports the parent's.
     let extensions = response.extensions();

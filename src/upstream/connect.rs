@@ -8,7 +8,11 @@
 //! A connection is an [`UpstreamStream`]: which way it went is decided once, when it is
 //! opened, so the pools that keep it need no key beyond the destination they already use. A
 //! connection to an HTTP parent that forwards requests tells hyper so
-//! (`Connected::proxy`), and hyper writes those requests in absolute-form.
+//! (`Connected::proxy`), and hyper writes those requests in absolute-form. Each is stamped with
+//! when it was opened ([`DialedAt`]): hyper-util's pooled client reports a connection's details
+//! with each response and each error, not whether it took the connection from its pool, and
+//! the stamp answers that (a connection opened before a request set off was reused, and may
+//! have met the upstream closing it: `super::replay`).
 
 use std::future::Future;
 use std::io;
@@ -24,6 +28,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 use crate::body::BoxError;
 use crate::config::UpstreamProtocol;
@@ -146,7 +151,7 @@ impl Connector {
                 }
             }
         };
-        Ok(UpstreamStream { io })
+        Ok(UpstreamStream { io, at: DialedAt(Instant::now()) })
     }
 }
 
@@ -175,11 +180,18 @@ pub struct ParentPeer {
     pub forwards: bool,
 }
 
+/// When a pooled connection was opened, in the [`Connected`] extras of every response and
+/// every error of hyper-util's client that came over it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct DialedAt(pub Instant);
+
 /// A connection the pooled clients dial: TCP straight to the upstream, or through a parent;
 /// holding its place under its dialer's caps while it is open.
 #[derive(Debug)]
 pub struct UpstreamStream {
     io: Io,
+    /// When it was opened.
+    at: DialedAt,
 }
 
 #[derive(Debug)]
@@ -210,7 +222,7 @@ impl UpstreamStream {
 
 impl Connection for UpstreamStream {
     fn connected(&self) -> Connected {
-        match &self.io {
+        let connected = match &self.io {
             Io::Direct(stream) => stream.connected(),
             Io::Parent(through) => {
                 Connected::new().proxy(through.carriage == Carriage::Forward).extra(ParentPeer {
@@ -218,7 +230,8 @@ impl Connection for UpstreamStream {
                     forwards: through.carriage == Carriage::Forward,
                 })
             }
-        }
+        };
+        connected.extra(self.at)
     }
 }
 

@@ -16,8 +16,12 @@
 //! The destination guard still judges what the client asked for: a name by the denied-host
 //! patterns (before this point), an address literal by the address rules here, since the
 //! parent, not sluice, resolves and connects.
+//!
+//! TLS to an `https://` parent is verified by [`ParentTrust`]: the built-in roots, plus the
+//! `ca` files of the parent's rule.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +33,8 @@ use rustls::pki_types::ServerName;
 use crate::config::UpstreamProtocol;
 use crate::config::parent::{ParentProxy, ParentRoute, ParentRule, ParentScheme};
 use crate::pac::HostMatch;
+use crate::tls::client::{UpstreamTls, client_config};
+use crate::tls::files::TlsFileError;
 use crate::upstream::dialer::{ConnectError, Dialer, StaticHosts, UpstreamTcp};
 use crate::upstream::parent::{
     self, Parent, ParentCredentials, ParentError, ParentProtocol, ParentStream, ParentTls,
@@ -122,6 +128,67 @@ struct Rule {
     plain_http: PlainHttp,
 }
 
+/// How TLS to `https://` parents is verified: the client configuration of upstreams without
+/// TLS settings of their own (the built-in roots), or for a parent with a `ca`, those roots
+/// plus its files. Both offer only HTTP/1.1 by ALPN, since `CONNECT` and forwarded requests
+/// are HTTP/1.1. The files are read when a configuration is built, so one that went bad after
+/// the check fails that build (start-up or reload) with its name, not a connection later.
+#[derive(Debug, Clone)]
+pub struct ParentTrust {
+    /// For parents without a `ca`.
+    default: Arc<rustls::ClientConfig>,
+    /// One configuration per distinct `ca` list.
+    with_ca: Vec<(Vec<PathBuf>, Arc<rustls::ClientConfig>)>,
+}
+
+impl ParentTrust {
+    /// Verification by `default`, the configuration of upstreams without TLS settings.
+    pub fn new(default: &Arc<rustls::ClientConfig>) -> ParentTrust {
+        ParentTrust { default: http1_only(default), with_ca: Vec::new() }
+    }
+
+    /// Also a configuration for the `ca` files of each of `parents` that has them.
+    pub fn add(&mut self, parents: &[ParentProxy]) -> Result<(), TlsFileError> {
+        for parent in parents {
+            if parent.ca.is_empty() || self.with_ca.iter().any(|(ca, _)| *ca == parent.ca) {
+                continue;
+            }
+            // The same roots as a route's `tls.ca`: built-in ones plus the files.
+            let tls = UpstreamTls { extra_roots: parent.ca.clone(), ..UpstreamTls::default() };
+            let config = client_config(&tls)?;
+            self.with_ca.push((parent.ca.clone(), http1_only(&config)));
+        }
+        Ok(())
+    }
+
+    /// The trust of every parent of `rules`.
+    pub fn for_rules(
+        rules: &[ParentRule],
+        default: &Arc<rustls::ClientConfig>,
+    ) -> Result<ParentTrust, TlsFileError> {
+        let mut trust = ParentTrust::new(default);
+        for rule in rules {
+            if let ParentRoute::Via(parents) = &rule.route {
+                trust.add(parents)?;
+            }
+        }
+        Ok(trust)
+    }
+
+    /// The configuration that verifies `parent`. A `ca` not [`add`](Self::add)ed falls back to
+    /// the built-in roots alone, which trust less, never more.
+    fn config_for(&self, parent: &ParentProxy) -> &Arc<rustls::ClientConfig> {
+        self.with_ca.iter().find(|(ca, _)| *ca == parent.ca).map_or(&self.default, |(_, c)| c)
+    }
+}
+
+/// `config`, offering only HTTP/1.1 by ALPN.
+fn http1_only(config: &Arc<rustls::ClientConfig>) -> Arc<rustls::ClientConfig> {
+    let mut http1 = (**config).clone();
+    http1.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(http1)
+}
+
 /// The parent rules of a configuration, or of a route's `upstream_proxy`, ready to dial.
 #[derive(Debug)]
 pub struct Egress {
@@ -135,24 +202,20 @@ pub struct Egress {
 
 impl Egress {
     /// The rules of `parents`, dialled by `connector` (which must not carry a guard), with
-    /// TLS to HTTPS parents by `tls` and each handshake bounded by `handshake`.
+    /// TLS to HTTPS parents verified by `trust` and each handshake bounded by `handshake`.
     pub fn new(
         parents: &[ParentRule],
         connector: Dialer,
-        tls: &Arc<rustls::ClientConfig>,
+        trust: &ParentTrust,
         handshake: Duration,
     ) -> Egress {
-        // CONNECT and forwarded requests are HTTP/1.1: an HTTPS parent is offered nothing else.
-        let mut http1 = (**tls).clone();
-        http1.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let http1 = Arc::new(http1);
         let rules = parents
             .iter()
             .map(|rule| {
                 let parents: Option<Vec<Parent>> = match &rule.route {
                     ParentRoute::Direct => None,
                     ParentRoute::Via(parents) => {
-                        Some(parents.iter().filter_map(|p| runtime_parent(p, &http1)).collect())
+                        Some(parents.iter().filter_map(|p| runtime_parent(p, trust)).collect())
                     }
                 };
                 let plain_http = parents.as_deref().map_or(PlainHttp::Tunnelled, plain_http_of);
@@ -167,29 +230,29 @@ impl Egress {
     pub fn via(
         parents: &[ParentProxy],
         connector: Dialer,
-        tls: &Arc<rustls::ClientConfig>,
+        trust: &ParentTrust,
         handshake: Duration,
     ) -> Egress {
         let rule = ParentRule { hosts: Vec::new(), route: ParentRoute::Via(parents.to_vec()) };
-        Egress::new(std::slice::from_ref(&rule), connector, tls, handshake)
+        Egress::new(std::slice::from_ref(&rule), connector, trust, handshake)
     }
 
     /// The egress of a route's or a target's `upstream_proxy` (`None` without one): its
-    /// `parents` dialled within `timeout`, with `hosts`, verified by `tls`. A client that
+    /// `parents` dialled within `timeout`, with `hosts`, verified by `trust`. A client that
     /// speaks HTTP/2 with prior knowledge (`protocol = "http2"`) to a plain `http://` upstream
     /// tunnels it, since a parent forwards HTTP/1.1 only.
     pub fn for_upstream(
         parents: &[ParentProxy],
         timeout: Duration,
         hosts: &StaticHosts,
-        tls: &Arc<rustls::ClientConfig>,
+        trust: &ParentTrust,
         protocol: UpstreamProtocol,
     ) -> Option<Arc<Egress>> {
         if parents.is_empty() {
             return None;
         }
         let dialer = Dialer::new(timeout, hosts.clone(), None);
-        let egress = Egress::via(parents, dialer, tls, timeout);
+        let egress = Egress::via(parents, dialer, trust, timeout);
         Some(Arc::new(match protocol {
             UpstreamProtocol::Http2 => egress.tunnelling_only(),
             UpstreamProtocol::Auto | UpstreamProtocol::Http1 => egress,
@@ -359,13 +422,13 @@ fn plain_http_of(parents: &[Parent]) -> PlainHttp {
 }
 
 /// A configured parent as the handshake needs it.
-fn runtime_parent(config: &ParentProxy, tls: &Arc<rustls::ClientConfig>) -> Option<Parent> {
+fn runtime_parent(config: &ParentProxy, trust: &ParentTrust) -> Option<Parent> {
     let address: Authority = config.url().split_once("://")?.1.parse().ok()?;
     let protocol = match config.scheme {
         ParentScheme::Http => ParentProtocol::Http,
         ParentScheme::Socks5 => ParentProtocol::Socks5,
         ParentScheme::Https => ParentProtocol::Https(ParentTls {
-            config: tls.clone(),
+            config: trust.config_for(config).clone(),
             server_name: ServerName::try_from(config.host.clone()).ok()?,
         }),
     };

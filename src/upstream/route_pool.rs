@@ -15,6 +15,7 @@ use std::time::Duration;
 use http::header::HOST;
 use http::{HeaderValue, Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_rustls::MaybeHttpsStream;
 
@@ -23,6 +24,7 @@ use tower_service::Service;
 
 use crate::body::{Body, BoxError};
 use crate::upstream::connect::HandshakeDeadline;
+use crate::upstream::replay::{self, Replay};
 
 /// HTTP/1.1 connections to one route's upstream.
 #[derive(Debug, Clone)]
@@ -86,8 +88,11 @@ impl RoutePool {
     /// Sends `request` over an idle connection, or a new one, and waits for the response head.
     ///
     /// A request that never left because its pooled connection had been closed meanwhile (the
-    /// upstream closed it while it sat idle) is sent again on another connection; one that
-    /// was written is never repeated. A request on a new connection is not retried, so the
+    /// upstream closed it while it sat idle) is sent again on another connection. One that was
+    /// written on a reused connection that then closed without an answer (the upstream's
+    /// keep-alive timeout struck as it went out) is sent once more on a new connection when
+    /// it is idempotent and its body can be sent again ([`replay`](super::replay)); any other
+    /// written request is never repeated. A request on a new connection is not retried, so the
     /// attempts are bounded by the idle connections there were. Returns the response with the
     /// upstream address of its connection, when known.
     pub async fn send(
@@ -105,24 +110,51 @@ impl RoutePool {
             request.headers_mut().insert(HOST, self.inner.host.clone());
         }
         loop {
-            let (mut sender, addr, reused) = match self.checkout() {
+            let (sender, addr, reused) = match self.checkout() {
                 Some(idle) => (idle.sender, idle.addr, true),
                 None => {
                     let (sender, addr) = self.connect().await?;
                     (sender, addr, false)
                 }
             };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.release_when_ready(sender, addr);
-                    return Ok((response, addr));
-                }
+            // Only a request on a reused connection can meet the keep-alive race.
+            let replay = if reused { Replay::of(&request) } else { None };
+            match self.try_send(sender, addr, request).await {
+                Ok(answered) => return Ok(answered),
                 Err(mut failed) => match failed.take_message() {
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(failed.into_error().into()),
+                    _ => {
+                        let error = failed.into_error();
+                        return match replay {
+                            Some(replay) if replay::connection_closed(&error) => {
+                                tracing::debug!(
+                                    origin = %self.inner.origin,
+                                    "the upstream closed a reused connection as a request went \
+                                     out ({error}); sending it again on a new connection"
+                                );
+                                let (sender, addr) = self.connect().await?;
+                                let again = self.try_send(sender, addr, replay.into_request());
+                                again.await.map_err(|failed| failed.into_error().into())
+                            }
+                            _ => Err(error.into()),
+                        };
+                    }
                 },
             }
         }
+    }
+
+    /// Sends `request` over `sender`, returning the connection to the idle stack once it is
+    /// free again.
+    async fn try_send(
+        &self,
+        mut sender: SendRequest<Body>,
+        addr: Option<SocketAddr>,
+        request: Request<Body>,
+    ) -> Result<(Response<Incoming>, Option<SocketAddr>), TrySendError<Request<Body>>> {
+        let response = sender.try_send_request(request).await?;
+        self.release_when_ready(sender, addr);
+        Ok((response, addr))
     }
 
     /// The most recently used idle connection that is still open and not too old.

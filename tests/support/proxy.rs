@@ -11,6 +11,14 @@ use tokio::task::JoinHandle;
 
 use super::within;
 
+/// With `SLUICE_TEST_PATH=general`, every request takes the general path: CI runs the protocol
+/// tests once that way and once with the HTTP/1 fast path on (the default).
+fn force_path(config: &mut Config) {
+    if std::env::var("SLUICE_TEST_PATH").as_deref() == Ok("general") {
+        config.http1_fast_path = false;
+    }
+}
+
 /// A running proxy; dropping it leaves the task running until the test runtime ends.
 pub struct TestProxy {
     /// Where the proxy's first listener accepts.
@@ -41,6 +49,7 @@ impl TestProxy {
         if config.access_log.destination == LogDestination::Stdout {
             config.access_log.enabled = false;
         }
+        force_path(&mut config);
         TestProxy::launch(ConfigSource::Fixed(Box::new(config.clone())), config).await
     }
 
@@ -48,7 +57,8 @@ impl TestProxy {
     pub async fn from_file(path: &Path) -> TestProxy {
         let source =
             ConfigSource::Command { file: Some(path.to_owned()), overrides: Default::default() };
-        let config = source.load().expect("test config is valid");
+        let mut config = source.load().expect("test config is valid");
+        force_path(&mut config);
         TestProxy::launch(source, config).await
     }
 

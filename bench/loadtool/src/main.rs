@@ -7,23 +7,17 @@
 //!   drained and answered `ok`, `/sse` an event every 10 ms carrying its send time, `/ws` a
 //!   WebSocket echo) and a raw TCP "blast" server on 127.0.0.1:P+1 (after the client's first
 //!   byte it writes 64 KiB chunks until the peer goes away).
-<<<<<<< HEAD
 //! - `bulk addr=A [target=T [socks=1]] conns=N secs=S`: bytes/s read from the blast server,
 //!   directly (`addr` is the blast server) or through `CONNECT target` at `addr` (a SOCKS5
 //!   `CONNECT` with `socks=1`; `target` an IPv4 `address:port`).
 //! - `connrate addr=A target=T [socks=1] conns=N secs=S`: CONNECT (or SOCKS5) tunnels set up
 //!   (and closed) per second.
-//! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50/p99 in µs).
-//! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p99.
-=======
-//! - `bulk addr=A [proxy=1 target=T] conns=N secs=S`: bytes/s read from the blast server,
-//!   directly (`addr` is the blast server) or through `CONNECT target` at `addr`.
-//! - `connrate addr=A target=T conns=N secs=S`: CONNECT tunnels set up (and closed) per second.
 //! - `sse addr=A uri=U streams=N secs=S`: arrival delay of SSE events (p50, p90, p99 and
 //!   p99.9 in µs).
 //! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p50, p90,
 //!   p99 and p99.9 in µs.
->>>>>>> 3d3786b (bench: SVG charts of every run, and of the published full run)
+//! - `echo addr=A [target=T] [socks=1] clients=N size=B secs=S [count=C]`: small messages
+//!   through tunnels: echo messages/s and RTT p99.
 //! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
 //!   connections (one request each, or one tunnel each), leaves them idle for `settle` ms
 //!   (default 2500), prints `READY ok=..`, holds them `hold` seconds.
@@ -109,9 +103,10 @@ fn main() {
             "connrate" => connrate(&args).await,
             "sse" => sse(&args).await,
             "ws" => ws(&args).await,
+            "echo" => echo(&args).await,
             "idle" => idle(&args).await,
             "ai" => ai(&args).await,
-            _ => fail("usage: sluice-bench origin|bulk|connrate|sse|ws|idle|ai key=value..."),
+            _ => fail("usage: sluice-bench origin|bulk|connrate|sse|ws|echo|idle|ai key=value..."),
         }
     });
     if let Err(e) = result {
@@ -579,6 +574,79 @@ async fn ws(args: &Args) -> Res<()> {
     let el = start.elapsed().as_secs_f64();
     all.sort_unstable();
     println!("msgs={:.0} {}", all.len() as f64 / el, percentiles(&all));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- tunnel echo
+
+/// Small interactive messages through tunnels: `clients` tunnels (CONNECT, or SOCKS5 with
+/// `socks=1`) through `addr` to an echo server this command runs itself (or `target`), each
+/// sending `size` bytes and waiting for them to come back, for `secs` (or `count` messages per
+/// client, when given).
+async fn echo(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let socks = args.num("socks", 0) == 1;
+    let clients = args.num("clients", 64);
+    let size = args.num("size", 128) as usize;
+    let secs = args.num("secs", 5).min(10);
+    let count = args.num("count", 0);
+    let mut target = args.str("target", "");
+    if target.is_empty() {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        target = listener.local_addr()?.to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.set_nodelay(true);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+    }
+    let mut streams = Vec::new();
+    for _ in 0..clients {
+        streams.push(tunnel(addr, &target, socks).await?);
+    }
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for mut s in streams {
+        tasks.push(tokio::spawn(async move {
+            let payload = vec![b'e'; size];
+            let mut back = vec![0u8; size];
+            let mut rtts = Vec::new();
+            let run = async {
+                while count == 0 || rtts.len() < count as usize {
+                    let t0 = Instant::now();
+                    s.write_all(&payload).await?;
+                    s.read_exact(&mut back).await?;
+                    rtts.push(t0.elapsed().as_nanos() as u64);
+                }
+                Ok::<_, std::io::Error>(())
+            };
+            let _ = tokio::time::timeout_at(deadline.into(), run).await;
+            rtts
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        if let Ok(r) = t.await {
+            all.extend(r);
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    println!(
+        "msgs={:.0} total={} p99_us={:.1}",
+        all.len() as f64 / el,
+        all.len(),
+        percentile(&all, 0.99) as f64 / 1e3
+    );
     Ok(())
 }
 

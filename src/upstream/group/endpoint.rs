@@ -21,7 +21,7 @@ use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, OpenConnections, StaticHosts};
-use crate::upstream::egress::Egress;
+use crate::upstream::egress::{Egress, ParentTrust};
 use crate::uri::path;
 
 /// A target's client could not be set up.
@@ -35,6 +35,15 @@ pub enum TargetError {
         /// Which file, and why.
         #[source]
         source: TlsFileError,
+    },
+    /// A `ca` file of the target's `upstream_proxy` is unusable.
+    #[error("target {target}: TLS to its upstream_proxy cannot be set up")]
+    ProxyTls {
+        /// The target's name.
+        target: String,
+        /// Which file, and why (boxed: a rare error keeps the enum small).
+        #[source]
+        source: Box<TlsFileError>,
     },
     /// `tls.server_name` is not a DNS name or IP address.
     #[error("target {target}: `{name}` is not a valid TLS server name")]
@@ -101,8 +110,8 @@ pub struct Blueprint {
     route_request_headers: HeaderRules,
     settings: UpstreamSettings,
     hosts: StaticHosts,
-    /// Verifies HTTPS parent proxies (`upstream_proxy`).
-    parent_tls: Arc<rustls::ClientConfig>,
+    /// Verifies HTTPS parent proxies (`upstream_proxy`, with their `ca` files).
+    parent_trust: ParentTrust,
     targets: Vec<TargetPlan>,
     probe: Option<ProbeKind>,
 }
@@ -125,7 +134,12 @@ impl Blueprint {
             ..pool
         };
         let mut targets = Vec::with_capacity(group.targets.len());
+        let mut parent_trust = ParentTrust::new(default_tls);
         for config in &group.targets {
+            parent_trust.add(&config.upstream_proxy).map_err(|source| TargetError::ProxyTls {
+                target: config.name.clone(),
+                source: Box::new(source),
+            })?;
             let tls = if config.tls == UpstreamTls::default() {
                 default_tls.clone()
             } else {
@@ -161,7 +175,7 @@ impl Blueprint {
             route_request_headers: route.request_headers.clone(),
             settings,
             hosts: hosts.clone(),
-            parent_tls: default_tls.clone(),
+            parent_trust,
             targets,
             probe: group.health_check.as_ref().map(|check| check.probe.clone()),
         })
@@ -281,7 +295,7 @@ impl Blueprint {
             &plan.config.upstream_proxy,
             self.settings.connect,
             &hosts,
-            &self.parent_tls,
+            &self.parent_trust,
             plan.config.protocol,
         ) {
             connector = connector.through(egress);
@@ -358,6 +372,7 @@ fn fingerprint(config: &TargetConfig) -> u64 {
     format!("{:?}", config.tls).hash(&mut hasher);
     for parent in &config.upstream_proxy {
         parent.url().hash(&mut hasher);
+        parent.ca.hash(&mut hasher);
         if let Some((user, password)) = &parent.credentials {
             (user, password.expose()).hash(&mut hasher);
         }

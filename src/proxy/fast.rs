@@ -1,0 +1,697 @@
+//! The HTTP/1 fast path: the same phases as [`crate::proxy::handle`] for a plain HTTP/1.1
+//! request to a route whose upstream speaks plain HTTP/1.1, with sluice's own codec
+//! (`h1`) on both sides instead of hyper's server, `http::Request`, a `HeaderMap` and the
+//! pooled client.
+//!
+//! The request head is parsed in place in the client connection's buffer; admission, routing,
+//! picking the upstream and the header rewrite are the same functions the general path runs
+//! ([`admit`], [`reverse::route_head`], [`pick_upstream`], [`reverse::Rewrite`]), reading the
+//! head through [`crate::proxy::head::Head`] and producing the edits the general path applies to its map; the
+//! upstream head is written straight into an output buffer with those edits applied while the
+//! field lines are copied, and sent over a connection the downstream connection's task takes
+//! from the route's [`FastPool`] and gives back once the response has been read to its end.
+//! The response head is rewritten the same way and the body relayed by its framing.
+//!
+//! [`decide`] makes the choice once per request, before any phase runs, and the choice is
+//! counted (`sluice_requests_path_total{path}`). Everything it does not take goes to the
+//! general path, which then serves the connection from that request on, with the bytes
+//! already read in front of the socket: upgrades and CONNECT, `Expect`, chunked request bodies, bodies over the route's limit, TRACE
+//! and OPTIONS (Max-Forwards), absolute-form targets (the forward proxy), the PAC file,
+//! requests no route takes, routes with several targets, routes that cache, routes reached
+//! through an `upstream_proxy`, upstreams over TLS or HTTP/2, a head that has not arrived whole by the first read after the connection woke
+//! (hyper's header timeout then applies to the rest of it), and every head the parser refuses (the wire guard and hyper answer those, so a
+//! refusal is the general path's by construction).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::header::HOST;
+use http::{HeaderName, HeaderValue, Method, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::downstream::Downstream;
+use crate::downstream::h1::{ClientConn, write_both};
+use crate::downstream::hold::ConnectionHold;
+use crate::error::{self, ProxyError};
+use crate::h1::body::{BodyRelay, Plan, Step};
+use crate::h1::fields::Field;
+use crate::h1::request::{self, RequestHead};
+use crate::h1::response::{self, Answering, RESPONSE_LIMITS};
+use crate::h1::{Framing, HeadLimits, Parsed, Version, buffers, date, write};
+use crate::headers::edit::{self, Edit};
+use crate::observe::metrics::RequestPath;
+use crate::observe::{Failure, Mode, RequestId};
+use crate::proxy::context::{Received, RequestContext};
+use crate::proxy::reverse::{self, Rewrite, Routed};
+use crate::proxy::router::Route;
+use crate::proxy::state::{ListenerContext, Proxy};
+use crate::proxy::{Destination, Picked, RequestKind, admit, classify_head, exchange};
+use crate::proxy::{answer, pick_upstream};
+use crate::upstream::client::UpstreamError;
+use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
+
+/// What became of the request at the front of a client connection's buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// Served; the connection may carry the next request.
+    KeepAlive,
+    /// Served (or failed); the connection must close.
+    Close,
+    /// Not for the fast path: nothing of it was consumed, the general path takes the connection.
+    General,
+}
+
+/// The decision, once per request: the route the request goes to when the fast path serves
+/// it, `None` when the general path does. Pure: no phase has run yet.
+pub fn decide<'p>(
+    head: &RequestHead<'_>,
+    proxy: &'p Proxy,
+    listener: &ListenerContext,
+) -> Option<&'p Route> {
+    let plain = !head.wants_upgrade
+        && !head.expect
+        && head.method != Method::CONNECT
+        && head.method != Method::TRACE
+        && head.method != Method::OPTIONS
+        && matches!(head.framing, Framing::Empty | Framing::Length(_));
+    if !plain || classify_head(head, false, listener.modes, &proxy.router) != RequestKind::Origin {
+        return None;
+    }
+    if head.uri.authority().is_some() || !listener.modes.reverse {
+        return None;
+    }
+    if listener.modes.forward
+        && proxy.config.pac.is_some()
+        && answer::is_pac(&head.method, &head.uri)
+    {
+        return None;
+    }
+    let (_, route) = reverse::find(head, proxy);
+    let route = route?;
+    // Only a route that can be served here has a pool (`router::serves_fast`).
+    route.fast.as_ref()?;
+    match head.framing {
+        Framing::Length(n) if n > route.config.max_body_bytes => None,
+        _ => Some(route),
+    }
+}
+
+/// Serves the request whose head starts `client`'s buffer, when the fast path takes it;
+/// `fields` is the connection's reusable field list, `last` says the connection closes after
+/// this request (`limits.max_requests_per_connection`).
+#[allow(clippy::too_many_arguments)]
+pub async fn serve(
+    client: &mut ClientConn,
+    fields: &mut Vec<Field>,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+    downstream: &Downstream,
+    hold: &Arc<ConnectionHold>,
+    last: bool,
+) -> Served {
+    let limits = HeadLimits {
+        max_bytes: proxy.config.limits.max_request_head_bytes,
+        max_fields: proxy.config.limits.max_request_headers,
+    };
+    let Ok(Parsed::Complete(head)) = request::parse(client.buffered(), limits, fields) else {
+        return Served::General;
+    };
+    if decide(&head, proxy, listener).is_none() {
+        return Served::General;
+    }
+    let metrics = &proxy.observer.metrics;
+    metrics.request_path(RequestPath::Fast);
+    let id_name = &proxy.config.request_id.header;
+    let id = RequestId::for_value(head.fields.get(id_name.as_str()), &proxy.config.request_id);
+    let observer = &proxy.observer;
+    let logged_headers = observer
+        .wanted_headers()
+        .iter()
+        .filter_map(|name| {
+            let value = head.fields.get(name.as_str())?;
+            Some((name.clone(), HeaderValue::from_bytes(value).ok()?))
+        })
+        .collect();
+    let received = Received {
+        method: head.method.clone(),
+        target: head.uri.clone(),
+        version: head.version.as_http(),
+        logged_headers,
+        has_body: head.framing != Framing::Empty,
+    };
+    let mut ctx = RequestContext::begin(
+        received,
+        Mode::Reverse,
+        id,
+        downstream.clone(),
+        listener.scheme,
+        hold.clone(),
+        observer,
+    );
+    // The phases up to the upstream head, while the request head is borrowed from the buffer.
+    let prepared = prepare(&head, &mut ctx, proxy, listener).await;
+    let head_len = head.len;
+    let framing = head.framing;
+    let client_side = ClientSide {
+        version: head.version,
+        keep_alive: head.keep_alive,
+        limit_reached: last,
+        trailers: head.accepts_trailers,
+    };
+    // A refusal is written in HTTP/1.1 with its own framing: an HTTP/1.0 client's connection
+    // closes after it.
+    let refusal_closes = last || !head.keep_alive || head.version == Version::Http10;
+    let method_head = head.method == Method::HEAD;
+    drop(head);
+    let (routed, upstream_head) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            client.consume(head_len);
+            return refuse(client, err, framing, ctx, proxy, refusal_closes).await;
+        }
+    };
+    client.consume(head_len);
+    let answering = Answering { head: method_head };
+    let exchanged =
+        relay(client, &routed, &upstream_head, framing, answering, client_side, &mut ctx, proxy)
+            .await;
+    buffers::give(upstream_head);
+    match exchanged {
+        Ok(served) => {
+            ctx.finish();
+            served
+        }
+        Err(Unfinished::BeforeResponse(err)) => {
+            // Nothing reached the client yet: it gets the error the general path renders.
+            refuse(client, err, Framing::Empty, ctx, proxy, true).await
+        }
+        Err(Unfinished::Midway(failure)) => {
+            ctx.failure = Some(failure);
+            ctx.finish();
+            Served::Close
+        }
+    }
+}
+
+/// The phases from admission to the upstream head: admit, route, pick upstream, prepare.
+async fn prepare<'p>(
+    head: &RequestHead<'_>,
+    ctx: &mut RequestContext,
+    proxy: &'p Proxy,
+    listener: &ListenerContext,
+) -> Result<(Routed<'p>, Vec<u8>), ProxyError> {
+    match admit(head, RequestKind::Origin, ctx, proxy, listener).await? {
+        Destination::Route => {}
+        // `decide` let through only origin-form requests that are not for the PAC file.
+        _ => return Err(ProxyError::NotServed(crate::error::NotServed::NoRoute)),
+    }
+    let routed = reverse::route_head(head, ctx, proxy)?;
+    // `decide` took only routes with one upstream: the pick is its client.
+    let Picked::Client(_) = pick_upstream(&routed) else {
+        return Err(ProxyError::NotServed(crate::error::NotServed::NoRoute));
+    };
+    let rewrite = Rewrite::new(&routed, ctx, proxy);
+    let mut edits = Vec::with_capacity(8);
+    rewrite.edits(&routed, ctx, proxy, head.version.as_http(), &mut edits);
+    let mut out = buffers::take();
+    let target = routed.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    write::request_line(&mut out, head.method.as_str().as_bytes(), target.as_bytes());
+    let keep_length = matches!(head.framing, Framing::Length(_));
+    // A client's `X_Api_Key` beside an injected `X-Api-Key` would reach a CGI-style origin as
+    // the same variable: dropped, as the general path drops it (`lookalike::drop_lookalikes`).
+    let owned = &routed.route.owned_names;
+    let written = write::fields_without(&mut out, &head.fields, &edits, keep_length, |name| {
+        owned.drops(name)
+    });
+    if !written.host {
+        // A rule removed `Host`: the upstream's authority, as the general client sends.
+        write::field(&mut out, HOST.as_str().as_bytes(), routed.route.upstream_host.as_bytes());
+    }
+    write::end(&mut out);
+    Ok((routed, out))
+}
+
+/// How an exchange that did not complete ended.
+#[derive(Debug)]
+enum Unfinished {
+    /// Before anything was sent to the client: render this error.
+    BeforeResponse(ProxyError),
+    /// After the response head was sent: the connection closes.
+    Midway(Failure),
+}
+
+/// The send and respond phases: the upstream head and the request body out, the response head
+/// and body back, over a connection from the route's pool.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    client: &mut ClientConn,
+    routed: &Routed<'_>,
+    upstream_head: &[u8],
+    framing: Framing,
+    answering: Answering,
+    client_side: ClientSide,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+) -> Result<Served, Unfinished> {
+    let route = routed.route;
+    let Some(pool) = route.fast.as_ref() else {
+        return Err(Unfinished::BeforeResponse(ProxyError::NotServed(
+            crate::error::NotServed::NoRoute,
+        )));
+    };
+    let settings = *route.upstream.settings();
+    let authority = &route.config.upstream.authority;
+    let mut response = buffers::take();
+    let result = async {
+        let mut conn = send(client, pool, false, routed, upstream_head, framing, ctx).await?;
+        let after = settings.response_header;
+        let deadline = Instant::now() + after;
+        let mut retried = false;
+        let answer = loop {
+            if let Some(answer) =
+                respond_head(&response, answering, client_side, routed, ctx, proxy)
+                    .map_err(Unfinished::BeforeResponse)?
+            {
+                break answer;
+            }
+            let read = tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut response));
+            match read.await {
+                // A pooled connection the upstream closed as the request went out: nothing of
+                // a request without a body can have been processed, so it goes once more, on a
+                // new connection (as the general client retries it).
+                Ok(Ok(0) | Err(_))
+                    if conn.reused
+                        && !retried
+                        && response.is_empty()
+                        && framing == Framing::Empty =>
+                {
+                    retried = true;
+                    conn = send(client, pool, true, routed, upstream_head, framing, ctx).await?;
+                }
+                Ok(Ok(0)) => return Err(exchange_failed(authority, ExchangeFailure::Closed)),
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => return Err(exchange_failed(authority, ExchangeFailure::Io(err))),
+                Err(_) => {
+                    let target = authority.clone();
+                    let err = UpstreamError::ResponseTimeout { target, after };
+                    return Err(Unfinished::BeforeResponse(err.into()));
+                }
+            }
+        };
+        ctx.answered_by(conn.peer);
+        ctx.status = answer.status.as_u16();
+        let Answer { len, head: out, plan, keep_alive, .. } = answer;
+        let mut out = out;
+        response.drain(..len.min(response.len()));
+        let body =
+            send_body(client, &mut conn, &mut response, &mut out, plan, &settings, ctx).await;
+        buffers::give(out);
+        match body {
+            Ok(()) if keep_alive && response.is_empty() => pool.release("", conn),
+            Ok(()) => {}
+            Err(failure) => return Err(Unfinished::Midway(failure)),
+        }
+        if client_side.closes(plan) { Ok(Served::Close) } else { Ok(Served::KeepAlive) }
+    }
+    .await;
+    response.clear();
+    buffers::give(response);
+    result
+}
+
+/// An upstream exchange failure before the response head, as the general client reports it.
+fn exchange_failed(target: &http::uri::Authority, failure: ExchangeFailure) -> Unfinished {
+    let err = UpstreamError::Exchange { target: target.clone(), source: Box::new(failure) };
+    Unfinished::BeforeResponse(err.into())
+}
+
+/// Takes a connection from `pool` (or dials a new one, when `fresh`) and sends the upstream
+/// head and the request body.
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    client: &mut ClientConn,
+    pool: &FastPool,
+    fresh: bool,
+    routed: &Routed<'_>,
+    upstream_head: &[u8],
+    framing: Framing,
+    ctx: &mut RequestContext,
+) -> Result<H1Conn, Unfinished> {
+    let route = routed.route;
+    let authority = &route.config.upstream.authority;
+    let (host, port) = (authority.host(), authority.port_u16().unwrap_or(80));
+    let connector = route.upstream.connector();
+    let connected = if fresh {
+        connector.connect(host, port).await.map(|stream| {
+            let peer = stream.get_ref().peer_addr().ok();
+            H1Conn { stream, peer, reused: false }
+        })
+    } else {
+        pool.connection(connector, "", host, port).await
+    };
+    let mut conn = connected.map_err(|source| {
+        let err = UpstreamError::Connect { target: authority.clone(), source };
+        Unfinished::BeforeResponse(err.into())
+    })?;
+    let Framing::Length(length) = framing else {
+        conn.stream
+            .write_all(upstream_head)
+            .await
+            .map_err(|err| exchange_failed(authority, ExchangeFailure::Io(err)))?;
+        return Ok(conn);
+    };
+    let meter = ctx.received.clone();
+    let count = |n: usize| {
+        if let Some(meter) = &meter {
+            meter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    };
+    let mut remaining = length;
+    let first = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+    let body = client.buffered().get(..first).unwrap_or_default();
+    write_both(&mut conn.stream, upstream_head, body)
+        .await
+        .map_err(|err| exchange_failed(authority, ExchangeFailure::Io(err)))?;
+    count(first);
+    client.consume(first);
+    remaining -= first as u64;
+    while remaining > 0 {
+        let n = client.read_more().await.unwrap_or(0);
+        if n == 0 {
+            // The client went away in the middle of its body.
+            ctx.failure = Some(Failure::ClientClosed);
+            return Err(Unfinished::Midway(Failure::ClientClosed));
+        }
+        let take = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let piece = client.buffered().get(..take).unwrap_or_default();
+        conn.stream
+            .write_all(piece)
+            .await
+            .map_err(|err| exchange_failed(authority, ExchangeFailure::Io(err)))?;
+        count(take);
+        client.consume(take);
+        remaining -= take as u64;
+    }
+    Ok(conn)
+}
+
+/// What the response depends on in the client's request and connection.
+#[derive(Debug, Clone, Copy)]
+struct ClientSide {
+    /// The client's HTTP version: an HTTP/1.0 client is answered in HTTP/1.0, with no chunks.
+    version: Version,
+    /// Whether the client asked to keep the connection open.
+    keep_alive: bool,
+    /// Whether this is the connection's last request (`limits.max_requests_per_connection`).
+    limit_reached: bool,
+    /// Whether the client accepts trailer fields.
+    trailers: bool,
+}
+
+impl ClientSide {
+    /// Whether the connection closes after a response body sent as `plan`.
+    fn closes(self, plan: Plan) -> bool {
+        self.limit_reached || !self.keep_alive || plan.closes()
+    }
+
+    /// The `Connection` value the response carries, as hyper's server writes it: `close` on an
+    /// HTTP/1.1 connection that closes, `keep-alive` on an HTTP/1.0 one that stays open.
+    fn connection(self, plan: Plan) -> Option<&'static [u8]> {
+        match (self.version, self.closes(plan)) {
+            (_, true) if self.limit_reached => Some(b"close"),
+            (Version::Http11, true) => Some(b"close"),
+            (Version::Http10, false) => Some(b"keep-alive"),
+            _ => None,
+        }
+    }
+}
+
+/// A response head, rewritten for the client.
+#[derive(Debug)]
+struct Answer {
+    /// Bytes of the upstream's head (the body follows).
+    len: usize,
+    status: StatusCode,
+    /// The head for the client, in an output buffer the body follows in.
+    head: Vec<u8>,
+    plan: Plan,
+    /// Whether the upstream connection can carry another request after this body.
+    keep_alive: bool,
+}
+
+/// The respond phase for a response head at the start of `buf`: `None` until it is all there.
+fn respond_head(
+    buf: &[u8],
+    answering: Answering,
+    client_side: ClientSide,
+    routed: &Routed<'_>,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+) -> Result<Option<Answer>, ProxyError> {
+    let mut fields = Vec::new();
+    let max_head = routed.route.upstream.settings().max_response_head;
+    let head = match response::parse_within(buf, answering, &mut fields, max_head) {
+        Ok(Parsed::Complete(head)) => head,
+        Ok(Parsed::Partial) => return Ok(None),
+        Err(err) => {
+            let target = routed.route.config.upstream.authority.clone();
+            let source = Box::new(ExchangeFailure::Protocol(err));
+            return Err(UpstreamError::Exchange { target, source }.into());
+        }
+    };
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        // We never ask for an upgrade on this path, so this upstream broke the protocol.
+        let target = routed.route.config.upstream.authority.clone();
+        return Err(ProxyError::UnexpectedUpgrade { target });
+    }
+    let route = &routed.route.config;
+    let rules = [&route.response_headers, &proxy.config.headers.response];
+    let mut edits = Vec::with_capacity(4);
+    exchange::response_edits(&rules, proxy.via(), head.version.as_http(), &mut edits);
+    // Clients of an API quote this id when something went wrong; an upstream that sets its
+    // own keeps it (as the general path does after the respond phase).
+    let id_name: &HeaderName = &proxy.config.request_id.header;
+    let id_value = ctx.id_header();
+    let has_id = (head.fields.get(id_name.as_str()).is_some()
+        && !edit::drops(&edits, id_name.as_str().as_bytes()))
+        || edit::additions(&edits).any(|(name, _)| name == id_name);
+    if !has_id {
+        edits.push(Edit::Append(id_name, &id_value));
+    }
+    let http11 = client_side.version == Version::Http11;
+    let plan = Plan::for_receiver(head.framing, http11, client_side.trailers);
+    let mut out = buffers::take();
+    if http11 {
+        write::status_line(&mut out, head.status, head.reason);
+    } else {
+        write::status_line_http10(&mut out, head.status, head.reason);
+    }
+    // A body-less response (HEAD, 204, 304) keeps the length it declares, as hyper does.
+    let keep_length = plan == Plan::Empty;
+    let written = write::fields(&mut out, &head.fields, &edits, keep_length);
+    match plan {
+        Plan::Length(n) => {
+            let mut digits = [0u8; 20];
+            write::field(&mut out, b"content-length", decimal(n, &mut digits));
+        }
+        Plan::Chunks { .. } | Plan::Chunk => {
+            write::field(&mut out, b"transfer-encoding", b"chunked");
+        }
+        Plan::Empty | Plan::Unchunk | Plan::UntilClose => {}
+    }
+    if !written.date {
+        date::append_line(&mut out);
+    }
+    if let Some(connection) = client_side.connection(plan) {
+        write::field(&mut out, b"connection", connection);
+    }
+    write::end(&mut out);
+    Ok(Some(Answer {
+        len: head.len,
+        status: head.status,
+        head: out,
+        plan,
+        keep_alive: head.keep_alive,
+    }))
+}
+
+/// Relays the response body after its head (already in `out`), as `plan` says, reading from
+/// the upstream with the body idle timeout; counts what reaches the client.
+async fn send_body(
+    client: &mut ClientConn,
+    conn: &mut H1Conn,
+    input: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    plan: Plan,
+    settings: &crate::upstream::client::UpstreamSettings,
+    ctx: &mut RequestContext,
+) -> Result<(), Failure> {
+    let mut relay = BodyRelay::new(plan, RESPONSE_LIMITS.max_bytes);
+    let mut at = 0;
+    let client_gone = Failure::ClientClosed;
+    loop {
+        let window = input.get(at..).unwrap_or_default();
+        let step = relay
+            .step(window)
+            .map_err(|_| Failure::Proxy(crate::error::ErrorKind::HttpProtocolError))?;
+        match step {
+            Step::Copy(n) => {
+                out.extend_from_slice(window.get(..n).unwrap_or_default());
+                at += n;
+            }
+            Step::Skip(n) => at += n,
+            Step::Emit(bytes) => out.extend_from_slice(bytes),
+            Step::ChunkHeader(n) => {
+                let mut hex = [0u8; 16];
+                out.extend_from_slice(hex_of(n, &mut hex));
+                out.extend_from_slice(b"\r\n");
+            }
+            Step::Done => break,
+            Step::More => {
+                input.drain(..at);
+                at = 0;
+                // What is ready goes out before waiting: a streamed body (SSE) must not wait
+                // for the next piece.
+                if !out.is_empty() {
+                    client.write_all(out, &[]).await.map_err(|_| client_gone)?;
+                    out.clear();
+                }
+                let read = tokio::time::timeout(settings.body_idle, conn.stream.read_buf(input));
+                match read.await {
+                    Ok(Ok(0)) => {
+                        let end = relay.finish().map_err(|_| {
+                            Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated)
+                        })?;
+                        out.extend_from_slice(end);
+                        break;
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => {
+                        flush_partial(client, out).await;
+                        return Err(Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated));
+                    }
+                    Err(_) => {
+                        flush_partial(client, out).await;
+                        return Err(Failure::Proxy(crate::error::ErrorKind::HttpResponseTimeout));
+                    }
+                }
+            }
+        }
+    }
+    input.drain(..at);
+    ctx.sent = relay.data_received();
+    client.write_all(out, &[]).await.map_err(|_| client_gone)?;
+    Ok(())
+}
+
+/// What was relayed so far still goes out before the connection closes on a failure.
+async fn flush_partial(client: &mut ClientConn, out: &[u8]) {
+    let _ = client.write_all(out, &[]).await;
+}
+
+/// `n` in decimal.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(digit) = buf.get_mut(at) {
+            *digit = b'0' + (n % 10) as u8;
+        }
+        n /= 10;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
+/// `n` in upper-case hexadecimal, as hyper writes chunk sizes.
+fn hex_of(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        if let Some(digit) = buf.get_mut(at) {
+            *digit = b"0123456789ABCDEF".get(n & 0xf).copied().unwrap_or(b'0');
+        }
+        n >>= 4;
+        if n == 0 || at == 0 {
+            break;
+        }
+    }
+    buf.get(at..).unwrap_or_default()
+}
+
+/// Renders `err` as the general path does and sends it; the request's context finishes. A
+/// request body the client is still sending closes the connection (it cannot be skipped
+/// safely).
+async fn refuse(
+    client: &mut ClientConn,
+    err: ProxyError,
+    framing: Framing,
+    mut ctx: RequestContext,
+    proxy: &Proxy,
+    last: bool,
+) -> Served {
+    ctx.failure = Some(Failure::Proxy(err.kind()));
+    ctx.status = err.kind().status().as_u16();
+    let id = ctx.routed().then(|| (&proxy.config.request_id.header, ctx.id_header()));
+    let wanted_close = last || framing != Framing::Empty;
+    let (bytes, close) = render(&err, id, wanted_close);
+    let served = match client.write_all(&bytes, &[]).await {
+        Ok(()) if !close => Served::KeepAlive,
+        _ => Served::Close,
+    };
+    ctx.finish();
+    served
+}
+
+/// `err` as the general path renders it, written as HTTP/1.1 with what hyper adds
+/// (`content-length`, `date`), `extra` (the request id of a routed request) and
+/// `connection: close` when `close` or the error itself closes the connection. Returns the
+/// bytes and whether the connection closes.
+fn render(
+    err: &ProxyError,
+    extra: Option<(&HeaderName, HeaderValue)>,
+    close: bool,
+) -> (Vec<u8>, bool) {
+    let (status, mut headers, body) = error::render_parts(err);
+    let close = close || headers.contains_key(http::header::CONNECTION);
+    headers.remove(http::header::CONNECTION);
+    if let Some((name, value)) = extra {
+        headers.insert(name.clone(), value);
+    }
+    let mut out = Vec::with_capacity(256 + body.len());
+    let reason = status.canonical_reason().unwrap_or("Error");
+    write::status_line(&mut out, status, reason.as_bytes());
+    for (name, value) in &headers {
+        write::field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let mut digits = [0u8; 20];
+    write::field(&mut out, b"content-length", decimal(body.len() as u64, &mut digits));
+    date::append_line(&mut out);
+    if close {
+        write::field(&mut out, b"connection", b"close");
+    }
+    write::end(&mut out);
+    out.extend_from_slice(body.as_bytes());
+    (out, close)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_upper_case_hex_and_lengths_decimal() {
+        let mut buf = [0u8; 16];
+        assert_eq!(hex_of(0, &mut buf), b"0");
+        assert_eq!(hex_of(255, &mut buf), b"FF");
+        assert_eq!(hex_of(0x1a2b, &mut buf), b"1A2B");
+        assert_eq!(hex_of(usize::MAX, &mut buf), b"FFFFFFFFFFFFFFFF");
+        let mut digits = [0u8; 20];
+        assert_eq!(decimal(0, &mut digits), b"0");
+        assert_eq!(decimal(1024, &mut digits), b"1024");
+        assert_eq!(decimal(u64::MAX, &mut digits), b"18446744073709551615");
+    }
+}
