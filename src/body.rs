@@ -44,6 +44,11 @@ pub enum Body {
     Empty,
     /// A request body kept for a retry on another upstream, while it fits its buffer.
     Replay(Box<replay::ReplayBody>),
+    /// An AI stream whose first event arrived before its response head was passed on: the
+    /// frames read so far, then the rest.
+    Gated(Box<crate::gateway::gate::Gated<Body>>),
+    /// An AI response whose usage is read as it passes.
+    Tapped(Box<crate::gateway::tap::UsageTap<Body>>),
 }
 
 impl Body {
@@ -287,6 +292,8 @@ impl http_body::Body for Body {
             Body::Message(inner) => Pin::new(inner).poll_frame(cx).map_err(|never| match never {}),
             Body::Cached(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
             Body::Filling(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
+            Body::Gated(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
+            Body::Tapped(inner) => Pin::new(inner.as_mut()).poll_frame(cx),
             Body::Empty => Poll::Ready(None),
             Body::Replay(inner) => Pin::new(&mut **inner).poll_frame(cx),
         }
@@ -301,6 +308,8 @@ impl http_body::Body for Body {
             Body::Message(inner) => inner.is_end_stream(),
             Body::Cached(inner) => inner.is_end_stream(),
             Body::Filling(inner) => inner.is_end_stream(),
+            Body::Gated(inner) => inner.is_end_stream(),
+            Body::Tapped(inner) => inner.is_end_stream(),
             Body::Empty => true,
             Body::Replay(inner) => inner.is_end_stream(),
         }
@@ -315,6 +324,8 @@ impl http_body::Body for Body {
             Body::Message(inner) => inner.size_hint(),
             Body::Cached(inner) => inner.size_hint(),
             Body::Filling(inner) => inner.size_hint(),
+            Body::Gated(inner) => inner.size_hint(),
+            Body::Tapped(inner) => inner.size_hint(),
             Body::Empty => SizeHint::with_exact(0),
             Body::Replay(inner) => inner.size_hint(),
         }

@@ -13,6 +13,9 @@ use http::uri::Authority;
 use http::{HeaderValue, Response, StatusCode, header};
 
 use crate::body::{Body, BodyTooLarge};
+use crate::gateway::budget::BudgetSpent;
+use crate::gateway::gate::GateFailure;
+use crate::gateway::refusal::Refusal;
 use crate::policy::auth::AuthError;
 use crate::policy::framing::FramingError;
 use crate::policy::{CredentialsRequired, Denied, HostError, RateLimited, RequestLineTooLong};
@@ -95,6 +98,10 @@ pub enum ProxyError {
         /// The pseudonym found in `Via`.
         pseudonym: String,
     },
+    /// The AI gateway refused the request (key, model, budget, body) or every provider failed
+    /// before its first event.
+    #[error(transparent)]
+    Gateway(#[from] Refusal),
 }
 
 impl From<Denied> for ProxyError {
@@ -217,11 +224,13 @@ pub enum ErrorKind {
     UpstreamAtCapacity,
     /// The request already passed through this instance: forwarding it would feed a loop.
     LoopDetected,
+    /// An AI route's client sent no virtual key, or an unknown one.
+    ApiKeyInvalid,
 }
 
 impl ErrorKind {
     /// Every kind, for metrics that list them all from the start.
-    pub const ALL: [ErrorKind; 21] = [
+    pub const ALL: [ErrorKind; 22] = [
         ErrorKind::HttpRequestError,
         ErrorKind::HttpRequestDenied,
         ErrorKind::DestinationNotFound,
@@ -243,6 +252,7 @@ impl ErrorKind {
         ErrorKind::NoHealthyUpstream,
         ErrorKind::UpstreamAtCapacity,
         ErrorKind::LoopDetected,
+        ErrorKind::ApiKeyInvalid,
     ];
 
     /// The RFC 9209 error type name, also used as the log field and metric label.
@@ -269,6 +279,7 @@ impl ErrorKind {
             ErrorKind::NoHealthyUpstream => "no_healthy_upstream",
             ErrorKind::UpstreamAtCapacity => "upstream_at_capacity",
             ErrorKind::LoopDetected => "loop_detected",
+            ErrorKind::ApiKeyInvalid => "api_key_invalid",
         }
     }
 
@@ -298,6 +309,7 @@ impl ErrorKind {
                 StatusCode::FORBIDDEN
             }
             ErrorKind::ProxyAuthRequired => StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ErrorKind::ApiKeyInvalid => StatusCode::UNAUTHORIZED,
             ErrorKind::UriTooLong => StatusCode::URI_TOO_LONG,
             ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -342,12 +354,28 @@ impl ProxyError {
             ProxyError::NoUpstream(Unavailable::NoHealthyTarget) => ErrorKind::NoHealthyUpstream,
             ProxyError::NoUpstream(Unavailable::AtCapacity) => ErrorKind::UpstreamAtCapacity,
             ProxyError::Loop { .. } => ErrorKind::LoopDetected,
+            ProxyError::Gateway(refusal) => refusal_kind(refusal),
         }
     }
 
     /// The status code the client receives.
     pub fn status(&self) -> StatusCode {
         self.kind().status()
+    }
+}
+
+/// The kind of a gateway refusal.
+fn refusal_kind(refusal: &Refusal) -> ErrorKind {
+    match refusal {
+        Refusal::MissingKey | Refusal::UnknownKey => ErrorKind::ApiKeyInvalid,
+        Refusal::RouteNotAllowed { .. } | Refusal::ModelNotAllowed { .. } => {
+            ErrorKind::HttpRequestDenied
+        }
+        Refusal::Budget(_) => ErrorKind::RateLimited,
+        Refusal::Body(_) => ErrorKind::HttpRequestError,
+        Refusal::State(_) => ErrorKind::Overloaded,
+        Refusal::FirstEvent(GateFailure::Timeout) => ErrorKind::HttpResponseTimeout,
+        Refusal::FirstEvent(_) => ErrorKind::ConnectionTerminated,
     }
 }
 
@@ -489,6 +517,18 @@ pub fn render(err: &ProxyError) -> Response<Body> {
     response
 }
 
+/// Renders an error as [`render`] does (status, `Proxy-Status`, `Retry-After`, the log line),
+/// with a JSON body made by `body` from the error's one-line description: an AI route answers
+/// in its provider's error shape.
+pub fn render_json(err: &ProxyError, body: impl FnOnce(&str) -> bytes::Bytes) -> Response<Body> {
+    let (status, mut headers, _) = rendered(err);
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = Response::new(Body::message(body(&describe(err))));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
 /// Renders an error as a complete HTTP/1.1 response with `Connection: close`, for a refusal
 /// written straight to a socket before any request was read (a client over its per-address
 /// connection cap), where there is no HTTP connection to hand a [`Response`] to.
@@ -545,13 +585,16 @@ fn rendered(err: &ProxyError) -> (StatusCode, http::HeaderMap, String) {
         ProxyError::AuthRequired { challenge, .. } => {
             headers.insert(header::PROXY_AUTHENTICATE, challenge.clone());
         }
-        ProxyError::RateLimited { retry_after } => {
+        ProxyError::RateLimited { retry_after }
+        | ProxyError::Gateway(Refusal::Budget(BudgetSpent { retry_after, .. })) => {
             headers
                 .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(*retry_after)));
         }
-        // A protective limit, or every target (or the upstream address, or a target's
-        // connections) at its cap.
-        _ if matches!(kind, ErrorKind::Overloaded | ErrorKind::UpstreamAtCapacity) => {
+        // A protective limit, every target (or the upstream address, or a target's
+        // connections) at its cap, or the budget store unreachable.
+        _ if matches!(kind, ErrorKind::Overloaded | ErrorKind::UpstreamAtCapacity)
+            || matches!(err, ProxyError::Gateway(Refusal::State(_))) =>
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         // After a framing error the rest of the connection cannot be trusted (RFC 9112 §6.3).
@@ -569,6 +612,7 @@ fn proxy_status(kind: ErrorKind, details: &str) -> String {
     let error_type = match kind {
         // RFC 9209 registers no loop type; refusing to forward is a denial.
         ErrorKind::ProxyAuthRequired
+        | ErrorKind::ApiKeyInvalid
         | ErrorKind::RateLimited
         | ErrorKind::Overloaded
         | ErrorKind::LoopDetected => "http_request_denied",

@@ -220,3 +220,70 @@ async fn websocket_example_relays_messages() {
     assert_eq!(echoed, Message::text("hello room"));
     assert_eq!(within(path_rx).await.unwrap(), "/room/1");
 }
+
+#[tokio::test]
+async fn ai_gateway_keys_admits_its_virtual_keys_and_falls_back_to_the_second_provider() {
+    use support::ai::{Behaviour, MockProvider};
+    const WEB: &str = "sk-example-web-0123456789";
+    const BATCH: &str = "sk-example-batch-0123456789";
+    let openai = MockProvider::start("openai").await;
+    let openrouter = MockProvider::start("openrouter").await;
+    let env = |name: &str| Some(format!("sk-{}", name.to_lowercase()));
+    let mut config = example("ai-gateway-keys.toml", &env);
+    config.admin = None;
+    config.access_log.enabled = false;
+    localise(&mut config, &[]);
+    let route = &mut config.routes[0];
+    for target in &mut route.group.as_mut().unwrap().targets {
+        let mock = if target.tier == 0 { &openai } else { &openrouter };
+        target.url.scheme = http::uri::Scheme::HTTP;
+        target.url.authority = mock.addr.to_string().parse().unwrap();
+    }
+    route.upstream = route.group.as_ref().unwrap().targets[0].url.clone();
+    let proxy = TestProxy::with_config(config).await;
+    let ask = |key: &'static str, model: &'static str| {
+        let url = format!("{}/v1/chat/completions", proxy.url());
+        async move {
+            let response = within(
+                reqwest::Client::new()
+                    .post(url)
+                    .bearer_auth(key)
+                    .header("content-type", "application/json")
+                    .body(format!(r#"{{"model":"{model}","messages":[]}}"#))
+                    .send(),
+            )
+            .await
+            .unwrap();
+            let status = response.status().as_u16();
+            (status, within(response.text()).await.unwrap())
+        }
+    };
+    // The web key is admitted; "fast" is asked of the pool as gpt-4o-mini, with a pool key.
+    assert_eq!(ask(WEB, "fast").await.0, 200);
+    let seen = &openai.seen()[0];
+    assert_eq!(seen.json()["model"], "gpt-4o-mini");
+    assert!(seen.key.as_deref().unwrap().starts_with("sk-openai_api_key_"), "{:?}", seen.key);
+    // The batch key may use the small models only; an unknown key is refused.
+    assert_eq!(ask(BATCH, "gpt-4o").await.0, 403);
+    assert_eq!(ask("sk-unknown-0123456789", "fast").await.0, 401);
+    // Both pool keys rate limited: the second provider answers, with its own model name.
+    openai.set_default(Behaviour::RateLimited { retry_after: 30 });
+    let (status, body) = ask(BATCH, "fast").await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &openrouter.seen()[0];
+    assert_eq!(seen.json()["model"], "openai/gpt-4o-mini");
+    assert_eq!(seen.key.as_deref(), Some("sk-openrouter_api_key"));
+}
+
+/// The AI gateway configuration in README.md is one a user can run.
+#[test]
+fn the_readmes_ai_gateway_config_is_valid() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("## AI gateway").unwrap()..];
+    let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+    let toml = &section[start..start + section[start..].find("```").unwrap()];
+    let env = |name: &str| name.starts_with("OPENAI_API_KEY").then(|| "sk-x".to_owned());
+    let config = Config::from_toml_with_env(toml, "README.md", &env).unwrap();
+    assert!(config.routes[0].ai.is_some());
+}

@@ -12,6 +12,8 @@
 //! - [`body`]: a stored body that readers stream from while it is still being filled;
 //! - [`fill`]: the response body that passes the origin's bytes to the first client and into
 //!   the store at the same time;
+//! - [`exact`]: the exact response cache of AI completions, keyed by route, model and the
+//!   canonical JSON body, in the same store;
 //! - [`collapse`]: one request to the origin per key, with the others waiting for it;
 //! - [`plan`]: what to do with a request before it goes to the origin, and with the
 //!   origin's answer;
@@ -24,6 +26,7 @@ pub mod background;
 pub mod body;
 pub mod collapse;
 pub mod disk;
+pub mod exact;
 pub mod fill;
 pub mod key;
 pub mod object;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use super::cache::FileCache;
+pub use super::gateway::{FileAiRoute, FileAiTier, FileGateway, FileRedis};
 pub use super::group::FileTarget;
 pub use super::headers::{FileHeaderRules, FileHeaders};
 pub use super::health::{FileHealthCheck, FilePassiveHealth};
@@ -81,6 +82,9 @@ pub struct FileConfig {
     /// `[[parent]]` rules: parent proxies by destination.
     #[serde(default, rename = "parent")]
     pub parents: Vec<FileParent>,
+    /// `[gateway]`: the AI gateway's virtual keys and shared counters.
+    #[serde(default)]
+    pub gateway: FileGateway,
 }
 
 /// `[dns]`.

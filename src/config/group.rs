@@ -97,13 +97,20 @@ pub enum HashOn {
     Cookie(String),
     /// The client's IP address (the peer, not a forwarded-for header a client can set).
     ClientAddress,
+    /// The virtual key the client authenticated with, on an AI route: each client stays on
+    /// one provider key while it answers, which is what a provider's prompt cache rewards.
+    VirtualKey,
 }
 
 impl HashOn {
-    /// Parses the config spelling: `header:NAME`, `cookie:NAME` or `client_address`.
+    /// Parses the config spelling: `header:NAME`, `cookie:NAME`, `client_address` or
+    /// `virtual_key`.
     pub fn parse(text: &str) -> Result<HashOn, String> {
         if text == "client_address" {
             return Ok(HashOn::ClientAddress);
+        }
+        if text == "virtual_key" {
+            return Ok(HashOn::VirtualKey);
         }
         if let Some(name) = text.strip_prefix("header:") {
             return HeaderName::from_bytes(name.as_bytes())
@@ -121,7 +128,9 @@ impl HashOn {
                 Err(format!("`{name}` is not a valid cookie name"))
             };
         }
-        Err(format!("`{text}` is not one of `header:NAME`, `cookie:NAME` or `client_address`"))
+        Err(format!(
+            "`{text}` is not one of `header:NAME`, `cookie:NAME`, `client_address` or `virtual_key`"
+        ))
     }
 }
 
@@ -131,6 +140,7 @@ impl std::fmt::Display for HashOn {
             HashOn::Header(name) => write!(f, "header:{name}"),
             HashOn::Cookie(name) => write!(f, "cookie:{name}"),
             HashOn::ClientAddress => f.write_str("client_address"),
+            HashOn::VirtualKey => f.write_str("virtual_key"),
         }
     }
 }
@@ -607,6 +617,7 @@ mod tests {
     #[test]
     fn hash_on_table() {
         assert_eq!(HashOn::parse("client_address"), Ok(HashOn::ClientAddress));
+        assert_eq!(HashOn::parse("virtual_key"), Ok(HashOn::VirtualKey));
         assert_eq!(
             HashOn::parse("header:X-User"),
             Ok(HashOn::Header(HeaderName::from_static("x-user")))

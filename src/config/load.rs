@@ -72,6 +72,7 @@ impl Checker<'_> {
         let timeouts = self.timeouts(file.timeouts);
         let limits = self.limits(file.limits);
         let cache = self.cache(&file.cache);
+        let gateway = self.gateway(&file.gateway);
         let routes = self.routes(&file.routes, &timeouts, &limits);
         let destinations = self.destinations(&file.destinations);
         let rate_limit_per_ip =
@@ -96,6 +97,7 @@ impl Checker<'_> {
             cache,
             pac: file.pac.as_ref().map(|pac| self.pac(pac)),
             parents: self.parents(&file.parents),
+            gateway,
         }
     }
 

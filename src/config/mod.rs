@@ -7,7 +7,7 @@
 //!
 //! Each section keeps its file types, runtime types, validation and `sluice check` view
 //! together: [`listener`], [`route`] and [`upstream`] (a route with several targets adds
-//! [`group`], [`retry`] and [`health`]), [`headers`], [`security`], [`observe`], [`cache`]. What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
+//! [`group`], [`retry`] and [`health`]), [`headers`], [`security`], [`observe`], [`cache`], [`gateway`]. What belongs to no section stays central: [`file`] (the whole file, `[timeouts]`,
 //! `[limits]`, `[dns]`), `validate` (the checker and the readers every section uses), `load`
 //! (parsing and the top-level assembly, above the sections), [`summary`] (the views, above
 //! the sections too) and this module (the top-level types, bounds and errors). The files form
@@ -16,6 +16,7 @@
 
 pub mod cache;
 pub mod file;
+pub mod gateway;
 pub mod group;
 pub mod headers;
 pub mod health;
@@ -46,6 +47,7 @@ pub use crate::tls::client::UpstreamTls;
 pub use crate::tls::files::CertificateFiles;
 pub use crate::tls::server::{ListenerTls, SniCertificate};
 pub use cache::{CacheConfig, RouteCache};
+pub use gateway::{AiRoute, AiTier, GatewayConfig, RedisConfig};
 pub use headers::{ForwardMode, HeaderRule, HeaderRules, HeaderSettings};
 pub use listener::{
     DEFAULT_LISTEN, DEFAULT_TLS_RELOAD_INTERVAL, ListenerConfig, MAX_TLS_RELOAD_INTERVAL, Modes,
@@ -210,6 +212,8 @@ pub struct Config {
     pub pac: Option<crate::pac::PacRules>,
     /// Parent-proxy rules, in order.
     pub parents: Vec<parent::ParentRule>,
+    /// The AI gateway: virtual keys and shared counters (used by routes with `[route.ai]`).
+    pub gateway: GatewayConfig,
 }
 
 /// Every timeout the proxy enforces.
@@ -328,6 +332,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             pac: None,
             parents: Vec::new(),
+            gateway: GatewayConfig::default(),
         }
     }
 }

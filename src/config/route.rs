@@ -60,6 +60,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<super::RateLimit>,
     /// Whether and how the route's responses are cached.
     pub cache: super::RouteCache,
+    /// The AI provider API the route serves, when it is an AI route (`[route.ai]`).
+    pub ai: Option<super::AiRoute>,
 }
 
 /// Upstream timeouts of one route.
@@ -138,6 +140,7 @@ impl RouteConfig {
             max_body_bytes: super::DEFAULT_MAX_REQUEST_BODY_BYTES,
             rate_limit: None,
             cache: super::RouteCache::default(),
+            ai: None,
         })
     }
 }
@@ -194,6 +197,8 @@ pub struct FileRoute {
     pub cache: Option<bool>,
     /// How long past freshness a stored response may stand in for a down upstream.
     pub cache_stale_when_down: Option<Spanned<String>>,
+    /// `[route.ai]`: the route serves an AI provider's API.
+    pub ai: Option<super::gateway::FileAiRoute>,
 }
 
 /// `[route.timeouts]`.
@@ -390,9 +395,20 @@ impl Checker<'_> {
         let rate_limit =
             file.rate_limit.as_ref().and_then(|r| self.rate(&format!("{key}.rate_limit"), r));
         let cache = self.route_cache(&key, file.cache, &file.cache_stale_when_down);
+        let ai = file.ai.as_ref().and_then(|ai| self.ai_route(&key, ai));
+        // Only an AI route's admission knows the client's virtual key.
+        let by_virtual_key =
+            group.as_ref().is_some_and(|g| g.hash_on == Some(super::group::HashOn::VirtualKey));
+        if let (true, Some(text)) = (by_virtual_key, &file.hash_on)
+            && !ai.as_ref().is_some_and(|ai| ai.virtual_keys)
+        {
+            let message = "hash_on = \"virtual_key\" needs [route.ai] with virtual keys".to_owned();
+            self.report(text.span(), &format!("{key}.hash_on"), message);
+        }
         let prefix = prefix?;
         Some(RouteConfig {
             cache,
+            ai,
             protocol,
             tls,
             upstream_proxy,

@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{Config, cache, headers, list, listener, observe, pac, parent, route, security};
+use super::{
+    Config, cache, gateway, headers, list, listener, observe, pac, parent, route, security,
+};
 
 /// The listeners and routes as two aligned tables, for the start-up log.
 pub fn table(config: &Config) -> String {
@@ -100,5 +102,6 @@ pub fn effective(config: &Config, origin: impl std::fmt::Display) -> String {
     parent::write_summary(&mut out, &config.parents);
     route::write_summary(&mut out, &config.routes);
     cache::write_summary(&mut out, config);
+    gateway::write_summary(&mut out, &config.gateway, &config.routes);
     out
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderName, Uri, header};
 
 use crate::config::{ACCESS_LOG_QUEUE_LINES, Config, HeaderRules, LogDestination, LogFormat};
+use crate::observe::ai::AiRecord;
 use crate::observe::event::Event;
 use crate::observe::metrics::Metrics;
 
@@ -157,6 +158,9 @@ impl AccessLog {
         if let Some(cache) = event.cache {
             let _ = write!(line, " cache={cache}");
         }
+        if let Some(ai) = event.ai {
+            write_ai_text(&mut line, ai);
+        }
         for (name, value) in event.headers {
             let _ = write!(line, " {name}=\"");
             if self.secret.contains(name) {
@@ -209,6 +213,7 @@ impl AccessLog {
             error: event.failure.map(|f| f.as_str()),
             close: event.close,
             cache: event.cache,
+            ai: event.ai.map(AiJson::of),
             headers,
         };
         let mut line = serde_json::to_string(&record).unwrap_or_default();
@@ -272,8 +277,77 @@ struct JsonLine<'a> {
     close: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cache: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai: Option<AiJson<'a>>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     headers: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The AI fields of a JSON line.
+#[derive(serde::Serialize)]
+struct AiJson<'a> {
+    model: Option<&'a str>,
+    virtual_key: Option<&'a str>,
+    key_id: Option<&'a str>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cached_tokens: Option<u64>,
+    ttft_ms: Option<f64>,
+    tokens_per_second: Option<f64>,
+    fallbacks: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache: Option<&'static str>,
+}
+
+impl<'a> AiJson<'a> {
+    fn of(ai: &'a AiRecord) -> AiJson<'a> {
+        AiJson {
+            model: ai.model.as_deref(),
+            virtual_key: ai.virtual_key.as_deref(),
+            key_id: ai.key_id.as_deref(),
+            input_tokens: ai.usage.map(|u| u.input_tokens),
+            output_tokens: ai.usage.map(|u| u.output_tokens),
+            cached_tokens: ai.usage.map(|u| u.cached_tokens),
+            ttft_ms: ai.time_to_first_token.map(millis),
+            tokens_per_second: ai.tokens_per_second.map(|rate| (rate * 10.0).round() / 10.0),
+            fallbacks: ai.fallbacks,
+            cache: ai.cache.map(|c| c.as_str()),
+        }
+    }
+}
+
+/// The AI fields of a text line: `model=… vkey=… key=… tokens_in=… tokens_out=…
+/// tokens_cached=… ttft_ms=… tps=… fallbacks=…`; names and models are escaped like header
+/// values, since a model name comes from the provider.
+fn write_ai_text(line: &mut String, ai: &AiRecord) {
+    let mut field = |name: &str, value: Option<&str>| {
+        let _ = write!(line, " {name}=");
+        match value {
+            Some(value) => {
+                line.push('"');
+                escape_text(line, value.as_bytes());
+                line.push('"');
+            }
+            None => line.push('-'),
+        }
+    };
+    field("model", ai.model.as_deref());
+    field("vkey", ai.virtual_key.as_deref());
+    field("key", ai.key_id.as_deref());
+    let number = |value: Option<u64>| value.map_or("-".to_owned(), |v| v.to_string());
+    let _ = write!(
+        line,
+        " tokens_in={} tokens_out={} tokens_cached={} ttft_ms={} tps={} fallbacks={}",
+        number(ai.usage.map(|u| u.input_tokens)),
+        number(ai.usage.map(|u| u.output_tokens)),
+        number(ai.usage.map(|u| u.cached_tokens)),
+        ai.time_to_first_token.map_or("-".to_owned(), |t| format!("{:.3}", millis(t))),
+        ai.tokens_per_second.map_or("-".to_owned(), |r| format!("{r:.1}")),
+        ai.fallbacks,
+    );
+    if let Some(cache) = ai.cache {
+        let _ = write!(line, " ai_cache={}", cache.as_str());
+    }
 }
 
 fn millis(duration: Duration) -> f64 {
@@ -285,6 +359,8 @@ fn secret_headers(config: &Config) -> Vec<HeaderName> {
     let mut secret = vec![
         header::AUTHORIZATION,
         header::PROXY_AUTHORIZATION,
+        // Anthropic's clients send their (virtual) key here.
+        HeaderName::from_static("x-api-key"),
         header::COOKIE,
         header::SET_COOKIE,
     ];

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderName, HeaderValue, Method, Uri, Version};
 
 use crate::error::ErrorKind;
+use crate::observe::ai::AiRecord;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::observe::mode::Mode;
 use crate::observe::request_id::RequestId;
@@ -75,4 +76,6 @@ pub struct Event<'a> {
     pub cache: Option<&'static str>,
     /// Request header fields the access log asked for.
     pub headers: &'a [(HeaderName, HeaderValue)],
+    /// What an AI route's request used: model, keys, tokens, timing.
+    pub ai: Option<&'a AiRecord>,
 }

@@ -247,6 +247,8 @@ pub struct Metrics {
     /// The targets of routes with several upstreams.
     pub upstreams: crate::observe::upstream::UpstreamMetrics,
     traffic: Traffic,
+    /// The AI gateway: usage, fallbacks, keys, budgets, the shared counters.
+    pub ai: crate::observe::ai::AiMetrics,
 }
 
 /// The open connections and sessions at one moment, as the gauges count them.
@@ -286,6 +288,7 @@ impl Metrics {
         let tls_handshake_failures = Counter::default();
         let access_log_dropped = Counter::default();
         let upstreams = crate::observe::upstream::UpstreamMetrics::register(&mut registry);
+        let ai = crate::observe::ai::AiMetrics::register(&mut registry);
         registry.register(
             "requests",
             "Requests, tunnels and WebSocket sessions completed, by mode, route, method and status class",
@@ -384,6 +387,7 @@ impl Metrics {
             access_log_dropped,
             upstreams,
             traffic: Traffic::default(),
+            ai,
         }
     }
 

@@ -10,6 +10,7 @@
 //! once a second for the admin status page.
 
 pub mod access_log;
+pub mod ai;
 pub mod cache_metrics;
 pub mod event;
 pub mod history;
@@ -75,6 +76,9 @@ impl Observer {
             },
             series: event.series,
         });
+        if let (Some(ai), Some(route)) = (event.ai, &event.route.0) {
+            self.metrics.ai.complete(route, event.status, ai);
+        }
         if let Some(log) = &self.log {
             log.write(event, duration);
         }

@@ -15,6 +15,8 @@ use crate::cache::status::Outcome;
 use crate::downstream::Downstream;
 use crate::downstream::hold::ConnectionHold;
 use crate::downstream::streams::{OpenStream, OpenStreams};
+use crate::gateway::metering::Metered;
+use crate::observe::ai::AiRecord;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::observe::{Event, Failure, Mode, Observer, RequestId};
 use crate::upstream::group::InFlight;
@@ -69,6 +71,8 @@ pub struct RequestContext {
     pub close: Option<&'static str>,
     /// What the cache did, when the request's route or listener caches.
     pub cache: Option<Outcome>,
+    /// What the AI gateway followed of an AI route's request, for the log phase.
+    pub ai: Option<Box<Metered>>,
     /// The id as a header value, made once when first needed.
     id_header: Option<HeaderValue>,
     /// Keeps the request counted open on its connection until the context is finished.
@@ -160,6 +164,7 @@ impl RequestContext {
             failure: None,
             close: None,
             cache: None,
+            ai: None,
             id_header: None,
             _open: open,
             observer: observer.clone(),
@@ -193,6 +198,7 @@ impl RequestContext {
     /// its response body ends or its session closes.
     pub fn finish(self) {
         let series = self.series.as_deref();
+        let ai = self.ai.as_deref().map(|metered| ai_record(metered, self.started));
         let event = Event {
             started: self.started,
             peer: self.downstream.addr,
@@ -214,7 +220,24 @@ impl RequestContext {
             close: self.close,
             cache: self.cache.map(Outcome::as_str),
             headers: &self.logged_headers,
+            ai: ai.as_ref(),
         };
         self.observer.finish(&event);
+    }
+}
+
+/// The log and metrics record of an AI request that started at `started`, charging its
+/// budgets with the usage its provider reported.
+fn ai_record(metered: &Metered, started: Instant) -> AiRecord {
+    let record = metered.settle();
+    AiRecord {
+        model: record.model.clone().or_else(|| metered.model.clone()),
+        virtual_key: metered.virtual_key.as_ref().map(|key| key.name.clone()),
+        key_id: metered.key_id.clone(),
+        usage: record.usage,
+        time_to_first_token: record.time_to_first_token(started),
+        tokens_per_second: record.tokens_per_second(),
+        fallbacks: metered.fallbacks,
+        cache: metered.cache,
     }
 }

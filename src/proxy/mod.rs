@@ -17,6 +17,7 @@
 //! Classification runs before admission because it is pure and everything after it, the
 //! access-log line of a refused request included, needs to know the request's kind.
 
+pub mod ai;
 pub mod answer;
 pub mod cache;
 pub mod context;
@@ -208,6 +209,12 @@ async fn serve_route(
     proxy: &Proxy,
 ) -> Result<Reply, ProxyError> {
     let mut routed = reverse::route(&mut request, ctx, proxy)?;
+    if routed.route.config.ai.is_some() {
+        match ai::serve(request, routed, ctx, proxy).await {
+            ai::Served::Reply(reply) => return Ok(reply),
+            ai::Served::Plain(plain) => (request, routed) = *plain,
+        }
+    }
     let address = cache::route_address(&routed, ctx);
     let cached = match cache::lookup(&mut request, address, ctx, proxy).await {
         Looked::Answered { reply, refresh } => {

@@ -99,14 +99,26 @@ pub fn prepare(
     let route = routed.route;
     let request = Body::limit_request(request, route.config.max_body_bytes, ctx.received.clone())?;
     let (mut parts, body) = request.into_parts();
+    prepare_head(&mut parts, routed, ctx, proxy);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The head part of [`prepare`]: the rewrite both modes share, forwarding headers, the
+/// request id, the global and the route's request rules (an AI route prepares its head here
+/// too, after reading its body).
+pub fn prepare_head(
+    parts: &mut http::request::Parts,
+    routed: &Routed<'_>,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+) {
     // Before sluice writes its own fields: a client's `X_Api_Key` beside an injected
     // `X-Api-Key` would reach a CGI-style origin as the same variable.
-    lookalike::drop_lookalikes(&mut parts.headers, &route.owned_names);
+    lookalike::drop_lookalikes(&mut parts.headers, &routed.route.owned_names);
     let rewrite = Rewrite::new(routed, ctx, proxy);
     let mut edits = Vec::with_capacity(8);
     rewrite.edits(routed, ctx, proxy, parts.version, &mut edits);
-    exchange::prepare_head(&mut parts, routed.uri.clone(), routed.upgrade.as_ref(), edits);
-    Ok(Request::from_parts(parts, body))
+    exchange::prepare_head(parts, routed.uri.clone(), routed.upgrade.as_ref(), edits);
 }
 
 /// The values a routed request's head gains on its way upstream, made once per request; both

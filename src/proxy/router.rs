@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue};
 use rustls::pki_types::ServerName;
 
 use crate::config::{RouteConfig, UpstreamTls};
+use crate::gateway::budget::{BudgetCounters, Holder};
 use crate::headers::lookalike::OwnedNames;
 use crate::headers::rules;
 use crate::observe::Mode;
@@ -43,6 +44,8 @@ pub struct Route {
     /// The request header names sluice writes on this route (its rules, and the global ones
     /// given to [`Router::claim_names`]), whose `_` look-alikes are dropped.
     pub owned_names: OwnedNames,
+    /// The budget of an AI route that has one, with its counters' names.
+    pub ai_budget: Option<Arc<BudgetCounters>>,
     /// The connections the HTTP/1 fast path owns, when the route can be served by it
     /// ([`serves_fast`]).
     pub fast: Option<FastPool>,
@@ -50,13 +53,15 @@ pub struct Route {
 
 /// Whether the HTTP/1 fast path (`proxy::fast`) can serve a route at all: one upstream (no
 /// targets), plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge), reached directly
-/// (no `upstream_proxy`), and no cache.
+/// (no `upstream_proxy`), no cache, and not an AI route (which reads the request body and
+/// taps the response).
 pub fn serves_fast(route: &RouteConfig) -> bool {
     route.upstream_proxy.is_empty()
         && route.group.is_none()
         && route.upstream.scheme == http::uri::Scheme::HTTP
         && route.protocol != crate::config::UpstreamProtocol::Http2
         && !route.cache.enabled
+        && route.ai.is_none()
 }
 
 /// All routes, ordered so the first match is the best one.
@@ -196,6 +201,9 @@ impl Router {
                 limiter: config.rate_limit.map(RateLimiter::new),
                 series: Arc::new(RouteSeries::new(Mode::Reverse, name)),
                 owned_names: OwnedNames::new(rules::names(&config.request_headers)),
+                ai_budget: config.ai.as_ref().filter(|ai| ai.budget.is_limited()).map(|ai| {
+                    Arc::new(BudgetCounters::new(Holder::Route, &config.name, ai.budget))
+                }),
             });
         }
         // Longest prefix first; for equal prefixes a route bound to a host comes first.

@@ -9,6 +9,8 @@ use http::HeaderName;
 
 use crate::cache::Cache;
 use crate::config::{Config, ListenerConfig, ListenerPolicy, Modes, UpstreamProtocol};
+use crate::gateway::Gateway;
+use crate::gateway::virtual_key::{KeyStore, KeyStoreError};
 use crate::headers::via::Via;
 use crate::headers::{forwarded, rules};
 use crate::observe::access_log::AccessLogError;
@@ -18,6 +20,8 @@ use crate::policy::Policy;
 use crate::policy::destination::{self, DestinationGuard};
 use crate::proxy::router::{RouteError, Router};
 use crate::shutdown::Shutdown;
+use crate::state::redis::RedisCounters;
+use crate::state::{SharedState, StateError};
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, Dialer, StaticHosts};
 use crate::upstream::egress::{Egress, ParentTrust};
@@ -36,13 +40,16 @@ pub struct Proxy {
     pub shutdown: Shutdown,
     /// The access log and metrics.
     pub observer: Arc<Observer>,
-    /// The shared HTTP cache, when a route or listener caches.
+    /// The shared HTTP cache, when a route or listener caches (an AI route's exact cache
+    /// included).
     pub cache: Option<Arc<Cache>>,
     /// This instance's `Via` entry, whether or not it is written (loops are recognised by it).
     pub via_entry: Option<Via>,
     /// The parent-proxy rules forward-proxy traffic leaves by (tunnels, SOCKS sessions and
     /// absolute-form requests), shared by every listener's forward connector.
     pub egress: Arc<Egress>,
+    /// The AI gateway's virtual keys and counters, when a route is an AI route.
+    pub gateway: Option<Arc<Gateway>>,
     default_tls: Arc<rustls::ClientConfig>,
     hosts: StaticHosts,
     /// This host's own addresses, read for this generation (the forward proxy's guards refuse
@@ -71,9 +78,14 @@ impl Proxy {
         let policy = Policy::new(&config);
         let observer = Arc::new(Observer::new(&config, metrics)?);
         let caching = config.routes.iter().any(|route| route.cache.enabled)
-            || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward);
+            || config.listeners.iter().any(|listener| listener.cache && listener.modes.forward)
+            || config
+                .routes
+                .iter()
+                .any(|route| route.ai.as_ref().is_some_and(|ai| ai.cache_ttl.is_some()));
         let previous_cache = previous.and_then(|proxy| proxy.cache.as_deref());
         let cache = caching.then(|| Cache::new(&config.cache, previous_cache, &shutdown));
+        let gateway = gateway(&config, &observer.metrics, previous)?;
         let via_entry = Via::new(&config.headers.via_pseudonym);
         // Parents are dialled without the destination guard: the operator chose them.
         let parents = Dialer::new(settings.connect, hosts.clone(), None);
@@ -89,6 +101,7 @@ impl Proxy {
             shutdown,
             observer,
             cache,
+            gateway,
             via_entry,
             egress,
             default_tls,
@@ -142,6 +155,47 @@ fn written_names(config: &Config) -> Vec<HeaderName> {
     names
 }
 
+/// The AI gateway of `config`, when a route is an AI route: its virtual keys (the key file
+/// read now, and watched), and its counters, kept from `previous` when the shared store's
+/// settings did not change, so a reload never resets a budget.
+fn gateway(
+    config: &Config,
+    metrics: &Metrics,
+    previous: Option<&Proxy>,
+) -> Result<Option<Arc<Gateway>>, BuildError> {
+    if !config.routes.iter().any(|route| route.ai.is_some()) {
+        return Ok(None);
+    }
+    let settings = &config.gateway;
+    let keys =
+        Arc::new(KeyStore::new(settings.virtual_keys.clone(), settings.virtual_keys_file.clone())?);
+    if settings.virtual_keys_file.is_some()
+        && let Ok(runtime) = tokio::runtime::Handle::try_current()
+    {
+        let interval = settings.virtual_keys_check_interval;
+        runtime.spawn(KeyStore::watch(Arc::downgrade(&keys), interval));
+    }
+    let kept = previous
+        .filter(|proxy| proxy.config.gateway.redis == settings.redis)
+        .and_then(|proxy| proxy.gateway.as_ref())
+        .map(|gateway| gateway.state.clone());
+    let state = match (kept, &settings.redis) {
+        (Some(state), _) => state,
+        (None, None) => Arc::new(SharedState::memory()),
+        (None, Some(redis)) => {
+            let counters =
+                RedisCounters::new(redis.url.expose(), &redis.key_prefix, redis.timeout)?;
+            Arc::new(SharedState::redis(
+                counters,
+                redis.on_failure,
+                redis.retry_interval,
+                metrics.ai.state(),
+            ))
+        }
+    };
+    Ok(Some(Arc::new(Gateway { keys, state })))
+}
+
 /// Why the state for a configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -151,6 +205,12 @@ pub enum BuildError {
     /// The access log could not be opened.
     #[error(transparent)]
     AccessLog(#[from] AccessLogError),
+    /// The virtual keys could not be put in force.
+    #[error(transparent)]
+    VirtualKeys(#[from] KeyStoreError),
+    /// The shared counters' store is not usable.
+    #[error(transparent)]
+    SharedState(#[from] StateError),
     /// A `ca` file of a `[[parent]]` rule is unusable.
     #[error("TLS to the [[parent]] proxies cannot be set up")]
     ParentTls(#[source] crate::tls::files::TlsFileError),

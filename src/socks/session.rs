@@ -263,6 +263,7 @@ impl Entry {
             close: self.close,
             cache: None,
             headers: &[],
+            ai: None,
         };
         proxy.observer.finish(&event);
     }

@@ -1,6 +1,7 @@
 //! Shared test harness: real upstream servers, the real proxy, real clients, all on 127.0.0.1:0.
 #![allow(dead_code)]
 
+pub mod ai;
 pub mod browser;
 pub mod client;
 pub mod config;
@@ -9,6 +10,7 @@ pub mod observe;
 pub mod parent;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod sse;
 pub mod tls;
 pub mod upstream;

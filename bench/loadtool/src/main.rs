@@ -21,6 +21,13 @@
 //! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
 //!   connections (one request each, or one tunnel each), leaves them idle for `settle` ms
 //!   (default 2500), prints `READY ok=..`, holds them `hold` seconds.
+//! - `ai addr=A uri=U rate=R secs=S stream=0|1 [key=K] [model=M] [conns=C]`: chat
+//!   completions at a fixed rate over keep-alive connections; for streams the time to the
+//!   first `data:` event, else the time to the whole answer (p50/p99 in µs).
+//!
+//! The origin also plays an OpenAI-compatible provider: `POST …/chat/completions` answers a
+//! small completion with usage, or with `"stream":true` a stream of 5 chunks 2 ms apart, a
+//! usage chunk and `[DONE]`, the first chunk at once.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -98,7 +105,8 @@ fn main() {
             "ws" => ws(&args).await,
             "echo" => echo(&args).await,
             "idle" => idle(&args).await,
-            _ => fail("usage: sluice-bench origin|bulk|connrate|sse|ws|echo|idle key=value..."),
+            "ai" => ai(&args).await,
+            _ => fail("usage: sluice-bench origin|bulk|connrate|sse|ws|echo|idle|ai key=value..."),
         }
     });
     if let Err(e) = result {
@@ -177,6 +185,10 @@ async fn handle(mut req: Request<Incoming>, big: Bytes) -> Result<Response<Body>
             .body(full(Bytes::new()));
         return Ok(res.unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)));
     }
+    if req.method() == Method::POST && path.ends_with("/chat/completions") {
+        let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        return Ok(completion(&body));
+    }
     if req.method() == Method::POST {
         let _ = req.into_body().collect().await;
         return Ok(Response::new(full(Bytes::from_static(b"ok\n"))));
@@ -219,6 +231,59 @@ async fn handle(mut req: Request<Incoming>, big: Bytes) -> Result<Response<Body>
         _ => Response::new(full(Bytes::from_static(SMALL))),
     };
     Ok(res)
+}
+
+/// The mock provider's answer to a chat completion request.
+fn completion(request: &[u8]) -> Response<Body> {
+    let stream = request.windows(13).any(|w| w == b"\"stream\":true");
+    let model = "mock-model";
+    if !stream {
+        let body = format!(
+            "{{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion\",\"created\":1700000000,\
+             \"model\":\"{model}\",\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\
+             \"content\":\"Hello from the benchmark provider.\"}},\"finish_reason\":\"stop\"}}],\
+             \"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":7,\"total_tokens\":19}}}}"
+        );
+        let mut res = Response::new(full(Bytes::from(body)));
+        res.headers_mut()
+            .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+        return res;
+    }
+    let include_usage = request.windows(20).any(|w| w == b"\"include_usage\":true");
+    let chunk = |content: &str| {
+        format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\
+             \"created\":1700000000,\"model\":\"{model}\",\"choices\":[{{\"index\":0,\
+             \"delta\":{{\"content\":\"{content}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    };
+    let mut events: Vec<String> = ["Hel", "lo", " from", " the", " bench"].map(chunk).to_vec();
+    if include_usage {
+        events.push(format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\
+             \"created\":1700000000,\"model\":\"{model}\",\"choices\":[],\
+             \"usage\":{{\"prompt_tokens\":12,\"completion_tokens\":5,\"total_tokens\":17}}}}\n\n"
+        ));
+    }
+    events.push("data: [DONE]\n\n".to_owned());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(8);
+    tokio::spawn(async move {
+        for (i, event) in events.into_iter().enumerate() {
+            if i > 0 && i < 5 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if tx.send(Bytes::from(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut res = Response::new(StreamBody::new(stream).boxed_unsync());
+    res.headers_mut()
+        .insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/event-stream"));
+    res
 }
 
 fn status(code: StatusCode) -> Response<Body> {
@@ -649,5 +714,171 @@ async fn idle(args: &Args) -> Res<()> {
     let mut one = [0u8; 1];
     let _ = tokio::time::timeout(Duration::from_secs(hold), stdin.read(&mut one)).await;
     drop(held);
+    Ok(())
+}
+
+// ---------------------------------------------------------------- AI completions
+
+/// What one completion request measured.
+enum Outcome {
+    /// The latency measured (to the first event, or to the whole answer), in ns.
+    Ok(u64),
+    Failed,
+}
+
+/// Reads one response on `s` (after the request was written at `sent`): for a stream the time
+/// to the first `data:`, else the time to the end of the body.
+async fn read_completion(s: &mut TcpStream, sent: Instant, stream: bool) -> Res<(u64, bool)> {
+    let (head, mut pending) = read_head(s).await?;
+    if !status_ok(&head) {
+        return Err(format!("refused: {}", head.lines().next().unwrap_or("")).into());
+    }
+    let lower = head.to_ascii_lowercase();
+    let keep = !lower.contains("connection: close");
+    let length = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let mut first: Option<u64> = None;
+    let mut buf = vec![0u8; 16 * 1024];
+    let seen_data = |bytes: &[u8], first: &mut Option<u64>| {
+        if first.is_none() && bytes.windows(5).any(|w| w == b"data:") {
+            *first = Some(sent.elapsed().as_nanos() as u64);
+        }
+    };
+    match length {
+        Some(length) => {
+            while pending.len() < length {
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    return Err("closed mid-body".into());
+                }
+                pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+                seen_data(&pending, &mut first);
+            }
+            seen_data(&pending, &mut first);
+        }
+        None => {
+            // Chunked: size line, data, CRLF, until the zero-size chunk and its empty trailer.
+            let mut body = Vec::new();
+            loop {
+                if let Some(line_end) = pending.windows(2).position(|w| w == b"\r\n") {
+                    let size_text =
+                        String::from_utf8_lossy(pending.get(..line_end).unwrap_or_default())
+                            .split(';')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_owned();
+                    let size = usize::from_str_radix(&size_text, 16)?;
+                    let need = line_end + 2 + size + 2;
+                    if pending.len() >= need {
+                        body.extend_from_slice(
+                            pending.get(line_end + 2..line_end + 2 + size).unwrap_or_default(),
+                        );
+                        seen_data(&body, &mut first);
+                        pending.drain(..need);
+                        if size == 0 {
+                            break;
+                        }
+                        continue;
+                    }
+                }
+                let n = s.read(&mut buf).await?;
+                if n == 0 {
+                    return Err("closed mid-body".into());
+                }
+                pending.extend_from_slice(buf.get(..n).unwrap_or_default());
+            }
+        }
+    }
+    let whole = sent.elapsed().as_nanos() as u64;
+    let measured = if stream { first.ok_or("no event in the stream")? } else { whole };
+    Ok((measured, keep))
+}
+
+async fn ai(args: &Args) -> Res<()> {
+    let addr = args.addr("addr");
+    let uri = args.str("uri", "/v1/chat/completions");
+    let rate = args.num("rate", 100).max(1);
+    let secs = args.num("secs", 5).min(10);
+    let stream = args.num("stream", 0) == 1;
+    let key = args.str("key", "sk-bench");
+    let model = args.str("model", "mock-model");
+    let conns = args.num("conns", 32) as usize;
+    let body = if stream {
+        format!(
+            r#"{{"model":"{model}","stream":true,"messages":[{{"role":"user","content":"Hi"}}]}}"#
+        )
+    } else {
+        format!(r#"{{"model":"{model}","messages":[{{"role":"user","content":"Hi"}}]}}"#)
+    };
+    let request = Arc::new(format!(
+        "POST {uri} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    // A pool of keep-alive connections, opened before the clock starts.
+    let (pool_tx, pool_rx) = tokio::sync::mpsc::channel::<TcpStream>(conns);
+    for _ in 0..conns {
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        pool_tx.send(s).await?;
+    }
+    let pool_rx = Arc::new(tokio::sync::Mutex::new(pool_rx));
+    let interval = Duration::from_nanos(1_000_000_000 / rate);
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::new();
+    while Instant::now() < deadline {
+        ticks.tick().await;
+        let (pool_tx, pool_rx, request) = (pool_tx.clone(), pool_rx.clone(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let taken = pool_rx.lock().await.try_recv().ok();
+            let mut s = match taken {
+                Some(s) => s,
+                None => match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        let _ = s.set_nodelay(true);
+                        s
+                    }
+                    Err(_) => return Outcome::Failed,
+                },
+            };
+            let sent = Instant::now();
+            if s.write_all(request.as_bytes()).await.is_err() {
+                return Outcome::Failed;
+            }
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), read_completion(&mut s, sent, stream));
+            match read.await {
+                Ok(Ok((ns, keep))) => {
+                    if keep {
+                        let _ = pool_tx.try_send(s);
+                    }
+                    Outcome::Ok(ns)
+                }
+                _ => Outcome::Failed,
+            }
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut errors = 0u64;
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), t).await {
+            Ok(Ok(Outcome::Ok(ns))) => samples.push(ns),
+            _ => errors += 1,
+        }
+    }
+    samples.sort_unstable();
+    println!(
+        "p50_us={:.1} p99_us={:.1} ok={} errors={}",
+        percentile(&samples, 0.50) as f64 / 1e3,
+        percentile(&samples, 0.99) as f64 / 1e3,
+        samples.len(),
+        errors
+    );
     Ok(())
 }

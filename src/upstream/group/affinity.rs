@@ -2,7 +2,8 @@
 //! the stable key it hashes to.
 //!
 //! A request without the header or cookie has no key; the group then picks by weight at
-//! random, as `random` would.
+//! random, as `random` would. The virtual key is known only to an AI route's admission, which
+//! hashes its name with [`of_name`].
 
 use std::net::IpAddr;
 
@@ -36,7 +37,13 @@ pub fn key(on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
                 None => hash_bytes(&v6.octets()),
             },
         }),
+        HashOn::VirtualKey => None,
     }
+}
+
+/// The key of a client known by `name` (its virtual key's name), for `hash_on = "virtual_key"`.
+pub fn of_name(name: &str) -> u64 {
+    hash_bytes(name.as_bytes())
 }
 
 /// The value of the cookie `name` in the request's `Cookie` lines (RFC 6265 §5.4: pairs
