@@ -17,9 +17,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::Value;
 use sluice::config::Config;
+use sluice::gateway::virtual_key::hash;
+use support::ai::{Behaviour, MockProvider};
 use support::browser::{Browser, artifacts_dir};
 use support::client::{connect_tunnel, direct, via_proxy};
-use support::config::{ADMIN, BOTH, listener, named_route, write_config};
+use support::config::{ADMIN, BOTH, REVERSE, listener, named_route, write_config};
 use support::proxy::TestProxy;
 use support::upstream::{Origin, WsOrigin, closed_port, full};
 use support::within;
@@ -42,7 +44,53 @@ struct Status {
     connections: Connections,
     reload: Option<Reload>,
     traffic: Traffic,
-    ai_usage: Option<Value>,
+    ai_usage: Option<AiUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AiUsage {
+    models: Vec<AiModel>,
+    virtual_keys: Vec<AiVirtualKey>,
+    routes: Vec<AiRoute>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct AiModel {
+    model: String,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct AiVirtualKey {
+    name: String,
+    requests: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_tokens: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AiRoute {
+    route: String,
+    fallbacks: u64,
+    keys: Vec<AiProviderKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AiProviderKey {
+    key_id: String,
+    state: String,
+    back_in_ms: Option<u64>,
+    cooldowns: u64,
+    removals: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,7 +242,16 @@ const REQUIRED_KEYS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// The objects of `document` at `place` (a name in [`REQUIRED_KEYS`]).
+/// The same for `ai_usage`, present only when a route serves an AI provider.
+const AI_REQUIRED_KEYS: &[(&str, &[&str])] = &[
+    ("ai_usage", &["models", "routes", "virtual_keys"]),
+    ("ai_models", &["cached_tokens", "input_tokens", "model", "output_tokens", "requests"]),
+    ("ai_virtual_keys", &["cached_tokens", "input_tokens", "name", "output_tokens", "requests"]),
+    ("ai_routes", &["fallbacks", "keys", "route"]),
+    ("ai_keys", &["back_in_ms", "cooldowns", "key_id", "removals", "state"]),
+];
+
+/// The objects of `document` at `place` (a name in [`REQUIRED_KEYS`] or [`AI_REQUIRED_KEYS`]).
 fn objects<'a>(document: &'a Value, place: &str) -> Vec<&'a Value> {
     let each = |value: &'a Value| value.as_array().unwrap().iter().collect::<Vec<_>>();
     match place {
@@ -206,13 +263,25 @@ fn objects<'a>(document: &'a Value, place: &str) -> Vec<&'a Value> {
         "targets" => {
             objects(document, "routes").into_iter().flat_map(|r| each(&r["targets"])).collect()
         }
+        "ai_usage" => vec![&document["ai_usage"]],
+        "ai_models" => each(&document["ai_usage"]["models"]),
+        "ai_virtual_keys" => each(&document["ai_usage"]["virtual_keys"]),
+        "ai_routes" => each(&document["ai_usage"]["routes"]),
+        "ai_keys" => {
+            objects(document, "ai_routes").into_iter().flat_map(|r| each(&r["keys"])).collect()
+        }
         other => panic!("no place {other}"),
     }
 }
 
 /// Fails unless every object has exactly the documented keys.
 fn assert_documented_keys(document: &Value) {
-    for (place, keys) in REQUIRED_KEYS {
+    assert_keys(document, REQUIRED_KEYS);
+}
+
+/// Fails unless every object at the places of `required` has exactly its keys.
+fn assert_keys(document: &Value, required: &[(&str, &[&str])]) {
+    for (place, keys) in required {
         let found = objects(document, place);
         assert!(!found.is_empty(), "no object at {place:?}");
         for object in found {
@@ -700,6 +769,220 @@ async fn the_live_page_in_a_browser_charts_the_traffic_and_fits_a_phone() {
         .await;
     assert_eq!(columns, 1);
     browser.screenshot(&artifacts_dir().join("status-narrow.png")).await;
+    assert!(browser.problems.is_empty(), "problems on the page: {:?}", browser.problems);
+    browser.close().await;
+}
+
+// ------------------------------------------------------------------ the AI gateway's usage
+
+const ALICE: &str = "sk-virtual-alice-5e0c21d7";
+const BOB: &str = "sk-virtual-bob-9a4f7730";
+/// The provider keys behind the AI route: (key id, key, tier).
+const PROVIDER_KEYS: [(&str, &str, u8); 3] = [
+    ("primary", "sk-provider-primary-41c2", 0),
+    ("revoked", "sk-provider-revoked-8d07", 0),
+    ("spare", "sk-provider-spare-c3b9", 1),
+];
+
+/// An AI route `chat` on the mock over [`PROVIDER_KEYS`], virtual keys alice and bob, and
+/// the admin listener with `admin_extra`.
+fn ai_config(mock: &MockProvider, admin_extra: &str) -> String {
+    let mut text = format!(
+        "{}{ADMIN}{admin_extra}[access_log]\nenabled = false\n\
+         [[gateway.virtual_key]]\nname = \"alice\"\nhash = \"{}\"\n\
+         [[gateway.virtual_key]]\nname = \"bob\"\nhash = \"{}\"\n\
+         [[route]]\nname = \"chat\"\nprefix = \"/v1\"\n[route.ai]\nprovider = \"openai\"\n",
+        listener(REVERSE, ""),
+        hash(ALICE),
+        hash(BOB),
+    );
+    for (name, key, tier) in PROVIDER_KEYS {
+        text.push_str(&format!(
+            "[[route.target]]\nname = \"{name}\"\nurl = \"{}\"\ntier = {tier}\n\
+             [route.target.headers.request]\nset = {{ authorization = \"Bearer {key}\" }}\n",
+            mock.url("/v1")
+        ));
+    }
+    text
+}
+
+/// A mock on which `primary` is rate limited for a minute and `revoked` is refused, so the
+/// first completion falls back twice and lands on `spare`.
+async fn ai_mock() -> MockProvider {
+    let mock = MockProvider::start("status").await;
+    mock.on_key(PROVIDER_KEYS[0].1, Behaviour::RateLimited { retry_after: 60 });
+    mock.on_key(PROVIDER_KEYS[1].1, Behaviour::Unauthorized);
+    mock
+}
+
+/// Two plain completions for alice and a streamed one for bob.
+async fn completions(proxy: &TestProxy) {
+    completions_for(proxy, &[ALICE, ALICE, BOB]).await;
+}
+
+/// A completion per virtual key of `keys`: bob's streamed, alice's plain.
+async fn completions_for(proxy: &TestProxy, keys: &[&str]) {
+    let plain = r#"{"model":"gpt-test","messages":[{"role":"user","content":"Hi"}]}"#;
+    let stream =
+        r#"{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"Hi"}]}"#;
+    for &key in keys {
+        let body = if key == BOB { stream } else { plain };
+        let response = within(
+            direct()
+                .post(format!("http://{}/v1/chat/completions", proxy.addr))
+                .header("content-type", "application/json")
+                .bearer_auth(key)
+                .body(body)
+                .send(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        within(response.text()).await.unwrap();
+    }
+}
+
+/// Secrets that must appear nowhere on the status page or in its document.
+fn ai_secrets() -> Vec<String> {
+    let mut secrets = vec![ALICE.to_owned(), BOB.to_owned(), hash(ALICE), hash(BOB)];
+    secrets.extend(PROVIDER_KEYS.iter().map(|(_, key, _)| (*key).to_owned()));
+    secrets
+}
+
+/// After a few completions, `ai_usage` counts them per model and per virtual key with the
+/// tokens the provider reported, shows the provider keys set aside by id, and follows its
+/// documented schema; neither the document nor the page holds a key.
+#[tokio::test]
+async fn ai_usage_counts_models_and_virtual_keys_and_shows_provider_keys_without_secrets() {
+    let mock = ai_mock().await;
+    let proxy = TestProxy::start(&ai_config(&mock, "")).await;
+    let idle: Status = serde_json::from_value(status_json(&proxy).await).unwrap();
+    let idle = idle.ai_usage.expect("an AI route is configured");
+    assert!(idle.models.is_empty() && idle.virtual_keys.is_empty());
+
+    completions(&proxy).await;
+    let script = mock.current_script();
+    let (input, output, cached) =
+        (script.input_tokens, script.output_tokens(), script.cached_tokens);
+    let (status, raw) = status_when(&proxy, |status| {
+        status
+            .ai_usage
+            .as_ref()
+            .is_some_and(|ai| ai.models.iter().map(|m| m.requests).sum::<u64>() == 3)
+    })
+    .await;
+    assert_documented_keys(&raw);
+    assert_keys(&raw, AI_REQUIRED_KEYS);
+    let ai = status.ai_usage.unwrap();
+    let model = AiModel {
+        model: "gpt-test".to_owned(),
+        requests: 3,
+        input_tokens: 3 * input,
+        output_tokens: 3 * output,
+        cached_tokens: 3 * cached,
+    };
+    assert_eq!(ai.models, [model]);
+    let key = |name: &str, n: u64| AiVirtualKey {
+        name: name.to_owned(),
+        requests: n,
+        input_tokens: n * input,
+        output_tokens: n * output,
+        cached_tokens: n * cached,
+    };
+    assert_eq!(ai.virtual_keys, [key("alice", 2), key("bob", 1)], "busiest first");
+    assert_eq!(ai.routes.len(), 1);
+    let route = &ai.routes[0];
+    assert_eq!((route.route.as_str(), route.fallbacks), ("chat", 2));
+    let keys: Vec<_> = route
+        .keys
+        .iter()
+        .map(|k| (k.key_id.as_str(), k.state.as_str(), k.cooldowns, k.removals))
+        .collect();
+    assert_eq!(
+        keys,
+        [("primary", "resting", 1, 0), ("revoked", "removed", 0, 1), ("spare", "ready", 0, 0)]
+    );
+    let resting = route.keys[0].back_in_ms.unwrap();
+    assert!(resting > 0 && resting <= 60_000, "Retry-After: 60, {resting} ms left");
+    assert!(route.keys[1].back_in_ms.unwrap() > 3_600_000, "out for a day by default");
+    assert_eq!(route.keys[2].back_in_ms, None);
+
+    let page = within(within(direct().get(proxy.admin_url("/")).send()).await.unwrap().text())
+        .await
+        .unwrap();
+    for expected in [
+        "<h2 id=\"ai-title\">AI usage</h2>",
+        "<td class=\"name\">gpt-test</td><td class=\"num\">3</td>",
+        "<td class=\"name\">alice</td><td class=\"num\">2</td>",
+        "<td class=\"name\">chat</td><td class=\"muted small\" colspan=\"2\">2 fallbacks</td>",
+        "<td class=\"mono\">primary</td>",
+        "<span class=\"pill bad\">removed</span>",
+    ] {
+        assert!(page.contains(expected), "no {expected:?} in the page:\n{page}");
+    }
+    let document = raw.to_string();
+    for secret in ai_secrets() {
+        assert!(!document.contains(&secret) && !page.contains(&secret), "{secret} shown");
+    }
+}
+
+/// In a real browser the AI usage card is drawn from `status.json` (the script replaces the
+/// server's tables) and fits a phone's width. Screenshots:
+/// `target/test-artifacts/status-ai.png` and `status-ai-narrow.png`.
+#[tokio::test]
+async fn the_live_page_in_a_browser_shows_ai_usage() {
+    let mock = ai_mock().await;
+    let proxy = TestProxy::start(&ai_config(&mock, "")).await;
+    completions(&proxy).await;
+
+    let mut browser = Browser::launch(1280, 900).await;
+    browser.goto(&proxy.admin_url("/")).await;
+    browser.wait_for("document.body.dataset.live === 'yes'").await;
+    // Shown once the script has drawn the card from `status.json`.
+    browser
+        .wait_for(
+            "(() => { const card = document.getElementById('ai-card'); \
+               return card && !card.hidden && card.textContent.includes('bob'); })()",
+        )
+        .await;
+    let rows = browser
+        .eval(
+            "[...document.querySelectorAll('#ai-body tbody tr')].map(row => \
+               [...row.cells].map(cell => cell.textContent).join('|'))",
+        )
+        .await;
+    let output = mock.current_script().output_tokens();
+    let input = mock.current_script().input_tokens;
+    let cached = mock.current_script().cached_tokens;
+    let line =
+        |name: &str, n: u64| format!("{name}|{n}|{}|{}|{}", n * input, n * output, n * cached);
+    let rows: Vec<String> = serde_json::from_value(rows).unwrap();
+    assert_eq!(&rows[..3], [line("gpt-test", 3), line("alice", 2), line("bob", 1)], "{rows:?}");
+    assert_eq!(rows[3], "chat|2 fallbacks");
+    assert!(rows[4].starts_with("|primary|resting back in "), "{rows:?}");
+    assert!(rows[4].ends_with(" · 1 rest · 0 removals"), "{rows:?}");
+    assert!(rows[5].starts_with("|revoked|removed back in "), "{rows:?}");
+    assert!(rows[5].ends_with(" · 0 rests · 1 removal"), "{rows:?}");
+    assert_eq!(rows[6], "|spare|ready 0 rests · 0 removals");
+    // The script keeps it current: one more completion shows without a reload.
+    completions_for(&proxy, &[ALICE]).await;
+    browser
+        .wait_for("document.querySelector('#ai-body tbody tr').cells[1].textContent === '4'")
+        .await;
+    let text = browser.eval("document.documentElement.outerHTML").await;
+    for secret in ai_secrets() {
+        assert!(!text.as_str().unwrap().contains(&secret), "{secret} on the page");
+    }
+    assert!(browser.problems.is_empty(), "problems on the page: {:?}", browser.problems);
+    browser.screenshot(&artifacts_dir().join("status-ai.png")).await;
+
+    browser.resize(390, 844, true).await;
+    browser.wait_for("document.documentElement.scrollWidth <= window.innerWidth").await;
+    browser.screenshot(&artifacts_dir().join("status-ai-narrow.png")).await;
+    let fits = browser
+        .eval("[...document.querySelectorAll('#ai-body .scroll')].every(s => s.scrollWidth <= s.clientWidth)")
+        .await;
+    assert_eq!(fits, true, "the AI tables fit a phone without scrolling sideways");
     assert!(browser.problems.is_empty(), "problems on the page: {:?}", browser.problems);
     browser.close().await;
 }

@@ -17,6 +17,7 @@
 //! The admin listener also takes the status page's traffic samples, once a second, into a
 //! [`History`] it owns: without an admin listener there is nobody to show them to.
 
+pub mod ai_card;
 pub mod page;
 pub mod status;
 

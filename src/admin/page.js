@@ -213,8 +213,66 @@
         el("pre", "message", [reload.message])
       ]));
     }
-    // status.ai_usage (null until the AI gateway exists) is drawn here, after the reload, as
-    // page.rs renders it.
+    // The AI usage card, as admin/ai_card.rs renders it; hidden while no route serves AI.
+    var ai = status.ai_usage;
+    var card = $("ai-card");
+    if (card) card.hidden = !ai;
+    if (ai) replace("ai-body", aiBody(ai));
+  }
+
+  function count(n) { return n.toLocaleString("en-US"); }
+  function times(n, noun) { return count(n) + " " + noun + (n === 1 ? "" : "s"); }
+  function th(cls, text) { return el("th", cls, [text]); }
+
+  function countsTable(title, rows) {
+    var body = el("tbody", null, rows.map(function (r) {
+      return el("tr", null, [
+        el("td", "name", [r.name === "" ? "none" : r.name]),
+        el("td", "num", [count(r.requests)]),
+        el("td", "num", [count(r.input_tokens)]),
+        el("td", "num", [count(r.output_tokens)]),
+        el("td", "num hide-narrow", [count(r.cached_tokens)])
+      ]);
+    }));
+    if (!rows.length) body.appendChild(el("tr", null, [emptyCell(5, "No AI requests yet.")]));
+    return el("div", "scroll", [el("table", "counts", [
+      el("thead", null, [el("tr", null, [th(null, title), th("num", "Requests"), th("num", "Input tokens"),
+        th("num", "Output tokens"), th("num hide-narrow", "Cached")])]),
+      body
+    ])]);
+  }
+
+  function keyDetail(k) {
+    var parts = [];
+    if (k.back_in_ms !== null) parts.push("back in " + span(k.back_in_ms / 1000));
+    parts.push(times(k.cooldowns, "rest"));
+    parts.push(times(k.removals, "removal"));
+    return parts.join(" · ");
+  }
+
+  function aiBody(ai) {
+    var keys = el("tbody", null, []);
+    ai.routes.forEach(function (route) {
+      var note = el("td", "muted small", [count(route.fallbacks) + " fallbacks"]);
+      note.colSpan = 2;
+      keys.appendChild(el("tr", null, [el("td", "name", [route.route]), note]));
+      route.keys.forEach(function (k) {
+        var cls = k.state === "ready" ? "ok" : k.state === "removed" ? "bad" : "warn";
+        keys.appendChild(el("tr", "target", [
+          el("td", null, []),
+          el("td", "mono", [k.key_id]),
+          el("td", "num", [el("span", "pill " + cls, [k.state]), " ", el("span", "muted small", [keyDetail(k)])])
+        ]));
+      });
+    });
+    return el("div", null, [
+      countsTable("Model", ai.models.map(function (m) { return Object.assign({ name: m.model }, m); })),
+      countsTable("Virtual key", ai.virtual_keys),
+      el("div", "scroll", [el("table", null, [
+        el("thead", null, [el("tr", null, [th(null, "Route"), th(null, "Provider key"), th("num", "State")])]),
+        keys
+      ])])
+    ]);
   }
 
   // The same words as the server-rendered page (`health_class`, `target_detail` in page.rs).

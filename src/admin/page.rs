@@ -79,8 +79,7 @@ pub fn render(status: &Status) -> String {
     routes(&mut out, status);
     listeners(&mut out, status);
     reload(&mut out, status);
-    // The AI gateway's usage per model and virtual key (`Status::ai_usage`, always `None`
-    // until the gateway exists) gets its own section here and in page.js's `render`.
+    crate::admin::ai_card::render(&mut out, status.ai_usage.as_ref());
     let _ = write!(
         out,
         "</main>\n<footer><a href=\"status.json\">status.json</a><a href=\"metrics\">metrics</a>\
@@ -346,7 +345,7 @@ fn percent(ratio: Option<f64>) -> String {
 
 /// A duration in its two largest units, the smaller left out when zero: `3d 4h`, `2h`,
 /// `4m 10s`, `5m`, `7s`.
-fn span(duration: Duration) -> String {
+pub(crate) fn span(duration: Duration) -> String {
     let s = duration.as_secs();
     let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
     let two = |big: u64, a: &str, small: u64, b: &str| {
@@ -367,7 +366,8 @@ fn clock(unix_ms: u64) -> String {
     format!("{} UTC", text.trim_end_matches('Z').replacen('T', " ", 1))
 }
 
-fn thousands(n: u64) -> String {
+/// `n` with commas between thousands, as the script writes counts.
+pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {

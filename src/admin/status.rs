@@ -5,16 +5,17 @@
 //!
 //! Nothing here can carry a secret: listeners and routes are described by the same fields
 //! `config::summary` prints (upstream URLs cannot hold credentials; header rules, users and
-//! TLS key paths are left out altogether), and reload messages name problems by file, line
-//! and key.
+//! TLS key paths are left out altogether), reload messages name problems by file, line
+//! and key, and the AI gateway's usage names models, virtual keys and provider key ids only.
 
 use std::collections::HashSet;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::config::{Config, ListenerConfig, RouteConfig};
+use crate::observe::ai::{AiMetrics, AiTally};
 use crate::observe::history::{History, SAMPLE_INTERVAL, Series};
 use crate::proxy::router::Router;
 use crate::reload::Reloader;
@@ -46,16 +47,80 @@ pub struct Status {
     pub reload: Option<ReloadStatus>,
     /// Requests per route over the last minutes.
     pub traffic: TrafficStatus,
-    /// Extension point for the AI gateway: its usage per model and per virtual key will be a
-    /// type of its own here (and a section in `page.rs`). There is no gateway yet, so there
-    /// is no value to give and the key is always `null`.
+    /// The AI gateway's use since start; `null` when no route serves an AI provider.
     pub ai_usage: Option<AiUsage>,
 }
 
-/// The AI gateway's usage report: not built yet, so it has no values (see
-/// [`Status::ai_usage`]).
+/// The AI gateway's use since start, read from its metrics. Names only: models, virtual
+/// keys, routes and provider key ids (a target's name), never a key or a key's hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct AiUsage {
+    /// Per model, busiest first.
+    pub models: Vec<AiModelUsage>,
+    /// Per virtual key, busiest first.
+    pub virtual_keys: Vec<AiKeyUsage>,
+    /// Every AI route, in configuration order, with its provider keys' state.
+    pub routes: Vec<AiRouteStatus>,
+}
+
+/// One model's requests and tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct AiModelUsage {
+    /// As the provider named it (`other` past the label cap; `""` when nothing named one).
+    pub model: String,
+    /// The counts.
+    #[serde(flatten)]
+    pub usage: AiCounts,
+}
+
+/// One virtual key's requests and tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct AiKeyUsage {
+    /// The virtual key's name (`""` for requests without one).
+    pub name: String,
+    /// The counts.
+    #[serde(flatten)]
+    pub usage: AiCounts,
+}
+
+/// Requests and tokens since start.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub enum AiUsage {}
+pub struct AiCounts {
+    /// Requests finished, whatever the status.
+    pub requests: u64,
+    /// Input tokens the provider reported.
+    pub input_tokens: u64,
+    /// Output tokens the provider reported.
+    pub output_tokens: u64,
+    /// Input tokens the provider served from its prompt cache.
+    pub cached_tokens: u64,
+}
+
+/// One AI route.
+#[derive(Debug, Clone, Serialize)]
+pub struct AiRouteStatus {
+    /// The route's name.
+    pub route: String,
+    /// Attempts that failed and were tried on another key or provider.
+    pub fallbacks: u64,
+    /// Its provider keys, by key id.
+    pub keys: Vec<AiProviderKey>,
+}
+
+/// One provider key's state, by its id (the target's name; never the key).
+#[derive(Debug, Clone, Serialize)]
+pub struct AiProviderKey {
+    /// The target's name.
+    pub key_id: String,
+    /// `ready`, `resting` (after a 429) or `removed` (after a 401 or 403).
+    pub state: &'static str,
+    /// How long it still rests or stays out of service; `null` when ready.
+    pub back_in_ms: Option<u64>,
+    /// Times it was set to rest since start.
+    pub cooldowns: u64,
+    /// Times it was taken out of service since start.
+    pub removals: u64,
+}
 
 /// One proxy listener.
 #[derive(Debug, Clone, Serialize)]
@@ -262,7 +327,7 @@ impl Status {
                 message: record.message,
             }),
             traffic,
-            ai_usage: None,
+            ai_usage: ai_usage(&config, &proxy.router, &reloader.metrics().ai, Moment::now()),
         }
     }
 
@@ -335,6 +400,86 @@ fn target(member: &Member, checked: bool, now: Moment) -> TargetStatus {
     }
 }
 
+/// The AI gateway's use, when a route serves an AI provider.
+fn ai_usage(config: &Config, router: &Router, metrics: &AiMetrics, now: Moment) -> Option<AiUsage> {
+    if !config.routes.iter().any(|route| route.ai.is_some()) {
+        return None;
+    }
+    let readout = metrics.usage();
+    let counts = |t: AiTally| AiCounts {
+        requests: t.requests,
+        input_tokens: t.input_tokens,
+        output_tokens: t.output_tokens,
+        cached_tokens: t.cached_tokens,
+    };
+    let mut models: Vec<AiModelUsage> = readout
+        .models
+        .into_iter()
+        .map(|(model, t)| AiModelUsage { model, usage: counts(t) })
+        .collect();
+    models.sort_by_key(|m| std::cmp::Reverse(m.usage.requests));
+    let mut virtual_keys: Vec<AiKeyUsage> = readout
+        .virtual_keys
+        .into_iter()
+        .map(|(name, t)| AiKeyUsage { name, usage: counts(t) })
+        .collect();
+    virtual_keys.sort_by_key(|k| std::cmp::Reverse(k.usage.requests));
+    let routes = config
+        .routes
+        .iter()
+        .filter(|route| route.ai.is_some())
+        .map(|route| {
+            let name: Arc<str> = Arc::from(route.name.as_str());
+            let keys = router.group_of(route).map_or_else(Vec::new, |group| {
+                let max_rest = group.settings().outlier.max_cooldown;
+                group
+                    .targets()
+                    .members()
+                    .iter()
+                    .map(|member| provider_key(metrics, &name, member, max_rest, now))
+                    .collect()
+            });
+            AiRouteStatus {
+                fallbacks: readout.fallbacks.get(route.name.as_str()).copied().unwrap_or(0),
+                route: route.name.clone(),
+                keys,
+            }
+        })
+        .collect();
+    Some(AiUsage { models, virtual_keys, routes })
+}
+
+/// A provider key's state. A removal rests the key like a 429 does, only longer: a rest
+/// longer than any 429 can cause (the route's `max_cooldown`) is a removal, and so is any
+/// rest of a key that was removed and never cooled.
+fn provider_key(
+    metrics: &AiMetrics,
+    route: &Arc<str>,
+    member: &Member,
+    max_rest: Duration,
+    now: Moment,
+) -> AiProviderKey {
+    let (cooldowns, removals) = metrics.key_events(route, &member.spec.name);
+    let left = member
+        .state
+        .passive
+        .cooling_until()
+        .filter(|until| *until > now)
+        .map(|until| until.since(now));
+    let state = match left {
+        None => "ready",
+        Some(left) if removals > 0 && (left > max_rest || cooldowns == 0) => "removed",
+        Some(_) => "resting",
+    };
+    AiProviderKey {
+        key_id: member.spec.name.to_string(),
+        state,
+        back_in_ms: left.map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX)),
+        cooldowns,
+        removals,
+    }
+}
+
 /// A series per configured route name, and one for the forward proxy when a listener serves
 /// forward traffic.
 fn traffic(config: &Config, history: &History) -> TrafficStatus {
@@ -351,7 +496,7 @@ fn traffic(config: &Config, history: &History) -> TrafficStatus {
     }
     let series = labels
         .into_iter()
-        .map(|name| series(name, &history.series(&name.map(std::sync::Arc::from))))
+        .map(|name| series(name, &history.series(&name.map(Arc::from))))
         .collect();
     TrafficStatus {
         interval_seconds: SAMPLE_INTERVAL.as_secs(),

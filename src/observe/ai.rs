@@ -9,7 +9,7 @@
 //! the number of distinct models is capped: past [`MAX_MODEL_LABELS`], further models are
 //! counted as `other`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -140,6 +140,62 @@ pub struct AiMetrics {
     cache: Family<RouteResult, Counter>,
     state: StateMetrics,
     models: Mutex<HashSet<Arc<str>>>,
+    seen: Mutex<Seen>,
+}
+
+/// The label sets counted so far, so the counters can be read back ([`AiMetrics::usage`]):
+/// the families cannot be iterated. Bounded like the labels themselves: routes, virtual keys
+/// and key ids come from the configuration, models are capped, reasons are a short list.
+#[derive(Debug, Default)]
+struct Seen {
+    requests: HashSet<SeriesLabels>,
+    fallbacks: HashSet<RouteReason>,
+}
+
+/// A request series' labels, without the status class.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SeriesLabels {
+    route: Name,
+    model: Name,
+    virtual_key: Name,
+    key_id: Name,
+}
+
+/// The status classes requests are counted under.
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// What one model or virtual key has used since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AiTally {
+    /// Requests finished.
+    pub requests: u64,
+    /// Input tokens providers reported.
+    pub input_tokens: u64,
+    /// Output tokens providers reported.
+    pub output_tokens: u64,
+    /// Of the input tokens, those the provider served from its prompt cache.
+    pub cached_tokens: u64,
+}
+
+/// The AI gateway's use since start, read back from its counters (no key or secret in it:
+/// only model, virtual-key and route names).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AiUsageReadout {
+    /// By model (`""` when neither the provider nor the request named one).
+    pub models: BTreeMap<String, AiTally>,
+    /// By virtual key name (`""` for requests without one).
+    pub virtual_keys: BTreeMap<String, AiTally>,
+    /// Fallbacks by route.
+    pub fallbacks: BTreeMap<String, u64>,
+}
+
+impl AiTally {
+    fn add(&mut self, other: AiTally) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_tokens += other.cached_tokens;
+    }
 }
 
 /// The label value of a status code's class.
@@ -169,6 +225,7 @@ impl AiMetrics {
             cache: Family::default(),
             state: StateMetrics::default(),
             models: Mutex::new(HashSet::new()),
+            seen: Mutex::new(Seen::default()),
         };
         registry.register(
             "ai_requests",
@@ -255,6 +312,12 @@ impl AiMetrics {
         let model = self.model(record.model.as_deref());
         let virtual_key = Name(record.virtual_key.clone());
         let key_id = Name(record.key_id.clone());
+        self.seen().requests.insert(SeriesLabels {
+            route: route.clone(),
+            model: model.clone(),
+            virtual_key: virtual_key.clone(),
+            key_id: key_id.clone(),
+        });
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.clone(),
@@ -292,9 +355,80 @@ impl AiMetrics {
 
     /// Counts an attempt on `route` that failed for `reason` and was tried elsewhere.
     pub fn fallback(&self, route: &Arc<str>, reason: &'static str) {
-        self.fallbacks
-            .get_or_create(&RouteReason { route: Name(Some(route.clone())), reason })
-            .inc();
+        let labels = RouteReason { route: Name(Some(route.clone())), reason };
+        self.fallbacks.get_or_create(&labels).inc();
+        self.seen().fallbacks.insert(labels);
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The requests and tokens counted so far, summed by model and by virtual key, and the
+    /// fallbacks by route: the `sluice_ai_requests`, `sluice_ai_tokens` and
+    /// `sluice_ai_fallbacks` counters read back.
+    pub fn usage(&self) -> AiUsageReadout {
+        let (requests, fallbacks) = {
+            let seen = self.seen();
+            (
+                seen.requests.iter().cloned().collect::<Vec<_>>(),
+                seen.fallbacks.iter().cloned().collect::<Vec<_>>(),
+            )
+        };
+        let mut out = AiUsageReadout::default();
+        for labels in requests {
+            let tally = self.tally(&labels);
+            let name = |n: &Name| n.0.as_deref().unwrap_or("").to_owned();
+            out.models.entry(name(&labels.model)).or_default().add(tally);
+            out.virtual_keys.entry(name(&labels.virtual_key)).or_default().add(tally);
+        }
+        for labels in fallbacks {
+            let count = self.fallbacks.get(&labels).map_or(0, |c| c.get());
+            let route = labels.route.0.as_deref().unwrap_or("").to_owned();
+            *out.fallbacks.entry(route).or_default() += count;
+        }
+        out
+    }
+
+    /// One request series' counts over every status class.
+    fn tally(&self, labels: &SeriesLabels) -> AiTally {
+        let requests = STATUS_CLASSES
+            .iter()
+            .map(|status| {
+                let labels = RequestLabels {
+                    route: labels.route.clone(),
+                    model: labels.model.clone(),
+                    virtual_key: labels.virtual_key.clone(),
+                    key_id: labels.key_id.clone(),
+                    status,
+                };
+                self.requests.get(&labels).map_or(0, |c| c.get())
+            })
+            .sum();
+        let tokens = |kind: &'static str| {
+            let labels = TokenLabels {
+                route: labels.route.clone(),
+                model: labels.model.clone(),
+                virtual_key: labels.virtual_key.clone(),
+                key_id: labels.key_id.clone(),
+                kind,
+            };
+            self.tokens.get(&labels).map_or(0, |c| c.get())
+        };
+        AiTally {
+            requests,
+            input_tokens: tokens("input"),
+            output_tokens: tokens("output"),
+            cached_tokens: tokens("cached"),
+        }
+    }
+
+    /// How often provider key `key_id` of `route` was set to rest, and taken out of service.
+    pub fn key_events(&self, route: &Arc<str>, key_id: &Arc<str>) -> (u64, u64) {
+        let labels =
+            RouteKey { route: Name(Some(route.clone())), key_id: Name(Some(key_id.clone())) };
+        let count = |family: &Family<RouteKey, Counter>| family.get(&labels).map_or(0, |c| c.get());
+        (count(&self.cooled), count(&self.removed))
     }
 
     /// Counts a provider key of `route` set to rest.
@@ -381,6 +515,42 @@ mod tests {
         ] {
             assert!(text.contains(&line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn usage_reads_the_counters_back_by_model_and_virtual_key() {
+        let mut registry = Registry::default();
+        let metrics = AiMetrics::register(&mut registry);
+        let route: Arc<str> = Arc::from("chat");
+        let record = |model: &str, key: &str, input, output| AiRecord {
+            model: Some(model.to_owned()),
+            virtual_key: Some(Arc::from(key)),
+            key_id: Some(Arc::from("key-1")),
+            usage: Some(Usage { input_tokens: input, output_tokens: output, cached_tokens: 0 }),
+            ..AiRecord::default()
+        };
+        metrics.complete(&route, 200, &record("a", "alice", 10, 2));
+        metrics.complete(&route, 200, &record("a", "bob", 5, 1));
+        metrics.complete(&route, 502, &record("b", "alice", 1, 0));
+        metrics.complete(&route, 200, &AiRecord::default());
+        metrics.fallback(&route, "rate_limited");
+        metrics.fallback(&route, "server_error");
+        metrics.key_cooled(&route, &Arc::from("key-1"));
+        let usage = metrics.usage();
+        let tally = |requests, input_tokens, output_tokens| AiTally {
+            requests,
+            input_tokens,
+            output_tokens,
+            cached_tokens: 0,
+        };
+        assert_eq!(usage.models["a"], tally(2, 15, 3));
+        assert_eq!(usage.models["b"], tally(1, 1, 0));
+        assert_eq!(usage.models[""], tally(1, 0, 0));
+        assert_eq!(usage.virtual_keys["alice"], tally(2, 11, 2));
+        assert_eq!(usage.virtual_keys["bob"], tally(1, 5, 1));
+        assert_eq!(usage.fallbacks["chat"], 2);
+        assert_eq!(metrics.key_events(&route, &Arc::from("key-1")), (1, 0));
+        assert_eq!(metrics.key_events(&route, &Arc::from("key-2")), (0, 0));
     }
 
     #[test]
