@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::admin::page::{escape, span, thousands};
+use crate::admin::format::{escape, span, thousands};
 use crate::admin::status::{AiCounts, AiProviderKey, AiUsage};
 
 /// The card for `usage`; rendered hidden when no route serves an AI provider, so the script

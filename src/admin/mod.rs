@@ -18,6 +18,7 @@
 //! [`History`] it owns: without an admin listener there is nobody to show them to.
 
 pub mod ai_card;
+pub mod format;
 pub mod page;
 pub mod status;
 

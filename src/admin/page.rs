@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+use crate::admin::format::{escape, span, thousands};
 use crate::admin::status::{RouteStatus, SeriesStatus, Status, TargetHealth, TargetStatus};
 
 /// The page's style sheet.
@@ -294,22 +295,6 @@ fn reload(out: &mut String, status: &Status) {
     out.push_str("</section>\n");
 }
 
-/// `text` safe inside HTML text and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 // The formats below match the script's (`rate`, `ms`, `percent`, `span`, `clock` in page.js).
 
 /// Requests per second: two decimals below 10, one below 100, then whole with separators.
@@ -343,40 +328,11 @@ fn percent(ratio: Option<f64>) -> String {
     }
 }
 
-/// A duration in its two largest units, the smaller left out when zero: `3d 4h`, `2h`,
-/// `4m 10s`, `5m`, `7s`.
-pub(crate) fn span(duration: Duration) -> String {
-    let s = duration.as_secs();
-    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    let two = |big: u64, a: &str, small: u64, b: &str| {
-        if small > 0 { format!("{big}{a} {small}{b}") } else { format!("{big}{a}") }
-    };
-    match (d, h, m) {
-        (0, 0, 0) => format!("{s}s"),
-        (0, 0, _) => two(m, "m", s, "s"),
-        (0, _, _) => two(h, "h", m, "m"),
-        _ => two(d, "d", h, "h"),
-    }
-}
-
 /// A time as `2026-12-07 15:49:03 UTC`.
 fn clock(unix_ms: u64) -> String {
     let time = SystemTime::UNIX_EPOCH + Duration::from_millis(unix_ms);
     let text = humantime::format_rfc3339_seconds(time).to_string();
     format!("{} UTC", text.trim_end_matches('Z').replacen('T', " ", 1))
-}
-
-/// `n` with commas between thousands, as the script writes counts.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
