@@ -27,6 +27,26 @@ pub enum HostMatch {
 }
 
 impl HostMatch {
+    /// A pattern as configured: a network (`10.0.0.0/8`), an address, `name` or `*.suffix`
+    /// (letters, digits, `-` and `_` in non-empty labels; a trailing dot is dropped, as
+    /// [`HostMatch::matches`] drops it from the host). `None` when it is none of them.
+    pub fn parse(text: &str) -> Option<HostMatch> {
+        let text = text.trim();
+        if let Some(net) =
+            text.parse::<IpNet>().ok().or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+        {
+            return Some(HostMatch::Network(net));
+        }
+        let text = text.trim_end_matches('.');
+        let name = text.strip_prefix("*.").unwrap_or(text);
+        let valid = !name.is_empty()
+            && name.split('.').all(|label| {
+                !label.is_empty()
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        valid.then(|| HostMatch::Host(text.to_ascii_lowercase()))
+    }
+
     /// Whether a destination `host` (a name, or an IP literal with or without brackets) is
     /// matched: a name by the pattern (case-insensitive, `*.suffix` strictly under `suffix`),
     /// an IP literal by the network. A name never matches a network: nothing is resolved.
@@ -149,6 +169,27 @@ fn quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_parse_as_networks_or_names() {
+        let net = |text: &str| Some(HostMatch::Network(text.parse().unwrap()));
+        let cases = [
+            ("10.0.0.0/8", net("10.0.0.0/8")),
+            (" 192.0.2.7 ", net("192.0.2.7/32")),
+            ("::1", net("::1/128")),
+            ("Corp.Example", Some(HostMatch::Host("corp.example".to_owned()))),
+            ("*.corp.example.", Some(HostMatch::Host("*.corp.example".to_owned()))),
+            ("a_b-c.example", Some(HostMatch::Host("a_b-c.example".to_owned()))),
+            ("", None),
+            ("*.", None),
+            ("a..b", None),
+            ("a b", None),
+            ("http://x", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(HostMatch::parse(text), expected, "{text:?}");
+        }
+    }
 
     fn host(pattern: &str) -> HostMatch {
         HostMatch::Host(pattern.to_owned())

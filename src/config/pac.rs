@@ -4,7 +4,6 @@
 
 use std::fmt::Write as _;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -42,33 +41,28 @@ impl Checker<'_> {
 
     fn host_matches(&mut self, key: &str, values: &[Spanned<String>]) -> Vec<HostMatch> {
         self.pac_bound(key, values);
+        self.host_patterns(key, values)
+    }
+
+    /// Each of `values` as a [`HostMatch`]; one that is none is reported under `key`.
+    pub(super) fn host_patterns(
+        &mut self,
+        key: &str,
+        values: &[Spanned<String>],
+    ) -> Vec<HostMatch> {
         values
             .iter()
             .filter_map(|value| {
-                let text = value.get_ref().trim();
-                if let Ok(net) = text.parse::<IpNet>() {
-                    return Some(HostMatch::Network(net));
-                }
-                if let Ok(ip) = text.parse::<std::net::IpAddr>() {
-                    return Some(HostMatch::Network(IpNet::from(ip)));
-                }
-                let name = text.strip_prefix("*.").unwrap_or(text).trim_end_matches('.');
-                let valid = !name.is_empty()
-                    && name.split('.').all(|label| {
-                        !label.is_empty()
-                            && label
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    });
-                if !valid {
+                let parsed = HostMatch::parse(value.get_ref());
+                if parsed.is_none() {
+                    let text = value.get_ref().trim();
                     self.report(
                         value.span(),
                         key,
                         format!("`{text}` is not a host (\"name\", \"*.suffix\") or network"),
                     );
-                    return None;
                 }
-                Some(HostMatch::Host(text.trim_end_matches('.').to_ascii_lowercase()))
+                parsed
             })
             .collect()
     }

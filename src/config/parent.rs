@@ -12,7 +12,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -208,36 +207,7 @@ impl Checker<'_> {
         if let Some(extra) = values.get(MAX_PARENT_HOSTS) {
             self.report(extra.span(), key, format!("at most {MAX_PARENT_HOSTS} entries"));
         }
-        values
-            .iter()
-            .filter_map(|value| {
-                let text = value.get_ref().trim();
-                let network = text
-                    .parse::<IpNet>()
-                    .ok()
-                    .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from));
-                if let Some(net) = network {
-                    return Some(HostMatch::Network(net));
-                }
-                let name = text.strip_prefix("*.").unwrap_or(text);
-                let valid = !name.is_empty()
-                    && name.split('.').all(|label| {
-                        !label.is_empty()
-                            && label
-                                .bytes()
-                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    });
-                if !valid {
-                    self.report(
-                        value.span(),
-                        key,
-                        format!("`{text}` is not a host (\"name\", \"*.suffix\") or network"),
-                    );
-                    return None;
-                }
-                Some(HostMatch::Host(text.to_ascii_lowercase()))
-            })
-            .collect()
+        self.host_patterns(key, values)
     }
 
     fn parent_credentials(
