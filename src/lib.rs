@@ -25,6 +25,7 @@
 pub mod admin;
 pub mod body;
 pub mod cache;
+pub mod calendar;
 pub mod config;
 pub mod downstream;
 pub mod error;

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// Modules below the request path: they may import each other (without cycles), never these.
 const LEAVES: &[&str] = &[
-    "body", "cache", "config", "error", "gateway", "h1", "headers", "observe", "policy", "relay",
-    "shutdown", "state", "tls", "uri",
+    "body", "cache", "calendar", "config", "error", "gateway", "h1", "headers", "observe",
+    "policy", "relay", "shutdown", "state", "tls", "uri",
 ];
 /// What no leaf, and not `upstream` either, may import: the request path and everything above.
 const ABOVE_LEAVES: &[&str] = &["proxy", "server", "downstream", "admin", "reload"];
