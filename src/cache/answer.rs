@@ -120,26 +120,12 @@ pub fn answer(
 mod tests {
     use super::*;
     use crate::cache::body::SharedBody;
+    use crate::cache::fields::{Fields, map};
     use crate::cache::key::{Vary, VaryKey};
     use crate::cache::policy::directives::effective;
     use crate::cache::policy::freshness::{Freshness, Heuristic};
     use bytes::Bytes;
-    use http::HeaderName;
     use std::time::{Duration, UNIX_EPOCH};
-
-    /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
-
-    fn map(pairs: Fields<'_>) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     fn stored(status: u16, pairs: Fields<'_>, body: &'static [u8]) -> Object {
         let headers = map(pairs);

@@ -281,21 +281,9 @@ fn trim(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::fields::{Fields, map};
 
     /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
-    use http::HeaderValue;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     #[test]
     fn primary_key_table() {

@@ -27,6 +27,8 @@ pub mod body;
 pub mod collapse;
 pub mod disk;
 pub mod exact;
+#[cfg(test)]
+mod fields;
 pub mod fill;
 pub mod key;
 pub mod object;

@@ -299,24 +299,10 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::cache::body::BodyEnd;
+    use crate::cache::fields::{Fields, map};
     use crate::cache::key::VaryKey;
     use bytes::Bytes;
-    use http::HeaderValue;
     use std::time::UNIX_EPOCH;
-
-    /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
-
-    fn map(pairs: Fields<'_>) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     fn time(offset: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_796_601_600 + offset)

@@ -124,21 +124,9 @@ fn digits_value(text: String) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::fields::{Fields, map};
 
     /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
-    use http::HeaderName;
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     #[test]
     fn table() {

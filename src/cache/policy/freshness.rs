@@ -324,9 +324,9 @@ fn initial_age(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::fields::Fields;
 
     /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
     use crate::cache::policy::directives::effective;
     use http::{HeaderName, HeaderValue};
 

@@ -159,26 +159,15 @@ pub fn strip_unstorable(headers: &mut HeaderMap, directives: &ResponseDirectives
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::fields::{Fields, map};
 
     /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
     /// Method, request fields, status, response fields, and the decision.
     type Case<'a> = (&'a str, Fields<'a>, u16, Fields<'a>, Result<(), NotStorable>);
     use crate::cache::policy::directives::effective;
     use crate::cache::policy::freshness::Heuristic;
-    use http::{HeaderName, HeaderValue};
+    use http::HeaderName;
     use std::time::{Duration, UNIX_EPOCH};
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     fn decide(
         method: &str,

@@ -177,21 +177,10 @@ pub fn date_header(time: SystemTime) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::fields::{Fields, map};
 
     /// Header fields of a test case, as name/value pairs.
-    type Fields<'a> = &'a [(&'a str, &'a str)];
     use std::time::{Duration, UNIX_EPOCH};
-
-    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (name, value) in pairs {
-            map.append(
-                HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
-        }
-        map
-    }
 
     fn time(seconds: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(seconds)
