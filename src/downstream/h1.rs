@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::downstream::park::Readiness;
 use crate::h1::buffers;
+use crate::h1::timer::Timer;
 use crate::observe::metrics::{Metrics, Rejection};
 
 /// A plain TCP client connection served by the fast path.
@@ -32,6 +33,9 @@ pub struct ClientConn {
     send_timeout: Duration,
     /// Where a client disconnected for the send timeout is counted.
     metrics: Option<Arc<Metrics>>,
+    /// The timer of the connection's waits on a write to the client or a read from its
+    /// upstream (one wait at a time).
+    timer: Timer,
 }
 
 impl ClientConn {
@@ -50,7 +54,7 @@ impl ClientConn {
             buf.extend_from_slice(&early);
             buf
         };
-        ClientConn { stream, buf, eof: false, send_timeout, metrics }
+        ClientConn { stream, buf, eof: false, send_timeout, metrics, timer: Timer::new() }
     }
 
     /// The socket.
@@ -108,7 +112,7 @@ impl ClientConn {
         let (mut head, mut body) = (head, body);
         while !head.is_empty() || !body.is_empty() {
             let write = write_some(&mut self.stream, head, body);
-            let Ok(written) = tokio::time::timeout(self.send_timeout, write).await else {
+            let Some(written) = self.timer.within(self.send_timeout, write).await else {
                 if let Some(metrics) = self.metrics.take() {
                     metrics.reject(Rejection::ClientSendTimeout);
                 }
@@ -120,6 +124,12 @@ impl ClientConn {
             body = body.get(written - from_head..).unwrap_or_default();
         }
         Ok(())
+    }
+
+    /// The timer for a wait of the request being served (a read from its upstream): the
+    /// connection's own, so a keep-alive connection does not make one per request.
+    pub fn timer(&mut self) -> &mut Timer {
+        &mut self.timer
     }
 
     /// Closes the sending side, so the client sees the end of a close-delimited response.

@@ -16,7 +16,8 @@
 //! - [`write`] serialises request and response heads, applying [`crate::headers::edit`] edits
 //!   while copying the fields;
 //! - [`buffers`] lends connections their buffers only while they use them;
-//! - [`date`] keeps the `Date` value a generated response carries, formatted once a second.
+//! - [`date`] keeps the `Date` value a generated response carries, formatted once a second;
+//! - [`timer`] is a connection's timer for its waits, reused from one wait to the next.
 //!
 //! A leaf: it knows bytes and the header rules, nothing of connections or the request path.
 //! Tokenising is httparse's (the tokenizer hyper itself uses), so field names, values and
@@ -29,6 +30,7 @@ pub mod date;
 pub mod fields;
 pub mod request;
 pub mod response;
+pub mod timer;
 pub mod write;
 
 /// The HTTP/1 minor version of a message.

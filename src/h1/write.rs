@@ -87,12 +87,11 @@ pub fn fields_without(
     keep_length: bool,
     dropped: impl Fn(&[u8]) -> bool,
 ) -> Written {
-    let has_connection = received.get("connection").is_some();
+    let options = ConnectionOptions::of(received);
     let mut written = Written::default();
     for (name, _, line) in received.lines() {
         if hop_by_hop::is_fixed(name)
-            || (has_connection
-                && received.get_all("connection").any(|value| hop_by_hop::names(value, name)))
+            || options.name(received, name)
             || (!keep_length && name.eq_ignore_ascii_case(b"content-length"))
             || edit::drops(edits, name)
             || dropped(name)
@@ -112,6 +111,54 @@ pub fn fields_without(
         field(out, name, value.as_bytes());
     }
     written
+}
+
+/// The options of a head's `Connection` lines, read once per head rather than once per copied
+/// line: most heads carry none, or only `keep-alive` or `close`, which name no field that is
+/// not dropped anyway.
+enum ConnectionOptions<'b> {
+    /// Up to [`ConnectionOptions::INLINE`] options that may name a field.
+    Few([&'b [u8]; ConnectionOptions::INLINE], usize),
+    /// More than that: each line asks the `Connection` lines again.
+    Many,
+}
+
+impl<'b> ConnectionOptions<'b> {
+    const INLINE: usize = 8;
+
+    fn of(received: &Fields<'b>) -> ConnectionOptions<'b> {
+        let mut few = [&[][..]; ConnectionOptions::INLINE];
+        let mut count = 0;
+        for value in received.get_all("connection") {
+            // A value that is not visible ASCII names nothing (`hop_by_hop::names`).
+            if !value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                continue;
+            }
+            for option in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if option.is_empty() || hop_by_hop::is_fixed(option) {
+                    continue;
+                }
+                let Some(slot) = few.get_mut(count) else { return ConnectionOptions::Many };
+                *slot = option;
+                count += 1;
+            }
+        }
+        ConnectionOptions::Few(few, count)
+    }
+
+    /// Whether the head's `Connection` lines name `name` (one that is not dropped anyway).
+    fn name(&self, received: &Fields<'_>, name: &[u8]) -> bool {
+        match self {
+            ConnectionOptions::Few(few, count) => few
+                .get(..*count)
+                .unwrap_or_default()
+                .iter()
+                .any(|option| option.eq_ignore_ascii_case(name)),
+            ConnectionOptions::Many => {
+                received.get_all("connection").any(|value| hop_by_hop::names(value, name))
+            }
+        }
+    }
 }
 
 fn note(written: &mut Written, name: &[u8]) {

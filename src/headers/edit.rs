@@ -10,6 +10,11 @@
 //! differ, which carries no meaning (RFC 9110 §5.3).
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
+
+/// The edits of one head, on the stack: a request's rewrite is a dozen edits or fewer, so
+/// making it costs no allocation.
+pub type Edits<'a> = SmallVec<[Edit<'a>; 16]>;
 
 /// One step of a header rewrite.
 #[derive(Debug, Clone, Copy)]

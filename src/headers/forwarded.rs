@@ -3,7 +3,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::headers::edit::{self, Edit};
+use crate::headers::edit::{self, Edit, Edits};
 
 use std::net::IpAddr;
 
@@ -61,7 +61,7 @@ pub fn apply_forwarding(
     settings: &crate::config::HeaderSettings,
 ) {
     let forwarding = Forwarding::new(hop, settings);
-    let mut edits = Vec::with_capacity(4);
+    let mut edits = Edits::new();
     forwarding.edits(hop, settings, &mut edits);
     edit::apply(edits, headers);
 }
@@ -94,12 +94,12 @@ impl Forwarding {
         &'a self,
         hop: Hop<'a>,
         settings: &crate::config::HeaderSettings,
-        out: &mut Vec<Edit<'a>>,
+        out: &mut Edits<'a>,
     ) {
         use crate::config::ForwardMode;
 
         fn write<'a>(
-            out: &mut Vec<Edit<'a>>,
+            out: &mut Edits<'a>,
             name: &'a HeaderName,
             mode: ForwardMode,
             value: &'a HeaderValue,

@@ -3,7 +3,7 @@
 use http::{HeaderMap, HeaderName};
 
 use crate::config::HeaderRules;
-use crate::headers::edit::{self, Edit};
+use crate::headers::edit::{self, Edit, Edits};
 
 /// Applies `rules` to `headers`. Removal runs first so a rule can replace a field the client
 /// sent; `set` replaces every line of a name with one; `append` adds a line.
@@ -17,6 +17,20 @@ pub fn edits(rules: &HeaderRules) -> impl Iterator<Item = Edit<'_>> {
     let set = rules.set.iter().map(|rule| Edit::Set(&rule.name, &rule.value));
     let appended = rules.append.iter().map(|rule| Edit::Append(&rule.name, &rule.value));
     removed.chain(set).chain(appended)
+}
+
+/// Appends [`edits`] of `rules` to `out`, one list at a time: for every request, and most
+/// lists are empty.
+pub fn push_edits<'a>(rules: &'a HeaderRules, out: &mut Edits<'a>) {
+    for name in &rules.remove {
+        out.push(Edit::Remove(name));
+    }
+    for rule in &rules.set {
+        out.push(Edit::Set(&rule.name, &rule.value));
+    }
+    for rule in &rules.append {
+        out.push(Edit::Append(&rule.name, &rule.value));
+    }
 }
 
 /// Every name `rules` removes, sets or appends.

@@ -69,7 +69,11 @@ impl RequestId {
                     let shift = 4 * (19 - i);
                     *byte = HEX.get(((value >> shift) & 0xf) as usize).copied().unwrap_or(b'0');
                 }
-                HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+                // Owned behind a reference count from the start: the value is cloned for the
+                // upstream head and the response, and a clone is then an increment rather than
+                // the allocation a copied slice takes on its first clone.
+                HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+                    .unwrap_or_else(|_| HeaderValue::from_static("-"))
             }
         }
     }

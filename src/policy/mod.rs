@@ -111,17 +111,9 @@ pub fn check_host_fields<'a>(
         return Ok(());
     }
     let (first, second) = (hosts.next(), hosts.next());
-    let valid = |value: &[u8]| {
-        // Read as text (visible ASCII), as a header value's `to_str` reads it.
-        value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
-            && std::str::from_utf8(value)
-                .ok()
-                .and_then(|text| text.parse::<http::uri::Authority>().ok())
-                .is_some_and(|authority| !authority.as_str().contains('@'))
-    };
     let ok = match (first, second) {
         (_, Some(_)) => false,
-        (Some(host), None) => valid(host),
+        (Some(host), None) => crate::headers::host::is_valid(host),
         // HTTP/1.0 and absolute-form requests may omit Host.
         (None, None) => version < http::Version::HTTP_11 || uri.authority().is_some(),
     };

@@ -15,7 +15,7 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version,
 use crate::body::{Body, FedBody, IdleBody};
 use crate::config::HeaderRules;
 use crate::error::ProxyError;
-use crate::headers::edit::{self, Edit};
+use crate::headers::edit::{self, Edit, Edits};
 use crate::headers::via::Via;
 use crate::headers::{hop_by_hop, rules};
 use crate::observe::metrics::Rejection;
@@ -56,10 +56,12 @@ pub fn head_edits<'a>(
     host: &'a HeaderValue,
     via: Option<&'a Via>,
     received: Version,
-    out: &mut Vec<Edit<'a>>,
+    out: &mut Edits<'a>,
 ) {
     out.push(Edit::Set(&HOST_NAME, host));
-    out.extend(via.and_then(|via| via.edit(received)));
+    if let Some(edit) = via.and_then(|via| via.edit(received)) {
+        out.push(edit);
+    }
 }
 
 /// The edits the respond phase makes to a response head once hop-by-hop fields are gone:
@@ -68,12 +70,14 @@ pub fn response_edits<'a>(
     rules: &[&'a HeaderRules],
     via: Option<&'a Via>,
     received: Version,
-    out: &mut Vec<Edit<'a>>,
+    out: &mut Edits<'a>,
 ) {
     for rule_set in rules {
-        out.extend(rules::edits(rule_set));
+        rules::push_edits(rule_set, out);
     }
-    out.extend(via.and_then(|via| via.edit(received)));
+    if let Some(edit) = via.and_then(|via| via.edit(received)) {
+        out.push(edit);
+    }
 }
 
 /// HTTP/2 clients may split `Cookie` into several fields; HTTP/1.1 allows only one, so they
@@ -132,7 +136,7 @@ pub fn respond(
     let (mut parts, body) = response.into_parts();
     let accepted = parts.headers.get(UPGRADE).cloned();
     hop_by_hop::strip(&mut parts.headers);
-    let mut edits = Vec::new();
+    let mut edits = Edits::new();
     response_edits(response_rules, proxy.via(), parts.version, &mut edits);
     edit::apply(edits, &mut parts.headers);
     // The status line is ours: an HTTP/1.0 origin must not downgrade the client's connection.

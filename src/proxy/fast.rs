@@ -39,7 +39,7 @@ use crate::h1::fields::Field;
 use crate::h1::request::{self, RequestHead};
 use crate::h1::response::{self, Answering, RESPONSE_LIMITS};
 use crate::h1::{Framing, HeadLimits, Parsed, Version, buffers, date, write};
-use crate::headers::edit::{self, Edit};
+use crate::headers::edit::{self, Edit, Edits};
 use crate::observe::metrics::RequestPath;
 use crate::observe::{Failure, Mode, RequestId};
 use crate::proxy::context::{Received, RequestContext};
@@ -62,13 +62,22 @@ pub enum Served {
     General,
 }
 
+/// A request the fast path takes: its route, and the host the client asked for.
+#[derive(Debug)]
+pub struct Taken<'p> {
+    /// The route.
+    pub route: &'p Route,
+    /// The host the client asked for (its `Host`).
+    pub client_host: Option<HeaderValue>,
+}
+
 /// The decision, once per request: the route the request goes to when the fast path serves
 /// it, `None` when the general path does. Pure: no phase has run yet.
 pub fn decide<'p>(
     head: &RequestHead<'_>,
     proxy: &'p Proxy,
     listener: &ListenerContext,
-) -> Option<&'p Route> {
+) -> Option<Taken<'p>> {
     let plain = !head.wants_upgrade
         && !head.expect
         && head.method != Method::CONNECT
@@ -87,13 +96,13 @@ pub fn decide<'p>(
     {
         return None;
     }
-    let (_, route) = reverse::find(head, proxy);
+    let (client_host, route) = reverse::find(head, proxy);
     let route = route?;
     // Only a route that can be served here has a pool (`router::serves_fast`).
     route.fast.as_ref()?;
     match head.framing {
         Framing::Length(n) if n > route.config.max_body_bytes => None,
-        _ => Some(route),
+        _ => Some(Taken { route, client_host }),
     }
 }
 
@@ -117,9 +126,9 @@ pub async fn serve(
     let Ok(Parsed::Complete(head)) = request::parse(client.buffered(), limits, fields) else {
         return Served::General;
     };
-    if decide(&head, proxy, listener).is_none() {
+    let Some(taken) = decide(&head, proxy, listener) else {
         return Served::General;
-    }
+    };
     let metrics = &proxy.observer.metrics;
     metrics.request_path(RequestPath::Fast);
     let id_name = &proxy.config.request_id.header;
@@ -150,7 +159,7 @@ pub async fn serve(
         observer,
     );
     // The phases up to the upstream head, while the request head is borrowed from the buffer.
-    let prepared = prepare(&head, &mut ctx, proxy, listener).await;
+    let prepared = prepare(&head, taken, &mut ctx, proxy, listener).await;
     let head_len = head.len;
     let framing = head.framing;
     let client_side = ClientSide {
@@ -173,9 +182,18 @@ pub async fn serve(
     };
     client.consume(head_len);
     let answering = Answering { head: method_head };
-    let exchanged =
-        relay(client, &routed, &upstream_head, framing, answering, client_side, &mut ctx, proxy)
-            .await;
+    let exchanged = relay(
+        client,
+        fields,
+        &routed,
+        &upstream_head,
+        framing,
+        answering,
+        client_side,
+        &mut ctx,
+        proxy,
+    )
+    .await;
     buffers::give(upstream_head);
     match exchanged {
         Ok(served) => {
@@ -197,6 +215,7 @@ pub async fn serve(
 /// The phases from admission to the upstream head: admit, route, pick upstream, prepare.
 async fn prepare<'p>(
     head: &RequestHead<'_>,
+    taken: Taken<'p>,
     ctx: &mut RequestContext,
     proxy: &'p Proxy,
     listener: &ListenerContext,
@@ -206,13 +225,13 @@ async fn prepare<'p>(
         // `decide` let through only origin-form requests that are not for the PAC file.
         _ => return Err(ProxyError::NotServed(crate::error::NotServed::NoRoute)),
     }
-    let routed = reverse::route_head(head, ctx, proxy)?;
+    let routed = reverse::enter(taken.route, taken.client_host, head, ctx)?;
     // `decide` took only routes with one upstream: the pick is its client.
     let Picked::Client(_) = pick_upstream(&routed) else {
         return Err(ProxyError::NotServed(crate::error::NotServed::NoRoute));
     };
     let rewrite = Rewrite::new(&routed, ctx, proxy);
-    let mut edits = Vec::with_capacity(8);
+    let mut edits = Edits::new();
     rewrite.edits(&routed, ctx, proxy, head.version.as_http(), &mut edits);
     let mut out = buffers::take();
     let target = routed.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -229,6 +248,8 @@ async fn prepare<'p>(
         write::field(&mut out, HOST.as_str().as_bytes(), routed.route.upstream_host.as_bytes());
     }
     write::end(&mut out);
+    // The edits borrow the route's values until here.
+    drop(edits);
     Ok((routed, out))
 }
 
@@ -246,6 +267,7 @@ enum Unfinished {
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     client: &mut ClientConn,
+    fields: &mut Vec<Field>,
     routed: &Routed<'_>,
     upstream_head: &[u8],
     framing: Framing,
@@ -270,13 +292,13 @@ async fn relay(
         let mut retried = false;
         let answer = loop {
             if let Some(answer) =
-                respond_head(&response, answering, client_side, routed, ctx, proxy)
+                respond_head(&response, fields, answering, client_side, routed, ctx, proxy)
                     .map_err(Unfinished::BeforeResponse)?
             {
                 break answer;
             }
-            let read = tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut response));
-            match read.await {
+            let read = client.timer().within_at(deadline, conn.stream.read_buf(&mut response));
+            match read.await.ok_or(()) {
                 // A pooled connection the upstream closed as the request went out: nothing of
                 // a request without a body can have been processed, so it goes once more, on a
                 // new connection (as the general client retries it).
@@ -303,12 +325,26 @@ async fn relay(
         ctx.status = answer.status.as_u16();
         let Answer { len, head: out, plan, keep_alive, .. } = answer;
         let mut out = out;
-        response.drain(..len.min(response.len()));
-        let body =
-            send_body(client, &mut conn, &mut response, &mut out, plan, &settings, ctx).await;
+        let rest = response.get(len..).unwrap_or_default();
+        // `ended`: the upstream sent nothing after the body (the connection can be reused).
+        let (body, ended) = match plan {
+            // A body that came whole with its head (the usual small response) goes out from
+            // the read buffer in the same write as the head: no relay, no copy.
+            Plan::Empty if rest.is_empty() => (whole(client, &out, &[], ctx).await, true),
+            Plan::Length(n) if rest.len() as u64 == n => {
+                (whole(client, &out, rest, ctx).await, true)
+            }
+            _ => {
+                response.drain(..len.min(response.len()));
+                let body =
+                    send_body(client, &mut conn, &mut response, &mut out, plan, &settings, ctx)
+                        .await;
+                (body, response.is_empty())
+            }
+        };
         buffers::give(out);
         match body {
-            Ok(()) if keep_alive && response.is_empty() => pool.release("", conn),
+            Ok(()) if keep_alive && ended => pool.release("", conn),
             Ok(()) => {}
             Err(failure) => return Err(Unfinished::Midway(failure)),
         }
@@ -340,15 +376,20 @@ async fn send(
 ) -> Result<H1Conn, Unfinished> {
     let route = routed.route;
     let authority = &route.config.upstream.authority;
-    let (host, port) = (authority.host(), authority.port_u16().unwrap_or(80));
-    let connector = route.upstream.connector();
-    let connected = if fresh {
-        connector.connect(host, port).await.map(|stream| {
-            let peer = stream.get_ref().peer_addr().ok();
-            H1Conn { stream, peer, reused: false }
-        })
-    } else {
-        pool.connection(connector, "", host, port).await
+    let pooled = if fresh { None } else { pool.checkout("") };
+    let connected = match pooled {
+        Some(conn) => Ok(conn),
+        // The authority is taken apart only to dial: most requests reuse a connection.
+        None => {
+            let (host, port) = (authority.host(), authority.port_u16().unwrap_or(80));
+            // Boxed: dialling (resolution, connect, its deadline) is the rare case, and its
+            // state would otherwise widen the future every request on the connection takes.
+            let connect = Box::pin(route.upstream.connector().connect(host, port));
+            connect.await.map(|stream| {
+                let peer = stream.get_ref().peer_addr().ok();
+                H1Conn { stream, peer, reused: false }
+            })
+        }
     };
     let mut conn = connected.map_err(|source| {
         let err = UpstreamError::Connect { target: authority.clone(), source };
@@ -441,17 +482,18 @@ struct Answer {
 }
 
 /// The respond phase for a response head at the start of `buf`: `None` until it is all there.
+#[allow(clippy::too_many_arguments)]
 fn respond_head(
     buf: &[u8],
+    fields: &mut Vec<Field>,
     answering: Answering,
     client_side: ClientSide,
     routed: &Routed<'_>,
     ctx: &mut RequestContext,
     proxy: &Proxy,
 ) -> Result<Option<Answer>, ProxyError> {
-    let mut fields = Vec::new();
     let max_head = routed.route.upstream.settings().max_response_head;
-    let head = match response::parse_within(buf, answering, &mut fields, max_head) {
+    let head = match response::parse_within(buf, answering, fields, max_head) {
         Ok(Parsed::Complete(head)) => head,
         Ok(Parsed::Partial) => return Ok(None),
         Err(err) => {
@@ -467,12 +509,12 @@ fn respond_head(
     }
     let route = &routed.route.config;
     let rules = [&route.response_headers, &proxy.config.headers.response];
-    let mut edits = Vec::with_capacity(4);
+    let id_value = ctx.id_header();
+    let mut edits = Edits::new();
     exchange::response_edits(&rules, proxy.via(), head.version.as_http(), &mut edits);
     // Clients of an API quote this id when something went wrong; an upstream that sets its
     // own keeps it (as the general path does after the respond phase).
     let id_name: &HeaderName = &proxy.config.request_id.header;
-    let id_value = ctx.id_header();
     let has_id = (head.fields.get(id_name.as_str()).is_some()
         && !edit::drops(&edits, id_name.as_str().as_bytes()))
         || edit::additions(&edits).any(|(name, _)| name == id_name);
@@ -557,8 +599,8 @@ async fn send_body(
                     client.write_all(out, &[]).await.map_err(|_| client_gone)?;
                     out.clear();
                 }
-                let read = tokio::time::timeout(settings.body_idle, conn.stream.read_buf(input));
-                match read.await {
+                let read = client.timer().within(settings.body_idle, conn.stream.read_buf(input));
+                match read.await.ok_or(()) {
                     Ok(Ok(0)) => {
                         let end = relay.finish().map_err(|_| {
                             Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated)
@@ -583,6 +625,17 @@ async fn send_body(
     ctx.sent = relay.data_received();
     client.write_all(out, &[]).await.map_err(|_| client_gone)?;
     Ok(())
+}
+
+/// Sends a response head and its whole body, already read.
+async fn whole(
+    client: &mut ClientConn,
+    head: &[u8],
+    body: &[u8],
+    ctx: &mut RequestContext,
+) -> Result<(), Failure> {
+    ctx.sent = body.len() as u64;
+    client.write_all(head, body).await.map_err(|_| Failure::ClientClosed)
 }
 
 /// What was relayed so far still goes out before the connection closes on a failure.

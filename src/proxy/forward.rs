@@ -7,6 +7,7 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::error::ProxyError;
+use crate::headers::edit::Edits;
 use crate::proxy::context::RequestContext;
 use crate::proxy::exchange;
 use crate::proxy::state::Proxy;
@@ -28,7 +29,7 @@ pub fn prepare(
     let (mut parts, body) = request.into_parts();
     // RFC 9112 §3.2.2: a proxy receiving absolute-form replaces Host with the target's authority.
     let host = host_of(target)?;
-    let mut edits = Vec::with_capacity(2);
+    let mut edits = Edits::new();
     exchange::head_edits(&host, proxy.via(), parts.version, &mut edits);
     exchange::prepare_head(&mut parts, uri, pending.as_ref(), edits);
     Ok((Request::from_parts(parts, body), pending))

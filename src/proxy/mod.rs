@@ -349,7 +349,9 @@ pub async fn admit(
                 let credentials = request
                     .first(&PROXY_AUTHORIZATION)
                     .and_then(|value| HeaderValue::from_bytes(value).ok());
-                policy.check_credentials_value(credentials.as_ref()).await?;
+                // Boxed: a credential check may hash a password off the runtime, and its
+                // state would otherwise widen every request's future, authenticated or not.
+                Box::pin(policy.check_credentials_value(credentials.as_ref())).await?;
             }
             if kind == RequestKind::Connect {
                 policy::check_connect_port(&listener.policy, target.port)?;

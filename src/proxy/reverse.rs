@@ -7,9 +7,9 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::error::{NotServed, ProxyError};
-use crate::headers::edit::Edit;
+use crate::headers::edit::{Edit, Edits};
 use crate::headers::forwarded::{Forwarding, Hop};
-use crate::headers::{lookalike, rules};
+use crate::headers::{host, lookalike, rules};
 use crate::policy::{Denied, RateLimited};
 use crate::proxy::context::RequestContext;
 use crate::proxy::exchange;
@@ -59,6 +59,17 @@ pub fn route_head<'p>(
 ) -> Result<Routed<'p>, ProxyError> {
     let (client_host, route) = find(request, proxy);
     let route = route.ok_or(ProxyError::NotServed(NotServed::NoRoute))?;
+    enter(route, client_host, request, ctx)
+}
+
+/// [`route_head`] for a request whose route is already found (with the host the client
+/// asked for): records it, builds the upstream URI and applies the route's rate limit.
+pub fn enter<'p>(
+    route: &'p Route,
+    client_host: Option<HeaderValue>,
+    request: &impl Head,
+    ctx: &mut RequestContext,
+) -> Result<Routed<'p>, ProxyError> {
     ctx.series = Some(route.series.clone());
     let uri = path::upstream_uri(&route.config, request.uri())?;
     if let Some(limiter) = &route.limiter {
@@ -81,7 +92,7 @@ pub fn find<'p>(request: &impl Head, proxy: &'p Proxy) -> (Option<HeaderValue>, 
 pub fn client_host(request: &impl Head) -> Option<HeaderValue> {
     match request.uri().authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.first(&HOST_NAME).and_then(|value| HeaderValue::from_bytes(value).ok()),
+        None => request.first(&HOST_NAME).and_then(host::value),
     }
 }
 
@@ -116,7 +127,7 @@ pub fn prepare_head(
     // `X-Api-Key` would reach a CGI-style origin as the same variable.
     lookalike::drop_lookalikes(&mut parts.headers, &routed.route.owned_names);
     let rewrite = Rewrite::new(routed, ctx, proxy);
-    let mut edits = Vec::with_capacity(8);
+    let mut edits = Edits::new();
     rewrite.edits(routed, ctx, proxy, parts.version, &mut edits);
     exchange::prepare_head(parts, routed.uri.clone(), routed.upgrade.as_ref(), edits);
 }
@@ -151,14 +162,14 @@ impl Rewrite {
         ctx: &'a RequestContext,
         proxy: &'a Proxy,
         received: Version,
-        out: &mut Vec<Edit<'a>>,
+        out: &mut Edits<'a>,
     ) {
         let settings = &proxy.config.headers;
         exchange::head_edits(&self.host, proxy.via(), received, out);
         self.forwarding.edits(hop(routed, ctx), settings, out);
         out.push(Edit::Set(&proxy.config.request_id.header, &self.id));
-        out.extend(rules::edits(&settings.request));
-        out.extend(rules::edits(&routed.route.config.request_headers));
+        rules::push_edits(&settings.request, out);
+        rules::push_edits(&routed.route.config.request_headers, out);
     }
 }
 
@@ -169,12 +180,15 @@ fn hop<'a>(routed: &'a Routed<'_>, ctx: &'a RequestContext) -> Hop<'a> {
 
 /// `example.com` from `example.com:8080`, `[::1]` from `[::1]:8080`.
 fn without_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(colon) if !host.get(colon..).unwrap_or_default().contains(']') => {
-            host.get(..colon).unwrap_or(host)
+    // One pass from the end, byte by byte: a host is short, and this runs on every request.
+    for (at, &b) in host.as_bytes().iter().enumerate().rev() {
+        match b {
+            b':' => return host.get(..at).unwrap_or(host),
+            b']' => return host,
+            _ => {}
         }
-        _ => host,
     }
+    host
 }
 
 #[cfg(test)]
@@ -187,5 +201,7 @@ mod tests {
         assert_eq!(without_port("example.com"), "example.com");
         assert_eq!(without_port("[::1]:8080"), "[::1]");
         assert_eq!(without_port("[::1]"), "[::1]");
+        assert_eq!(without_port("a:b:80"), "a:b");
+        assert_eq!(without_port(""), "");
     }
 }

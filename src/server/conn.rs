@@ -27,6 +27,7 @@ use crate::downstream::hold::ConnectionHold;
 use crate::downstream::park::{self, Idleness, InFlight, Parkable, Readiness};
 use crate::downstream::streams::OpenStreams;
 use crate::downstream::wire::WireGuard;
+use crate::h1::timer::Timer;
 use crate::observe::metrics::{Metrics, Rejection};
 use crate::proxy;
 use crate::proxy::fast::Served;
@@ -278,21 +279,32 @@ impl Connection {
         let mut fields = Vec::new();
         let downstream = Downstream::new(self.peer);
         let mut served = 0u64;
+        // Made once for the connection's waits between requests, so a keep-alive connection
+        // neither registers a timer nor a shutdown waiter anew for each request.
+        let mut idle = Timer::new();
+        let mut stopped = Box::pin(self.stop.clone().cancelled_owned());
         loop {
             if client.buffered().is_empty() {
                 client.release_buffer();
                 let first = served == 0;
                 let deadline = if first { accepted + timeout } else { Instant::now() + timeout };
                 let parked = self.settings.metrics.connection_parked();
-                tokio::select! {
-                    ready = client.stream().readable() => if ready.is_err() { return },
-                    () = tokio::time::sleep_until(deadline) => {
+                let next = async {
+                    tokio::select! {
+                        biased;
+                        () = &mut stopped => false,
+                        ready = client.stream().readable() => ready.is_ok(),
+                    }
+                };
+                match idle.within_at(deadline, next).await {
+                    Some(true) => {}
+                    Some(false) => return,
+                    None => {
                         if first {
                             self.settings.metrics.reject(Rejection::RequestHeadTimeout);
                         }
                         return;
                     }
-                    () = self.stop.cancelled() => return,
                 }
                 drop(parked);
                 match client.read_more().await {

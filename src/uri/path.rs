@@ -35,18 +35,28 @@ pub fn target_uri(route: &RouteConfig, base: &UpstreamUrl, uri: &Uri) -> Result<
     } else {
         path
     };
-    let mut joined = join(&base.base_path, rest);
-    if let Some(query) = uri.query() {
-        joined.push('?');
-        joined.push_str(query);
-    }
-    let path_and_query = PathAndQuery::try_from(joined).map_err(|_| RewriteError::Invalid)?;
-    Uri::builder()
-        .scheme(base.scheme.clone())
-        .authority(base.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| RewriteError::Invalid)
+    let path_and_query = match uri.path_and_query() {
+        // Nothing to strip or prepend: the request's own path and query, shared rather than
+        // joined again (the common case, and the one every request of a plain route takes).
+        Some(same)
+            if base.base_path.is_empty() && rest.len() == path.len() && path.starts_with('/') =>
+        {
+            same.clone()
+        }
+        _ => {
+            let mut joined = join(&base.base_path, rest);
+            if let Some(query) = uri.query() {
+                joined.push('?');
+                joined.push_str(query);
+            }
+            PathAndQuery::try_from(joined).map_err(|_| RewriteError::Invalid)?
+        }
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(base.scheme.clone());
+    parts.authority = Some(base.authority.clone());
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| RewriteError::Invalid)
 }
 
 /// Joins a base path (no trailing `/`, possibly empty) and the rest of a request path (empty or
