@@ -72,9 +72,9 @@ pub fn egress_failure(target: Authority, err: EgressError) -> UpstreamError {
     }
 }
 
-/// Relays a tunnel: kernel to kernel with splice(2) when both ends are plain TCP (an HTTP/1
-/// listener without TLS, and a direct or plain-parent upstream), through user-space buffers
-/// otherwise. What a parent sent after its answer reaches the client first.
+/// Relays a tunnel: with `relay::splice` (small messages copied, bulk spliced kernel to
+/// kernel) when both ends are plain TCP (an HTTP/1 listener without TLS, and a direct or
+/// plain-parent upstream), through user-space buffers otherwise. What a parent sent after its answer reaches the client first.
 async fn relay_tunnel(downstream: Upgraded, upstream: Dialed, limits: RelayLimits) -> Relayed {
     // A direct socket is relayed bare (spliced, on Linux); its place under the upstream
     // connection cap is kept beside it until the relay ends.

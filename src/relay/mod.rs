@@ -7,7 +7,8 @@
 //! no byte has moved either way for the idle timeout.
 //!
 //! [`relay`] copies through user-space buffers and works on any stream (TLS, HTTP/2, upgraded
-//! connections); [`splice`] moves bytes kernel to kernel when both ends are plain TCP sockets.
+//! connections); [`splice`] serves tunnels whose two ends are plain TCP sockets, copying small
+//! messages with read/write and moving bulk kernel to kernel with splice(2).
 
 #[cfg(target_os = "linux")]
 pub mod splice;

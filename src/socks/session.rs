@@ -166,8 +166,8 @@ fn refused_handshake(proxy: &Proxy, peer: SocketAddr, started: Instant, err: &Ha
     }
 }
 
-/// Relays a tunnel: with splice(2) on Linux when the upstream is plain TCP (direct, or an
-/// HTTP or SOCKS5 parent), else through buffers. What a parent sent after its answer reaches
+/// Relays a tunnel: with `relay::splice` on Linux (small messages copied, bulk spliced) when
+/// the upstream is plain TCP (direct, or an HTTP or SOCKS5 parent), else through buffers. What a parent sent after its answer reaches
 /// the client first.
 async fn relay(mut client: TcpStream, upstream: Dialed, limits: RelayLimits) -> Relayed {
     // A direct socket keeps its place under the upstream connection cap until the relay ends.

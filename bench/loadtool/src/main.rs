@@ -16,8 +16,11 @@
 //!   p99.9 in µs).
 //! - `ws addr=A uri=ws://host/ws clients=N size=B secs=S`: echo messages/s and RTT p50, p90,
 //!   p99 and p99.9 in µs.
-//! - `echo addr=A [target=T] [socks=1] clients=N size=B secs=S [count=C]`: small messages
-//!   through tunnels: echo messages/s and RTT p99.
+//! - `echo [addr=A] [target=T] [socks=1] clients=N size=B secs=S [count=C]`: small interactive
+//!   messages (128 B WebSocket-like round trips) through tunnels: each client sends `size`
+//!   bytes and waits for them to come back, from an echo server of its own (or `target`);
+//!   without `addr` straight to the echo server. Prints round trips/s, their total and RTT
+//!   p50, p90, p99 and p99.9 in µs.
 //! - `idle addr=A mode=http|connect [target=T] conns=N hold=S [settle=MS]`: opens N idle
 //!   connections (one request each, or one tunnel each), leaves them idle for `settle` ms
 //!   (default 2500), prints `READY ok=..`, holds them `hold` seconds.
@@ -582,9 +585,9 @@ async fn ws(args: &Args) -> Res<()> {
 /// Small interactive messages through tunnels: `clients` tunnels (CONNECT, or SOCKS5 with
 /// `socks=1`) through `addr` to an echo server this command runs itself (or `target`), each
 /// sending `size` bytes and waiting for them to come back, for `secs` (or `count` messages per
-/// client, when given).
+/// client, when given). Without `addr` the clients connect straight to the echo server.
 async fn echo(args: &Args) -> Res<()> {
-    let addr = args.addr("addr");
+    let addr = if args.str("addr", "").is_empty() { None } else { Some(args.addr("addr")) };
     let socks = args.num("socks", 0) == 1;
     let clients = args.num("clients", 64);
     let size = args.num("size", 128) as usize;
@@ -610,7 +613,14 @@ async fn echo(args: &Args) -> Res<()> {
     }
     let mut streams = Vec::new();
     for _ in 0..clients {
-        streams.push(tunnel(addr, &target, socks).await?);
+        streams.push(match addr {
+            Some(addr) => tunnel(addr, &target, socks).await?,
+            None => {
+                let s = TcpStream::connect(target.as_str()).await?;
+                s.set_nodelay(true)?;
+                s
+            }
+        });
     }
     let start = Instant::now();
     let deadline = start + Duration::from_secs(secs);
@@ -641,12 +651,7 @@ async fn echo(args: &Args) -> Res<()> {
     }
     let el = start.elapsed().as_secs_f64();
     all.sort_unstable();
-    println!(
-        "msgs={:.0} total={} p99_us={:.1}",
-        all.len() as f64 / el,
-        all.len(),
-        percentile(&all, 0.99) as f64 / 1e3
-    );
+    println!("msgs={:.0} total={} {}", all.len() as f64 / el, all.len(), percentiles(&all));
     Ok(())
 }
 
