@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use http::header::{HOST, RETRY_AFTER};
 use http::request::Parts;
-use http::{Request, StatusCode};
+use http::{Method, Request, StatusCode};
 
 use crate::body::Body;
 use crate::body::replay::Replay;
@@ -61,7 +61,6 @@ pub async fn send(
     let policy = &settings.retry;
     let set = group.targets();
     let mut now = Moment::now();
-    group.budget().record_request(now);
     let key = settings
         .hash_on
         .as_ref()
@@ -79,10 +78,7 @@ pub async fn send(
     };
     let attempt = Attempt { head, replay };
     let mut tried = Tried::default();
-    let (mut index, mut slot) = group.enter(&set, key, &tried, now, &mut rng).map_err(|why| {
-        metrics.upstreams.unavailable(group.route());
-        ProxyError::NoUpstream(why)
-    })?;
+    let (mut index, mut slot) = first_target(group, &set, key, now, &mut rng, metrics)?;
     loop {
         tried.add(index);
         ctx.attempts = ctx.attempts.saturating_add(1);
@@ -104,10 +100,8 @@ pub async fn send(
                     .headers()
                     .get(RETRY_AFTER)
                     .and_then(|value| outlier::retry_after(value, SystemTime::now()));
-                let verdict = Verdict::of_response(status, retry_after, now, &settings.outlier);
-                record(group, metrics, &set, index, verdict, elapsed, now, outcome_of(status));
-                let failure = AttemptFailure::Status(status);
-                let next = if retry::retries(policy, &ctx.method, failure) {
+                let at = Recorded { set: &set, index, elapsed, now };
+                let next = if answered_with(group, metrics, &at, status, retry_after, &ctx.method) {
                     let from = Step { set: &set, key, tried: &tried, previous: endpoint, now };
                     next_attempt(group, &from, &attempt, ctx, metrics, &mut rng).await
                 } else {
@@ -129,29 +123,13 @@ pub async fn send(
                     }
                 }
             }
-            Err(error) => {
-                let failure = match &error {
-                    UpstreamError::Connect { .. }
-                    | UpstreamError::Tls { .. }
-                    | UpstreamError::Parent { .. } => AttemptFailure::NotSent,
-                    UpstreamError::ResponseTimeout { .. } | UpstreamError::Exchange { .. } => {
-                        AttemptFailure::NoResponse
-                    }
-                };
-                (failure, ProxyError::Upstream(error))
-            }
+            Err(error) => (failure_of(&error), ProxyError::Upstream(error)),
         };
         // No answer: `outcome` is the error the client gets if nothing else is tried.
-        let kind = outcome.kind();
-        let verdict = if kind.is_upstream() { Verdict::Failure } else { Verdict::Neutral };
-        let failed = AttemptOutcome::Failed(kind.as_str());
-        record(group, metrics, &set, index, verdict, elapsed, now, failed);
+        let at = Recorded { set: &set, index, elapsed, now };
+        let elsewhere = failed_with(group, metrics, &at, &outcome, failure, &ctx.method);
         drop(slot);
-        // A broken or oversized request body is the client's doing: another target would
-        // get the same. A target found with every connection open (`max_connections`) was
-        // sent nothing, and another may have room.
-        let elsewhere = kind.is_upstream() || kind == ErrorKind::UpstreamAtCapacity;
-        let next = if elsewhere && retry::retries(policy, &ctx.method, failure) {
+        let next = if elsewhere {
             let from = Step { set: &set, key, tried: &tried, previous: endpoint, now };
             next_attempt(group, &from, &attempt, ctx, metrics, &mut rng).await
         } else {
@@ -171,7 +149,7 @@ pub async fn send(
 }
 
 /// Counts a retry on the target at `index`, the one it goes to.
-fn retried(set: &TargetSet, index: usize, metrics: &Metrics) {
+pub fn retried(set: &TargetSet, index: usize, metrics: &Metrics) {
     if let Some(member) = set.member(index) {
         member.state.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics.upstreams.retry(&member.series);
@@ -180,12 +158,95 @@ fn retried(set: &TargetSet, index: usize, metrics: &Metrics) {
 
 /// Where a retry starts from: the set and key of the request, the targets it tried, the one
 /// that just failed, and when.
-struct Step<'a> {
-    set: &'a TargetSet,
+pub struct Step<'a> {
+    /// The request's set.
+    pub set: &'a TargetSet,
+    /// Its hash key.
+    pub key: Option<u64>,
+    /// The targets it tried.
+    pub tried: &'a Tried,
+    /// The target that just failed.
+    pub previous: &'a Endpoint,
+    /// When that attempt ended.
+    pub now: Moment,
+}
+
+/// The attempt to record: the target at `index` of `set`, answered or failed `elapsed` after
+/// it was sent, at `now`.
+pub struct Recorded<'a> {
+    /// The request's set.
+    pub set: &'a TargetSet,
+    /// The target's place in it.
+    pub index: usize,
+    /// From sending to the answer (or the failure).
+    pub elapsed: Duration,
+    /// When the attempt ended.
+    pub now: Moment,
+}
+
+/// The target and in-flight slot of a request's first attempt, its request counted in the
+/// route's retry budget; when no target can take it, the error the client gets.
+pub fn first_target(
+    group: &Group,
+    set: &TargetSet,
     key: Option<u64>,
-    tried: &'a Tried,
-    previous: &'a Endpoint,
     now: Moment,
+    rng: &mut Rng,
+    metrics: &Metrics,
+) -> Result<(usize, InFlight), ProxyError> {
+    group.budget().record_request(now);
+    group.enter(set, key, &Tried::default(), now, rng).map_err(|why| {
+        metrics.upstreams.unavailable(group.route());
+        ProxyError::NoUpstream(why)
+    })
+}
+
+/// Records an answer with `status` (whose `Retry-After`, if any, asked for `retry_after`)
+/// and returns whether the route's policy tries a `method` request that got it again.
+pub fn answered_with(
+    group: &Group,
+    metrics: &Metrics,
+    at: &Recorded<'_>,
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    method: &Method,
+) -> bool {
+    let settings = group.settings();
+    let verdict = Verdict::of_response(status, retry_after, at.now, &settings.outlier);
+    record(group, metrics, at, verdict, outcome_of(status));
+    retry::retries(&settings.retry, method, AttemptFailure::Status(status))
+}
+
+/// Records an attempt that got no answer (`outcome`, the error the client gets if nothing
+/// else is tried) and returns whether another target may be tried for a `method` request.
+pub fn failed_with(
+    group: &Group,
+    metrics: &Metrics,
+    at: &Recorded<'_>,
+    outcome: &ProxyError,
+    failure: AttemptFailure,
+    method: &Method,
+) -> bool {
+    let kind = outcome.kind();
+    let verdict = if kind.is_upstream() { Verdict::Failure } else { Verdict::Neutral };
+    record(group, metrics, at, verdict, AttemptOutcome::Failed(kind.as_str()));
+    // A broken or oversized request body is the client's doing: another target would
+    // get the same. A target found with every connection open (`max_connections`) was
+    // sent nothing, and another may have room.
+    let elsewhere = kind.is_upstream() || kind == ErrorKind::UpstreamAtCapacity;
+    elsewhere && retry::retries(&group.settings().retry, method, failure)
+}
+
+/// What an upstream error means for retrying: the target saw nothing, or no answer came.
+pub fn failure_of(error: &UpstreamError) -> AttemptFailure {
+    match error {
+        UpstreamError::Connect { .. }
+        | UpstreamError::Tls { .. }
+        | UpstreamError::Parent { .. } => AttemptFailure::NotSent,
+        UpstreamError::ResponseTimeout { .. } | UpstreamError::Exchange { .. } => {
+            AttemptFailure::NoResponse
+        }
+    }
 }
 
 /// The metric outcome of an answer with `status`.
@@ -195,24 +256,45 @@ fn outcome_of(status: StatusCode) -> AttemptOutcome {
 
 /// Records an attempt's verdict in the group (ejecting the target if it failed once too
 /// often) and in the metrics.
-#[allow(clippy::too_many_arguments)]
 fn record(
     group: &Group,
     metrics: &Metrics,
-    set: &TargetSet,
-    index: usize,
+    at: &Recorded<'_>,
     verdict: Verdict,
-    elapsed: Duration,
-    now: Moment,
     outcome: AttemptOutcome,
 ) {
-    let ejected = group.report(set, index, verdict, elapsed, now);
-    if let Some(member) = set.member(index) {
-        metrics.upstreams.attempt(&member.series, elapsed, outcome);
+    let ejected = group.report(at.set, at.index, verdict, at.elapsed, at.now);
+    if let Some(member) = at.set.member(at.index) {
+        metrics.upstreams.attempt(&member.series, at.elapsed, outcome);
         if ejected.is_some() {
             metrics.upstreams.ejected(&member.series);
         }
     }
+}
+
+/// The target and in-flight slot of another attempt, when the attempts left and the targets
+/// not yet tried allow one (the body and the budget are the caller's to check).
+pub fn next_target(
+    group: &Group,
+    from: &Step<'_>,
+    ctx: &RequestContext,
+    rng: &mut Rng,
+) -> Option<(usize, InFlight)> {
+    if u32::from(ctx.attempts) >= group.settings().retry.max_attempts {
+        return None;
+    }
+    group.enter(from.set, from.key, from.tried, from.now, rng).ok()
+}
+
+/// Takes a retry from the route's budget at `now`; false (counted, and logged at debug) when
+/// it is spent.
+pub fn spend_retry(group: &Group, now: Moment, ctx: &RequestContext, metrics: &Metrics) -> bool {
+    if group.budget().try_retry(now) {
+        return true;
+    }
+    metrics.upstreams.budget_exhausted(group.route());
+    tracing::debug!(route = %group.name(), request_id = %ctx.id, "retry budget spent");
+    false
 }
 
 /// The target, in-flight slot and body of another attempt, when one is allowed: attempts
@@ -226,10 +308,7 @@ async fn next_attempt(
     metrics: &Metrics,
     rng: &mut Rng,
 ) -> Option<(usize, InFlight, Body)> {
-    if u32::from(ctx.attempts) >= group.settings().retry.max_attempts {
-        return None;
-    }
-    let (index, slot) = group.enter(from.set, from.key, from.tried, from.now, rng).ok()?;
+    let (index, slot) = next_target(group, from, ctx, rng)?;
     let body = match &attempt.replay {
         None => Body::empty(),
         // Hyper may still be finishing the previous attempt's body; wait for it as long as an
@@ -239,9 +318,7 @@ async fn next_attempt(
             Body::Replay(Box::new(replay.again(wait).await?))
         }
     };
-    if !group.budget().try_retry(from.now) {
-        metrics.upstreams.budget_exhausted(group.route());
-        tracing::debug!(route = %group.name(), request_id = %ctx.id, "retry budget spent");
+    if !spend_retry(group, from.now, ctx, metrics) {
         return None;
     }
     Some((index, slot, body))

@@ -17,8 +17,9 @@
 //! general path, which then serves the connection from that request on, with the bytes
 //! already read in front of the socket: upgrades and CONNECT, `Expect`, chunked request bodies, bodies over the route's limit, TRACE
 //! and OPTIONS (Max-Forwards), absolute-form targets (the forward proxy), the PAC file,
-//! requests no route takes, routes with several targets, routes that cache, routes reached
-//! through an `upstream_proxy`, upstreams over TLS or HTTP/2, a head that has not arrived whole by the first read after the connection woke
+//! requests no route takes, routes that cache, routes reached
+//! through an `upstream_proxy`, upstreams over TLS or HTTP/2, on a route with several targets
+//! a request body not wholly in the buffer or larger than the retry buffer ([`group`]), a head that has not arrived whole by the first read after the connection woke
 //! (hyper's header timeout then applies to the rest of it), and every head the parser refuses (the wire guard and hyper answer those, so a
 //! refusal is the general path's by construction).
 
@@ -49,7 +50,10 @@ use crate::proxy::state::{ListenerContext, Proxy};
 use crate::proxy::{Destination, Picked, RequestKind, admit, classify_head, exchange};
 use crate::proxy::{answer, pick_upstream};
 use crate::upstream::client::UpstreamError;
+use crate::upstream::group::Endpoint;
 use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
+
+mod group;
 
 /// What became of the request at the front of a client connection's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,9 +76,11 @@ pub struct Taken<'p> {
 }
 
 /// The decision, once per request: the route the request goes to when the fast path serves
-/// it, `None` when the general path does. Pure: no phase has run yet.
+/// it, `None` when the general path does; `buffered` bytes of the connection's buffer hold
+/// the head and what followed it. Pure: no phase has run yet.
 pub fn decide<'p>(
     head: &RequestHead<'_>,
+    buffered: usize,
     proxy: &'p Proxy,
     listener: &ListenerContext,
 ) -> Option<Taken<'p>> {
@@ -102,6 +108,7 @@ pub fn decide<'p>(
     route.fast.as_ref()?;
     match head.framing {
         Framing::Length(n) if n > route.config.max_body_bytes => None,
+        Framing::Length(n) if !group::holds_body(route, head.len, n, buffered) => None,
         _ => Some(Taken { route, client_host }),
     }
 }
@@ -126,7 +133,7 @@ pub async fn serve(
     let Ok(Parsed::Complete(head)) = request::parse(client.buffered(), limits, fields) else {
         return Served::General;
     };
-    let Some(taken) = decide(&head, proxy, listener) else {
+    let Some(taken) = decide(&head, client.buffered().len(), proxy, listener) else {
         return Served::General;
     };
     let metrics = &proxy.observer.metrics;
@@ -159,7 +166,14 @@ pub async fn serve(
         observer,
     );
     // The phases up to the upstream head, while the request head is borrowed from the buffer.
-    let prepared = prepare(&head, taken, &mut ctx, proxy, listener).await;
+    let prepared = match taken.route.group.as_deref() {
+        None => prepare(&head, taken, &mut ctx, proxy, listener).await.map(group::Prepared::One),
+        // A route with targets sends here, while each attempt's head can still be written
+        // from the request head in the buffer.
+        Some(_) => {
+            group::send(&head, taken, client.buffered(), last, &mut ctx, proxy, listener).await
+        }
+    };
     let head_len = head.len;
     let framing = head.framing;
     let client_side = ClientSide {
@@ -174,7 +188,11 @@ pub async fn serve(
     let method_head = head.method == Method::HEAD;
     drop(head);
     let (routed, upstream_head) = match prepared {
-        Ok(prepared) => prepared,
+        Ok(group::Prepared::One(prepared)) => prepared,
+        Ok(group::Prepared::Group(sent)) => {
+            client.consume(head_len);
+            return group::respond(client, sent, client_side, ctx).await;
+        }
         Err(err) => {
             client.consume(head_len);
             return refuse(client, err, framing, ctx, proxy, refusal_closes).await;
@@ -292,7 +310,7 @@ async fn relay(
         let mut retried = false;
         let answer = loop {
             if let Some(answer) =
-                respond_head(&response, fields, answering, client_side, routed, ctx, proxy)
+                respond_head(&response, fields, answering, client_side, routed, None, ctx, proxy)
                     .map_err(Unfinished::BeforeResponse)?
             {
                 break answer;
@@ -482,6 +500,8 @@ struct Answer {
 }
 
 /// The respond phase for a response head at the start of `buf`: `None` until it is all there.
+/// `target` is the route's target that answered, when the route has several: its response
+/// rules run first.
 #[allow(clippy::too_many_arguments)]
 fn respond_head(
     buf: &[u8],
@@ -489,29 +509,39 @@ fn respond_head(
     answering: Answering,
     client_side: ClientSide,
     routed: &Routed<'_>,
+    target: Option<&Endpoint>,
     ctx: &mut RequestContext,
     proxy: &Proxy,
 ) -> Result<Option<Answer>, ProxyError> {
     let max_head = routed.route.upstream.settings().max_response_head;
+    let authority = target.map_or(&routed.route.config.upstream.authority, |t| &t.url.authority);
     let head = match response::parse_within(buf, answering, fields, max_head) {
         Ok(Parsed::Complete(head)) => head,
         Ok(Parsed::Partial) => return Ok(None),
         Err(err) => {
-            let target = routed.route.config.upstream.authority.clone();
+            let target = authority.clone();
             let source = Box::new(ExchangeFailure::Protocol(err));
             return Err(UpstreamError::Exchange { target, source }.into());
         }
     };
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         // We never ask for an upgrade on this path, so this upstream broke the protocol.
-        let target = routed.route.config.upstream.authority.clone();
+        let target = authority.clone();
         return Err(ProxyError::UnexpectedUpgrade { target });
     }
     let route = &routed.route.config;
-    let rules = [&route.response_headers, &proxy.config.headers.response];
+    let global = &proxy.config.headers.response;
+    let with_target;
+    let rules: &[_] = match target {
+        Some(target) => {
+            with_target = [&target.response_headers, &route.response_headers, global];
+            &with_target
+        }
+        None => &[&route.response_headers, global],
+    };
     let id_value = ctx.id_header();
     let mut edits = Edits::new();
-    exchange::response_edits(&rules, proxy.via(), head.version.as_http(), &mut edits);
+    exchange::response_edits(rules, proxy.via(), head.version.as_http(), &mut edits);
     // Clients of an API quote this id when something went wrong; an upstream that sets its
     // own keeps it (as the general path does after the respond phase).
     let id_name: &HeaderName = &proxy.config.request_id.header;

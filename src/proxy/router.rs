@@ -20,6 +20,7 @@ use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, StaticHosts};
 use crate::upstream::egress::{Egress, ParentTrust};
+use crate::upstream::group::endpoint::reached_over_plain_http1;
 use crate::upstream::group::{Group, Moment, TargetError};
 use crate::upstream::h1::FastPool;
 use crate::uri::path::segment_prefix;
@@ -47,21 +48,24 @@ pub struct Route {
     /// The budget of an AI route that has one, with its counters' names.
     pub ai_budget: Option<Arc<BudgetCounters>>,
     /// The connections the HTTP/1 fast path owns, when the route can be served by it
-    /// ([`serves_fast`]).
+    /// ([`serves_fast`]); a route with targets uses each target's own pool
+    /// (`Endpoint::fast`) instead, and keeps this one empty.
     pub fast: Option<FastPool>,
 }
 
-/// Whether the HTTP/1 fast path (`proxy::fast`) can serve a route at all: one upstream (no
-/// targets), plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge), reached directly
-/// (no `upstream_proxy`), no cache, and not an AI route (which reads the request body and
-/// taps the response).
+/// Whether the HTTP/1 fast path (`proxy::fast`) can serve a route at all: its upstream, or
+/// every one of its targets, plain `http://` speaking HTTP/1.1 (not HTTP/2 prior knowledge),
+/// reached directly (no `upstream_proxy`); no cache, and not an AI route (which reads the
+/// request body and taps the response).
 pub fn serves_fast(route: &RouteConfig) -> bool {
-    route.upstream_proxy.is_empty()
-        && route.group.is_none()
-        && route.upstream.scheme == http::uri::Scheme::HTTP
-        && route.protocol != crate::config::UpstreamProtocol::Http2
-        && !route.cache.enabled
-        && route.ai.is_none()
+    let upstreams = match &route.group {
+        Some(group) => group.targets.iter().all(reached_over_plain_http1),
+        None => {
+            route.upstream.scheme == http::uri::Scheme::HTTP
+                && route.protocol != crate::config::UpstreamProtocol::Http2
+        }
+    };
+    upstreams && route.upstream_proxy.is_empty() && !route.cache.enabled && route.ai.is_none()
 }
 
 /// All routes, ordered so the first match is the best one.

@@ -255,8 +255,10 @@ impl OpenConnections {
     /// total cap a new connection may be opened; at it, only if a connection is free. Each
     /// request in flight is taken to hold a connection, as over HTTP/1.1.
     pub fn admits(&self, in_flight: u32) -> bool {
+        // Without a cap the count is not needed: no lock on every pick.
+        let Some(limit) = self.limit() else { return true };
         let open = self.open();
-        self.limit().is_none_or(|limit| open < limit) || (in_flight as usize) < open
+        open < limit || (in_flight as usize) < open
     }
 
     /// A place for one more connection, to `addr` (`None`: through a parent proxy, counted

@@ -7,16 +7,29 @@
 
 use std::net::IpAddr;
 
-use http::header::{COOKIE, HeaderMap};
+use http::header::{COOKIE, HeaderMap, HeaderName, HeaderValue};
 
 use super::balance::hash_bytes;
 use crate::config::group::HashOn;
 
 /// The request's key for `on`, if it has the part `on` names.
 pub fn key(on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+    key_by(on, |name| headers.get_all(name).iter().map(HeaderValue::as_bytes), client)
+}
+
+/// [`key`] over any form of a request head: `values` gives the values of every line named
+/// `name`, in order (the HTTP/1 fast path reads them from the head parsed in place).
+pub fn key_by<'a, I>(
+    on: &'a HashOn,
+    values: impl Fn(&'a HeaderName) -> I,
+    client: IpAddr,
+) -> Option<u64>
+where
+    I: Iterator<Item = &'a [u8]>,
+{
     match on {
         HashOn::Header(name) => {
-            let mut values = headers.get_all(name).iter().peekable();
+            let mut values = values(name).peekable();
             values.peek()?;
             // Several lines hash as their comma-joined value would (RFC 9110 §5.3).
             let mut joined = Vec::new();
@@ -24,11 +37,11 @@ pub fn key(on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
                 if index > 0 {
                     joined.extend_from_slice(b", ");
                 }
-                joined.extend_from_slice(value.as_bytes());
+                joined.extend_from_slice(value);
             }
             Some(hash_bytes(&joined))
         }
-        HashOn::Cookie(name) => cookie(headers, name).map(hash_bytes),
+        HashOn::Cookie(name) => cookie_in(values(&COOKIE_NAME), name).map(hash_bytes),
         HashOn::ClientAddress => Some(match client {
             IpAddr::V4(v4) => hash_bytes(&v4.octets()),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -41,6 +54,8 @@ pub fn key(on: &HashOn, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
     }
 }
 
+static COOKIE_NAME: HeaderName = COOKIE;
+
 /// The key of a client known by `name` (its virtual key's name), for `hash_on = "virtual_key"`.
 pub fn of_name(name: &str) -> u64 {
     hash_bytes(name.as_bytes())
@@ -49,21 +64,23 @@ pub fn of_name(name: &str) -> u64 {
 /// The value of the cookie `name` in the request's `Cookie` lines (RFC 6265 §5.4: pairs
 /// separated by `;`); the first one if it appears more than once.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get_all(COOKIE).iter().flat_map(|line| line.as_bytes().split(|b| *b == b';')).find_map(
-        |pair| {
-            let pair = pair.trim_ascii();
-            let split = pair.iter().position(|b| *b == b'=')?;
-            let (key, value) = pair.split_at(split);
-            (key.trim_ascii() == name.as_bytes())
-                .then(|| value.get(1..).unwrap_or_default().trim_ascii())
-        },
-    )
+    cookie_in(headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes), name)
+}
+
+/// [`cookie`] in the values of the `Cookie` lines, `lines`.
+fn cookie_in<'a>(lines: impl Iterator<Item = &'a [u8]>, name: &str) -> Option<&'a [u8]> {
+    lines.flat_map(|line| line.split(|b| *b == b';')).find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let split = pair.iter().position(|b| *b == b'=')?;
+        let (key, value) = pair.split_at(split);
+        (key.trim_ascii() == name.as_bytes())
+            .then(|| value.get(1..).unwrap_or_default().trim_ascii())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderName, HeaderValue};
 
     fn headers(lines: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

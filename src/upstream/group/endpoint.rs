@@ -15,13 +15,14 @@ use super::health::{HttpProbe, Probe};
 use super::{Caps, MemberSpec, TargetSet};
 use crate::config::group::{GroupConfig, TargetConfig};
 use crate::config::health::ProbeKind;
-use crate::config::{HeaderRules, RouteConfig, UpstreamTls, UpstreamUrl};
+use crate::config::{HeaderRules, RouteConfig, UpstreamProtocol, UpstreamTls, UpstreamUrl};
 use crate::headers::rules;
 use crate::tls::client::client_config;
 use crate::tls::files::TlsFileError;
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, OpenConnections, StaticHosts};
 use crate::upstream::egress::{Egress, ParentTrust};
+use crate::upstream::h1::FastPool;
 use crate::uri::path;
 
 /// A target's client could not be set up.
@@ -74,6 +75,18 @@ pub struct Endpoint {
     /// Its open connections and their cap (`max_connections`), counted by its client's
     /// connector.
     pub connections: Arc<OpenConnections>,
+    /// The connections the HTTP/1 fast path owns, when the target can be reached by it
+    /// ([`reached_over_plain_http1`]); they are dialled through `upstream`'s connector, so
+    /// they count under the same caps.
+    pub fast: Option<FastPool>,
+}
+
+/// Whether `target` can be served by the HTTP/1 fast path: plain `http://` speaking HTTP/1.1
+/// (not HTTP/2 prior knowledge), reached directly (no `upstream_proxy`).
+pub fn reached_over_plain_http1(target: &TargetConfig) -> bool {
+    target.upstream_proxy.is_empty()
+        && target.url.scheme == http::uri::Scheme::HTTP
+        && target.protocol != UpstreamProtocol::Http2
 }
 
 impl Endpoint {
@@ -317,6 +330,9 @@ impl Blueprint {
             response_headers: plan.config.response_headers.clone(),
             route_url: plan.config.url == self.route_url,
             connections,
+            fast: reached_over_plain_http1(&plan.config).then(|| {
+                FastPool::for_route(self.settings.max_idle_per_host, self.settings.pool_idle)
+            }),
         }
     }
 

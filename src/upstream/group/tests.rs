@@ -45,6 +45,7 @@ fn endpoint() -> Arc<Endpoint> {
                 response_headers: Default::default(),
                 route_url: true,
                 connections: crate::upstream::connect::OpenConnections::new(usize::MAX),
+                fast: None,
             })
         })
         .clone()
