@@ -53,7 +53,7 @@ mod tests {
         assert_eq!(value(b"example.com:8080").unwrap(), "example.com:8080");
         assert!(!is_valid(b"user@example.com"));
         assert!(!is_valid(b"exa mple.com"));
-        assert!(!is_valid(b"example.com:port"));
+        assert!(!is_valid(b"example.com/path"));
         assert!(!is_valid(b""));
         // A refused value does not displace the kept one, and other values are still made.
         assert!(is_valid(b"example.com:8080"));

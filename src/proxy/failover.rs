@@ -26,7 +26,7 @@ use crate::upstream::client::{Answered, UpstreamError};
 use crate::upstream::group::outlier::{self, Verdict};
 use crate::upstream::group::retry::{self, AttemptFailure};
 use crate::upstream::group::{
-    Endpoint, Group, InFlight, Moment, Rng, TargetSet, Tried, Unavailable, affinity,
+    Endpoint, Group, InFlight, Member, Moment, Rng, TargetSet, Tried, Unavailable, affinity,
 };
 
 /// The answer of the attempt that ended the send phase, and what the respond phase needs
@@ -80,11 +80,7 @@ pub async fn send(
     let mut tried = Tried::default();
     let (mut index, mut slot) = first_target(group, &set, key, now, &mut rng, metrics)?;
     loop {
-        tried.add(index);
-        ctx.attempts = ctx.attempts.saturating_add(1);
-        let Some(member) = set.member(index) else {
-            return Err(ProxyError::NoUpstream(Unavailable::NoHealthyTarget));
-        };
+        let member = begin_attempt(&set, index, &mut tried, ctx)?;
         let endpoint = &member.spec.endpoint;
         let request = attempt.request(endpoint, routed, ctx, body)?;
         // The moment the previous step ended: one clock read per attempt.
@@ -199,6 +195,19 @@ pub fn first_target(
         metrics.upstreams.unavailable(group.route());
         ProxyError::NoUpstream(why)
     })
+}
+
+/// Starts an attempt on the target at `index`: counted as tried, and in the request's
+/// attempts; its member of `set`.
+pub fn begin_attempt<'s>(
+    set: &'s TargetSet,
+    index: usize,
+    tried: &mut Tried,
+    ctx: &mut RequestContext,
+) -> Result<&'s Member, ProxyError> {
+    tried.add(index);
+    ctx.attempts = ctx.attempts.saturating_add(1);
+    set.member(index).ok_or(ProxyError::NoUpstream(Unavailable::NoHealthyTarget))
 }
 
 /// Records an answer with `status` (whose `Retry-After`, if any, asked for `retry_after`)

@@ -39,9 +39,7 @@ use crate::proxy::{Destination, Picked, RequestKind, admit, pick_upstream};
 use crate::upstream::client::UpstreamError;
 use crate::upstream::group::outlier;
 use crate::upstream::group::retry::AttemptFailure;
-use crate::upstream::group::{
-    Endpoint, Group, InFlight, Moment, Rng, Tried, Unavailable, affinity,
-};
+use crate::upstream::group::{Endpoint, Group, InFlight, Moment, Rng, Tried, affinity};
 use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
 use crate::upstream::replay;
 
@@ -171,11 +169,7 @@ async fn attempts(
     let mut tried = Tried::default();
     let (mut index, mut slot) = failover::first_target(group, &set, key, now, &mut rng, metrics)?;
     loop {
-        tried.add(index);
-        ctx.attempts = ctx.attempts.saturating_add(1);
-        let Some(member) = set.member(index) else {
-            return Err(ProxyError::NoUpstream(Unavailable::NoHealthyTarget));
-        };
+        let member = failover::begin_attempt(&set, index, &mut tried, ctx)?;
         let endpoint = &member.spec.endpoint;
         upstream_head.clear();
         write_head(upstream_head, head, routed, rewrite, endpoint, ctx, proxy)?;
