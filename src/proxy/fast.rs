@@ -394,21 +394,7 @@ async fn send(
 ) -> Result<H1Conn, Unfinished> {
     let route = routed.route;
     let authority = &route.config.upstream.authority;
-    let pooled = if fresh { None } else { pool.checkout("") };
-    let connected = match pooled {
-        Some(conn) => Ok(conn),
-        // The authority is taken apart only to dial: most requests reuse a connection.
-        None => {
-            let (host, port) = (authority.host(), authority.port_u16().unwrap_or(80));
-            // Boxed: dialling (resolution, connect, its deadline) is the rare case, and its
-            // state would otherwise widen the future every request on the connection takes.
-            let connect = Box::pin(route.upstream.connector().connect(host, port));
-            connect.await.map(|stream| {
-                let peer = stream.get_ref().peer_addr().ok();
-                H1Conn { stream, peer, reused: false }
-            })
-        }
-    };
+    let connected = pool.connection(route.upstream.connector(), "", authority, fresh).await;
     let mut conn = connected.map_err(|source| {
         let err = UpstreamError::Connect { target: authority.clone(), source };
         Unfinished::BeforeResponse(err.into())

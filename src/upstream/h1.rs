@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use http::uri::Authority;
 use tokio::time::Instant;
 
 use crate::h1::response::ResponseError;
@@ -101,18 +102,23 @@ impl FastPool {
     }
 
     /// An idle connection to `key` (`host:port`; a route's pool ignores it) that is still open
-    /// and not too old, or a new one dialled through `connector`.
+    /// and not too old (unless `fresh` asks for a new one), or a new one to `authority` dialled
+    /// through `connector`. The authority is taken apart only to dial: most exchanges reuse a
+    /// connection.
     pub async fn connection(
         &self,
         connector: &Connector,
         key: &str,
-        host: &str,
-        port: u16,
+        authority: &Authority,
+        fresh: bool,
     ) -> Result<H1Conn, ConnectError> {
-        if let Some(conn) = self.checkout(key) {
+        if !fresh && let Some(conn) = self.checkout(key) {
             return Ok(conn);
         }
-        let stream = connector.connect(host, port).await?;
+        let (host, port) = (authority.host(), authority.port_u16().unwrap_or(80));
+        // Boxed: dialling (resolution, connect, its deadline) is the rare case, and its state
+        // would otherwise widen the future of every exchange.
+        let stream = Box::pin(connector.connect(host, port)).await?;
         let peer = stream.get_ref().peer_addr().ok();
         Ok(H1Conn { stream, peer, reused: false })
     }

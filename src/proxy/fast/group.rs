@@ -363,16 +363,8 @@ impl Exchange<'_> {
         upstream_head: &[u8],
     ) -> Result<H1Conn, ProxyError> {
         let authority = &endpoint.url.authority;
-        let (host, port) = (authority.host(), authority.port_u16().unwrap_or(80));
         let connector = endpoint.upstream.connector();
-        let connected = if fresh {
-            connector.connect(host, port).await.map(|stream| {
-                let peer = stream.get_ref().peer_addr().ok();
-                H1Conn { stream, peer, reused: false }
-            })
-        } else {
-            pool.connection(connector, "", host, port).await
-        };
+        let connected = pool.connection(connector, "", authority, fresh).await;
         let mut conn = connected
             .map_err(|source| UpstreamError::Connect { target: authority.clone(), source })?;
         write_both(&mut conn.stream, upstream_head, self.body)
