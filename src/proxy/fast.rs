@@ -16,11 +16,14 @@
 //! counted (`sluice_requests_path_total{path}`). Everything it does not take goes to the
 //! general path, which then serves the connection from that request on, with the bytes
 //! already read in front of the socket: upgrades and CONNECT, `Expect`, chunked request bodies, bodies over the route's limit, TRACE
-//! and OPTIONS (Max-Forwards), absolute-form targets (the forward proxy), the PAC file,
+//! and OPTIONS (Max-Forwards), absolute-form targets [`forward::decide`] leaves (it serves the
+//! forward proxy's plain `http://` requests, see [`forward`]), the PAC file,
 //! requests no route takes, routes with several targets, routes that cache, routes reached
 //! through an `upstream_proxy`, upstreams over TLS or HTTP/2, a head that has not arrived whole by the first read after the connection woke
 //! (hyper's header timeout then applies to the rest of it), and every head the parser refuses (the wire guard and hyper answer those, so a
 //! refusal is the general path's by construction).
+
+pub mod forward;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -117,6 +120,10 @@ pub async fn serve(
     let Ok(Parsed::Complete(head)) = request::parse(client.buffered(), limits, fields) else {
         return Served::General;
     };
+    if forward::decide(&head, proxy, listener) {
+        let begun = forward::begin(head, proxy, listener, downstream, hold, last).await;
+        return forward::finish(client, begun, proxy, listener).await;
+    }
     if decide(&head, proxy, listener).is_none() {
         return Served::General;
     }
