@@ -218,6 +218,24 @@ async fn refusals_and_failures_are_the_general_paths() {
     assert_eq!(refusals[0].0, "HTTP/1.1 403 Forbidden", "{refusals:?}");
     assert_eq!(refusals[0], refusals[1]);
     assert_eq!(origin.connections(), 0, "a refused request reached the origin");
+    // The same requests, errors and bytes counted.
+    let families = ["sluice_requests_total", "sluice_upstream_errors_total", "sluice_sent_bytes"];
+    let counted = |samples: &BTreeMap<String, f64>| -> BTreeMap<String, f64> {
+        samples
+            .iter()
+            .filter(|(name, _)| families.iter().any(|family| name.starts_with(family)))
+            .map(|(name, value)| (name.clone(), *value))
+            .collect()
+    };
+    let requests = |samples: &BTreeMap<String, f64>| -> f64 {
+        samples.iter().filter(|(name, _)| name.starts_with(families[0])).map(|(_, v)| v).sum()
+    };
+    let mut metrics = Vec::new();
+    for proxy in [&fast, &general] {
+        let samples = scrape_until(&proxy.admin_url("/metrics"), |s| requests(s) >= 7.0).await;
+        metrics.push(counted(&samples));
+    }
+    assert_eq!(metrics[0], metrics[1]);
 }
 
 #[tokio::test]

@@ -644,8 +644,13 @@ async fn refuse(
     ctx.status = err.kind().status().as_u16();
     let id = ctx.routed().then(|| (&proxy.config.request_id.header, ctx.id_header()));
     let wanted_close = last || framing != Framing::Empty;
-    let (bytes, close) = render(&err, id, wanted_close);
-    let served = match client.write_all(&bytes, &[]).await {
+    let (bytes, close, body) = render(&err, id, wanted_close);
+    let written = client.write_all(&bytes, &[]).await;
+    if written.is_ok() {
+        // The error's body reached the client: counted as the general path counts it.
+        ctx.sent = body as u64;
+    }
+    let served = match written {
         Ok(()) if !close => Served::KeepAlive,
         _ => Served::Close,
     };
@@ -656,12 +661,12 @@ async fn refuse(
 /// `err` as the general path renders it, written as HTTP/1.1 with what hyper adds
 /// (`content-length`, `date`), `extra` (the request id of a routed request) and
 /// `connection: close` when `close` or the error itself closes the connection. Returns the
-/// bytes and whether the connection closes.
+/// bytes, whether the connection closes and the length of the body.
 fn render(
     err: &ProxyError,
     extra: Option<(&HeaderName, HeaderValue)>,
     close: bool,
-) -> (Vec<u8>, bool) {
+) -> (Vec<u8>, bool, usize) {
     let (status, mut headers, body) = error::render_parts(err);
     let close = close || headers.contains_key(http::header::CONNECTION);
     headers.remove(http::header::CONNECTION);
@@ -682,7 +687,7 @@ fn render(
     }
     write::end(&mut out);
     out.extend_from_slice(body.as_bytes());
-    (out, close)
+    (out, close, body.len())
 }
 
 #[cfg(test)]
