@@ -52,6 +52,7 @@ use crate::proxy::state::{ListenerContext, Proxy};
 use crate::proxy::{Destination, Picked, RequestKind, admit, classify_head, exchange};
 use crate::proxy::{answer, pick_upstream};
 use crate::upstream::client::UpstreamError;
+use crate::upstream::connect::UpstreamTcp;
 use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
 
 /// What became of the request at the front of a client connection's buffer.
@@ -563,23 +564,25 @@ async fn send_body(
                 if !out.is_empty() {
                     client.write_all(out, &[]).await.map_err(|_| client_gone)?;
                     out.clear();
+                    ctx.sent = relay.data_received();
                 }
-                let read = tokio::time::timeout(settings.body_idle, conn.stream.read_buf(input));
-                match read.await {
-                    Ok(Ok(0)) => {
+                let read = read_upstream(client, &mut conn.stream, input);
+                match tokio::time::timeout(settings.body_idle, read).await {
+                    Ok(None) => return Err(client_gone),
+                    Ok(Some(Ok(0))) => {
                         let end = relay.finish().map_err(|_| {
                             Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated)
                         })?;
                         out.extend_from_slice(end);
                         break;
                     }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => {
-                        flush_partial(client, out).await;
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(_))) => {
+                        flush_partial(client, out, ctx, &relay).await;
                         return Err(Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated));
                     }
                     Err(_) => {
-                        flush_partial(client, out).await;
+                        flush_partial(client, out, ctx, &relay).await;
                         return Err(Failure::Proxy(crate::error::ErrorKind::HttpResponseTimeout));
                     }
                 }
@@ -587,14 +590,41 @@ async fn send_body(
         }
     }
     input.drain(..at);
-    ctx.sent = relay.data_received();
     client.write_all(out, &[]).await.map_err(|_| client_gone)?;
+    ctx.sent = relay.data_received();
     Ok(())
 }
 
-/// What was relayed so far still goes out before the connection closes on a failure.
-async fn flush_partial(client: &mut ClientConn, out: &[u8]) {
-    let _ = client.write_all(out, &[]).await;
+/// What was relayed so far still goes out before the connection closes on a failure; the
+/// body bytes the client got are counted as sent.
+async fn flush_partial(
+    client: &mut ClientConn,
+    out: &[u8],
+    ctx: &mut RequestContext,
+    relay: &BodyRelay,
+) {
+    if client.write_all(out, &[]).await.is_ok() {
+        ctx.sent = relay.data_received();
+    }
+}
+
+/// Reads what the upstream sends into `buf` while watching the client: `None` when the client
+/// closes its connection first (hyper stops serving it then on the general path), so the
+/// upstream connection is dropped rather than held for a client that is gone. Bytes the
+/// client pipelines meanwhile stay buffered, and the client is not watched once there are
+/// some.
+async fn read_upstream(
+    client: &mut ClientConn,
+    upstream: &mut UpstreamTcp,
+    buf: &mut Vec<u8>,
+) -> Option<std::io::Result<usize>> {
+    while !client.at_eof() && client.buffered().is_empty() {
+        tokio::select! {
+            read = upstream.read_buf(buf) => return Some(read),
+            sent = client.read_more() => if !matches!(sent, Ok(1..)) { return None },
+        }
+    }
+    Some(upstream.read_buf(buf).await)
 }
 
 /// `n` in decimal.

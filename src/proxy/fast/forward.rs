@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering;
 
 use http::uri::Scheme;
 use http::{HeaderValue, Method, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::downstream::Downstream;
@@ -42,7 +42,8 @@ use crate::observe::metrics::RequestPath;
 use crate::observe::{Failure, Mode, RequestId};
 use crate::proxy::context::{Received, RequestContext};
 use crate::proxy::fast::{
-    Answer, ClientSide, Served, Unfinished, decimal, exchange_failed, refuse, send_body,
+    Answer, ClientSide, Served, Unfinished, decimal, exchange_failed, read_upstream, refuse,
+    send_body,
 };
 use crate::proxy::state::{ListenerContext, Proxy};
 use crate::proxy::{Destination, RequestKind, admit, classify_head, exchange, forward};
@@ -287,19 +288,24 @@ async fn relay(
             if let Some(answer) = answered.map_err(Unfinished::BeforeResponse)? {
                 break answer;
             }
-            let read = tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut response));
-            match read.await {
+            let read = read_upstream(client, &mut conn.stream, &mut response);
+            match tokio::time::timeout_at(deadline, read).await {
+                // The client left: its request is abandoned, and the connection (which counts
+                // under the per-address cap) with it.
+                Ok(None) => return Err(Unfinished::Midway(Failure::ClientClosed)),
                 // A pooled connection the upstream closed as the request went out: sent once
                 // more, on a new connection, as the general client replays it.
-                Ok(Ok(0) | Err(_))
+                Ok(Some(Ok(0) | Err(_)))
                     if conn.reused && !retried && response.is_empty() && request.replayable =>
                 {
                     retried = true;
                     conn = send(client, pool, connector, &key, true, request, ctx).await?;
                 }
-                Ok(Ok(0)) => return Err(exchange_failed(authority, ExchangeFailure::Closed)),
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => return Err(exchange_failed(authority, ExchangeFailure::Io(err))),
+                Ok(Some(Ok(0))) => return Err(exchange_failed(authority, ExchangeFailure::Closed)),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(err))) => {
+                    return Err(exchange_failed(authority, ExchangeFailure::Io(err)));
+                }
                 Err(_) => {
                     let target = authority.clone();
                     let err = UpstreamError::ResponseTimeout { target, after };
