@@ -23,6 +23,7 @@ use crate::upstream::client::UpstreamError;
 use crate::upstream::connect::ConnectError;
 use crate::upstream::egress::EgressError;
 use crate::upstream::group::Unavailable;
+use crate::upstream::h1::ExchangeFailure;
 use crate::upstream::parent::ParentError;
 use crate::uri::path::RewriteError;
 use crate::uri::target::TargetError;
@@ -459,6 +460,12 @@ fn upstream_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
         }
         if current.downcast_ref::<BodyTooLarge>().is_some() {
             return ErrorKind::BodyTooLarge;
+        }
+        // The HTTP/1 fast path's own exchange, as hyper's errors below.
+        match current.downcast_ref::<ExchangeFailure>() {
+            Some(ExchangeFailure::Closed) => return ErrorKind::ConnectionTerminated,
+            Some(ExchangeFailure::Protocol(_)) => return ErrorKind::HttpProtocolError,
+            Some(ExchangeFailure::Io(_)) | None => {}
         }
         if let Some(hyper_err) = current.downcast_ref::<hyper::Error>() {
             // The request body we were streaming failed: the client sent a broken body.

@@ -16,12 +16,15 @@
 //! counted (`sluice_requests_path_total{path}`). Everything it does not take goes to the
 //! general path, which then serves the connection from that request on, with the bytes
 //! already read in front of the socket: upgrades and CONNECT, `Expect`, chunked request bodies, bodies over the route's limit, TRACE
-//! and OPTIONS (Max-Forwards), absolute-form targets (the forward proxy), the PAC file,
+//! and OPTIONS (Max-Forwards), absolute-form targets [`forward::decide`] leaves (it serves the
+//! forward proxy's plain `http://` requests, see [`forward`]), the PAC file,
 //! requests no route takes, routes that cache, routes reached
 //! through an `upstream_proxy`, upstreams over TLS or HTTP/2, on a route with several targets
 //! a request body not wholly in the buffer or larger than the retry buffer ([`group`]), a head that has not arrived whole by the first read after the connection woke
 //! (hyper's header timeout then applies to the rest of it), and every head the parser refuses (the wire guard and hyper answer those, so a
 //! refusal is the general path's by construction).
+
+pub mod forward;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,6 +53,7 @@ use crate::proxy::state::{ListenerContext, Proxy};
 use crate::proxy::{Destination, Picked, RequestKind, admit, classify_head, exchange};
 use crate::proxy::{answer, pick_upstream};
 use crate::upstream::client::UpstreamError;
+use crate::upstream::connect::UpstreamTcp;
 use crate::upstream::group::Endpoint;
 use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
 
@@ -133,6 +137,10 @@ pub async fn serve(
     let Ok(Parsed::Complete(head)) = request::parse(client.buffered(), limits, fields) else {
         return Served::General;
     };
+    if forward::decide(&head, proxy, listener) {
+        let begun = forward::begin(head, proxy, listener, downstream, hold, last).await;
+        return forward::finish(client, begun, proxy, listener).await;
+    }
     let Some(taken) = decide(&head, client.buffered().len(), proxy, listener) else {
         return Served::General;
     };
@@ -614,23 +622,25 @@ async fn send_body(
                 if !out.is_empty() {
                     client.write_all(out, &[]).await.map_err(|_| client_gone)?;
                     out.clear();
+                    ctx.sent = relay.data_received();
                 }
-                let read = client.timer().within(settings.body_idle, conn.stream.read_buf(input));
-                match read.await.ok_or(()) {
-                    Ok(Ok(0)) => {
+                let read = read_upstream(client, &mut conn.stream, input);
+                match tokio::time::timeout(settings.body_idle, read).await {
+                    Ok(None) => return Err(client_gone),
+                    Ok(Some(Ok(0))) => {
                         let end = relay.finish().map_err(|_| {
                             Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated)
                         })?;
                         out.extend_from_slice(end);
                         break;
                     }
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => {
-                        flush_partial(client, out).await;
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(_))) => {
+                        flush_partial(client, out, ctx, &relay).await;
                         return Err(Failure::Proxy(crate::error::ErrorKind::ConnectionTerminated));
                     }
                     Err(_) => {
-                        flush_partial(client, out).await;
+                        flush_partial(client, out, ctx, &relay).await;
                         return Err(Failure::Proxy(crate::error::ErrorKind::HttpResponseTimeout));
                     }
                 }
@@ -638,25 +648,54 @@ async fn send_body(
         }
     }
     input.drain(..at);
-    ctx.sent = relay.data_received();
     client.write_all(out, &[]).await.map_err(|_| client_gone)?;
+    ctx.sent = relay.data_received();
     Ok(())
 }
 
-/// Sends a response head and its whole body, already read.
+/// Sends a response head and its whole body, already read; the body counts as sent once the
+/// client has taken it.
 async fn whole(
     client: &mut ClientConn,
     head: &[u8],
     body: &[u8],
     ctx: &mut RequestContext,
 ) -> Result<(), Failure> {
+    client.write_all(head, body).await.map_err(|_| Failure::ClientClosed)?;
     ctx.sent = body.len() as u64;
-    client.write_all(head, body).await.map_err(|_| Failure::ClientClosed)
+    Ok(())
 }
 
-/// What was relayed so far still goes out before the connection closes on a failure.
-async fn flush_partial(client: &mut ClientConn, out: &[u8]) {
-    let _ = client.write_all(out, &[]).await;
+/// What was relayed so far still goes out before the connection closes on a failure; the
+/// body bytes the client got are counted as sent.
+async fn flush_partial(
+    client: &mut ClientConn,
+    out: &[u8],
+    ctx: &mut RequestContext,
+    relay: &BodyRelay,
+) {
+    if client.write_all(out, &[]).await.is_ok() {
+        ctx.sent = relay.data_received();
+    }
+}
+
+/// Reads what the upstream sends into `buf` while watching the client: `None` when the client
+/// closes its connection first (hyper stops serving it then on the general path), so the
+/// upstream connection is dropped rather than held for a client that is gone. Bytes the
+/// client pipelines meanwhile stay buffered, and the client is not watched once there are
+/// some.
+async fn read_upstream(
+    client: &mut ClientConn,
+    upstream: &mut UpstreamTcp,
+    buf: &mut Vec<u8>,
+) -> Option<std::io::Result<usize>> {
+    while !client.at_eof() && client.buffered().is_empty() {
+        tokio::select! {
+            read = upstream.read_buf(buf) => return Some(read),
+            sent = client.read_more() => if !matches!(sent, Ok(1..)) { return None },
+        }
+    }
+    Some(upstream.read_buf(buf).await)
 }
 
 /// `n` in decimal.
@@ -706,8 +745,13 @@ async fn refuse(
     ctx.status = err.kind().status().as_u16();
     let id = ctx.routed().then(|| (&proxy.config.request_id.header, ctx.id_header()));
     let wanted_close = last || framing != Framing::Empty;
-    let (bytes, close) = render(&err, id, wanted_close);
-    let served = match client.write_all(&bytes, &[]).await {
+    let (bytes, close, body) = render(&err, id, wanted_close);
+    let written = client.write_all(&bytes, &[]).await;
+    if written.is_ok() {
+        // The error's body reached the client: counted as the general path counts it.
+        ctx.sent = body as u64;
+    }
+    let served = match written {
         Ok(()) if !close => Served::KeepAlive,
         _ => Served::Close,
     };
@@ -718,12 +762,12 @@ async fn refuse(
 /// `err` as the general path renders it, written as HTTP/1.1 with what hyper adds
 /// (`content-length`, `date`), `extra` (the request id of a routed request) and
 /// `connection: close` when `close` or the error itself closes the connection. Returns the
-/// bytes and whether the connection closes.
+/// bytes, whether the connection closes and the length of the body.
 fn render(
     err: &ProxyError,
     extra: Option<(&HeaderName, HeaderValue)>,
     close: bool,
-) -> (Vec<u8>, bool) {
+) -> (Vec<u8>, bool, usize) {
     let (status, mut headers, body) = error::render_parts(err);
     let close = close || headers.contains_key(http::header::CONNECTION);
     headers.remove(http::header::CONNECTION);
@@ -744,7 +788,7 @@ fn render(
     }
     write::end(&mut out);
     out.extend_from_slice(body.as_bytes());
-    (out, close)
+    (out, close, body.len())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ use crate::state::{SharedState, StateError};
 use crate::upstream::client::{Upstream, UpstreamSettings};
 use crate::upstream::connect::{Connector, Dialer, StaticHosts};
 use crate::upstream::egress::{Egress, ParentTrust};
+use crate::upstream::h1::FastPool;
 
 /// Everything shared by all connections of one configuration generation: configuration,
 /// policy, routes, the task tracker.
@@ -134,6 +135,9 @@ impl Proxy {
             None,
             connector,
         );
+        // The fast path's connections to the same origins: its own idle stacks, the same
+        // limits, and the same dialer (so the per-address cap counts both).
+        let forward_pool = FastPool::keyed(settings.max_idle_per_host, settings.pool_idle);
         ListenerContext {
             cache: listener.cache && listener.modes.forward,
             modes: listener.modes,
@@ -141,6 +145,7 @@ impl Proxy {
             policy: listener.policy.clone(),
             guard,
             forward,
+            forward_pool,
             forward_series: Arc::new(RouteSeries::new(Mode::Forward, RouteLabel::default())),
         }
     }
@@ -229,6 +234,9 @@ pub struct ListenerContext {
     pub guard: Arc<DestinationGuard>,
     /// Its forward-proxy upstream client.
     pub forward: Upstream,
+    /// The HTTP/1 fast path's idle connections to its forward proxy's origins, per
+    /// `host:port`, dialled by `forward`'s connector.
+    pub forward_pool: FastPool,
     /// The metric handles of its forward-proxy requests.
     pub forward_series: Arc<RouteSeries>,
     /// Whether its forward proxy's plain `http://` requests go through the cache.

@@ -271,7 +271,12 @@ impl Connection {
     /// within the same deadlines: the first request's head from the accept, the next one within
     /// `timeouts.request_header`.
     pub async fn serve_plain(self, stream: TcpStream, max_head: usize) {
-        let accepted = Instant::now();
+        self.serve_plain_since(stream, max_head, Instant::now()).await;
+    }
+
+    /// [`Connection::serve_plain`] for a connection accepted at `accepted` (protocol detection
+    /// waited for its first byte since).
+    pub async fn serve_plain_since(self, stream: TcpStream, max_head: usize, accepted: Instant) {
         let timeout = self.settings.request_header;
         let client_send = self.settings.client_send;
         let metrics = Some(self.settings.metrics.clone());

@@ -1,0 +1,454 @@
+//! The forward proxy on the HTTP/1 fast path: a plain `http://` absolute-form request
+//! (`GET http://host:port/path`, what `curl -x` and `HTTP_PROXY` clients send) to a forward
+//! listener, served with the same phases as `proxy::serve_forward` on the general path.
+//!
+//! Admission is [`admit`] itself (every policy check in its order: client ACL, framing, `Host`,
+//! request line, rate, loop detection, the target, `Proxy-Authorization`, denied hosts); the
+//! upstream head is the one `forward::prepare` and the pooled client produce: origin-form
+//! target, hop-by-hop fields (the client's `Proxy-Authorization` among them) removed, `Host`
+//! set to the target's authority and this proxy's `Via` entry added
+//! ([`exchange::head_edits`]). The connection comes from the listener's keyed [`FastPool`]
+//! (idle connections per `host:port`, within `limits.max_idle_upstream_per_host` and
+//! `timeouts.upstream_idle`) or is dialled by the listener's forward connector, so the
+//! destination guard judges every resolved address and `limits.max_upstream_connections`
+//! counts these connections with the general path's. The response gets only the hop-by-hop
+//! removal and `Via`, as `exchange::respond` gives a forwarded one (no header rules, no
+//! request id).
+//!
+//! [`decide`] leaves to the general path what it serves differently: a destination a
+//! `[[parent]]` rule sends through a parent, `https://` targets, listeners whose forward proxy
+//! caches, bodies over `limits.max_request_body_bytes` (refused there with 413), and whatever
+//! the reverse fast path leaves too (upgrades, CONNECT, `Expect`, chunked request bodies,
+//! TRACE and OPTIONS).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use http::uri::Scheme;
+use http::{HeaderValue, Method, StatusCode};
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use crate::downstream::Downstream;
+use crate::downstream::h1::{ClientConn, write_both};
+use crate::downstream::hold::ConnectionHold;
+use crate::error::{NotServed, ProxyError};
+use crate::h1::body::Plan;
+use crate::h1::request::RequestHead;
+use crate::h1::response::{self, Answering};
+use crate::h1::{Framing, Parsed, Version, buffers, date, write};
+use crate::headers::edit::Edits;
+use crate::observe::metrics::RequestPath;
+use crate::observe::{Failure, Mode, RequestId};
+use crate::proxy::context::{Received, RequestContext};
+use crate::proxy::fast::{
+    Answer, ClientSide, Served, Unfinished, decimal, exchange_failed, read_upstream, refuse,
+    send_body,
+};
+use crate::proxy::state::{ListenerContext, Proxy};
+use crate::proxy::{Destination, RequestKind, admit, classify_head, exchange, forward};
+use crate::upstream::client::UpstreamError;
+use crate::upstream::connect::Connector;
+use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
+use crate::upstream::replay;
+use crate::uri::target::Target;
+
+/// Whether the fast path serves this request as the forward proxy. Pure: no phase has run.
+pub fn decide(head: &RequestHead<'_>, proxy: &Proxy, listener: &ListenerContext) -> bool {
+    let plain = !head.wants_upgrade
+        && !head.expect
+        && head.method != Method::CONNECT
+        && head.method != Method::TRACE
+        && head.method != Method::OPTIONS
+        && matches!(head.framing, Framing::Empty | Framing::Length(_));
+    if !plain || !listener.modes.forward || listener.cache {
+        return false;
+    }
+    if head.uri.scheme() != Some(&Scheme::HTTP)
+        || classify_head(head, false, listener.modes, &proxy.router) != RequestKind::Absolute
+    {
+        return false;
+    }
+    // A destination some parent takes is reached through it: the general path's egress.
+    let Some(host) = head.uri.host() else { return false };
+    if proxy.egress.parents_for(host).is_some() {
+        return false;
+    }
+    match head.framing {
+        Framing::Length(n) => n <= proxy.config.limits.max_request_body_bytes,
+        _ => true,
+    }
+}
+
+/// A request [`begin`] has taken through the phases up to its upstream head; the request head
+/// it came from is no longer borrowed.
+#[derive(Debug)]
+pub struct Begun {
+    ctx: RequestContext,
+    prepared: Result<Prepared, ProxyError>,
+    head_len: usize,
+    framing: Framing,
+    client_side: ClientSide,
+    refusal_closes: bool,
+    answering: Answering,
+    /// The request may be sent again on a new connection when a reused one closed before
+    /// answering (`upstream::replay`: an idempotent method without a body).
+    replayable: bool,
+}
+
+/// What the send phase needs.
+#[derive(Debug)]
+struct Prepared {
+    target: Target,
+    /// The upstream head, in an output buffer.
+    head: Vec<u8>,
+}
+
+/// The phases up to the upstream head (context, admit, prepare) for a request [`decide`]
+/// took; `last` says the connection closes after it.
+pub async fn begin(
+    head: RequestHead<'_>,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+    downstream: &Downstream,
+    hold: &Arc<ConnectionHold>,
+    last: bool,
+) -> Begun {
+    proxy.observer.metrics.request_path(RequestPath::Fast);
+    let observer = &proxy.observer;
+    let id_name = &proxy.config.request_id.header;
+    let id = RequestId::for_value(head.fields.get(id_name.as_str()), &proxy.config.request_id);
+    let logged_headers = observer
+        .wanted_headers()
+        .iter()
+        .filter_map(|name| {
+            let value = head.fields.get(name.as_str())?;
+            Some((name.clone(), HeaderValue::from_bytes(value).ok()?))
+        })
+        .collect();
+    let received = Received {
+        method: head.method.clone(),
+        target: head.uri.clone(),
+        version: head.version.as_http(),
+        logged_headers,
+        has_body: head.framing != Framing::Empty,
+    };
+    let mut ctx = RequestContext::begin(
+        received,
+        Mode::Forward,
+        id,
+        downstream.clone(),
+        listener.scheme,
+        hold.clone(),
+        observer,
+    );
+    ctx.series = Some(listener.forward_series.clone());
+    let prepared = prepare(&head, &ctx, proxy, listener).await;
+    Begun {
+        ctx,
+        prepared,
+        head_len: head.len,
+        framing: head.framing,
+        client_side: ClientSide {
+            version: head.version,
+            keep_alive: head.keep_alive,
+            limit_reached: last,
+            trailers: head.accepts_trailers,
+        },
+        // A refusal is written in HTTP/1.1 with its own framing: an HTTP/1.0 client's
+        // connection closes after it.
+        refusal_closes: last || !head.keep_alive || head.version == Version::Http10,
+        answering: Answering { head: head.method == Method::HEAD },
+        replayable: replay::idempotent(&head.method)
+            && matches!(head.framing, Framing::Empty | Framing::Length(0)),
+    }
+}
+
+/// The send, respond and log phases of a request [`begin`] prepared, over the client's
+/// connection.
+pub async fn finish(
+    client: &mut ClientConn,
+    begun: Begun,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Served {
+    let Begun { mut ctx, prepared, head_len, framing, client_side, refusal_closes, .. } = begun;
+    client.consume(head_len);
+    let prepared = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return refuse(client, err, framing, ctx, proxy, refusal_closes).await,
+    };
+    let request = Request {
+        prepared: &prepared,
+        framing,
+        answering: begun.answering,
+        client_side,
+        replayable: begun.replayable,
+    };
+    let exchanged = relay(client, &request, &mut ctx, proxy, listener).await;
+    let Prepared { head, .. } = prepared;
+    buffers::give(head);
+    match exchanged {
+        Ok(served) => {
+            ctx.finish();
+            served
+        }
+        Err(Unfinished::BeforeResponse(err)) => {
+            refuse(client, err, Framing::Empty, ctx, proxy, true).await
+        }
+        Err(Unfinished::Midway(failure)) => {
+            ctx.failure = Some(failure);
+            ctx.finish();
+            Served::Close
+        }
+    }
+}
+
+/// Admit and prepare: the target the listener's policy lets through, and the head its origin
+/// receives.
+async fn prepare(
+    head: &RequestHead<'_>,
+    ctx: &RequestContext,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Result<Prepared, ProxyError> {
+    let Destination::Forward(target, uri) =
+        admit(head, RequestKind::Absolute, ctx, proxy, listener).await?
+    else {
+        // `decide` let through only absolute-form requests to a forward listener.
+        return Err(ProxyError::NotServed(NotServed::ForwardDisabled));
+    };
+    // RFC 9112 §3.2.2: `Host` is the target's authority.
+    let host = forward::host_of(&target)?;
+    let mut edits = Edits::new();
+    exchange::head_edits(&host, proxy.via(), head.version.as_http(), &mut edits);
+    let mut out = buffers::take();
+    // Origin-form, as hyper writes the URI of a request that goes straight to its origin:
+    // the path (`/` when empty), then the query.
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(uri.path().as_bytes());
+    if let Some(query) = uri.query() {
+        out.push(b'?');
+        out.extend_from_slice(query.as_bytes());
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let keep_length = matches!(head.framing, Framing::Length(_));
+    write::fields(&mut out, &head.fields, &edits, keep_length);
+    write::end(&mut out);
+    Ok(Prepared { target, head: out })
+}
+
+/// One prepared request, as the send and respond phases read it.
+#[derive(Debug, Clone, Copy)]
+struct Request<'a> {
+    prepared: &'a Prepared,
+    framing: Framing,
+    answering: Answering,
+    client_side: ClientSide,
+    replayable: bool,
+}
+
+/// The idle stack a target's connections wait in: `host:port`.
+fn pool_key(target: &Target) -> Cow<'_, str> {
+    let authority = target.authority.as_str();
+    if authority.len() > target.host().len() {
+        // The authority names its port (userinfo is gone from a target).
+        Cow::Borrowed(authority)
+    } else {
+        Cow::Owned(format!("{authority}:{}", target.port))
+    }
+}
+
+/// The send and respond phases: the upstream head and the request body out over a connection
+/// from the listener's pool, the response head and body back.
+async fn relay(
+    client: &mut ClientConn,
+    request: &Request<'_>,
+    ctx: &mut RequestContext,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+) -> Result<Served, Unfinished> {
+    let upstream = &listener.forward;
+    let pool = &listener.forward_pool;
+    let connector = upstream.connector();
+    let settings = *upstream.settings();
+    let target = &request.prepared.target;
+    let authority = &target.authority;
+    let key = pool_key(target);
+    let mut response = buffers::take();
+    let result = async {
+        let mut conn = send(client, pool, connector, &key, false, request, ctx).await?;
+        let after = settings.response_header;
+        let deadline = Instant::now() + after;
+        let mut retried = false;
+        let answer = loop {
+            let max_head = settings.max_response_head;
+            let answered = respond_head(&response, request, max_head, proxy);
+            if let Some(answer) = answered.map_err(Unfinished::BeforeResponse)? {
+                break answer;
+            }
+            let read = read_upstream(client, &mut conn.stream, &mut response);
+            match tokio::time::timeout_at(deadline, read).await {
+                // The client left: its request is abandoned, and the connection (which counts
+                // under the per-address cap) with it.
+                Ok(None) => return Err(Unfinished::Midway(Failure::ClientClosed)),
+                // A pooled connection the upstream closed as the request went out: sent once
+                // more, on a new connection, as the general client replays it.
+                Ok(Some(Ok(0) | Err(_)))
+                    if conn.reused && !retried && response.is_empty() && request.replayable =>
+                {
+                    retried = true;
+                    conn = send(client, pool, connector, &key, true, request, ctx).await?;
+                }
+                Ok(Some(Ok(0))) => return Err(exchange_failed(authority, ExchangeFailure::Closed)),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(err))) => {
+                    return Err(exchange_failed(authority, ExchangeFailure::Io(err)));
+                }
+                Err(_) => {
+                    let target = authority.clone();
+                    let err = UpstreamError::ResponseTimeout { target, after };
+                    return Err(Unfinished::BeforeResponse(err.into()));
+                }
+            }
+        };
+        ctx.answered_by(conn.peer);
+        ctx.status = answer.status.as_u16();
+        let Answer { len, head: mut out, plan, keep_alive, .. } = answer;
+        response.drain(..len.min(response.len()));
+        let body =
+            send_body(client, &mut conn, &mut response, &mut out, plan, &settings, ctx).await;
+        buffers::give(out);
+        match body {
+            Ok(()) if keep_alive && response.is_empty() => pool.release(&key, conn),
+            Ok(()) => {}
+            Err(failure) => return Err(Unfinished::Midway(failure)),
+        }
+        let closes = request.client_side.closes(plan);
+        if closes { Ok(Served::Close) } else { Ok(Served::KeepAlive) }
+    }
+    .await;
+    response.clear();
+    buffers::give(response);
+    result
+}
+
+/// Takes an idle connection to the target from `pool` (or dials a new one through
+/// `connector`, always when `fresh`) and sends the upstream head and the request body.
+async fn send(
+    client: &mut ClientConn,
+    pool: &FastPool,
+    connector: &Connector,
+    key: &str,
+    fresh: bool,
+    request: &Request<'_>,
+    ctx: &mut RequestContext,
+) -> Result<H1Conn, Unfinished> {
+    let target = &request.prepared.target;
+    let connected = pool.connection(connector, key, &target.authority, fresh).await;
+    let mut conn = connected.map_err(|source| {
+        let err = UpstreamError::Connect { target: target.authority.clone(), source };
+        Unfinished::BeforeResponse(err.into())
+    })?;
+    let authority = &target.authority;
+    let failed = |err| exchange_failed(authority, ExchangeFailure::Io(err));
+    let head = &request.prepared.head;
+    let Framing::Length(length) = request.framing else {
+        conn.stream.write_all(head).await.map_err(failed)?;
+        return Ok(conn);
+    };
+    let meter = ctx.received.clone();
+    let count = |n: usize| {
+        if let Some(meter) = &meter {
+            meter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    };
+    // The body follows the head in the same write as far as it has arrived.
+    let mut remaining = length;
+    let first = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+    let body = client.buffered().get(..first).unwrap_or_default();
+    write_both(&mut conn.stream, head, body).await.map_err(failed)?;
+    count(first);
+    client.consume(first);
+    remaining -= first as u64;
+    while remaining > 0 {
+        let n = client.read_more().await.unwrap_or(0);
+        if n == 0 {
+            // The client went away in the middle of its body.
+            ctx.failure = Some(Failure::ClientClosed);
+            return Err(Unfinished::Midway(Failure::ClientClosed));
+        }
+        let take = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let piece = client.buffered().get(..take).unwrap_or_default();
+        conn.stream.write_all(piece).await.map_err(failed)?;
+        count(take);
+        client.consume(take);
+        remaining -= take as u64;
+    }
+    Ok(conn)
+}
+
+/// The respond phase for a response head at the start of `buf`: `None` until it is all there.
+/// A forwarded response gets hop-by-hop removal and this proxy's `Via` entry only.
+fn respond_head(
+    buf: &[u8],
+    request: &Request<'_>,
+    max_head: usize,
+    proxy: &Proxy,
+) -> Result<Option<Answer>, ProxyError> {
+    let mut fields = Vec::new();
+    let head = match response::parse_within(buf, request.answering, &mut fields, max_head) {
+        Ok(Parsed::Complete(head)) => head,
+        Ok(Parsed::Partial) => return Ok(None),
+        Err(err) => {
+            let target = request.prepared.target.authority.clone();
+            let source = Box::new(ExchangeFailure::Protocol(err));
+            return Err(UpstreamError::Exchange { target, source }.into());
+        }
+    };
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        // No upgrade is asked for on this path, so this upstream broke the protocol.
+        let target = request.prepared.target.authority.clone();
+        return Err(ProxyError::UnexpectedUpgrade { target });
+    }
+    let mut edits = Edits::new();
+    exchange::response_edits(&[], proxy.via(), head.version.as_http(), &mut edits);
+    let client_side = request.client_side;
+    let http11 = client_side.version == Version::Http11;
+    let plan = Plan::for_receiver(head.framing, http11, client_side.trailers);
+    let mut out = buffers::take();
+    if http11 {
+        write::status_line(&mut out, head.status, head.reason);
+    } else {
+        write::status_line_http10(&mut out, head.status, head.reason);
+    }
+    // A body-less response (HEAD, 204, 304) keeps the length it declares, as hyper does.
+    let keep_length = plan == Plan::Empty;
+    let written = write::fields(&mut out, &head.fields, &edits, keep_length);
+    match plan {
+        Plan::Length(n) => {
+            let mut digits = [0u8; 20];
+            write::field(&mut out, b"content-length", decimal(n, &mut digits));
+        }
+        Plan::Chunks { .. } | Plan::Chunk => {
+            write::field(&mut out, b"transfer-encoding", b"chunked");
+        }
+        Plan::Empty | Plan::Unchunk | Plan::UntilClose => {}
+    }
+    if !written.date {
+        date::append_line(&mut out);
+    }
+    if let Some(connection) = client_side.connection(plan) {
+        write::field(&mut out, b"connection", connection);
+    }
+    write::end(&mut out);
+    Ok(Some(Answer {
+        len: head.len,
+        status: head.status,
+        head: out,
+        plan,
+        keep_alive: head.keep_alive,
+    }))
+}
