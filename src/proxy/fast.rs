@@ -41,7 +41,7 @@ use crate::error::{self, ProxyError};
 use crate::h1::body::{BodyRelay, Plan, Step};
 use crate::h1::fields::Field;
 use crate::h1::request::{self, RequestHead};
-use crate::h1::response::{self, Answering, RESPONSE_LIMITS};
+use crate::h1::response::{self, Answering, RESPONSE_LIMITS, ResponseHead};
 use crate::h1::{Framing, HeadLimits, Parsed, Version, buffers, date, write};
 use crate::headers::edit::{self, Edit, Edits};
 use crate::observe::metrics::RequestPath;
@@ -139,7 +139,7 @@ pub async fn serve(
     };
     if forward::decide(&head, proxy, listener) {
         let begun = forward::begin(head, proxy, listener, downstream, hold, last).await;
-        return forward::finish(client, begun, proxy, listener).await;
+        return forward::finish(client, fields, begun, proxy, listener).await;
     }
     let Some(taken) = decide(&head, client.buffered().len(), proxy, listener) else {
         return Served::General;
@@ -545,6 +545,13 @@ fn respond_head(
     if !has_id {
         edits.push(Edit::Append(id_name, &id_value));
     }
+    Ok(Some(rewritten(&head, &edits, client_side)))
+}
+
+/// The client's head for the upstream's response `head`: sluice's status line in the
+/// client's version, the fields with `edits` applied, the framing fields of the body's plan,
+/// `Date` when the upstream sent none, and `Connection` when the client's connection needs it.
+fn rewritten(head: &ResponseHead<'_>, edits: &[Edit<'_>], client_side: ClientSide) -> Answer {
     let http11 = client_side.version == Version::Http11;
     let plan = Plan::for_receiver(head.framing, http11, client_side.trailers);
     let mut out = buffers::take();
@@ -555,7 +562,7 @@ fn respond_head(
     }
     // A body-less response (HEAD, 204, 304) keeps the length it declares, as hyper does.
     let keep_length = plan == Plan::Empty;
-    let written = write::fields(&mut out, &head.fields, &edits, keep_length);
+    let written = write::fields(&mut out, &head.fields, edits, keep_length);
     match plan {
         Plan::Length(n) => {
             let mut digits = [0u8; 20];
@@ -573,13 +580,7 @@ fn respond_head(
         write::field(&mut out, b"connection", connection);
     }
     write::end(&mut out);
-    Ok(Some(Answer {
-        len: head.len,
-        status: head.status,
-        head: out,
-        plan,
-        keep_alive: head.keep_alive,
-    }))
+    Answer { len: head.len, status: head.status, head: out, plan, keep_alive: head.keep_alive }
 }
 
 /// Relays the response body after its head (already in `out`), as `plan` says, reading from

@@ -34,16 +34,16 @@ use crate::downstream::Downstream;
 use crate::downstream::h1::{ClientConn, write_both};
 use crate::downstream::hold::ConnectionHold;
 use crate::error::{NotServed, ProxyError};
-use crate::h1::body::Plan;
+use crate::h1::fields::Field;
 use crate::h1::request::RequestHead;
 use crate::h1::response::{self, Answering};
-use crate::h1::{Framing, Parsed, Version, buffers, date, write};
+use crate::h1::{Framing, Parsed, Version, buffers, write};
 use crate::headers::edit::Edits;
 use crate::observe::metrics::RequestPath;
 use crate::observe::{Failure, Mode, RequestId};
 use crate::proxy::context::{Received, RequestContext};
 use crate::proxy::fast::{
-    Answer, ClientSide, Served, Unfinished, decimal, exchange_failed, read_upstream, refuse,
+    Answer, ClientSide, Served, Unfinished, exchange_failed, read_upstream, refuse, rewritten,
     send_body,
 };
 use crate::proxy::state::{ListenerContext, Proxy};
@@ -166,9 +166,10 @@ pub async fn begin(
 }
 
 /// The send, respond and log phases of a request [`begin`] prepared, over the client's
-/// connection.
+/// connection; `fields` is the connection's reusable field list (the response head's now).
 pub async fn finish(
     client: &mut ClientConn,
+    fields: &mut Vec<Field>,
     begun: Begun,
     proxy: &Proxy,
     listener: &ListenerContext,
@@ -186,7 +187,7 @@ pub async fn finish(
         client_side,
         replayable: begun.replayable,
     };
-    let exchanged = relay(client, &request, &mut ctx, proxy, listener).await;
+    let exchanged = relay(client, fields, &request, &mut ctx, proxy, listener).await;
     let Prepared { head, .. } = prepared;
     buffers::give(head);
     match exchanged {
@@ -265,6 +266,7 @@ fn pool_key(target: &Target) -> Cow<'_, str> {
 /// from the listener's pool, the response head and body back.
 async fn relay(
     client: &mut ClientConn,
+    fields: &mut Vec<Field>,
     request: &Request<'_>,
     ctx: &mut RequestContext,
     proxy: &Proxy,
@@ -285,7 +287,7 @@ async fn relay(
         let mut retried = false;
         let answer = loop {
             let max_head = settings.max_response_head;
-            let answered = respond_head(&response, request, max_head, proxy);
+            let answered = respond_head(&response, fields, request, max_head, proxy);
             if let Some(answer) = answered.map_err(Unfinished::BeforeResponse)? {
                 break answer;
             }
@@ -394,12 +396,12 @@ async fn send(
 /// A forwarded response gets hop-by-hop removal and this proxy's `Via` entry only.
 fn respond_head(
     buf: &[u8],
+    fields: &mut Vec<Field>,
     request: &Request<'_>,
     max_head: usize,
     proxy: &Proxy,
 ) -> Result<Option<Answer>, ProxyError> {
-    let mut fields = Vec::new();
-    let head = match response::parse_within(buf, request.answering, &mut fields, max_head) {
+    let head = match response::parse_within(buf, request.answering, fields, max_head) {
         Ok(Parsed::Complete(head)) => head,
         Ok(Parsed::Partial) => return Ok(None),
         Err(err) => {
@@ -415,40 +417,5 @@ fn respond_head(
     }
     let mut edits = Edits::new();
     exchange::response_edits(&[], proxy.via(), head.version.as_http(), &mut edits);
-    let client_side = request.client_side;
-    let http11 = client_side.version == Version::Http11;
-    let plan = Plan::for_receiver(head.framing, http11, client_side.trailers);
-    let mut out = buffers::take();
-    if http11 {
-        write::status_line(&mut out, head.status, head.reason);
-    } else {
-        write::status_line_http10(&mut out, head.status, head.reason);
-    }
-    // A body-less response (HEAD, 204, 304) keeps the length it declares, as hyper does.
-    let keep_length = plan == Plan::Empty;
-    let written = write::fields(&mut out, &head.fields, &edits, keep_length);
-    match plan {
-        Plan::Length(n) => {
-            let mut digits = [0u8; 20];
-            write::field(&mut out, b"content-length", decimal(n, &mut digits));
-        }
-        Plan::Chunks { .. } | Plan::Chunk => {
-            write::field(&mut out, b"transfer-encoding", b"chunked");
-        }
-        Plan::Empty | Plan::Unchunk | Plan::UntilClose => {}
-    }
-    if !written.date {
-        date::append_line(&mut out);
-    }
-    if let Some(connection) = client_side.connection(plan) {
-        write::field(&mut out, b"connection", connection);
-    }
-    write::end(&mut out);
-    Ok(Some(Answer {
-        len: head.len,
-        status: head.status,
-        head: out,
-        plan,
-        keep_alive: head.keep_alive,
-    }))
+    Ok(Some(rewritten(&head, &edits, request.client_side)))
 }
