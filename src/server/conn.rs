@@ -318,9 +318,7 @@ impl Connection {
                 }
             }
             let current = self.live.load_full();
-            if !current.proxy.config.http1_fast_path
-                || !matches!(*current.builder, HttpBuilder::Http1(_))
-            {
+            if !current.fast_path() {
                 break;
             }
             let last = served + 1 >= self.settings.max_requests;

@@ -12,7 +12,6 @@ use crate::downstream::h1::Prefixed;
 use crate::downstream::wire::WireGuard;
 use crate::observe::metrics::Rejection;
 use crate::server::conn::Connection;
-use crate::server::serving::HttpBuilder;
 use crate::socks;
 use crate::socks::session::SocksService;
 
@@ -46,7 +45,7 @@ pub async fn serve_plain(connection: Connection, stream: TcpStream, max_head: us
             Box::pin(socks::session::serve(stream, peer, service, hold)).await;
         }
         // With the fast path on, HTTP/1 starts there, as on a listener without SOCKS.
-        Ok(Ok(1..)) if fast_path(&connection) => {
+        Ok(Ok(1..)) if serves_http_fast(&connection) => {
             Box::pin(connection.serve_plain_since(stream, max_head, accepted)).await;
         }
         Ok(Ok(1..)) if connection.live.load().context.modes.http() => {
@@ -64,11 +63,8 @@ pub async fn serve_plain(connection: Connection, stream: TcpStream, max_head: us
     }
 }
 
-/// Whether an HTTP connection on this listener starts on the HTTP/1 fast path
-/// (`http1_fast_path`, and a listener that speaks HTTP/1 only).
-fn fast_path(connection: &Connection) -> bool {
+/// Whether this listener serves HTTP and starts it on the HTTP/1 fast path.
+fn serves_http_fast(connection: &Connection) -> bool {
     let serving = connection.live.load();
-    serving.context.modes.http()
-        && serving.proxy.config.http1_fast_path
-        && matches!(*serving.builder, HttpBuilder::Http1(_))
+    serving.context.modes.http() && serving.fast_path()
 }

@@ -17,7 +17,7 @@ use crate::downstream::wire::WireGuard;
 use crate::error::{self, Overload, ProxyError};
 use crate::observe::metrics::Rejection;
 use crate::server::conn;
-use crate::server::serving::{HttpBuilder, Live, Serving};
+use crate::server::serving::{Live, Serving};
 
 /// Pause after a failed `accept` (typically EMFILE) so a full file table does not spin a core.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -97,11 +97,7 @@ pub async fn accept_loop(socket: TcpListener, live: Live, stop: CancellationToke
             }
             // With the fast path on, a plain HTTP/1 connection starts there; off, hyper serves
             // it from its first byte, exactly as before the fast path existed.
-            None if serving.proxy.config.http1_fast_path
-                && matches!(*serving.builder, HttpBuilder::Http1(_)) =>
-            {
-                tasks.spawn(connection.serve_plain(stream, max_head))
-            }
+            None if serving.fast_path() => tasks.spawn(connection.serve_plain(stream, max_head)),
             None => {
                 let io = WireGuard::new(Prefixed::new(stream), max_head, first_request)
                     .counting_into(metrics.clone())

@@ -89,6 +89,12 @@ impl Serving {
         let builder = Arc::new(http_builder(&proxy.config, &config));
         Serving { proxy, config, context, builder, tls }
     }
+
+    /// Whether a plain connection's HTTP/1 requests go to the fast path (`http1_fast_path`, on
+    /// a listener that speaks HTTP/1 only); otherwise hyper serves the connection throughout.
+    pub fn fast_path(&self) -> bool {
+        self.proxy.config.http1_fast_path && matches!(*self.builder, HttpBuilder::Http1(_))
+    }
 }
 
 /// A listener's current [`Serving`], shared by its accept loop and its connections.
