@@ -17,12 +17,26 @@ pub struct Field {
 pub struct Fields<'b> {
     buf: &'b [u8],
     list: &'b [Field],
+    /// Whether a `Connection` line may list an option that names a field to drop (one other
+    /// than the fixed hop-by-hop names): false lets a rewrite skip reading those lines again.
+    options: bool,
 }
 
 impl<'b> Fields<'b> {
     /// The fields `list` of a head parsed from `buf`.
     pub fn new(buf: &'b [u8], list: &'b [Field]) -> Fields<'b> {
-        Fields { buf, list }
+        Fields { buf, list, options: true }
+    }
+
+    /// The fields `list` of a head parsed from `buf`, whose parser found whether any
+    /// `Connection` line lists an option other than the fixed hop-by-hop names.
+    pub fn parsed(buf: &'b [u8], list: &'b [Field], options: bool) -> Fields<'b> {
+        Fields { buf, list, options }
+    }
+
+    /// Whether a `Connection` line may name a field beyond the fixed hop-by-hop ones.
+    pub fn connection_options(&self) -> bool {
+        self.options
     }
 
     /// How many field lines there are.

@@ -133,6 +133,40 @@ pub fn list_members(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(<[u8]>::trim_ascii).filter(|member| !member.is_empty())
 }
 
+/// What one `Connection` line lists, read in one pass: a value that is not visible ASCII
+/// lists nothing, as hyper reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnectionMembers {
+    /// `close` is among the members.
+    pub close: bool,
+    /// `keep-alive` is among them.
+    pub keep_alive: bool,
+    /// A member other than the fixed hop-by-hop names (`close` included): it may name a field
+    /// the rewrite must drop.
+    pub options: bool,
+}
+
+impl ConnectionMembers {
+    /// The members of the `Connection` value `value`.
+    pub fn of(value: &[u8]) -> ConnectionMembers {
+        let mut members = ConnectionMembers::default();
+        if !value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+            return members;
+        }
+        for member in list_members(value) {
+            if member.eq_ignore_ascii_case(b"close") {
+                members.close = true;
+                members.options = true;
+            } else if member.eq_ignore_ascii_case(b"keep-alive") {
+                members.keep_alive = true;
+            } else if !crate::headers::hop_by_hop::is_fixed(member) {
+                members.options = true;
+            }
+        }
+        members
+    }
+}
+
 /// Whether `b` may appear in a token (RFC 9110 §5.6.2).
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use http::{Method, Uri};
 
 use crate::h1::fields::{Field, Fields};
-use crate::h1::{Framing, HeadLimits, Parsed, Span, Version, content_length};
+use crate::h1::{ConnectionMembers, Framing, HeadLimits, Parsed, Span, Version, content_length};
 
 /// Longest request target hyper accepts (its `MAX_URI_LEN`); longer is refused with 414.
 pub const MAX_TARGET_BYTES: usize = u16::MAX as usize - 1;
@@ -113,7 +113,6 @@ pub fn parse<'b>(
     limits: HeadLimits,
     fields: &'b mut Vec<Field>,
 ) -> Result<Parsed<RequestHead<'b>>, Refusal> {
-    guard_line_endings(buf, limits.max_bytes)?;
     let mut slots = [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; STACK_FIELDS];
     let stack = slots.get_mut(..limits.max_fields.min(STACK_FIELDS)).unwrap_or_default();
     let mut request = httparse::Request::new(&mut []);
@@ -135,6 +134,12 @@ pub fn parse<'b>(
         }
         other => other,
     };
+    // The guard's refusal comes first, whatever else is wrong with the head; a complete head
+    // whose lines all end in CRLF has nothing for it to find.
+    let clean = matches!(parsed, Ok(httparse::Status::Complete(len)) if crlf_only(buf, len, request.headers));
+    if !clean {
+        guard_line_endings(buf, limits.max_bytes)?;
+    }
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= limits.max_bytes => {
@@ -179,7 +184,7 @@ pub fn parse<'b>(
         uri,
         target: target.as_bytes(),
         version,
-        fields: Fields::new(buf, fields),
+        fields: Fields::parsed(buf, fields, facts.options),
         framing,
         keep_alive: facts.keep_alive,
         wants_upgrade: facts.upgrade || connect,
@@ -209,6 +214,18 @@ fn guard_line_endings(buf: &[u8], max_bytes: usize) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Whether the complete head of `len` bytes at the start of `buf` ends every line in CRLF, told
+/// from where its lines start: httparse ends a line only at an LF, and a request line or a
+/// field value holds none, so the LFs are those before each field line and the last two.
+/// False sends the head through [`guard_line_endings`], which finds the bare LF, if any.
+fn crlf_only(buf: &[u8], len: usize, headers: &[httparse::Header<'_>]) -> bool {
+    let ends = len.checked_sub(4).and_then(|at| buf.get(at..len)) == Some(b"\r\n\r\n");
+    ends && headers.iter().all(|header| {
+        let start = Span::within(buf, header.name.as_bytes()).start as usize;
+        start.checked_sub(2).and_then(|at| buf.get(at)) == Some(&b'\r')
+    })
+}
+
 /// What the framing and connection fields of a head say, gathered line by line as hyper does.
 struct Facts {
     version: Version,
@@ -219,6 +236,8 @@ struct Facts {
     chunked: bool,
     keep_alive: bool,
     saw_close: bool,
+    /// A `Connection` line lists an option beyond the fixed hop-by-hop names.
+    options: bool,
     upgrade: bool,
     expect: bool,
     trailers: bool,
@@ -235,6 +254,7 @@ impl Facts {
             chunked: false,
             keep_alive: version == Version::Http11,
             saw_close: false,
+            options: false,
             upgrade: false,
             expect: false,
             trailers: false,
@@ -264,12 +284,14 @@ impl Facts {
                 self.chunked = ends_in_chunked(value);
             }
             10 if name.eq_ignore_ascii_case(b"connection") => {
+                let members = ConnectionMembers::of(value);
+                self.options |= members.options;
                 // Once any line asks to close, a later `keep-alive` does not undo it.
-                if self.saw_close || has_member(value, b"close") {
+                if self.saw_close || members.close {
                     self.saw_close = true;
                     self.keep_alive = false;
                 } else if !self.keep_alive {
-                    self.keep_alive = has_member(value, b"keep-alive");
+                    self.keep_alive = members.keep_alive;
                 }
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => {

@@ -10,7 +10,7 @@ use std::mem::MaybeUninit;
 use http::StatusCode;
 
 use crate::h1::fields::{Field, Fields};
-use crate::h1::{Framing, HeadLimits, Parsed, Span, Version, content_length, list_members};
+use crate::h1::{ConnectionMembers, Framing, HeadLimits, Parsed, Span, Version, content_length};
 
 /// hyper's limits for a response head: its read buffer's maximum (8 KiB + 100 × 4 KiB) and
 /// its default field count.
@@ -122,6 +122,7 @@ pub fn parse_within<'b>(
         fields.clear();
         let mut keep_alive = version == Version::Http11;
         let mut saw_close = false;
+        let mut options = false;
         let (mut encodings, mut chunked, mut lengths) = (false, false, false);
         let mut length: Option<u64> = None;
         let mut length_valid = true;
@@ -129,11 +130,13 @@ pub fn parse_within<'b>(
             let name = header.name.as_bytes();
             let value = header.value;
             if name.eq_ignore_ascii_case(b"connection") {
-                if saw_close || has_member(value, b"close") {
+                let members = ConnectionMembers::of(value);
+                options |= members.options;
+                if saw_close || members.close {
                     saw_close = true;
                     keep_alive = false;
                 } else if !keep_alive {
-                    keep_alive = has_member(value, b"keep-alive");
+                    keep_alive = members.keep_alive;
                 }
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 encodings = true;
@@ -178,7 +181,7 @@ pub fn parse_within<'b>(
             status,
             reason: reason.as_bytes(),
             version,
-            fields: Fields::new(buf, fields),
+            fields: Fields::parsed(buf, fields, options),
             framing,
             keep_alive,
         }));
@@ -194,10 +197,6 @@ fn ends_in_chunked(value: &[u8]) -> bool {
     visible(value)
         .and_then(|v| v.rsplit(|&b| b == b',').next())
         .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-}
-
-fn has_member(value: &[u8], member: &[u8]) -> bool {
-    visible(value).is_some_and(|v| list_members(v).any(|m| m.eq_ignore_ascii_case(member)))
 }
 
 #[cfg(test)]

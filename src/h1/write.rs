@@ -129,6 +129,9 @@ impl<'b> ConnectionOptions<'b> {
     fn of(received: &Fields<'b>) -> ConnectionOptions<'b> {
         let mut few = [&[][..]; ConnectionOptions::INLINE];
         let mut count = 0;
+        if !received.connection_options() {
+            return ConnectionOptions::Few(few, count);
+        }
         for value in received.get_all("connection") {
             // A value that is not visible ASCII names nothing (`hop_by_hop::names`).
             if !value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {

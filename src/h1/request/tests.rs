@@ -70,6 +70,10 @@ fn what_the_general_path_refuses_is_refused() {
         ("GET / HTTP/1.1\nHost: a\n\n", BareLf),
         ("GET / HTTP/1.1\r\nHost: a\n\r\n", BareLf),
         ("GET / HTTP/1.1\r\nX: a\nContent-Length: 3\r\n\r\n", BareLf),
+        // A bare LF ending the request line of a head with no fields, or ending a line whose
+        // value has trailing whitespace.
+        ("GET / HTTP/1.1\n\r\n", BareLf),
+        ("GET / HTTP/1.1\r\nX: a \nY: b\r\n\r\n", BareLf),
         (
             "POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             LengthWithEncoding,
@@ -150,4 +154,25 @@ fn statuses_match_the_general_path() {
     assert_eq!(Refusal::TooLarge.status(), 431);
     assert_eq!(Refusal::TargetTooLong.status(), 414);
     assert_eq!(Refusal::BareLf.status(), 400);
+}
+
+#[test]
+fn the_head_says_whether_its_connection_lines_may_name_fields() {
+    let cases: &[(&str, bool)] = &[
+        ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n", false),
+        ("GET / HTTP/1.1\r\nConnection: Keep-Alive, Upgrade, TE\r\n\r\n", false),
+        // `close` names a field as any other option does (a field called `Close` is dropped).
+        ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", true),
+        ("GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: X-Drop\r\n\r\n", true),
+        // A value that is not visible ASCII lists nothing, as hyper reads it.
+        ("GET / HTTP/1.1\r\nConnection: x-drop\u{e9}\r\n\r\n", false),
+    ];
+    for (input, options) in cases {
+        let mut fields = Vec::new();
+        let Ok(Parsed::Complete(head)) = parse(input.as_bytes(), LIMITS, &mut fields) else {
+            panic!("{input:?} does not parse")
+        };
+        assert_eq!(head.fields.connection_options(), *options, "{input:?}");
+    }
 }

@@ -107,6 +107,18 @@ fn received_lines_are_copied_whole_and_lengths_only_when_kept() {
 }
 
 #[test]
+fn fields_named_by_connection_are_dropped_and_others_kept() {
+    let head = "GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: X-Drop, close\r\n\
+                X-Drop: 1\r\nClose: 2\r\nX-Keep: 3\r\nKeep-Alive: 4\r\n\r\n";
+    let (out, _, _) = streamed(head, &[]);
+    assert_eq!(out, b"GET / HTTP/1.1\r\nX-Keep: 3\r\n\r\n");
+    // The same fields with only fixed hop-by-hop options: nothing else is dropped.
+    let head = "GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nX-Drop: 1\r\n\r\n";
+    let (out, _, _) = streamed(head, &[]);
+    assert_eq!(out, b"GET / HTTP/1.1\r\nX-Drop: 1\r\n\r\n");
+}
+
+#[test]
 fn status_lines() {
     let mut out = Vec::new();
     status_line(&mut out, StatusCode::OK, b"OK");
