@@ -126,6 +126,12 @@ impl ClientConn {
         Ok(())
     }
 
+    /// The bytes read and not yet consumed, with the connection's timer: a request head parsed
+    /// from the first can wait on its upstream with the second while it is still borrowed.
+    pub fn parts(&mut self) -> (&[u8], &mut Timer) {
+        (&self.buf, &mut self.timer)
+    }
+
     /// The timer for a wait of the request being served (a read from its upstream): the
     /// connection's own, so a keep-alive connection does not make one per request.
     pub fn timer(&mut self) -> &mut Timer {

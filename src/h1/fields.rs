@@ -1,6 +1,8 @@
 //! A parsed field section: the fields of a head as spans of the buffer it was parsed from, in
 //! the order they arrived, with lookups by name (case-insensitive, RFC 9110 §5.1).
 
+use std::cell::RefCell;
+
 use crate::h1::{Span, list_members};
 
 /// One field line: its name and its value (without surrounding whitespace), as spans.
@@ -91,6 +93,17 @@ impl<'b> Fields<'b> {
             .flat_map(list_members)
             .any(|member| member.eq_ignore_ascii_case(token.as_bytes()))
     }
+}
+
+thread_local! {
+    static SPARE: RefCell<Vec<Field>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with the thread's spare field list, for a head that is parsed and done with at
+/// once (its list is not kept): no allocation per head, as the connection's own list gives the
+/// request heads. `f` must not ask for the spare list again.
+pub fn with_spare<R>(f: impl FnOnce(&mut Vec<Field>) -> R) -> R {
+    SPARE.with_borrow_mut(f)
 }
 
 #[cfg(test)]

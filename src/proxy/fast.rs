@@ -134,14 +134,17 @@ pub async fn serve(
         max_bytes: proxy.config.limits.max_request_head_bytes,
         max_fields: proxy.config.limits.max_request_headers,
     };
-    let Ok(Parsed::Complete(head)) = request::parse(client.buffered(), limits, fields) else {
+    // The group path waits on its targets with the connection's timer while the head is
+    // still borrowed from the buffer.
+    let (buffered, timer) = client.parts();
+    let Ok(Parsed::Complete(head)) = request::parse(buffered, limits, fields) else {
         return Served::General;
     };
     if forward::decide(&head, proxy, listener) {
         let begun = forward::begin(head, proxy, listener, downstream, hold, last).await;
         return forward::finish(client, fields, begun, proxy, listener).await;
     }
-    let Some(taken) = decide(&head, client.buffered().len(), proxy, listener) else {
+    let Some(taken) = decide(&head, buffered.len(), proxy, listener) else {
         return Served::General;
     };
     let metrics = &proxy.observer.metrics;
@@ -179,7 +182,8 @@ pub async fn serve(
         // A route with targets sends here, while each attempt's head can still be written
         // from the request head in the buffer.
         Some(_) => {
-            group::send(&head, taken, client.buffered(), last, &mut ctx, proxy, listener).await
+            let client = group::Client { buffered, timer, last };
+            group::send(&head, taken, client, &mut ctx, proxy, listener).await
         }
     };
     let head_len = head.len;
@@ -195,46 +199,96 @@ pub async fn serve(
     let refusal_closes = last || !head.keep_alive || head.version == Version::Http10;
     let method_head = head.method == Method::HEAD;
     drop(head);
-    let (routed, upstream_head) = match prepared {
-        Ok(group::Prepared::One(prepared)) => prepared,
-        Ok(group::Prepared::Group(sent)) => {
-            client.consume(head_len);
-            return group::respond(client, sent, client_side, ctx).await;
-        }
-        Err(err) => {
-            client.consume(head_len);
-            return refuse(client, err, framing, ctx, proxy, refusal_closes).await;
-        }
-    };
     client.consume(head_len);
-    let answering = Answering { head: method_head };
-    let exchanged = relay(
-        client,
-        fields,
-        &routed,
-        &upstream_head,
-        framing,
-        answering,
-        client_side,
-        &mut ctx,
-        proxy,
-    )
-    .await;
-    buffers::give(upstream_head);
-    match exchanged {
-        Ok(served) => {
+    let (exchanged, target) = match prepared {
+        Ok(group::Prepared::One((routed, upstream_head))) => {
+            let answering = Answering { head: method_head };
+            let exchanged = exchange_head(
+                client,
+                fields,
+                &routed,
+                &upstream_head,
+                framing,
+                answering,
+                client_side,
+                &mut ctx,
+                proxy,
+            )
+            .await;
+            buffers::give(upstream_head);
+            match exchanged {
+                Ok(exchanged) => (exchanged, Answerer::Route(routed.route)),
+                Err(Unfinished::BeforeResponse(err)) => {
+                    // Nothing reached the client yet: it gets the error the general path
+                    // renders.
+                    return refuse(client, err, Framing::Empty, ctx, proxy, true).await;
+                }
+                Err(Unfinished::Midway(failure)) => {
+                    ctx.failure = Some(failure);
+                    ctx.finish();
+                    return Served::Close;
+                }
+            }
+        }
+        Ok(group::Prepared::Group(sent)) => {
+            client.consume(sent.body_len);
+            (sent.exchanged, Answerer::Target(sent.endpoint))
+        }
+        Err(err) => return refuse(client, err, framing, ctx, proxy, refusal_closes).await,
+    };
+    // The respond phase, the same for a route's one upstream and a group's target.
+    let Exchanged { conn, mut response, answer } = exchanged;
+    ctx.status = answer.status.as_u16();
+    let (pool, settings) = target.pool();
+    let body = respond_body(client, conn, &mut response, answer, pool, settings, &mut ctx).await;
+    response.clear();
+    buffers::give(response);
+    match body {
+        Ok(plan) => {
             ctx.finish();
-            served
+            if client_side.closes(plan) { Served::Close } else { Served::KeepAlive }
         }
-        Err(Unfinished::BeforeResponse(err)) => {
-            // Nothing reached the client yet: it gets the error the general path renders.
-            refuse(client, err, Framing::Empty, ctx, proxy, true).await
-        }
-        Err(Unfinished::Midway(failure)) => {
+        Err(failure) => {
             ctx.failure = Some(failure);
             ctx.finish();
             Served::Close
         }
+    }
+}
+
+/// What answered a request: a route's one upstream, or one of its targets.
+enum Answerer<'p> {
+    Route(&'p Route),
+    Target(Arc<Endpoint>),
+}
+
+impl Answerer<'_> {
+    /// Its connection pool and settings.
+    fn pool(&self) -> (Option<&FastPool>, &crate::upstream::client::UpstreamSettings) {
+        match self {
+            Answerer::Route(route) => (route.fast.as_ref(), route.upstream.settings()),
+            Answerer::Target(endpoint) => (endpoint.fast.as_ref(), endpoint.upstream.settings()),
+        }
+    }
+}
+
+/// An exchange up to the response head: the upstream connection, what was read from it (the
+/// head and any body bytes after it), and the head rewritten for the client.
+#[derive(Debug)]
+struct Exchanged {
+    conn: H1Conn,
+    response: Vec<u8>,
+    answer: Answer,
+}
+
+impl Exchanged {
+    /// Gives back the buffers of an answer that is retried (its status line never reached
+    /// the client); the connection, with an unread body, closes.
+    fn discard(self) {
+        let Exchanged { mut response, answer, .. } = self;
+        buffers::give(answer.head);
+        response.clear();
+        buffers::give(response);
     }
 }
 
@@ -288,10 +342,10 @@ enum Unfinished {
     Midway(Failure),
 }
 
-/// The send and respond phases: the upstream head and the request body out, the response head
-/// and body back, over a connection from the route's pool.
+/// The send phase and the response head: the upstream head and the request body out over a
+/// connection from the route's pool, the response head back, rewritten for the client.
 #[allow(clippy::too_many_arguments)]
-async fn relay(
+async fn exchange_head(
     client: &mut ClientConn,
     fields: &mut Vec<Field>,
     routed: &Routed<'_>,
@@ -301,14 +355,14 @@ async fn relay(
     client_side: ClientSide,
     ctx: &mut RequestContext,
     proxy: &Proxy,
-) -> Result<Served, Unfinished> {
+) -> Result<Exchanged, Unfinished> {
     let route = routed.route;
     let Some(pool) = route.fast.as_ref() else {
         return Err(Unfinished::BeforeResponse(ProxyError::NotServed(
             crate::error::NotServed::NoRoute,
         )));
     };
-    let settings = *route.upstream.settings();
+    let settings = route.upstream.settings();
     let authority = &route.config.upstream.authority;
     let mut response = buffers::take();
     let result = async {
@@ -348,38 +402,58 @@ async fn relay(
             }
         };
         ctx.answered_by(conn.peer);
-        ctx.status = answer.status.as_u16();
-        let Answer { len, head: out, plan, keep_alive, .. } = answer;
-        let mut out = out;
-        let rest = response.get(len..).unwrap_or_default();
-        // `ended`: the upstream sent nothing after the body (the connection can be reused).
-        let (body, ended) = match plan {
-            // A body that came whole with its head (the usual small response) goes out from
-            // the read buffer in the same write as the head: no relay, no copy.
-            Plan::Empty if rest.is_empty() => (whole(client, &out, &[], ctx).await, true),
-            Plan::Length(n) if rest.len() as u64 == n => {
-                (whole(client, &out, rest, ctx).await, true)
-            }
-            _ => {
-                response.drain(..len.min(response.len()));
-                let body =
-                    send_body(client, &mut conn, &mut response, &mut out, plan, &settings, ctx)
-                        .await;
-                (body, response.is_empty())
-            }
-        };
-        buffers::give(out);
-        match body {
-            Ok(()) if keep_alive && ended => pool.release("", conn),
-            Ok(()) => {}
-            Err(failure) => return Err(Unfinished::Midway(failure)),
-        }
-        if client_side.closes(plan) { Ok(Served::Close) } else { Ok(Served::KeepAlive) }
+        Ok((conn, answer))
     }
     .await;
-    response.clear();
-    buffers::give(response);
-    result
+    match result {
+        Ok((conn, answer)) => Ok(Exchanged { conn, response, answer }),
+        Err(err) => {
+            response.clear();
+            buffers::give(response);
+            Err(err)
+        }
+    }
+}
+
+/// The respond phase's body, once `answer` (the client's head for the response read into
+/// `response`) is made: a body that came whole with its head (the usual small response) goes
+/// out from the read buffer in the same write as the head, no relay, no copy; any other is
+/// relayed. The upstream connection goes back to `pool` when it can carry another request.
+/// Returns the body's plan.
+#[allow(clippy::too_many_arguments)]
+async fn respond_body(
+    client: &mut ClientConn,
+    mut conn: H1Conn,
+    response: &mut Vec<u8>,
+    answer: Answer,
+    pool: Option<&FastPool>,
+    settings: &crate::upstream::client::UpstreamSettings,
+    ctx: &mut RequestContext,
+) -> Result<Plan, Failure> {
+    let Answer { len, head: mut out, plan, keep_alive, .. } = answer;
+    let rest = response.get(len..).unwrap_or_default();
+    // `ended`: the upstream sent nothing after the body (the connection can be reused).
+    let (body, ended) = match plan {
+        Plan::Empty if rest.is_empty() => (whole(client, &out, &[], ctx).await, true),
+        Plan::Length(n) if rest.len() as u64 == n => (whole(client, &out, rest, ctx).await, true),
+        _ => {
+            response.drain(..len.min(response.len()));
+            // Boxed: a relayed body's state is several times a whole one's, and inline it would
+            // be part of every request's state, which the connection allocates per request.
+            let body = send_body(client, &mut conn, response, &mut out, plan, settings, ctx);
+            let body = Box::pin(body).await;
+            (body, response.is_empty())
+        }
+    };
+    buffers::give(out);
+    body?;
+    if keep_alive
+        && ended
+        && let Some(pool) = pool
+    {
+        pool.release("", conn);
+    }
+    Ok(plan)
 }
 
 /// An upstream exchange failure before the response head, as the general client reports it.

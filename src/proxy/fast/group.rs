@@ -17,14 +17,16 @@ use std::time::{Duration, SystemTime};
 
 use http::header::HOST;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Answer, ClientSide, Served, Taken, respond_head, send_body};
-use crate::downstream::h1::{ClientConn, write_both};
+use super::{ClientSide, Exchanged, Taken, respond_head};
+use crate::downstream::h1::write_both;
 use crate::error::{NotServed, ProxyError};
+use crate::h1::fields;
 use crate::h1::request::RequestHead;
 use crate::h1::response::{self, Answering};
+use crate::h1::timer::Timer;
 use crate::h1::{Framing, Parsed, buffers, write};
 use crate::headers::edit::{Edit, Edits};
 use crate::headers::rules;
@@ -56,21 +58,11 @@ pub(super) enum Prepared<'p> {
 #[derive(Debug)]
 pub(super) struct Sent {
     /// The target that answered.
-    endpoint: Arc<Endpoint>,
+    pub endpoint: Arc<Endpoint>,
     /// Its answer.
-    answered: Answered,
+    pub exchanged: Exchanged,
     /// Bytes of request body after the head in the client's buffer, sent with every attempt.
-    body_len: usize,
-}
-
-/// One attempt's exchange up to its response head.
-#[derive(Debug)]
-struct Answered {
-    conn: H1Conn,
-    /// What was read from the upstream: the head and any body bytes after it.
-    response: Vec<u8>,
-    /// The head, rewritten for the client.
-    answer: Answer,
+    pub body_len: usize,
 }
 
 /// Whether the fast path can take a request to `route` whose head of `head_len` bytes
@@ -83,16 +75,23 @@ pub(super) fn holds_body(route: &Route, head_len: usize, length: u64, buffered: 
     length <= group.settings().retry.buffer_bytes && head_len.saturating_add(whole) <= buffered
 }
 
+/// What the send phase of a route with several targets has of the client's connection.
+pub(super) struct Client<'c> {
+    /// The client's buffer, the request head at its start.
+    pub buffered: &'c [u8],
+    /// The connection's timer, for the waits on each target's answer.
+    pub timer: &'c mut Timer,
+    /// Whether the connection closes after this request.
+    pub last: bool,
+}
+
 /// The phases from admission to the end of the send phase for a request to a route with
 /// several targets: admit, route, pick upstream, then one attempt after another until one
-/// answers in a way that is not retried or no retry is allowed. `buffered` is the client's
-/// buffer, the head at its start; `last` says the connection closes after this request.
-#[allow(clippy::too_many_arguments)]
+/// answers in a way that is not retried or no retry is allowed.
 pub(super) async fn send<'p>(
     head: &RequestHead<'_>,
     taken: Taken<'p>,
-    buffered: &[u8],
-    last: bool,
+    client: Client<'_>,
     ctx: &mut RequestContext,
     proxy: &'p Proxy,
     listener: &ListenerContext,
@@ -110,6 +109,7 @@ pub(super) async fn send<'p>(
         Framing::Length(length) => usize::try_from(length).unwrap_or(usize::MAX),
         _ => 0,
     };
+    let Client { buffered, timer, last } = client;
     let body = buffered.get(head.len..head.len.saturating_add(body_len)).unwrap_or_default();
     if let Some(meter) = &ctx.received {
         meter.fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -129,10 +129,11 @@ pub(super) async fn send<'p>(
     };
     let mut upstream_head = buffers::take();
     let attempted =
-        attempts(group, head, &routed, &rewrite, &exchange, &mut upstream_head, ctx, proxy).await;
+        attempts(group, head, &routed, &rewrite, &exchange, &mut upstream_head, timer, ctx, proxy)
+            .await;
     buffers::give(upstream_head);
-    let (endpoint, answered) = attempted?;
-    Ok(Prepared::Group(Sent { endpoint, answered, body_len }))
+    let (endpoint, exchanged) = attempted?;
+    Ok(Prepared::Group(Sent { endpoint, exchanged, body_len }))
 }
 
 /// What every attempt sends and how its answer is read.
@@ -155,9 +156,10 @@ async fn attempts(
     rewrite: &Rewrite,
     exchange: &Exchange<'_>,
     upstream_head: &mut Vec<u8>,
+    timer: &mut Timer,
     ctx: &mut RequestContext,
     proxy: &Proxy,
-) -> Result<(Arc<Endpoint>, Answered), ProxyError> {
+) -> Result<(Arc<Endpoint>, Exchanged), ProxyError> {
     let metrics = &proxy.observer.metrics;
     let set = group.targets();
     let mut now = Moment::now();
@@ -174,7 +176,7 @@ async fn attempts(
         upstream_head.clear();
         write_head(upstream_head, head, routed, rewrite, endpoint, ctx, proxy)?;
         let sent_at = now;
-        let result = exchange.attempt(endpoint, upstream_head, routed, ctx, proxy).await;
+        let result = exchange.attempt(endpoint, upstream_head, routed, timer, ctx, proxy).await;
         now = Moment::now();
         let at = Recorded { set: &set, index, elapsed: now.since(sent_at), now };
         let from = Step { set: &set, key, tried: &tried, previous: endpoint, now };
@@ -292,9 +294,10 @@ impl Exchange<'_> {
         endpoint: &Endpoint,
         upstream_head: &[u8],
         routed: &Routed<'_>,
+        timer: &mut Timer,
         ctx: &mut RequestContext,
         proxy: &Proxy,
-    ) -> Result<Answered, ProxyError> {
+    ) -> Result<Exchanged, ProxyError> {
         let authority = &endpoint.url.authority;
         let Some(pool) = endpoint.fast.as_ref() else {
             return Err(ProxyError::NotServed(NotServed::NoRoute));
@@ -303,26 +306,20 @@ impl Exchange<'_> {
         let after = endpoint.upstream.settings().response_header;
         let deadline = Instant::now() + after;
         let mut response = buffers::take();
-        let mut fields = Vec::new();
         let mut resent = false;
         let result = loop {
             let target = Some(endpoint);
-            match respond_head(
-                &response,
-                &mut fields,
-                self.answering,
-                self.client_side,
-                routed,
-                target,
-                ctx,
-                proxy,
-            ) {
+            let (answering, client_side) = (self.answering, self.client_side);
+            let answered = fields::with_spare(|fields| {
+                respond_head(&response, fields, answering, client_side, routed, target, ctx, proxy)
+            });
+            match answered {
                 Ok(Some(answer)) => break Ok(answer),
                 Ok(None) => {}
                 Err(err) => break Err(err),
             }
-            let read = tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut response));
-            match read.await {
+            let read = timer.within_at(deadline, conn.stream.read_buf(&mut response));
+            match read.await.ok_or(()) {
                 // A pooled connection the upstream closed as the request went out: it goes
                 // once more, on a new connection (as the general path's pools resend it).
                 Ok(Ok(0) | Err(_))
@@ -344,7 +341,7 @@ impl Exchange<'_> {
             }
         };
         match result {
-            Ok(answer) => Ok(Answered { conn, response, answer }),
+            Ok(answer) => Ok(Exchanged { conn, response, answer }),
             Err(err) => {
                 response.clear();
                 buffers::give(response);
@@ -367,9 +364,12 @@ impl Exchange<'_> {
         let connected = pool.connection(connector, "", authority, fresh).await;
         let mut conn = connected
             .map_err(|source| UpstreamError::Connect { target: authority.clone(), source })?;
-        write_both(&mut conn.stream, upstream_head, self.body)
-            .await
-            .map_err(|err| failed(authority, ExchangeFailure::Io(err)))?;
+        let written = if self.body.is_empty() {
+            conn.stream.write_all(upstream_head).await
+        } else {
+            write_both(&mut conn.stream, upstream_head, self.body).await
+        };
+        written.map_err(|err| failed(authority, ExchangeFailure::Io(err)))?;
         Ok(conn)
     }
 }
@@ -381,65 +381,18 @@ fn failed(target: &http::uri::Authority, failure: ExchangeFailure) -> ProxyError
 
 /// The wait a `429` or `503` asks for with `Retry-After` (the only answers whose wait counts,
 /// see `outlier::Verdict::of_response`); its head is read again only for those.
-fn retry_after(answered: &Answered, answering: Answering, max_head: usize) -> Option<Duration> {
+fn retry_after(answered: &Exchanged, answering: Answering, max_head: usize) -> Option<Duration> {
     let status = answered.answer.status;
     if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
         return None;
     }
-    let mut fields = Vec::new();
     let head = answered.response.get(..answered.answer.len)?;
-    let Ok(Parsed::Complete(head)) = response::parse_within(head, answering, &mut fields, max_head)
-    else {
-        return None;
-    };
-    let value = HeaderValue::from_bytes(head.fields.get("retry-after")?).ok()?;
+    let value = fields::with_spare(|fields| {
+        let Ok(Parsed::Complete(head)) = response::parse_within(head, answering, fields, max_head)
+        else {
+            return None;
+        };
+        HeaderValue::from_bytes(head.fields.get("retry-after")?).ok()
+    })?;
     outlier::retry_after(&value, SystemTime::now())
-}
-
-impl Answered {
-    /// Gives the buffers back; the connection, with an unread body, closes.
-    fn discard(self) {
-        let Answered { mut response, answer, .. } = self;
-        buffers::give(answer.head);
-        response.clear();
-        buffers::give(response);
-    }
-}
-
-/// The respond phase of a route with several targets, once the request head is consumed: the
-/// request body consumed too, the answer's head and body relayed to the client, the target's
-/// connection given back to its pool, and the request finished (its in-flight slot with it).
-pub(super) async fn respond(
-    client: &mut ClientConn,
-    sent: Sent,
-    client_side: ClientSide,
-    mut ctx: RequestContext,
-) -> Served {
-    let Sent { endpoint, answered, body_len } = sent;
-    client.consume(body_len);
-    let Answered { mut conn, mut response, answer } = answered;
-    ctx.status = answer.status.as_u16();
-    let Answer { len, head: mut out, plan, keep_alive, .. } = answer;
-    response.drain(..len.min(response.len()));
-    let settings = endpoint.upstream.settings();
-    let body =
-        send_body(client, &mut conn, &mut response, &mut out, plan, settings, &mut ctx).await;
-    buffers::give(out);
-    let reusable = keep_alive && response.is_empty();
-    response.clear();
-    buffers::give(response);
-    match body {
-        Ok(()) => {
-            if reusable && let Some(pool) = &endpoint.fast {
-                pool.release("", conn);
-            }
-            ctx.finish();
-            if client_side.closes(plan) { Served::Close } else { Served::KeepAlive }
-        }
-        Err(failure) => {
-            ctx.failure = Some(failure);
-            ctx.finish();
-            Served::Close
-        }
-    }
 }
