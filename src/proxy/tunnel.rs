@@ -78,7 +78,7 @@ pub fn egress_failure(target: Authority, err: EgressError) -> UpstreamError {
 async fn relay_tunnel(downstream: Upgraded, upstream: Dialed, limits: RelayLimits) -> Relayed {
     // A direct socket is relayed bare (spliced, on Linux); its place under the upstream
     // connection cap is kept beside it until the relay ends.
-    let (upstream, early, _slot) = match upstream {
+    let (upstream, mut early, _slot) = match upstream {
         Dialed::Direct(stream) => {
             let (stream, slot) = stream.into_parts();
             (ParentStream::Plain(stream), Bytes::new(), Some(slot))
@@ -95,9 +95,11 @@ async fn relay_tunnel(downstream: Upgraded, upstream: Dialed, limits: RelayLimit
                 if !early.is_empty() && client.write_all(&early).await.is_err() {
                     return Relayed { to_upstream: 0, to_downstream: 0, end: RelayEnd::Error };
                 }
+                // Not kept for the tunnel's life: it may be a slice of a larger buffer.
+                let early = std::mem::take(&mut early).len() as u64;
                 let mut relayed =
                     crate::relay::splice::relay(client, read_buf, upstream, limits).await;
-                relayed.to_downstream += early.len() as u64;
+                relayed.to_downstream += early;
                 return relayed;
             }
             Ok(None) => {

@@ -44,7 +44,8 @@ const SMALL_RUN: u32 = 8;
 
 /// Relays between two plain TCP sockets until both directions end, one fails, or a limit is
 /// reached. `early` holds bytes the client sent before the tunnel opened (read along with its
-/// CONNECT head); they are written upstream first.
+/// CONNECT head); they are written upstream first, and not held after that (they may be a
+/// slice of a larger read buffer).
 pub async fn relay(
     mut downstream: TcpStream,
     early: Bytes,
@@ -58,6 +59,7 @@ pub async fn relay(
         }
         progress.to_upstream.fetch_add(early.len() as u64, Ordering::Relaxed);
     }
+    drop(early);
     let (down_read, down_write) = downstream.split();
     let (up_read, up_write) = upstream.split();
     let both = async {
