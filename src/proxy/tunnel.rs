@@ -21,6 +21,7 @@ use crate::relay::{RelayEnd, RelayLimits, Relayed, relay};
 use crate::upstream::client::UpstreamError;
 use crate::upstream::egress::{Dialed, EgressError};
 use crate::upstream::parent::{ParentStream, ParentTunnel};
+use crate::uri::owned;
 use crate::uri::target::Target;
 
 /// Opens a tunnel for a CONNECT request. The upstream is dialled before answering, so a dead
@@ -46,6 +47,9 @@ pub async fn open(
     let log = session.clone();
     let metrics = proxy.observer.metrics.clone();
     let hold = ctx.hold.clone();
+    // For the log line of a failed upgrade; a copy, since the request's own is a slice of
+    // hyper's read buffer, which the tunnel would keep alive with it.
+    let authority = owned::authority(&target.authority);
     proxy.shutdown.spawn(async move {
         let _hold = hold;
         match on_upgrade.await {
@@ -54,7 +58,7 @@ pub async fn open(
                 session.relayed(relay_tunnel(downstream, upstream, limits).await);
             }
             Err(err) => {
-                tracing::debug!(target = %target.authority, "CONNECT upgrade failed: {err}");
+                tracing::debug!(target = %authority, "CONNECT upgrade failed: {err}");
                 session.not_upgraded();
             }
         }
