@@ -153,7 +153,11 @@ async fn one_way(
     // Empty whenever a step ends: every byte spliced in has been spliced out.
     let mut pipe: Option<Pipe> = None;
     loop {
-        from.as_ref().readable().await?;
+        // Polled rather than awaited with `readable`, which queues a waiter of its own: this
+        // makes the relay's task the socket's reader, in place of the task that read it before
+        // (hyper's, which waited for a read as the tunnel opened), whose memory that stale
+        // waker would keep allocated for the tunnel's whole life.
+        poll_fn(|cx| from.as_ref().poll_read_ready(cx)).await?;
         let step = match gear.mode {
             Mode::Copy => {
                 pipe = None;
@@ -230,7 +234,7 @@ async fn splice_once(from: &TcpStream, to: &TcpStream, pipe: &Pipe) -> io::Resul
     };
     let mut left: usize = filled;
     while left > 0 {
-        to.writable().await?;
+        poll_fn(|cx| to.poll_write_ready(cx)).await?;
         let drained = to.try_io(Interest::WRITABLE, || {
             splice(pipe.read.as_fd(), None, to.as_fd(), None, left, flags).map_err(io::Error::from)
         });
