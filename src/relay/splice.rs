@@ -46,34 +46,39 @@ const SMALL_RUN: u32 = 8;
 /// reached. `early` holds bytes the client sent before the tunnel opened (read along with its
 /// CONNECT head); they are written upstream first, and not held after that (they may be a
 /// slice of a larger read buffer).
-pub async fn relay(
+///
+/// An `async` block rather than an `async fn`: an `async fn` moves its arguments into locals
+/// of its own, so a tunnel's task would hold both sockets twice for its whole life.
+#[allow(clippy::manual_async_fn)]
+pub fn relay(
     mut downstream: TcpStream,
     early: Bytes,
     mut upstream: TcpStream,
     limits: RelayLimits,
-) -> Relayed {
-    let progress = Progress::new();
-    if !early.is_empty() {
-        if upstream.write_all(&early).await.is_err() {
-            return progress.finish(RelayEnd::Error);
+) -> impl Future<Output = Relayed> + Send {
+    async move {
+        let progress = Progress::new();
+        if !early.is_empty() {
+            if upstream.write_all(&early).await.is_err() {
+                return progress.finish(RelayEnd::Error);
+            }
+            progress.to_upstream.fetch_add(early.len() as u64, Ordering::Relaxed);
         }
-        progress.to_upstream.fetch_add(early.len() as u64, Ordering::Relaxed);
+        drop(early);
+        let (down_read, down_write) = downstream.split();
+        let (up_read, up_write) = upstream.split();
+        let both = async {
+            tokio::join!(
+                one_way(down_read, up_write, &progress, &progress.to_upstream),
+                one_way(up_read, down_write, &progress, &progress.to_downstream),
+            )
+        };
+        let end = tokio::select! {
+            (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
+            end = progress.limit_reached(limits) => end,
+        };
+        progress.finish(end)
     }
-    drop(early);
-    let (down_read, down_write) = downstream.split();
-    let (up_read, up_write) = upstream.split();
-    let both = async {
-        tokio::join!(
-            one_way(down_read, up_write, &progress, &progress.to_upstream),
-            one_way(up_read, down_write, &progress, &progress.to_downstream),
-        )
-    };
-    let end = tokio::select! {
-        (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-        () = progress.idle_for(limits.idle) => RelayEnd::IdleTimeout,
-        () = tokio::time::sleep(limits.lifetime) => RelayEnd::MaxLifetime,
-    };
-    progress.finish(end)
 }
 
 /// How a direction moves its bytes for now.
