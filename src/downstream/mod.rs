@@ -68,7 +68,9 @@ pub fn into_plain_tcp(upgraded: Upgraded) -> Result<Option<(TcpStream, Bytes)>, 
         // hyper's unread bytes came first; what it never read of the prefix follows them.
         let (stream, unread) = guard.into_inner().into_parts();
         let early = if unread.is_empty() {
-            read_buf
+            // Even empty, hyper's bytes are a slice of its whole read buffer, which the
+            // tunnel would keep alive.
+            if read_buf.is_empty() { Bytes::new() } else { read_buf }
         } else {
             let mut early = read_buf.to_vec();
             early.extend_from_slice(&unread);

@@ -20,6 +20,7 @@ use crate::observe::ai::AiRecord;
 use crate::observe::metrics::{RouteLabel, RouteSeries};
 use crate::observe::{Event, Failure, Mode, Observer, RequestId};
 use crate::upstream::group::InFlight;
+use crate::uri::owned;
 
 /// Everything the request path knows about one request, from its head to its end.
 #[derive(Debug)]
@@ -171,6 +172,22 @@ impl RequestContext {
         }
     }
 
+    /// Copies what the context holds of the request head into buffers of its own, for a
+    /// context that waits out a long session (a tunnel, an upgrade): the target, the id and
+    /// the logged fields otherwise share hyper's read buffer, which they would keep alive.
+    pub fn detach(&mut self) {
+        self.target = owned::uri(&self.target);
+        if let RequestId::Client(value) = &self.id {
+            self.id = RequestId::Client(owned_value(value));
+        }
+        if let Some(value) = &self.id_header {
+            self.id_header = Some(owned_value(value));
+        }
+        for (_, value) in &mut self.logged_headers {
+            *value = owned_value(value);
+        }
+    }
+
     /// The request id as a header value.
     pub fn id_header(&mut self) -> HeaderValue {
         self.id_header.get_or_insert_with(|| self.id.to_header_value()).clone()
@@ -224,6 +241,15 @@ impl RequestContext {
         };
         self.observer.finish(&event);
     }
+}
+
+/// `value` in a buffer of its own, as sensitive as it was.
+fn owned_value(value: &HeaderValue) -> HeaderValue {
+    let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) else {
+        return value.clone();
+    };
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 /// The log and metrics record of an AI request that started at `started`, charging its

@@ -173,12 +173,16 @@ impl SessionLog {
         SessionLog(Arc::new(Mutex::new(Meeting::Waiting)))
     }
 
-    /// Hands over the context of the request that opened the session.
-    pub fn start(&self, ctx: Box<RequestContext>) {
+    /// Hands over the context of the request that opened the session. The context may wait
+    /// for the session's whole life, so it first lets go of the connection's read buffer.
+    pub fn start(&self, mut ctx: Box<RequestContext>) {
         let mut meeting = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match std::mem::replace(&mut *meeting, Meeting::Done) {
             Meeting::Ended(end) => finish(ctx, end),
-            Meeting::Waiting => *meeting = Meeting::Started(ctx),
+            Meeting::Waiting => {
+                ctx.detach();
+                *meeting = Meeting::Started(ctx);
+            }
             Meeting::Started(_) | Meeting::Done => {}
         }
     }

@@ -91,15 +91,21 @@ impl Progress {
         self.last_activity_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Resolves once no activity has been seen for `idle`.
-    async fn idle_for(&self, idle: Duration) {
+    /// Resolves with the limit that ends the relay: no activity for `limits.idle`, or
+    /// `limits.lifetime` since the start. One timer serves both, so an idle relay keeps one.
+    async fn limit_reached(&self, limits: RelayLimits) -> RelayEnd {
+        let end_of_life = self.started + limits.lifetime;
         loop {
             let last = Duration::from_millis(self.last_activity_ms.load(Ordering::Relaxed));
-            let deadline = self.started + last + idle;
-            if Instant::now() >= deadline {
-                return;
+            let idle_deadline = self.started + last + limits.idle;
+            let now = Instant::now();
+            if now >= end_of_life {
+                return RelayEnd::MaxLifetime;
             }
-            tokio::time::sleep_until(deadline).await;
+            if now >= idle_deadline {
+                return RelayEnd::IdleTimeout;
+            }
+            tokio::time::sleep_until(idle_deadline.min(end_of_life)).await;
         }
     }
 }
@@ -131,8 +137,7 @@ where
     };
     let end = tokio::select! {
         (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-        () = progress.idle_for(limits.idle) => RelayEnd::IdleTimeout,
-        () = tokio::time::sleep(limits.lifetime) => RelayEnd::MaxLifetime,
+        end = progress.limit_reached(limits) => end,
     };
     progress.finish(end)
 }

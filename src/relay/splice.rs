@@ -44,34 +44,41 @@ const SMALL_RUN: u32 = 8;
 
 /// Relays between two plain TCP sockets until both directions end, one fails, or a limit is
 /// reached. `early` holds bytes the client sent before the tunnel opened (read along with its
-/// CONNECT head); they are written upstream first.
-pub async fn relay(
+/// CONNECT head); they are written upstream first, and not held after that (they may be a
+/// slice of a larger read buffer).
+///
+/// An `async` block rather than an `async fn`: an `async fn` moves its arguments into locals
+/// of its own, so a tunnel's task would hold both sockets twice for its whole life.
+#[allow(clippy::manual_async_fn)]
+pub fn relay(
     mut downstream: TcpStream,
     early: Bytes,
     mut upstream: TcpStream,
     limits: RelayLimits,
-) -> Relayed {
-    let progress = Progress::new();
-    if !early.is_empty() {
-        if upstream.write_all(&early).await.is_err() {
-            return progress.finish(RelayEnd::Error);
+) -> impl Future<Output = Relayed> + Send {
+    async move {
+        let progress = Progress::new();
+        if !early.is_empty() {
+            if upstream.write_all(&early).await.is_err() {
+                return progress.finish(RelayEnd::Error);
+            }
+            progress.to_upstream.fetch_add(early.len() as u64, Ordering::Relaxed);
         }
-        progress.to_upstream.fetch_add(early.len() as u64, Ordering::Relaxed);
+        drop(early);
+        let (down_read, down_write) = downstream.split();
+        let (up_read, up_write) = upstream.split();
+        let both = async {
+            tokio::join!(
+                one_way(down_read, up_write, &progress, &progress.to_upstream),
+                one_way(up_read, down_write, &progress, &progress.to_downstream),
+            )
+        };
+        let end = tokio::select! {
+            (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
+            end = progress.limit_reached(limits) => end,
+        };
+        progress.finish(end)
     }
-    let (down_read, down_write) = downstream.split();
-    let (up_read, up_write) = upstream.split();
-    let both = async {
-        tokio::join!(
-            one_way(down_read, up_write, &progress, &progress.to_upstream),
-            one_way(up_read, down_write, &progress, &progress.to_downstream),
-        )
-    };
-    let end = tokio::select! {
-        (a, b) = both => if a.is_ok() && b.is_ok() { RelayEnd::Closed } else { RelayEnd::Error },
-        () = progress.idle_for(limits.idle) => RelayEnd::IdleTimeout,
-        () = tokio::time::sleep(limits.lifetime) => RelayEnd::MaxLifetime,
-    };
-    progress.finish(end)
 }
 
 /// How a direction moves its bytes for now.
@@ -151,7 +158,11 @@ async fn one_way(
     // Empty whenever a step ends: every byte spliced in has been spliced out.
     let mut pipe: Option<Pipe> = None;
     loop {
-        from.as_ref().readable().await?;
+        // Polled rather than awaited with `readable`, which queues a waiter of its own: this
+        // makes the relay's task the socket's reader, in place of the task that read it before
+        // (hyper's, which waited for a read as the tunnel opened), whose memory that stale
+        // waker would keep allocated for the tunnel's whole life.
+        poll_fn(|cx| from.as_ref().poll_read_ready(cx)).await?;
         let step = match gear.mode {
             Mode::Copy => {
                 pipe = None;
@@ -228,7 +239,7 @@ async fn splice_once(from: &TcpStream, to: &TcpStream, pipe: &Pipe) -> io::Resul
     };
     let mut left: usize = filled;
     while left > 0 {
-        to.writable().await?;
+        poll_fn(|cx| to.poll_write_ready(cx)).await?;
         let drained = to.try_io(Interest::WRITABLE, || {
             splice(pipe.read.as_fd(), None, to.as_fd(), None, left, flags).map_err(io::Error::from)
         });

@@ -5,5 +5,6 @@
 //! They sit below the request path (rather than inside `proxy/`) so that their error types can
 //! be named by the error renderer, and so fuzz targets exercise them without the proxy.
 
+pub mod owned;
 pub mod path;
 pub mod target;
