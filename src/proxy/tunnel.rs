@@ -127,16 +127,7 @@ enum Ends {
 impl Ends {
     /// The ends of the tunnel from the upgraded client connection and the dialled upstream.
     fn of(downstream: Upgraded, upstream: Dialed) -> Ends {
-        let (upstream, early, slot) = match upstream {
-            Dialed::Direct(stream) => {
-                let (stream, slot) = stream.into_parts();
-                (ParentStream::Plain(stream), Bytes::new(), Some(slot))
-            }
-            Dialed::Parent { tunnel, .. } => {
-                let (stream, early) = tunnel.into_parts();
-                (stream, early, None)
-            }
-        };
+        let (upstream, early, slot) = upstream.into_tunnel();
         #[cfg(target_os = "linux")]
         let (downstream, upstream) = match upstream {
             ParentStream::Plain(upstream) => match downstream::into_plain_tcp(downstream) {

@@ -171,16 +171,7 @@ fn refused_handshake(proxy: &Proxy, peer: SocketAddr, started: Instant, err: &Ha
 /// the client first.
 async fn relay(mut client: TcpStream, upstream: Dialed, limits: RelayLimits) -> Relayed {
     // A direct socket keeps its place under the upstream connection cap until the relay ends.
-    let (upstream, early, _slot) = match upstream {
-        Dialed::Direct(stream) => {
-            let (stream, slot) = stream.into_parts();
-            (ParentStream::Plain(stream), Bytes::new(), Some(slot))
-        }
-        Dialed::Parent { tunnel, .. } => {
-            let (stream, early) = tunnel.into_parts();
-            (stream, early, None)
-        }
-    };
+    let (upstream, early, _slot) = upstream.into_tunnel();
     #[cfg(target_os = "linux")]
     if let ParentStream::Plain(upstream) = upstream {
         if !early.is_empty() && client.write_all(&early).await.is_err() {

@@ -35,7 +35,7 @@ use crate::config::parent::{ParentProxy, ParentRoute, ParentRule, ParentScheme};
 use crate::pac::HostMatch;
 use crate::tls::client::{UpstreamTls, client_config};
 use crate::tls::files::TlsFileError;
-use crate::upstream::dialer::{ConnectError, Dialer, StaticHosts, UpstreamTcp};
+use crate::upstream::dialer::{ConnectError, Dialer, StaticHosts, UpstreamSlot, UpstreamTcp};
 use crate::upstream::parent::{
     self, Parent, ParentCredentials, ParentError, ParentProtocol, ParentStream, ParentTls,
     ParentTunnel,
@@ -90,6 +90,21 @@ impl Dialed {
         match self {
             Dialed::Direct(stream) => stream.get_ref().local_addr().ok(),
             Dialed::Parent { .. } => None,
+        }
+    }
+    /// The connection for a tunnel: its stream, what a parent sent after its answer (to reach
+    /// the client first), and a direct socket's place under the connection caps, held until
+    /// the relay ends.
+    pub fn into_tunnel(self) -> (ParentStream, Bytes, Option<UpstreamSlot>) {
+        match self {
+            Dialed::Direct(stream) => {
+                let (stream, slot) = stream.into_parts();
+                (ParentStream::Plain(stream), Bytes::new(), Some(slot))
+            }
+            Dialed::Parent { tunnel, .. } => {
+                let (stream, early) = tunnel.into_parts();
+                (stream, early, None)
+            }
         }
     }
 }
