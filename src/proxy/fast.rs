@@ -147,35 +147,7 @@ pub async fn serve(
     let Some(taken) = decide(&head, buffered.len(), proxy, listener) else {
         return Served::General;
     };
-    let metrics = &proxy.observer.metrics;
-    metrics.request_path(RequestPath::Fast);
-    let id_name = &proxy.config.request_id.header;
-    let id = RequestId::for_value(head.fields.get(id_name.as_str()), &proxy.config.request_id);
-    let observer = &proxy.observer;
-    let logged_headers = observer
-        .wanted_headers()
-        .iter()
-        .filter_map(|name| {
-            let value = head.fields.get(name.as_str())?;
-            Some((name.clone(), HeaderValue::from_bytes(value).ok()?))
-        })
-        .collect();
-    let received = Received {
-        method: head.method.clone(),
-        target: head.uri.clone(),
-        version: head.version.as_http(),
-        logged_headers,
-        has_body: head.framing != Framing::Empty,
-    };
-    let mut ctx = RequestContext::begin(
-        received,
-        Mode::Reverse,
-        id,
-        downstream.clone(),
-        listener.scheme,
-        hold.clone(),
-        observer,
-    );
+    let mut ctx = context(&head, Mode::Reverse, proxy, listener, downstream, hold);
     // The phases up to the upstream head, while the request head is borrowed from the buffer.
     let prepared = match taken.route.group.as_deref() {
         None => prepare(&head, taken, &mut ctx, proxy, listener).await.map(group::Prepared::One),
@@ -188,15 +160,7 @@ pub async fn serve(
     };
     let head_len = head.len;
     let framing = head.framing;
-    let client_side = ClientSide {
-        version: head.version,
-        keep_alive: head.keep_alive,
-        limit_reached: last,
-        trailers: head.accepts_trailers,
-    };
-    // A refusal is written in HTTP/1.1 with its own framing: an HTTP/1.0 client's connection
-    // closes after it.
-    let refusal_closes = last || !head.keep_alive || head.version == Version::Http10;
+    let client_side = ClientSide::of(&head, last);
     let method_head = head.method == Method::HEAD;
     drop(head);
     client.consume(head_len);
@@ -234,7 +198,9 @@ pub async fn serve(
             client.consume(sent.body_len);
             (sent.exchanged, Answerer::Target(sent.endpoint))
         }
-        Err(err) => return refuse(client, err, framing, ctx, proxy, refusal_closes).await,
+        Err(err) => {
+            return refuse(client, err, framing, ctx, proxy, client_side.refusal_closes()).await;
+        }
     };
     // The respond phase, the same for a route's one upstream and a group's target.
     let Exchanged { conn, mut response, answer } = exchanged;
@@ -254,6 +220,46 @@ pub async fn serve(
             Served::Close
         }
     }
+}
+
+/// The context of a request the fast path serves in `mode`, begun from its head: its id,
+/// the fields the access log wants, and the request counted on the fast path.
+fn context(
+    head: &RequestHead<'_>,
+    mode: Mode,
+    proxy: &Proxy,
+    listener: &ListenerContext,
+    downstream: &Downstream,
+    hold: &Arc<ConnectionHold>,
+) -> RequestContext {
+    let observer = &proxy.observer;
+    observer.metrics.request_path(RequestPath::Fast);
+    let id_name = &proxy.config.request_id.header;
+    let id = RequestId::for_value(head.fields.get(id_name.as_str()), &proxy.config.request_id);
+    let logged_headers = observer
+        .wanted_headers()
+        .iter()
+        .filter_map(|name| {
+            let value = head.fields.get(name.as_str())?;
+            Some((name.clone(), HeaderValue::from_bytes(value).ok()?))
+        })
+        .collect();
+    let received = Received {
+        method: head.method.clone(),
+        target: head.uri.clone(),
+        version: head.version.as_http(),
+        logged_headers,
+        has_body: head.framing != Framing::Empty,
+    };
+    RequestContext::begin(
+        received,
+        mode,
+        id,
+        downstream.clone(),
+        listener.scheme,
+        hold.clone(),
+        observer,
+    )
 }
 
 /// What answered a request: a route's one upstream, or one of its targets.
@@ -537,6 +543,22 @@ struct ClientSide {
 }
 
 impl ClientSide {
+    /// The client side of the request `head`; `last` says the connection closes after it.
+    fn of(head: &RequestHead<'_>, last: bool) -> ClientSide {
+        ClientSide {
+            version: head.version,
+            keep_alive: head.keep_alive,
+            limit_reached: last,
+            trailers: head.accepts_trailers,
+        }
+    }
+
+    /// Whether the connection closes after a refusal: it is written in HTTP/1.1 with its own
+    /// framing, so an HTTP/1.0 client's connection closes after it.
+    fn refusal_closes(self) -> bool {
+        self.limit_reached || !self.keep_alive || self.version == Version::Http10
+    }
+
     /// Whether the connection closes after a response body sent as `plan`.
     fn closes(self, plan: Plan) -> bool {
         self.limit_reached || !self.keep_alive || plan.closes()

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::uri::Scheme;
-use http::{HeaderValue, Method, StatusCode};
+use http::{Method, StatusCode};
 use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
@@ -37,11 +37,10 @@ use crate::error::{NotServed, ProxyError};
 use crate::h1::fields::Field;
 use crate::h1::request::RequestHead;
 use crate::h1::response::{self, Answering};
-use crate::h1::{Framing, Parsed, Version, buffers, write};
+use crate::h1::{Framing, Parsed, buffers, write};
 use crate::headers::edit::Edits;
-use crate::observe::metrics::RequestPath;
-use crate::observe::{Failure, Mode, RequestId};
-use crate::proxy::context::{Received, RequestContext};
+use crate::observe::{Failure, Mode};
+use crate::proxy::context::RequestContext;
 use crate::proxy::fast::{
     Answer, ClientSide, Served, Unfinished, exchange_failed, read_upstream, refuse, rewritten,
     send_body,
@@ -90,7 +89,6 @@ pub struct Begun {
     head_len: usize,
     framing: Framing,
     client_side: ClientSide,
-    refusal_closes: bool,
     answering: Answering,
     /// The request may be sent again on a new connection when a reused one closed before
     /// answering (`upstream::replay`: an idempotent method without a body).
@@ -115,34 +113,7 @@ pub async fn begin(
     hold: &Arc<ConnectionHold>,
     last: bool,
 ) -> Begun {
-    proxy.observer.metrics.request_path(RequestPath::Fast);
-    let observer = &proxy.observer;
-    let id_name = &proxy.config.request_id.header;
-    let id = RequestId::for_value(head.fields.get(id_name.as_str()), &proxy.config.request_id);
-    let logged_headers = observer
-        .wanted_headers()
-        .iter()
-        .filter_map(|name| {
-            let value = head.fields.get(name.as_str())?;
-            Some((name.clone(), HeaderValue::from_bytes(value).ok()?))
-        })
-        .collect();
-    let received = Received {
-        method: head.method.clone(),
-        target: head.uri.clone(),
-        version: head.version.as_http(),
-        logged_headers,
-        has_body: head.framing != Framing::Empty,
-    };
-    let mut ctx = RequestContext::begin(
-        received,
-        Mode::Forward,
-        id,
-        downstream.clone(),
-        listener.scheme,
-        hold.clone(),
-        observer,
-    );
+    let mut ctx = super::context(&head, Mode::Forward, proxy, listener, downstream, hold);
     ctx.series = Some(listener.forward_series.clone());
     let prepared = prepare(&head, &ctx, proxy, listener).await;
     Begun {
@@ -150,15 +121,7 @@ pub async fn begin(
         prepared,
         head_len: head.len,
         framing: head.framing,
-        client_side: ClientSide {
-            version: head.version,
-            keep_alive: head.keep_alive,
-            limit_reached: last,
-            trailers: head.accepts_trailers,
-        },
-        // A refusal is written in HTTP/1.1 with its own framing: an HTTP/1.0 client's
-        // connection closes after it.
-        refusal_closes: last || !head.keep_alive || head.version == Version::Http10,
+        client_side: ClientSide::of(&head, last),
         answering: Answering { head: head.method == Method::HEAD },
         replayable: replay::idempotent(&head.method)
             && matches!(head.framing, Framing::Empty | Framing::Length(0)),
@@ -174,11 +137,13 @@ pub async fn finish(
     proxy: &Proxy,
     listener: &ListenerContext,
 ) -> Served {
-    let Begun { mut ctx, prepared, head_len, framing, client_side, refusal_closes, .. } = begun;
+    let Begun { mut ctx, prepared, head_len, framing, client_side, .. } = begun;
     client.consume(head_len);
     let prepared = match prepared {
         Ok(prepared) => prepared,
-        Err(err) => return refuse(client, err, framing, ctx, proxy, refusal_closes).await,
+        Err(err) => {
+            return refuse(client, err, framing, ctx, proxy, client_side.refusal_closes()).await;
+        }
     };
     let request = Request {
         prepared: &prepared,

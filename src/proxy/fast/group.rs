@@ -120,12 +120,7 @@ pub(super) async fn send<'p>(
         // As the general path's pools resend a request that lost the keep-alive race.
         resendable: head.framing == Framing::Empty && replay::idempotent(&head.method),
         answering: Answering { head: head.method == Method::HEAD },
-        client_side: ClientSide {
-            version: head.version,
-            keep_alive: head.keep_alive,
-            limit_reached: last,
-            trailers: head.accepts_trailers,
-        },
+        client_side: ClientSide::of(head, last),
     };
     let mut upstream_head = buffers::take();
     let attempted =
