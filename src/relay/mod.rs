@@ -232,6 +232,16 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_relay_past_both_limits_ends_at_its_lifetime() {
+        let (_client, proxy_down) = duplex(64);
+        let (proxy_up, _server) = duplex(64);
+        let limit = Duration::from_secs(30);
+        let relayed =
+            relay(proxy_down, proxy_up, RelayLimits { idle: limit, lifetime: limit }).await;
+        assert_eq!(relayed.end, RelayEnd::MaxLifetime);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn idle_relay_is_closed() {
         let (_client, proxy_down) = duplex(64);
         let (proxy_up, _server) = duplex(64);
