@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use http::header::HOST;
+use http::uri::Authority;
 use http::{HeaderName, HeaderValue, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
@@ -53,7 +54,7 @@ use crate::proxy::state::{ListenerContext, Proxy};
 use crate::proxy::{Destination, Picked, RequestKind, admit, classify_head, exchange};
 use crate::proxy::{answer, pick_upstream};
 use crate::upstream::client::UpstreamError;
-use crate::upstream::connect::UpstreamTcp;
+use crate::upstream::connect::{Connector, UpstreamTcp};
 use crate::upstream::group::Endpoint;
 use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
 
@@ -370,9 +371,10 @@ async fn exchange_head(
     };
     let settings = route.upstream.settings();
     let authority = &route.config.upstream.authority;
+    let dial = Dial { pool, connector: route.upstream.connector(), key: "", authority };
     let mut response = buffers::take();
     let result = async {
-        let mut conn = send(client, pool, false, routed, upstream_head, framing, ctx).await?;
+        let mut conn = send(client, &dial, false, upstream_head, framing, ctx).await?;
         let after = settings.response_header;
         let deadline = Instant::now() + after;
         let mut retried = false;
@@ -395,7 +397,7 @@ async fn exchange_head(
                         && framing == Framing::Empty =>
                 {
                     retried = true;
-                    conn = send(client, pool, true, routed, upstream_head, framing, ctx).await?;
+                    conn = send(client, &dial, true, upstream_head, framing, ctx).await?;
                 }
                 Ok(Ok(0)) => return Err(exchange_failed(authority, ExchangeFailure::Closed)),
                 Ok(Ok(_)) => {}
@@ -468,30 +470,35 @@ fn exchange_failed(target: &http::uri::Authority, failure: ExchangeFailure) -> U
     Unfinished::BeforeResponse(err.into())
 }
 
-/// Takes a connection from `pool` (or dials a new one, when `fresh`) and sends the upstream
-/// head and the request body.
-#[allow(clippy::too_many_arguments)]
+/// Where a request's upstream connection comes from: an idle one in `pool` under `key`, or
+/// one `connector` dials to `authority`.
+struct Dial<'a> {
+    pool: &'a FastPool,
+    connector: &'a Connector,
+    key: &'a str,
+    authority: &'a Authority,
+}
+
+/// Takes a connection as `dial` says (a new one when `fresh`) and sends the upstream head and
+/// the request body: as much of the body as has arrived goes in the same write as the head,
+/// the rest as it comes.
 async fn send(
     client: &mut ClientConn,
-    pool: &FastPool,
+    dial: &Dial<'_>,
     fresh: bool,
-    routed: &Routed<'_>,
     upstream_head: &[u8],
     framing: Framing,
     ctx: &mut RequestContext,
 ) -> Result<H1Conn, Unfinished> {
-    let route = routed.route;
-    let authority = &route.config.upstream.authority;
-    let connected = pool.connection(route.upstream.connector(), "", authority, fresh).await;
+    let authority = dial.authority;
+    let connected = dial.pool.connection(dial.connector, dial.key, authority, fresh).await;
     let mut conn = connected.map_err(|source| {
         let err = UpstreamError::Connect { target: authority.clone(), source };
         Unfinished::BeforeResponse(err.into())
     })?;
+    let failed = |err| exchange_failed(authority, ExchangeFailure::Io(err));
     let Framing::Length(length) = framing else {
-        conn.stream
-            .write_all(upstream_head)
-            .await
-            .map_err(|err| exchange_failed(authority, ExchangeFailure::Io(err)))?;
+        conn.stream.write_all(upstream_head).await.map_err(failed)?;
         return Ok(conn);
     };
     let meter = ctx.received.clone();
@@ -503,9 +510,7 @@ async fn send(
     let mut remaining = length;
     let first = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
     let body = client.buffered().get(..first).unwrap_or_default();
-    write_both(&mut conn.stream, upstream_head, body)
-        .await
-        .map_err(|err| exchange_failed(authority, ExchangeFailure::Io(err)))?;
+    write_both(&mut conn.stream, upstream_head, body).await.map_err(failed)?;
     count(first);
     client.consume(first);
     remaining -= first as u64;
@@ -518,10 +523,7 @@ async fn send(
         }
         let take = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
         let piece = client.buffered().get(..take).unwrap_or_default();
-        conn.stream
-            .write_all(piece)
-            .await
-            .map_err(|err| exchange_failed(authority, ExchangeFailure::Io(err)))?;
+        conn.stream.write_all(piece).await.map_err(failed)?;
         count(take);
         client.consume(take);
         remaining -= take as u64;

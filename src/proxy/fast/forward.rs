@@ -23,15 +23,13 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use http::uri::Scheme;
 use http::{Method, StatusCode};
-use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::downstream::Downstream;
-use crate::downstream::h1::{ClientConn, write_both};
+use crate::downstream::h1::ClientConn;
 use crate::downstream::hold::ConnectionHold;
 use crate::error::{NotServed, ProxyError};
 use crate::h1::fields::Field;
@@ -42,14 +40,13 @@ use crate::headers::edit::Edits;
 use crate::observe::{Failure, Mode};
 use crate::proxy::context::RequestContext;
 use crate::proxy::fast::{
-    Answer, ClientSide, Served, Unfinished, exchange_failed, read_upstream, refuse, rewritten,
-    send_body,
+    Answer, ClientSide, Dial, Served, Unfinished, exchange_failed, read_upstream, refuse,
+    rewritten, send, send_body,
 };
 use crate::proxy::state::{ListenerContext, Proxy};
 use crate::proxy::{Destination, RequestKind, admit, classify_head, exchange, forward};
 use crate::upstream::client::UpstreamError;
-use crate::upstream::connect::Connector;
-use crate::upstream::h1::{ExchangeFailure, FastPool, H1Conn};
+use crate::upstream::h1::ExchangeFailure;
 use crate::upstream::replay;
 use crate::uri::target::Target;
 
@@ -244,9 +241,11 @@ async fn relay(
     let target = &request.prepared.target;
     let authority = &target.authority;
     let key = pool_key(target);
+    let dial = Dial { pool, connector, key: &key, authority };
+    let head = &request.prepared.head;
     let mut response = buffers::take();
     let result = async {
-        let mut conn = send(client, pool, connector, &key, false, request, ctx).await?;
+        let mut conn = send(client, &dial, false, head, request.framing, ctx).await?;
         let after = settings.response_header;
         let deadline = Instant::now() + after;
         let mut retried = false;
@@ -267,7 +266,7 @@ async fn relay(
                     if conn.reused && !retried && response.is_empty() && request.replayable =>
                 {
                     retried = true;
-                    conn = send(client, pool, connector, &key, true, request, ctx).await?;
+                    conn = send(client, &dial, true, head, request.framing, ctx).await?;
                 }
                 Ok(Some(Ok(0))) => return Err(exchange_failed(authority, ExchangeFailure::Closed)),
                 Ok(Some(Ok(_))) => {}
@@ -300,61 +299,6 @@ async fn relay(
     response.clear();
     buffers::give(response);
     result
-}
-
-/// Takes an idle connection to the target from `pool` (or dials a new one through
-/// `connector`, always when `fresh`) and sends the upstream head and the request body.
-async fn send(
-    client: &mut ClientConn,
-    pool: &FastPool,
-    connector: &Connector,
-    key: &str,
-    fresh: bool,
-    request: &Request<'_>,
-    ctx: &mut RequestContext,
-) -> Result<H1Conn, Unfinished> {
-    let target = &request.prepared.target;
-    let connected = pool.connection(connector, key, &target.authority, fresh).await;
-    let mut conn = connected.map_err(|source| {
-        let err = UpstreamError::Connect { target: target.authority.clone(), source };
-        Unfinished::BeforeResponse(err.into())
-    })?;
-    let authority = &target.authority;
-    let failed = |err| exchange_failed(authority, ExchangeFailure::Io(err));
-    let head = &request.prepared.head;
-    let Framing::Length(length) = request.framing else {
-        conn.stream.write_all(head).await.map_err(failed)?;
-        return Ok(conn);
-    };
-    let meter = ctx.received.clone();
-    let count = |n: usize| {
-        if let Some(meter) = &meter {
-            meter.fetch_add(n as u64, Ordering::Relaxed);
-        }
-    };
-    // The body follows the head in the same write as far as it has arrived.
-    let mut remaining = length;
-    let first = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-    let body = client.buffered().get(..first).unwrap_or_default();
-    write_both(&mut conn.stream, head, body).await.map_err(failed)?;
-    count(first);
-    client.consume(first);
-    remaining -= first as u64;
-    while remaining > 0 {
-        let n = client.read_more().await.unwrap_or(0);
-        if n == 0 {
-            // The client went away in the middle of its body.
-            ctx.failure = Some(Failure::ClientClosed);
-            return Err(Unfinished::Midway(Failure::ClientClosed));
-        }
-        let take = client.buffered().len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
-        let piece = client.buffered().get(..take).unwrap_or_default();
-        conn.stream.write_all(piece).await.map_err(failed)?;
-        count(take);
-        client.consume(take);
-        remaining -= take as u64;
-    }
-    Ok(conn)
 }
 
 /// The respond phase for a response head at the start of `buf`: `None` until it is all there.
